@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The local stack: moto's DynamoDB-compatible server, the Airwave tables, and
+# every function served by `cargo lambda watch`. Ctrl-C stops all of it.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dynamodb_port="${1:-8000}"
+invoke_port="${2:-9000}"
+venv="$root/.tools/venv"
+
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$dynamodb_port"
+export RUST_LOG="${RUST_LOG:-info}"
+
+mkdir -p "$root/.local"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$dynamodb_port" >"$root/.local/moto-dev.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 150); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null && break
+    sleep 0.2
+done
+
+cargo run --quiet --package airwave-local --bin airwave-local -- create-tables
+
+cat <<INFO
+
+  DynamoDB (moto):   $AWS_ENDPOINT_URL_DYNAMODB   (log: .local/moto-dev.log)
+  Functions:         http://127.0.0.1:$invoke_port  (cargo lambda watch, hot reload)
+
+  Try it from another terminal:
+    cargo lambda invoke connect --invoke-port $invoke_port --data-file tests/events/connect.json
+    cargo lambda invoke disconnect --invoke-port $invoke_port --data-file tests/events/disconnect.json
+
+  (cargo lambda is in .tools/venv/bin.) Ctrl-C stops everything.
+
+INFO
+
+"$venv/bin/cargo-lambda" lambda watch --invoke-address 127.0.0.1 --invoke-port "$invoke_port" &
+pids+=($!)
+wait "${pids[-1]}"

@@ -1,0 +1,200 @@
+//! A local API Gateway Management API (`/@connections/{id}`), answering the
+//! way API Gateway does: 410 `GoneException` for an id that is not connected,
+//! 413 `PayloadTooLargeException` over 128 KB.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use crate::LocalError;
+
+/// API Gateway's limit for one WebSocket message.
+pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
+
+/// The stage name in the local endpoint, as in `https://{api}.execute-api.{region}.amazonaws.com/{stage}`.
+pub const LOCAL_STAGE: &str = "local";
+
+#[derive(Default)]
+struct Connections {
+    /// Live connection ids with every frame posted to each, in arrival order.
+    live: HashMap<String, Vec<Bytes>>,
+}
+
+struct Shared {
+    connections: Mutex<Connections>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    posts: AtomicUsize,
+    latency: Duration,
+}
+
+impl Shared {
+    fn connections(&self) -> MutexGuard<'_, Connections> {
+        // A panic while holding the lock cannot leave the map half-updated.
+        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running local Management API. The server stops when the tokio runtime
+/// that started it ends.
+#[derive(Clone)]
+pub struct LocalManagementApi {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+}
+
+impl LocalManagementApi {
+    /// Starts a server on a free loopback port.
+    pub async fn start() -> Result<Self, LocalError> {
+        Self::start_with_latency(Duration::ZERO).await
+    }
+
+    /// Starts a server that holds every request for `latency` before answering,
+    /// like the network round trip to API Gateway.
+    pub async fn start_with_latency(latency: Duration) -> Result<Self, LocalError> {
+        let shared = Arc::new(Shared {
+            connections: Mutex::new(Connections::default()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            posts: AtomicUsize::new(0),
+            latency,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let router = Router::new()
+            .route(
+                "/{stage}/@connections/{connection_id}",
+                post(post_to_connection).get(get_connection).delete(delete_connection),
+            )
+            // Let oversized bodies reach the handler so it can answer 413 the way API Gateway does.
+            .layer(DefaultBodyLimit::max(4 * MAX_MESSAGE_BYTES))
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(error = %error, "local Management API stopped");
+            }
+        });
+        Ok(LocalManagementApi { shared, address })
+    }
+
+    /// The endpoint to give the SDK, stage included.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/{}", self.address, LOCAL_STAGE)
+    }
+
+    /// Marks `connection_id` as connected.
+    pub fn connect(&self, connection_id: &str) {
+        self.shared
+            .connections()
+            .live
+            .entry(connection_id.to_owned())
+            .or_default();
+    }
+
+    /// Marks `connection_id` as gone: posts to it answer 410 from now on.
+    pub fn disconnect(&self, connection_id: &str) {
+        self.shared.connections().live.remove(connection_id);
+    }
+
+    /// Every frame posted to a live `connection_id`, in arrival order.
+    pub fn received(&self, connection_id: &str) -> Vec<Bytes> {
+        self.shared
+            .connections()
+            .live
+            .get(connection_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The most posts that were ever being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Every post received, whatever its answer.
+    pub fn post_count(&self) -> usize {
+        self.shared.posts.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a request as in flight for as long as it lives.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn api_error(status: StatusCode, error_type: &'static str) -> Response {
+    let mut response = (status, [("content-type", "application/json")], r#"{"message":null}"#).into_response();
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    response
+}
+
+async fn post_to_connection(
+    State(shared): State<Arc<Shared>>,
+    Path((_stage, connection_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let _in_flight = InFlight::enter(&shared);
+    shared.posts.fetch_add(1, Ordering::SeqCst);
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
+    if body.len() > MAX_MESSAGE_BYTES {
+        return api_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException");
+    }
+    match shared.connections().live.get_mut(&connection_id) {
+        Some(frames) => {
+            frames.push(body);
+            StatusCode::OK.into_response()
+        }
+        None => api_error(StatusCode::GONE, "GoneException"),
+    }
+}
+
+async fn get_connection(
+    State(shared): State<Arc<Shared>>,
+    Path((_stage, connection_id)): Path<(String, String)>,
+) -> Response {
+    if shared.connections().live.contains_key(&connection_id) {
+        (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"identity":{"sourceIp":"127.0.0.1"}}"#,
+        )
+            .into_response()
+    } else {
+        api_error(StatusCode::GONE, "GoneException")
+    }
+}
+
+async fn delete_connection(
+    State(shared): State<Arc<Shared>>,
+    Path((_stage, connection_id)): Path<(String, String)>,
+) -> Response {
+    match shared.connections().live.remove(&connection_id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => api_error(StatusCode::GONE, "GoneException"),
+    }
+}

@@ -1,0 +1,88 @@
+//! The tables Airwave needs, with the key schema, stream and TTL settings the
+//! code relies on. The deployed stack declares the same in `template.yaml`.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+use airwave_shared::Config;
+
+use crate::LocalError;
+
+/// Creates both tables; a table that already exists is left as it is.
+pub async fn create_tables(client: &Client, config: &Config) -> Result<(), LocalError> {
+    create_table(client, &config.connections_table, "connection_id", None).await?;
+    let stream = StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewImage)
+        .build()
+        .map_err(|error| dynamodb_error("CreateTable", &config.messages_table, error))?;
+    create_table(client, &config.messages_table, "message_id", Some(stream)).await?;
+    Ok(())
+}
+
+async fn create_table(
+    client: &Client,
+    table: &str,
+    partition_key: &str,
+    stream: Option<StreamSpecification>,
+) -> Result<(), LocalError> {
+    let key_attribute = AttributeDefinition::builder()
+        .attribute_name(partition_key)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|error| dynamodb_error("CreateTable", table, error))?;
+    let key = KeySchemaElement::builder()
+        .attribute_name(partition_key)
+        .key_type(KeyType::Hash)
+        .build()
+        .map_err(|error| dynamodb_error("CreateTable", table, error))?;
+    let created = client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(key_attribute)
+        .key_schema(key)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_stream_specification(stream)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|service_error| service_error.is_resource_in_use_exception()) =>
+        {
+            tracing::info!(table, "table already exists");
+            return Ok(());
+        }
+        Err(error) => return Err(dynamodb_error("CreateTable", table, error)),
+    }
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name("expires_at")
+        .enabled(true)
+        .build()
+        .map_err(|error| dynamodb_error("UpdateTimeToLive", table, error))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|error| dynamodb_error("UpdateTimeToLive", table, error))?;
+    tracing::info!(table, "table created");
+    Ok(())
+}
+
+fn dynamodb_error<E>(operation: &'static str, table: &str, error: E) -> LocalError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    LocalError::DynamoDb {
+        operation,
+        table: table.to_owned(),
+        message: aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string(),
+    }
+}

@@ -1,0 +1,234 @@
+//! Configuration, read once per cold start from the environment.
+
+use crate::Error;
+
+pub const CONNECTIONS_TABLE: &str = "AIRWAVE_CONNECTIONS_TABLE";
+pub const MESSAGES_TABLE: &str = "AIRWAVE_MESSAGES_TABLE";
+pub const CONNECTION_TTL_SECONDS: &str = "AIRWAVE_CONNECTION_TTL_SECONDS";
+pub const MANAGEMENT_ENDPOINT: &str = "AIRWAVE_MANAGEMENT_ENDPOINT";
+pub const FANOUT_CONCURRENCY: &str = "AIRWAVE_FANOUT_CONCURRENCY";
+
+/// Every variable the code reads, for documentation and template checks.
+pub const ALL_VARIABLES: &[&str] = &[
+    CONNECTIONS_TABLE,
+    MESSAGES_TABLE,
+    CONNECTION_TTL_SECONDS,
+    MANAGEMENT_ENDPOINT,
+    FANOUT_CONCURRENCY,
+];
+
+pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
+pub const DEFAULT_MESSAGES_TABLE: &str = "airwave-messages";
+/// API Gateway closes every WebSocket after two hours, so a record older than
+/// that is stale by definition; the TTL never needs to be longer.
+pub const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_200;
+pub const MAX_CONNECTION_TTL_SECONDS: u64 = 7_200;
+pub const MIN_CONNECTION_TTL_SECONDS: u64 = 60;
+pub const DEFAULT_FANOUT_CONCURRENCY: usize = 64;
+pub const MAX_FANOUT_CONCURRENCY: usize = 1_000;
+
+const TABLE_NAME_FORM: &str = "a DynamoDB table name: 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' or '.'";
+const TTL_FORM: &str = "whole seconds from 60 to 7200 (API Gateway closes every connection after 2 hours)";
+const ENDPOINT_FORM: &str =
+    "an http(s) URL with the stage, such as https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
+const CONCURRENCY_FORM: &str = "a whole number of concurrent posts from 1 to 1000";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub connections_table: String,
+    pub messages_table: String,
+    pub connection_ttl_seconds: u64,
+    /// Where the Management API lives; `None` is allowed for functions that never post.
+    pub management_endpoint: Option<String>,
+    pub fanout_concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            connections_table: DEFAULT_CONNECTIONS_TABLE.to_owned(),
+            messages_table: DEFAULT_MESSAGES_TABLE.to_owned(),
+            connection_ttl_seconds: DEFAULT_CONNECTION_TTL_SECONDS,
+            management_endpoint: None,
+            fanout_concurrency: DEFAULT_FANOUT_CONCURRENCY,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned()))
+    }
+
+    /// Reads variables through `lookup`, so the parsing rules can be exercised without
+    /// touching the process environment. Unset and empty variables take their default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let read = |name: &str| {
+            lookup(name)
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let defaults = Config::default();
+
+        let connections_table = match read(CONNECTIONS_TABLE) {
+            Some(value) => parse_table_name(CONNECTIONS_TABLE, value)?,
+            None => defaults.connections_table,
+        };
+        let messages_table = match read(MESSAGES_TABLE) {
+            Some(value) => parse_table_name(MESSAGES_TABLE, value)?,
+            None => defaults.messages_table,
+        };
+        let connection_ttl_seconds = match read(CONNECTION_TTL_SECONDS) {
+            Some(value) => parse_in_range(
+                CONNECTION_TTL_SECONDS,
+                value,
+                MIN_CONNECTION_TTL_SECONDS..=MAX_CONNECTION_TTL_SECONDS,
+                TTL_FORM,
+            )?,
+            None => defaults.connection_ttl_seconds,
+        };
+        let management_endpoint = match read(MANAGEMENT_ENDPOINT) {
+            Some(value) => Some(parse_endpoint(MANAGEMENT_ENDPOINT, value)?),
+            None => None,
+        };
+        let fanout_concurrency = match read(FANOUT_CONCURRENCY) {
+            Some(value) => parse_in_range(FANOUT_CONCURRENCY, value, 1..=MAX_FANOUT_CONCURRENCY, CONCURRENCY_FORM)?,
+            None => defaults.fanout_concurrency,
+        };
+
+        Ok(Config {
+            connections_table,
+            messages_table,
+            connection_ttl_seconds,
+            management_endpoint,
+            fanout_concurrency,
+        })
+    }
+
+    /// The Management API endpoint, for the functions that post to connections.
+    pub fn require_management_endpoint(&self) -> Result<&str, Error> {
+        self.management_endpoint.as_deref().ok_or(Error::ConfigMissing {
+            variable: MANAGEMENT_ENDPOINT,
+            expected: ENDPOINT_FORM,
+        })
+    }
+}
+
+fn parse_table_name(variable: &'static str, value: String) -> Result<String, Error> {
+    let valid_length = (3..=255).contains(&value.len());
+    let valid_characters = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid_length && valid_characters {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: TABLE_NAME_FORM,
+        })
+    }
+}
+
+fn parse_in_range<T>(
+    variable: &'static str,
+    value: String,
+    range: std::ops::RangeInclusive<T>,
+    expected: &'static str,
+) -> Result<T, Error>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    match value.parse::<T>() {
+        Ok(parsed) if range.contains(&parsed) => Ok(parsed),
+        _ => Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected,
+        }),
+    }
+}
+
+fn parse_endpoint(variable: &'static str, value: String) -> Result<String, Error> {
+    let has_scheme = value.starts_with("https://") || value.starts_with("http://");
+    let has_host = value.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if has_scheme && has_host && !value.contains(char::is_whitespace) {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: ENDPOINT_FORM,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config_from(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let vars: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn unset_variables_take_the_documented_defaults() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.connection_ttl_seconds, 7_200);
+        assert_eq!(config.connections_table, "airwave-connections");
+    }
+
+    #[test]
+    fn set_variables_override_the_defaults() {
+        let config = config_from(&[
+            (CONNECTIONS_TABLE, "prod-connections"),
+            (MESSAGES_TABLE, "prod.messages"),
+            (CONNECTION_TTL_SECONDS, "900"),
+            (
+                MANAGEMENT_ENDPOINT,
+                "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
+            ),
+            (FANOUT_CONCURRENCY, "16"),
+        ])
+        .unwrap();
+        assert_eq!(config.connections_table, "prod-connections");
+        assert_eq!(config.messages_table, "prod.messages");
+        assert_eq!(config.connection_ttl_seconds, 900);
+        assert_eq!(
+            config.require_management_endpoint().unwrap(),
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+        );
+        assert_eq!(config.fanout_concurrency, 16);
+    }
+
+    #[test]
+    fn a_malformed_value_names_the_variable_and_the_expected_form() {
+        for (variable, value) in [
+            (CONNECTION_TTL_SECONDS, "24h"),
+            (CONNECTION_TTL_SECONDS, "86400"),
+            (CONNECTIONS_TABLE, "a b"),
+            (MANAGEMENT_ENDPOINT, "abc.execute-api.amazonaws.com"),
+            (FANOUT_CONCURRENCY, "0"),
+        ] {
+            let message = config_from(&[(variable, value)]).unwrap_err().to_string();
+            assert!(message.contains(variable), "{message}");
+            assert!(message.contains(value), "{message}");
+            assert!(message.contains("expected"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_management_endpoint_is_reported_when_it_is_needed() {
+        let message = config_from(&[])
+            .unwrap()
+            .require_management_endpoint()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(MANAGEMENT_ENDPOINT), "{message}");
+        assert!(message.contains("https://"), "{message}");
+    }
+}

@@ -1,0 +1,40 @@
+use serde::{Deserialize, Serialize};
+
+/// One open WebSocket, as stored in the connections table.
+///
+/// `expires_at` is the table's TTL attribute. DynamoDB deletes expired items lazily
+/// (up to about 48 hours late), so every read that matters checks it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub source_ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// When API Gateway accepted the connection, epoch milliseconds.
+    pub connected_at_ms: i64,
+    /// TTL attribute, epoch seconds.
+    pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+}
+
+/// The part of a connection record the fan-out reads: the key and the expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionTarget {
+    pub connection_id: String,
+    pub expires_at: i64,
+}
+
+impl ConnectionTarget {
+    pub fn is_expired(&self, now_epoch_seconds: i64) -> bool {
+        self.expires_at <= now_epoch_seconds
+    }
+}
+
+impl ConnectionRecord {
+    pub fn is_expired(&self, now_epoch_seconds: i64) -> bool {
+        self.expires_at <= now_epoch_seconds
+    }
+}

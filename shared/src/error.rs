@@ -1,0 +1,84 @@
+use std::borrow::Cow;
+
+/// Everything that can go wrong inside Airwave's library code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("environment variable {variable} is not set; expected {expected}")]
+    ConfigMissing {
+        variable: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("environment variable {variable} has the invalid value {value:?}; expected {expected}")]
+    ConfigInvalid {
+        variable: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
+    #[error("DynamoDB {operation} on table {table} failed: {message}")]
+    DynamoDb {
+        operation: &'static str,
+        table: String,
+        /// The SDK error rendered with its full context (service code, request id).
+        message: String,
+    },
+
+    #[error("item {key} in table {table} could not be decoded: {source}")]
+    ItemDecode {
+        table: String,
+        key: String,
+        #[source]
+        source: serde_dynamo::Error,
+    },
+
+    #[error("message {message_id} makes a {size}-byte frame; API Gateway accepts at most {limit} bytes")]
+    FrameTooLarge {
+        message_id: String,
+        size: usize,
+        limit: usize,
+    },
+
+    #[error("the event is missing {field}")]
+    EventField { field: Cow<'static, str> },
+
+    #[error("the event could not be decoded: {0}")]
+    EventDecode(#[from] serde_json::Error),
+}
+
+impl Error {
+    pub(crate) fn dynamodb<E>(operation: &'static str, table: &str, error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Error::DynamoDb {
+            operation,
+            table: table.to_owned(),
+            message: aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string(),
+        }
+    }
+}
+
+impl Error {
+    /// A stable name for the kind of failure, used as Lambda's `errorType`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ConfigMissing { .. } => "ConfigMissing",
+            Error::ConfigInvalid { .. } => "ConfigInvalid",
+            Error::DynamoDb { .. } => "DynamoDb",
+            Error::ItemDecode { .. } => "ItemDecode",
+            Error::FrameTooLarge { .. } => "FrameTooLarge",
+            Error::EventField { .. } => "EventField",
+            Error::EventDecode(_) => "EventDecode",
+        }
+    }
+}
+
+impl From<Error> for lambda_runtime::Diagnostic {
+    fn from(error: Error) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: format!("Airwave.{}", error.kind()),
+            error_message: error.to_string(),
+        }
+    }
+}

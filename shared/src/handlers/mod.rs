@@ -1,0 +1,23 @@
+//! The Lambda handlers: plain async functions over borrowed clients and config.
+
+mod connect;
+mod disconnect;
+mod stream;
+
+pub use connect::handle_connect;
+pub use disconnect::handle_disconnect;
+pub use stream::handle_stream_batch;
+
+use aws_lambda_events::apigw::ApiGatewayProxyResponse;
+use aws_lambda_events::encodings::Body;
+
+/// A response for a WebSocket route. On `$connect`, any status outside 2xx
+/// makes API Gateway refuse the handshake with that status.
+pub fn route_response(status_code: u16, body: &str) -> ApiGatewayProxyResponse {
+    let mut response = ApiGatewayProxyResponse::default();
+    response.status_code = i64::from(status_code);
+    if !body.is_empty() {
+        response.body = Some(Body::Text(body.to_owned()));
+    }
+    response
+}

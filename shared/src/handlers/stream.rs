@@ -1,0 +1,140 @@
+use aws_lambda_events::dynamodb::EventRecord;
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::fanout::FanOut;
+use crate::message::MessageRecord;
+use crate::store::ConnectionStore;
+use crate::Error;
+
+/// What became of one stream record.
+enum RecordOutcome {
+    /// Broadcast, or deliberately not (not an INSERT).
+    Done,
+    /// Can never succeed (undecodable, oversized): logged and skipped, because
+    /// retrying it would only block the shard behind it.
+    Poison,
+    /// Could succeed later (for example the listing failed): Lambda must retry it.
+    Retry,
+}
+
+/// Stream-processor: broadcasts every message inserted into the messages table.
+///
+/// The event is decoded record by record, not as a whole, so one malformed
+/// record cannot fail the batch. Records are handled in stream order; at the
+/// first one that must be retried the handler stops and reports its sequence
+/// number in `batchItemFailures`: Lambda resumes the shard from there, so
+/// going on would only deliver the later records twice and out of order.
+pub async fn handle_stream_batch<S: ConnectionStore>(
+    store: &S,
+    fanout: &FanOut,
+    event: LambdaEvent<Value>,
+) -> Result<DynamoDbEventResponse, Error> {
+    let span = tracing::info_span!("stream_batch", request_id = %event.context.request_id);
+    async {
+        let records = match event.payload {
+            Value::Object(mut fields) => match fields.remove("Records") {
+                Some(Value::Array(records)) => records,
+                _ => {
+                    return Err(Error::EventField {
+                        field: "Records".into(),
+                    })
+                }
+            },
+            _ => {
+                return Err(Error::EventField {
+                    field: "Records".into(),
+                })
+            }
+        };
+        let mut response = DynamoDbEventResponse::default();
+        let total = records.len();
+        let mut poison = 0usize;
+        for raw in records {
+            let sequence_number = raw
+                .pointer("/dynamodb/SequenceNumber")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let span = tracing::info_span!(
+                "stream_record",
+                sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),
+            );
+            match handle_record(store, fanout, raw).instrument(span).await {
+                RecordOutcome::Done => {}
+                RecordOutcome::Poison => poison += 1,
+                RecordOutcome::Retry => {
+                    let Some(sequence_number) = sequence_number else {
+                        // Without a sequence number Lambda cannot resume at this
+                        // record, so the whole batch has to be retried.
+                        return Err(Error::EventField {
+                            field: "dynamodb.SequenceNumber of a record that must be retried".into(),
+                        });
+                    };
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = Some(sequence_number);
+                    response.batch_item_failures.push(failure);
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            records = total,
+            poison,
+            retried = response.batch_item_failures.len(),
+            "stream batch finished"
+        );
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle_record<S: ConnectionStore>(store: &S, fanout: &FanOut, raw: Value) -> RecordOutcome {
+    let record: EventRecord = match serde_json::from_value(raw) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::error!(error = %error, "skipping a stream record that cannot be decoded");
+            return RecordOutcome::Poison;
+        }
+    };
+    if record.event_name != "INSERT" {
+        tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a new message");
+        return RecordOutcome::Done;
+    }
+    let message: MessageRecord = match serde_dynamo::from_item(record.change.new_image) {
+        Ok(message) => message,
+        Err(error) => {
+            tracing::error!(
+                event_id = %record.event_id,
+                error = %error,
+                "skipping a message item that cannot be decoded (it needs message_id and payload)"
+            );
+            return RecordOutcome::Poison;
+        }
+    };
+    let frame = match message.to_frame() {
+        Ok(frame) => frame,
+        Err(error) => {
+            tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
+            return RecordOutcome::Poison;
+        }
+    };
+    match fanout.broadcast(store, &frame).await {
+        Ok(report) => {
+            tracing::info!(
+                message_id = %message.message_id,
+                channel = message.channel.as_deref().unwrap_or_default(),
+                delivered = report.delivered,
+                failed = report.failed,
+                "message broadcast"
+            );
+            RecordOutcome::Done
+        }
+        Err(error) => {
+            tracing::error!(message_id = %message.message_id, error = %error, "broadcast failed; the record will be retried");
+            RecordOutcome::Retry
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The library every Airwave function is built from: configuration, connection
+//! records, the DynamoDB store, the fan-out through the API Gateway Management
+//! API, and the Lambda handlers themselves. Each function's `main.rs` only wires
+//! one handler to `lambda_runtime`.
+
+pub mod clients;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod fanout;
+pub mod handlers;
+pub mod message;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+pub use aws_lambda_events;
+pub use config::Config;
+pub use error::Error;
+pub use fanout::{FanOut, FanOutReport};
+pub use store::{ConnectionStore, DynamoStore};

@@ -1,0 +1,93 @@
+//! Messages as producers write them to the messages table, and the frame every
+//! client receives for one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// API Gateway refuses to post a WebSocket message larger than 128 KB.
+pub const MAX_FRAME_BYTES: usize = 128 * 1024;
+
+/// One item of the messages table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub message_id: String,
+    /// A message without a channel goes to every connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Any DynamoDB value; it reaches clients as the equivalent JSON.
+    pub payload: serde_json::Value,
+}
+
+/// What a client receives. The id lets a client drop the duplicates that
+/// at-least-once delivery allows.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageFrame {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    pub data: serde_json::Value,
+}
+
+impl MessageRecord {
+    /// The frame to post, or an error if API Gateway would refuse its size.
+    pub fn to_frame(&self) -> Result<Vec<u8>, Error> {
+        let frame = MessageFrame {
+            kind: "message".to_owned(),
+            id: self.message_id.clone(),
+            channel: self.channel.clone(),
+            data: self.payload.clone(),
+        };
+        let bytes = serde_json::to_vec(&frame)?;
+        if bytes.len() > MAX_FRAME_BYTES {
+            return Err(Error::FrameTooLarge {
+                message_id: self.message_id.clone(),
+                size: bytes.len(),
+                limit: MAX_FRAME_BYTES,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_frame_carries_the_message_id_channel_and_payload() {
+        let record = MessageRecord {
+            message_id: "m-1".into(),
+            channel: Some("prices".into()),
+            payload: json!({"symbol": "ABC", "price": 12.5}),
+        };
+        let frame: serde_json::Value = serde_json::from_slice(&record.to_frame().unwrap()).unwrap();
+        assert_eq!(
+            frame,
+            json!({"type": "message", "id": "m-1", "channel": "prices", "data": {"symbol": "ABC", "price": 12.5}})
+        );
+    }
+
+    #[test]
+    fn a_frame_over_128_kb_is_refused_before_any_post() {
+        let record = MessageRecord {
+            message_id: "big".into(),
+            channel: None,
+            payload: json!("x".repeat(MAX_FRAME_BYTES)),
+        };
+        match record.to_frame() {
+            Err(Error::FrameTooLarge {
+                message_id,
+                size,
+                limit,
+            }) => {
+                assert_eq!(message_id, "big");
+                assert!(size > limit);
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+    }
+}

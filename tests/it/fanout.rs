@@ -1,0 +1,238 @@
+//! The stream-processor: given these connections, when this batch arrives, then
+//! these connections receive it and these stale ids are gone.
+
+use airwave_local::LocalManagementApi;
+use airwave_shared::connection::ConnectionRecord;
+use airwave_shared::handlers::{handle_connect, handle_stream_batch};
+use airwave_shared::message::MessageFrame;
+use airwave_shared::time::epoch_seconds_now;
+use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
+use airwave_tests::{
+    connect_event, insert_record, message_image, stream_batch_fixture, stream_event, LogCapture, TestTables,
+};
+use serde_json::json;
+
+struct Stack {
+    tables: TestTables,
+    gateway: LocalManagementApi,
+    fanout: FanOut,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let tables = TestTables::create().await;
+        let gateway = LocalManagementApi::start().await.unwrap();
+        let fanout = FanOut::new(tables.management_client(&gateway.endpoint()), 8);
+        Stack {
+            tables,
+            gateway,
+            fanout,
+        }
+    }
+
+    /// A browser connects: API Gateway knows the id and `$connect` stored it.
+    async fn connect(&self, connection_id: &str) {
+        self.gateway.connect(connection_id);
+        let response = handle_connect(
+            &self.tables.store,
+            &self.tables.config,
+            connect_event(connection_id, "198.51.100.23"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status_code, 200);
+    }
+
+    fn frames(&self, connection_id: &str) -> Vec<MessageFrame> {
+        self.gateway
+            .received(connection_id)
+            .iter()
+            .map(|bytes| serde_json::from_slice(bytes).expect("a JSON frame"))
+            .collect()
+    }
+}
+
+fn failed_sequence_numbers(
+    response: &airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse,
+) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .filter_map(|failure| failure.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_batch_reaches_every_live_connection_exactly_once() {
+    let stack = Stack::start().await;
+    for id in ["alice=", "bob=", "carol="] {
+        stack.connect(id).await;
+    }
+
+    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, stream_batch_fixture())
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    for id in ["alice=", "bob=", "carol="] {
+        let frames = stack.frames(id);
+        assert_eq!(frames.len(), 1, "{id} got {frames:?}: only the INSERT is a new message");
+        assert_eq!(frames[0].kind, "message");
+        assert_eq!(frames[0].id, "msg-0001");
+        assert_eq!(frames[0].data, json!({"text": "hello, everyone", "priority": 2}));
+    }
+}
+
+#[tokio::test]
+async fn a_stale_id_answered_410_is_deleted_during_the_same_fan_out() {
+    let stack = Stack::start().await;
+    stack.connect("live=").await;
+    stack.connect("closed-without-disconnect=").await;
+    // The browser went away and $disconnect never arrived.
+    stack.gateway.disconnect("closed-without-disconnect=");
+
+    let report = stack
+        .fanout
+        .broadcast(&stack.tables.store, b"{\"hello\":1}")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (report.targets, report.delivered, report.gone, report.failed),
+        (2, 1, 1, 0)
+    );
+    assert_eq!(stack.gateway.received("live=").len(), 1);
+    assert_eq!(stack.tables.stored_connection_ids().await, vec!["live=".to_owned()]);
+}
+
+#[tokio::test]
+async fn an_expired_but_undeleted_record_receives_nothing_and_is_deleted() {
+    let stack = Stack::start().await;
+    stack.connect("fresh=").await;
+    // DynamoDB deletes expired items lazily: this one is past its TTL but still
+    // there, and API Gateway would even still accept posts to it.
+    stack.gateway.connect("expired=");
+    stack
+        .tables
+        .store
+        .put_connection(&ConnectionRecord {
+            connection_id: "expired=".into(),
+            source_ip: "198.51.100.23".into(),
+            user_id: None,
+            connected_at_ms: 0,
+            expires_at: epoch_seconds_now() - 30,
+            domain_name: None,
+            stage: None,
+        })
+        .await
+        .unwrap();
+
+    let report = stack.fanout.broadcast(&stack.tables.store, b"{}").await.unwrap();
+
+    assert_eq!((report.targets, report.delivered, report.expired), (2, 1, 1));
+    assert!(stack.gateway.received("expired=").is_empty());
+    assert_eq!(stack.tables.stored_connection_ids().await, vec!["fresh=".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_malformed_record_is_logged_with_its_sequence_number_and_the_batch_goes_on() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    let no_payload = insert_record("200", json!({ "message_id": { "S": "no-payload" } }));
+    let mut not_a_record = insert_record("201", message_image("x", "y"));
+    not_a_record["dynamodb"]["NewImage"] = json!("this is not an item");
+    let good = insert_record("202", message_image("msg-good", "still delivered"));
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.fanout,
+        stream_event(vec![no_payload, not_a_record, good]),
+    )
+    .await
+    .unwrap();
+
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a record that can never succeed is not retried"
+    );
+    let frames = stack.frames("alice=");
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].id, "msg-good");
+    let errors: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line["level"] == "ERROR")
+        .collect();
+    for sequence_number in ["200", "201"] {
+        assert!(
+            errors
+                .iter()
+                .any(|line| line["span"]["sequence_number"] == sequence_number),
+            "no error logged for record {sequence_number}: {errors:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_skipped_without_posting_and_the_batch_goes_on() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+
+    let huge = insert_record("300", message_image("msg-huge", &"x".repeat(130 * 1024)));
+    let good = insert_record("301", message_image("msg-ok", "fits"));
+    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, stream_event(vec![huge, good]))
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(stack.gateway.post_count(), 1, "the oversized message is never posted");
+    assert_eq!(stack.frames("alice=")[0].id, "msg-ok");
+}
+
+#[tokio::test]
+async fn a_record_whose_listing_fails_is_reported_for_retry_and_later_records_wait() {
+    let stack = Stack::start().await;
+    let mut broken = stack.tables.config.clone();
+    broken.connections_table = "missing-connections-table".into();
+    let unreachable_store = DynamoStore::new(stack.tables.dynamodb.clone(), &broken);
+
+    let first = insert_record("400", message_image("msg-1", "one"));
+    let second = insert_record("401", message_image("msg-2", "two"));
+    let response = handle_stream_batch(&unreachable_store, &stack.fanout, stream_event(vec![first, second]))
+        .await
+        .unwrap();
+
+    // Lambda resumes the shard from the first reported record, so that one is
+    // enough, and later records are not broadcast ahead of it.
+    assert_eq!(failed_sequence_numbers(&response), vec!["400".to_owned()]);
+    assert_eq!(stack.gateway.post_count(), 0);
+}
+
+#[tokio::test]
+async fn records_before_a_failure_are_delivered_and_poison_is_not_reported() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let poison = insert_record("500", json!({ "message_id": { "S": "no-payload" } }));
+    let good = insert_record("501", message_image("msg-501", "delivered"));
+    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, stream_event(vec![poison, good]))
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(stack.frames("alice=").len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_without_records_is_an_error_not_a_silent_success() {
+    let stack = Stack::start().await;
+    let mut event = stream_event(vec![]);
+    event.payload = json!({"not": "a stream event"});
+
+    let error = handle_stream_batch(&stack.tables.store, &stack.fanout, event)
+        .await
+        .unwrap_err();
+
+    assert!(error.to_string().contains("Records"));
+}

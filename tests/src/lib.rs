@@ -1,0 +1,191 @@
+//! Test support: a fresh pair of tables on the local DynamoDB-compatible server
+//! for every test, events in the exact shape AWS sends, and a log capture.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use airwave_shared::{clients, Config, DynamoStore};
+use aws_config::{Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+
+/// Set by `make test` (through `infra/with-moto.sh`) to the local server's URL.
+pub const DYNAMODB_ENDPOINT_VARIABLE: &str = "AIRWAVE_TEST_DYNAMODB_ENDPOINT";
+
+pub const CONNECT_EVENT: &str = include_str!("../events/connect.json");
+pub const DISCONNECT_EVENT: &str = include_str!("../events/disconnect.json");
+pub const STREAM_BATCH_EVENT: &str = include_str!("../events/stream-batch.json");
+
+/// Tables of their own on the local DynamoDB for one test, and clients for them.
+pub struct TestTables {
+    pub config: Config,
+    pub sdk_config: SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub store: DynamoStore,
+}
+
+impl TestTables {
+    pub async fn create() -> Self {
+        let endpoint = std::env::var(DYNAMODB_ENDPOINT_VARIABLE).unwrap_or_else(|_| {
+            panic!(
+                "{DYNAMODB_ENDPOINT_VARIABLE} is not set: run the tests with `make test`, which starts \
+                 the local DynamoDB-compatible server and sets it"
+            )
+        });
+        let sdk_config = clients::sdk_config_loader()
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "airwave-tests"))
+            .endpoint_url(endpoint)
+            .load()
+            .await;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let config = Config {
+            connections_table: format!("connections-{suffix}"),
+            messages_table: format!("messages-{suffix}"),
+            ..Config::default()
+        };
+        let dynamodb = clients::dynamodb_client(&sdk_config);
+        airwave_local::tables::create_tables(&dynamodb, &config)
+            .await
+            .expect("create the test tables");
+        let store = DynamoStore::new(dynamodb.clone(), &config);
+        TestTables {
+            config,
+            sdk_config,
+            dynamodb,
+            store,
+        }
+    }
+
+    /// Every connection id in the table, read straight from DynamoDB.
+    pub async fn stored_connection_ids(&self) -> Vec<String> {
+        let output = self
+            .dynamodb
+            .scan()
+            .table_name(&self.config.connections_table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("scan the connections table");
+        let mut ids: Vec<String> = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| item.get("connection_id")?.as_s().ok().cloned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn management_client(&self, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
+        clients::management_client(&self.sdk_config, endpoint)
+    }
+}
+
+fn lambda_event<T>(payload: T) -> LambdaEvent<T> {
+    let mut context = Context::default();
+    context.request_id = uuid::Uuid::new_v4().to_string();
+    LambdaEvent::new(payload, context)
+}
+
+fn websocket_event(
+    template: &str,
+    connection_id: &str,
+    source_ip: &str,
+) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+    let mut event: Value = serde_json::from_str(template).expect("fixture is JSON");
+    event["requestContext"]["connectionId"] = json!(connection_id);
+    event["requestContext"]["identity"]["sourceIp"] = json!(source_ip);
+    lambda_event(serde_json::from_value(event).expect("fixture is a WebSocket event"))
+}
+
+/// A `$connect` event as API Gateway sends it, for this id and source IP.
+pub fn connect_event(connection_id: &str, source_ip: &str) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+    websocket_event(CONNECT_EVENT, connection_id, source_ip)
+}
+
+/// A `$disconnect` event as API Gateway sends it, for this id.
+pub fn disconnect_event(connection_id: &str) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+    websocket_event(DISCONNECT_EVENT, connection_id, "203.0.113.7")
+}
+
+/// A stream batch as Lambda delivers it, from raw records.
+pub fn stream_event(records: Vec<Value>) -> LambdaEvent<Value> {
+    lambda_event(json!({ "Records": records }))
+}
+
+/// The stream batch fixture: an INSERT, a MODIFY and a REMOVE of `msg-0001`.
+pub fn stream_batch_fixture() -> LambdaEvent<Value> {
+    lambda_event(serde_json::from_str(STREAM_BATCH_EVENT).expect("fixture is JSON"))
+}
+
+/// One INSERT record of the messages table's stream, in Lambda's shape, with the
+/// new image given in DynamoDB JSON.
+pub fn insert_record(sequence_number: &str, new_image: Value) -> Value {
+    let keys = json!({ "message_id": new_image.get("message_id").cloned().unwrap_or(Value::Null) });
+    json!({
+        "eventID": format!("event-{sequence_number}"),
+        "eventName": "INSERT",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1795378600,
+            "Keys": keys,
+            "NewImage": new_image,
+            "SequenceNumber": sequence_number,
+            "SizeBytes": 64,
+            "StreamViewType": "NEW_IMAGE"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/airwave-messages/stream/2026-11-22T20:00:00.000"
+    })
+}
+
+/// The new image of a message with a text payload, in DynamoDB JSON.
+pub fn message_image(message_id: &str, text: &str) -> Value {
+    json!({
+        "message_id": { "S": message_id },
+        "payload": { "M": { "text": { "S": text } } }
+    })
+}
+
+/// Collects the JSON log lines written while it is installed on this thread
+/// (tests run on a current-thread runtime, so the handler logs here too).
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let capture = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || capture.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    /// The captured lines, each parsed as JSON.
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
