@@ -39,8 +39,8 @@ cat <<INFO
   Functions:         http://127.0.0.1:$invoke_port  (cargo lambda watch, hot reload)
 
   Try it from another terminal:
-    cargo lambda invoke connect --invoke-port $invoke_port --data-file tests/events/connect.json
-    cargo lambda invoke disconnect --invoke-port $invoke_port --data-file tests/events/disconnect.json
+    cargo lambda invoke connect --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/connect.json
+    cargo lambda invoke disconnect --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/disconnect.json
 
   (cargo lambda is in .tools/venv/bin.) Ctrl-C stops everything.
 
