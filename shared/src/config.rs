@@ -4,21 +4,30 @@ use crate::Error;
 
 pub const CONNECTIONS_TABLE: &str = "AIRWAVE_CONNECTIONS_TABLE";
 pub const MESSAGES_TABLE: &str = "AIRWAVE_MESSAGES_TABLE";
+pub const SUBSCRIPTIONS_TABLE: &str = "AIRWAVE_SUBSCRIPTIONS_TABLE";
 pub const CONNECTION_TTL_SECONDS: &str = "AIRWAVE_CONNECTION_TTL_SECONDS";
 pub const MANAGEMENT_ENDPOINT: &str = "AIRWAVE_MANAGEMENT_ENDPOINT";
 pub const FANOUT_CONCURRENCY: &str = "AIRWAVE_FANOUT_CONCURRENCY";
+pub const POST_MAX_ATTEMPTS: &str = "AIRWAVE_POST_MAX_ATTEMPTS";
+pub const MAX_CHANNELS_PER_CONNECTION: &str = "AIRWAVE_MAX_CHANNELS_PER_CONNECTION";
+pub const ALLOW_CLIENT_PUBLISH: &str = "AIRWAVE_ALLOW_CLIENT_PUBLISH";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
     CONNECTIONS_TABLE,
     MESSAGES_TABLE,
+    SUBSCRIPTIONS_TABLE,
     CONNECTION_TTL_SECONDS,
     MANAGEMENT_ENDPOINT,
     FANOUT_CONCURRENCY,
+    POST_MAX_ATTEMPTS,
+    MAX_CHANNELS_PER_CONNECTION,
+    ALLOW_CLIENT_PUBLISH,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
 pub const DEFAULT_MESSAGES_TABLE: &str = "airwave-messages";
+pub const DEFAULT_SUBSCRIPTIONS_TABLE: &str = "airwave-subscriptions";
 /// API Gateway closes every WebSocket after two hours, so a record older than
 /// that is stale by definition; the TTL never needs to be longer.
 pub const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_200;
@@ -26,21 +35,36 @@ pub const MAX_CONNECTION_TTL_SECONDS: u64 = 7_200;
 pub const MIN_CONNECTION_TTL_SECONDS: u64 = 60;
 pub const DEFAULT_FANOUT_CONCURRENCY: usize = 64;
 pub const MAX_FANOUT_CONCURRENCY: usize = 1_000;
+/// Five attempts make a post that fails 15 % of the time transiently fail for
+/// good less than once in ten thousand.
+pub const DEFAULT_POST_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 10;
+/// Off by default: producers publish by writing to the messages table, and a
+/// browser that can publish can reach every other browser.
+pub const DEFAULT_ALLOW_CLIENT_PUBLISH: bool = false;
 
 const TABLE_NAME_FORM: &str = "a DynamoDB table name: 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' or '.'";
 const TTL_FORM: &str = "whole seconds from 60 to 7200 (API Gateway closes every connection after 2 hours)";
 const ENDPOINT_FORM: &str =
     "an http(s) URL with the stage, such as https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
 const CONCURRENCY_FORM: &str = "a whole number of concurrent posts from 1 to 1000";
+const ATTEMPTS_FORM: &str = "a whole number of attempts per post from 1 to 10";
+const MAX_CHANNELS_FORM: &str = "a whole number of channels per connection from 1 to 100";
+const BOOL_FORM: &str = "true or false";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub connections_table: String,
     pub messages_table: String,
+    pub subscriptions_table: String,
     pub connection_ttl_seconds: u64,
     /// Where the Management API lives; `None` is allowed for functions that never post.
     pub management_endpoint: Option<String>,
     pub fanout_concurrency: usize,
+    /// Attempts per post, first included, for throttling (429) and 5xx answers.
+    pub post_max_attempts: u32,
+    pub max_channels_per_connection: usize,
+    pub allow_client_publish: bool,
 }
 
 impl Default for Config {
@@ -48,9 +72,13 @@ impl Default for Config {
         Config {
             connections_table: DEFAULT_CONNECTIONS_TABLE.to_owned(),
             messages_table: DEFAULT_MESSAGES_TABLE.to_owned(),
+            subscriptions_table: DEFAULT_SUBSCRIPTIONS_TABLE.to_owned(),
             connection_ttl_seconds: DEFAULT_CONNECTION_TTL_SECONDS,
             management_endpoint: None,
             fanout_concurrency: DEFAULT_FANOUT_CONCURRENCY,
+            post_max_attempts: DEFAULT_POST_MAX_ATTEMPTS,
+            max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+            allow_client_publish: DEFAULT_ALLOW_CLIENT_PUBLISH,
         }
     }
 }
@@ -79,6 +107,10 @@ impl Config {
             Some(value) => parse_table_name(MESSAGES_TABLE, value)?,
             None => defaults.messages_table,
         };
+        let subscriptions_table = match read(SUBSCRIPTIONS_TABLE) {
+            Some(value) => parse_table_name(SUBSCRIPTIONS_TABLE, value)?,
+            None => defaults.subscriptions_table,
+        };
         let connection_ttl_seconds = match read(CONNECTION_TTL_SECONDS) {
             Some(value) => parse_in_range(
                 CONNECTION_TTL_SECONDS,
@@ -96,13 +128,29 @@ impl Config {
             Some(value) => parse_in_range(FANOUT_CONCURRENCY, value, 1..=MAX_FANOUT_CONCURRENCY, CONCURRENCY_FORM)?,
             None => defaults.fanout_concurrency,
         };
+        let post_max_attempts = match read(POST_MAX_ATTEMPTS) {
+            Some(value) => parse_in_range(POST_MAX_ATTEMPTS, value, 1..=10, ATTEMPTS_FORM)?,
+            None => defaults.post_max_attempts,
+        };
+        let max_channels_per_connection = match read(MAX_CHANNELS_PER_CONNECTION) {
+            Some(value) => parse_in_range(MAX_CHANNELS_PER_CONNECTION, value, 1..=100, MAX_CHANNELS_FORM)?,
+            None => defaults.max_channels_per_connection,
+        };
+        let allow_client_publish = match read(ALLOW_CLIENT_PUBLISH) {
+            Some(value) => parse_bool(ALLOW_CLIENT_PUBLISH, value)?,
+            None => defaults.allow_client_publish,
+        };
 
         Ok(Config {
             connections_table,
             messages_table,
+            subscriptions_table,
             connection_ttl_seconds,
             management_endpoint,
             fanout_concurrency,
+            post_max_attempts,
+            max_channels_per_connection,
+            allow_client_publish,
         })
     }
 
@@ -150,6 +198,18 @@ where
     }
 }
 
+fn parse_bool(variable: &'static str, value: String) -> Result<bool, Error> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: BOOL_FORM,
+        }),
+    }
+}
+
 fn parse_endpoint(variable: &'static str, value: String) -> Result<String, Error> {
     let has_scheme = value.starts_with("https://") || value.starts_with("http://");
     let has_host = value.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
@@ -193,6 +253,10 @@ mod tests {
                 "https://abc.execute-api.eu-west-1.amazonaws.com/prod/",
             ),
             (FANOUT_CONCURRENCY, "16"),
+            (SUBSCRIPTIONS_TABLE, "prod-subscriptions"),
+            (POST_MAX_ATTEMPTS, "3"),
+            (MAX_CHANNELS_PER_CONNECTION, "4"),
+            (ALLOW_CLIENT_PUBLISH, "TRUE"),
         ])
         .unwrap();
         assert_eq!(config.connections_table, "prod-connections");
@@ -203,6 +267,10 @@ mod tests {
             "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
         );
         assert_eq!(config.fanout_concurrency, 16);
+        assert_eq!(config.subscriptions_table, "prod-subscriptions");
+        assert_eq!(config.post_max_attempts, 3);
+        assert_eq!(config.max_channels_per_connection, 4);
+        assert!(config.allow_client_publish);
     }
 
     #[test]
@@ -213,6 +281,9 @@ mod tests {
             (CONNECTIONS_TABLE, "a b"),
             (MANAGEMENT_ENDPOINT, "abc.execute-api.amazonaws.com"),
             (FANOUT_CONCURRENCY, "0"),
+            (POST_MAX_ATTEMPTS, "11"),
+            (MAX_CHANNELS_PER_CONNECTION, "-1"),
+            (ALLOW_CLIENT_PUBLISH, "yes"),
         ] {
             let message = config_from(&[(variable, value)]).unwrap_err().to_string();
             assert!(message.contains(variable), "{message}");

@@ -18,6 +18,9 @@ pub struct ConnectionRecord {
     pub domain_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// Channels this connection is subscribed to (a DynamoDB string set).
+    #[serde(with = "serde_dynamo::string_set", default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 /// The part of a connection record the fan-out reads: the key and the expiry.

@@ -24,8 +24,8 @@ pub enum Error {
         message: String,
     },
 
-    #[error("item {key} in table {table} could not be decoded: {source}")]
-    ItemDecode {
+    #[error("item {key} in table {table} could not be converted: {source}")]
+    ItemFormat {
         table: String,
         key: String,
         #[source]
@@ -38,6 +38,12 @@ pub enum Error {
         size: usize,
         limit: usize,
     },
+
+    #[error("channel name {name:?} ({length} bytes) is invalid; expected 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.' or ':'")]
+    InvalidChannel { name: String, length: usize },
+
+    #[error("the Management API circuit breaker is open after {failures} failed posts of the last {window}")]
+    BreakerOpen { failures: usize, window: usize },
 
     #[error("the event is missing {field}")]
     EventField { field: Cow<'static, str> },
@@ -66,8 +72,10 @@ impl Error {
             Error::ConfigMissing { .. } => "ConfigMissing",
             Error::ConfigInvalid { .. } => "ConfigInvalid",
             Error::DynamoDb { .. } => "DynamoDb",
-            Error::ItemDecode { .. } => "ItemDecode",
+            Error::ItemFormat { .. } => "ItemFormat",
             Error::FrameTooLarge { .. } => "FrameTooLarge",
+            Error::InvalidChannel { .. } => "InvalidChannel",
+            Error::BreakerOpen { .. } => "BreakerOpen",
             Error::EventField { .. } => "EventField",
             Error::EventDecode(_) => "EventDecode",
         }

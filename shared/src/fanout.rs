@@ -1,8 +1,16 @@
-//! Posting one frame to every live connection through the API Gateway
-//! Management API, pruning the dead ones as it goes.
+//! Posting one frame to every target of a message through the API Gateway
+//! Management API, pruning dead connections as it goes.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use aws_config::SdkConfig;
+use aws_sdk_apigatewaymanagement::config::interceptors::FinalizerInterceptorContextRef;
+use aws_sdk_apigatewaymanagement::config::retry::{RetryConfig, RetryPartition, TokenBucket};
+use aws_sdk_apigatewaymanagement::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_apigatewaymanagement::error::BoxError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures::StreamExt;
 use tracing::Instrument;
@@ -10,9 +18,58 @@ use tracing::Instrument;
 use crate::connection::ConnectionTarget;
 use crate::store::ConnectionStore;
 use crate::time::epoch_seconds_now;
-use crate::Error;
+use crate::{Config, Error};
 
-/// What happened to each target of one broadcast.
+/// Retry tokens of the fan-out's own retry quota: a retried 5xx costs 14, a
+/// retried throttle 5, and every success returns one.
+const RETRY_TOKENS: usize = 50_000;
+
+/// How the fan-out behaves; [`FanOutSettings::from`] a [`Config`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct FanOutSettings {
+    /// Posts in flight at once.
+    pub concurrency: usize,
+    /// Attempts per post (first included) for throttling and 5xx answers; the
+    /// SDK spaces them with exponential backoff and full jitter.
+    pub post_max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub breaker: BreakerSettings,
+}
+
+/// When the Management API fails broadly, posting more only adds load: once
+/// `failure_ratio` of the last `window` posts failed, the breaker opens and no
+/// post is attempted for `cooldown`.
+#[derive(Debug, Clone)]
+pub struct BreakerSettings {
+    pub window: usize,
+    pub failure_ratio: f64,
+    pub cooldown: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            window: 50,
+            failure_ratio: 0.5,
+            cooldown: Duration::from_secs(5),
+        }
+    }
+}
+
+impl From<&Config> for FanOutSettings {
+    fn from(config: &Config) -> Self {
+        FanOutSettings {
+            concurrency: config.fanout_concurrency,
+            post_max_attempts: config.post_max_attempts,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// What happened to the targets of one broadcast.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FanOutReport {
     /// Records listed, expired ones included.
@@ -22,16 +79,22 @@ pub struct FanOutReport {
     pub gone: usize,
     /// Past its TTL but not yet deleted by DynamoDB: not posted to, deleted.
     pub expired: usize,
-    /// Still failing after the SDK's retries.
+    /// Still failing after every attempt.
     pub failed: usize,
-    pub elapsed_ms: u128,
+    /// Not attempted because the circuit breaker was open.
+    pub skipped: usize,
+    /// Attempts beyond the first, summed over every post.
+    pub retries: u64,
+    pub elapsed_ms: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Delivered,
     Gone,
     Expired,
     Failed,
+    Skipped,
 }
 
 impl FanOutReport {
@@ -41,51 +104,183 @@ impl FanOutReport {
             Outcome::Gone => self.gone += 1,
             Outcome::Expired => self.expired += 1,
             Outcome::Failed => self.failed += 1,
+            Outcome::Skipped => self.skipped += 1,
         }
         self
+    }
+
+    fn posts(&self) -> u64 {
+        (self.delivered + self.gone + self.failed) as u64
+    }
+}
+
+/// Counts every HTTP attempt the SDK makes, retries included.
+#[derive(Debug, Clone, Default)]
+struct AttemptCounter(Arc<AtomicU64>);
+
+impl Intercept for AttemptCounter {
+    fn name(&self) -> &'static str {
+        "AirwaveAttemptCounter"
+    }
+
+    fn read_after_attempt(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Breaker {
+    settings: BreakerSettings,
+    /// Most recent last; `true` is a failed post.
+    recent: VecDeque<bool>,
+    failures: usize,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn new(settings: BreakerSettings) -> Self {
+        Breaker {
+            settings,
+            recent: VecDeque::new(),
+            failures: 0,
+            open_until: None,
+        }
+    }
+
+    fn allows_post(&mut self, now: Instant) -> bool {
+        match self.open_until {
+            Some(until) if now < until => false,
+            Some(_) => {
+                // Cooldown over: start a fresh window.
+                self.open_until = None;
+                self.recent.clear();
+                self.failures = 0;
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn record(&mut self, failed: bool, now: Instant) {
+        if self.open_until.is_some() {
+            return;
+        }
+        self.recent.push_back(failed);
+        self.failures += usize::from(failed);
+        if self.recent.len() > self.settings.window {
+            let oldest_failed = self.recent.pop_front().unwrap_or(false);
+            self.failures -= usize::from(oldest_failed);
+        }
+        let window_full = self.recent.len() >= self.settings.window;
+        if window_full && self.failures as f64 >= self.settings.failure_ratio * self.settings.window as f64 {
+            self.open_until = Some(now + self.settings.cooldown);
+            tracing::warn!(
+                failures = self.failures,
+                window = self.settings.window,
+                cooldown_ms = self.settings.cooldown.as_millis() as u64,
+                "circuit breaker opened: the Management API is failing broadly"
+            );
+        }
     }
 }
 
 /// Sends frames with at most `concurrency` posts in flight, so a broadcast to
 /// ten thousand connections neither runs one by one nor opens ten thousand
-/// sockets at once.
+/// sockets at once. One instance (and so one HTTP connection pool and one
+/// breaker) serves every invocation of a Lambda instance.
 #[derive(Debug, Clone)]
 pub struct FanOut {
     client: aws_sdk_apigatewaymanagement::Client,
     concurrency: usize,
+    attempts: AttemptCounter,
+    breaker: Arc<Mutex<Breaker>>,
 }
 
 impl FanOut {
-    pub fn new(client: aws_sdk_apigatewaymanagement::Client, concurrency: usize) -> Self {
+    /// A fan-out posting to the Management API at `endpoint` (stage included).
+    pub fn new(sdk_config: &SdkConfig, endpoint: &str, settings: FanOutSettings) -> Self {
+        let attempts = AttemptCounter::default();
+        let retry = RetryConfig::standard()
+            .with_max_attempts(settings.post_max_attempts.max(1))
+            .with_initial_backoff(settings.initial_backoff)
+            .with_max_backoff(settings.max_backoff);
+        // The SDK stops retrying once a shared quota of retry tokens runs out
+        // (about 35 failed posts with the default 500). One broadcast makes
+        // thousands of posts, so the fan-out gets a quota of its own, sized so
+        // that transient errors on a few percent of them are all retried; the
+        // breaker is what stops a broad outage.
+        let partition = RetryPartition::custom("airwave-fanout")
+            .token_bucket(TokenBucket::builder().capacity(RETRY_TOKENS).build())
+            .build();
+        let client_config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk_config)
+            .endpoint_url(endpoint)
+            .retry_config(retry)
+            .retry_partition(partition)
+            .interceptor(attempts.clone())
+            .build();
         FanOut {
-            client,
-            concurrency: concurrency.max(1),
+            client: aws_sdk_apigatewaymanagement::Client::from_conf(client_config),
+            concurrency: settings.concurrency.max(1),
+            attempts,
+            breaker: Arc::new(Mutex::new(Breaker::new(settings.breaker))),
         }
     }
 
-    /// Posts `frame` to every live connection in `store`. Fails only if the
-    /// targets cannot be listed; per-connection failures are counted instead.
-    pub async fn broadcast<S: ConnectionStore>(&self, store: &S, frame: &[u8]) -> Result<FanOutReport, Error> {
+    fn breaker(&self) -> MutexGuard<'_, Breaker> {
+        // The breaker holds counters only; a panic elsewhere cannot corrupt them.
+        self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Posts `frame` to the subscribers of `channel`, or to every connection
+    /// when there is none. Fails if the targets cannot be listed or the breaker
+    /// is open; per-connection failures are counted in the report instead.
+    pub async fn broadcast<S: ConnectionStore>(
+        &self,
+        store: &S,
+        channel: Option<&str>,
+        frame: &[u8],
+    ) -> Result<FanOutReport, Error> {
         let started = Instant::now();
+        {
+            let mut breaker = self.breaker();
+            if !breaker.allows_post(started) {
+                return Err(Error::BreakerOpen {
+                    failures: breaker.failures,
+                    window: breaker.settings.window,
+                });
+            }
+        }
         let now = epoch_seconds_now();
-        let targets = store.list_targets().await?;
+        let targets = store.list_targets(channel).await?;
+        let attempts_before = self.attempts.0.load(Ordering::Relaxed);
         let initial = FanOutReport {
             targets: targets.len(),
             ..FanOutReport::default()
         };
         let mut report = futures::stream::iter(targets)
-            .map(|target| self.deliver(store, target, frame, now))
+            .map(|target| self.deliver(store, channel, target, frame, now))
             .buffer_unordered(self.concurrency)
             .fold(initial, |report, outcome| std::future::ready(report.count(outcome)))
             .await;
-        report.elapsed_ms = started.elapsed().as_millis();
+        let attempts = self.attempts.0.load(Ordering::Relaxed).saturating_sub(attempts_before);
+        report.retries = attempts.saturating_sub(report.posts());
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
+            channel = channel.unwrap_or_default(),
             targets = report.targets,
             delivered = report.delivered,
             gone = report.gone,
             expired = report.expired,
             failed = report.failed,
-            elapsed_ms = report.elapsed_ms as u64,
+            skipped = report.skipped,
+            retries = report.retries,
+            elapsed_ms = report.elapsed_ms,
             concurrency = self.concurrency,
             "fan-out finished"
         );
@@ -95,6 +290,7 @@ impl FanOut {
     async fn deliver<S: ConnectionStore>(
         &self,
         store: &S,
+        channel: Option<&str>,
         target: ConnectionTarget,
         frame: &[u8],
         now: i64,
@@ -102,26 +298,38 @@ impl FanOut {
         let span = tracing::debug_span!("deliver", connection_id = %target.connection_id);
         async {
             if target.is_expired(now) {
-                match store.delete_expired_connection(&target.connection_id, now).await {
-                    Ok(true) => {
+                match store.remove_expired_connection(&target.connection_id, now).await {
+                    Ok(Some(_)) => {
                         tracing::info!(expires_at = target.expires_at, "pruned an expired connection");
                         return Outcome::Expired;
                     }
-                    // The TTL was refreshed after the listing: the connection is live.
-                    Ok(false) => {}
+                    // Refreshed after the listing, or already removed: the post
+                    // below finds out which.
+                    Ok(None) => {}
                     Err(error) => {
                         tracing::error!(error = %error, "could not prune an expired connection");
                         return Outcome::Expired;
                     }
                 }
             }
-            self.post(store, &target.connection_id, frame).await
+            if !self.breaker().allows_post(Instant::now()) {
+                return Outcome::Skipped;
+            }
+            let outcome = self.post(store, channel, &target.connection_id, frame).await;
+            self.breaker().record(outcome == Outcome::Failed, Instant::now());
+            outcome
         }
         .instrument(span)
         .await
     }
 
-    async fn post<S: ConnectionStore>(&self, store: &S, connection_id: &str, frame: &[u8]) -> Outcome {
+    async fn post<S: ConnectionStore>(
+        &self,
+        store: &S,
+        channel: Option<&str>,
+        connection_id: &str,
+        frame: &[u8],
+    ) -> Outcome {
         let result = self
             .client
             .post_to_connection()
@@ -142,14 +350,78 @@ impl FanOut {
         if !is_gone {
             tracing::warn!(
                 error = %aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&error),
-                "post to connection failed"
+                "post to connection failed after every attempt"
             );
             return Outcome::Failed;
         }
-        match store.delete_connection(connection_id).await {
-            Ok(_) => tracing::info!("pruned a connection API Gateway reports gone"),
+        let pruned = match store.remove_connection(connection_id).await {
+            Ok(Some(record)) => match channel {
+                // A subscription the connection record does not list (a
+                // half-finished subscribe) would otherwise outlive it.
+                Some(channel) if !record.channels.iter().any(|listed| listed == channel) => {
+                    store.unsubscribe(connection_id, channel).await
+                }
+                _ => Ok(()),
+            },
+            Ok(None) => match channel {
+                Some(channel) => store.unsubscribe(connection_id, channel).await,
+                None => Ok(()),
+            },
+            Err(error) => Err(error),
+        };
+        match pruned {
+            Ok(()) => tracing::info!("pruned a connection API Gateway reports gone"),
             Err(error) => tracing::error!(error = %error, "could not prune a gone connection"),
         }
         Outcome::Gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(window: usize) -> Breaker {
+        Breaker::new(BreakerSettings {
+            window,
+            failure_ratio: 0.5,
+            cooldown: Duration::from_secs(5),
+        })
+    }
+
+    #[test]
+    fn the_breaker_stays_closed_while_failures_stay_under_the_ratio() {
+        let mut breaker = breaker(10);
+        let now = Instant::now();
+        for post in 0..100 {
+            breaker.record(post % 3 == 0, now);
+        }
+        assert!(breaker.allows_post(now));
+    }
+
+    #[test]
+    fn the_breaker_opens_at_the_ratio_and_closes_after_the_cooldown() {
+        let mut breaker = breaker(10);
+        let now = Instant::now();
+        for post in 0..10 {
+            breaker.record(post % 2 == 0, now);
+        }
+        assert!(!breaker.allows_post(now + Duration::from_secs(1)));
+        assert!(breaker.allows_post(now + Duration::from_secs(6)));
+        breaker.record(true, now + Duration::from_secs(6));
+        assert!(
+            breaker.allows_post(now + Duration::from_secs(6)),
+            "a fresh window after the cooldown"
+        );
+    }
+
+    #[test]
+    fn the_breaker_needs_a_full_window_before_it_judges() {
+        let mut breaker = breaker(10);
+        let now = Instant::now();
+        for _ in 0..9 {
+            breaker.record(true, now);
+        }
+        assert!(breaker.allows_post(now));
     }
 }

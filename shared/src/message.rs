@@ -17,6 +17,12 @@ pub struct MessageRecord {
     pub channel: Option<String>,
     /// Any DynamoDB value; it reaches clients as the equivalent JSON.
     pub payload: serde_json::Value,
+    /// TTL attribute of the messages table, epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// The connection that published it, when a client did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_by: Option<String>,
 }
 
 /// What a client receives. The id lets a client drop the duplicates that
@@ -63,6 +69,8 @@ mod tests {
             message_id: "m-1".into(),
             channel: Some("prices".into()),
             payload: json!({"symbol": "ABC", "price": 12.5}),
+            expires_at: None,
+            published_by: Some("conn-1".into()),
         };
         let frame: serde_json::Value = serde_json::from_slice(&record.to_frame().unwrap()).unwrap();
         assert_eq!(
@@ -77,6 +85,8 @@ mod tests {
             message_id: "big".into(),
             channel: None,
             payload: json!("x".repeat(MAX_FRAME_BYTES)),
+            expires_at: None,
+            published_by: None,
         };
         match record.to_frame() {
             Err(Error::FrameTooLarge {

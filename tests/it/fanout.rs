@@ -22,7 +22,7 @@ impl Stack {
     async fn start() -> Self {
         let tables = TestTables::create().await;
         let gateway = LocalManagementApi::start().await.unwrap();
-        let fanout = FanOut::new(tables.management_client(&gateway.endpoint()), 8);
+        let fanout = tables.fanout(&gateway.endpoint(), 8);
         Stack {
             tables,
             gateway,
@@ -93,7 +93,7 @@ async fn a_stale_id_answered_410_is_deleted_during_the_same_fan_out() {
 
     let report = stack
         .fanout
-        .broadcast(&stack.tables.store, b"{\"hello\":1}")
+        .broadcast(&stack.tables.store, None, b"{\"hello\":1}")
         .await
         .unwrap();
 
@@ -123,11 +123,12 @@ async fn an_expired_but_undeleted_record_receives_nothing_and_is_deleted() {
             expires_at: epoch_seconds_now() - 30,
             domain_name: None,
             stage: None,
+            channels: Vec::new(),
         })
         .await
         .unwrap();
 
-    let report = stack.fanout.broadcast(&stack.tables.store, b"{}").await.unwrap();
+    let report = stack.fanout.broadcast(&stack.tables.store, None, b"{}").await.unwrap();
 
     assert_eq!((report.targets, report.delivered, report.expired), (2, 1, 1));
     assert!(stack.gateway.received("expired=").is_empty());

@@ -5,7 +5,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
-use airwave_shared::{clients, Config, DynamoStore};
+use std::time::Duration;
+
+use airwave_shared::fanout::FanOutSettings;
+use airwave_shared::{clients, Config, DynamoStore, FanOut};
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use lambda_runtime::{Context, LambdaEvent};
@@ -44,6 +47,7 @@ impl TestTables {
         let config = Config {
             connections_table: format!("connections-{suffix}"),
             messages_table: format!("messages-{suffix}"),
+            subscriptions_table: format!("subscriptions-{suffix}"),
             ..Config::default()
         };
         let dynamodb = clients::dynamodb_client(&sdk_config);
@@ -79,8 +83,54 @@ impl TestTables {
         ids
     }
 
-    pub fn management_client(&self, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
-        clients::management_client(&self.sdk_config, endpoint)
+    /// A fan-out to `endpoint` with the production settings but short backoffs,
+    /// so retried posts do not slow the tests down.
+    pub fn fanout(&self, endpoint: &str, concurrency: usize) -> FanOut {
+        let settings = FanOutSettings {
+            concurrency,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(50),
+            ..FanOutSettings::from(&self.config)
+        };
+        FanOut::new(&self.sdk_config, endpoint, settings)
+    }
+
+    /// Channel → connection ids, read straight from the subscriptions table.
+    pub async fn stored_subscriptions(&self) -> Vec<(String, String)> {
+        let output = self
+            .dynamodb
+            .scan()
+            .table_name(&self.config.subscriptions_table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("scan the subscriptions table");
+        let mut pairs: Vec<(String, String)> = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| {
+                Some((
+                    item.get("channel")?.as_s().ok()?.clone(),
+                    item.get("connection_id")?.as_s().ok()?.clone(),
+                ))
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    /// Every item of the messages table, as JSON.
+    pub async fn stored_messages(&self) -> Vec<Value> {
+        let output = self
+            .dynamodb
+            .scan()
+            .table_name(&self.config.messages_table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("scan the messages table");
+        serde_dynamo::from_items(output.items.unwrap_or_default()).expect("message items decode")
     }
 }
 
@@ -121,6 +171,19 @@ pub fn stream_batch_fixture() -> LambdaEvent<Value> {
     lambda_event(serde_json::from_str(STREAM_BATCH_EVENT).expect("fixture is JSON"))
 }
 
+/// A `$default` event as API Gateway sends it: `body` is the client's frame.
+pub fn message_event(connection_id: &str, body: &str) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+    let mut event: Value = serde_json::from_str(CONNECT_EVENT).expect("fixture is JSON");
+    event["requestContext"]["connectionId"] = json!(connection_id);
+    event["requestContext"]["routeKey"] = json!("$default");
+    event["requestContext"]["eventType"] = json!("MESSAGE");
+    event["requestContext"]["messageDirection"] = json!("IN");
+    event["body"] = json!(body);
+    event.as_object_mut().map(|fields| fields.remove("headers"));
+    event.as_object_mut().map(|fields| fields.remove("multiValueHeaders"));
+    lambda_event(serde_json::from_value(event).expect("a WebSocket event"))
+}
+
 /// One INSERT record of the messages table's stream, in Lambda's shape, with the
 /// new image given in DynamoDB JSON.
 pub fn insert_record(sequence_number: &str, new_image: Value) -> Value {
@@ -149,6 +212,13 @@ pub fn message_image(message_id: &str, text: &str) -> Value {
         "message_id": { "S": message_id },
         "payload": { "M": { "text": { "S": text } } }
     })
+}
+
+/// The new image of a message for one channel.
+pub fn channel_message_image(message_id: &str, channel: &str, text: &str) -> Value {
+    let mut image = message_image(message_id, text);
+    image["channel"] = json!({ "S": channel });
+    image
 }
 
 /// Collects the JSON log lines written while it is installed on this thread

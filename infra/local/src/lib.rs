@@ -4,7 +4,7 @@
 pub mod management;
 pub mod tables;
 
-pub use management::LocalManagementApi;
+pub use management::{Faults, LocalManagementApi, Options, PostCounts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {

@@ -1,8 +1,10 @@
 //! A local API Gateway Management API (`/@connections/{id}`), answering the
 //! way API Gateway does: 410 `GoneException` for an id that is not connected,
-//! 413 `PayloadTooLargeException` over 128 KB.
+//! 413 `PayloadTooLargeException` over 128 KB. For tests and benchmarks it can
+//! add latency to every post and inject transient 500 and 429 answers.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,10 +25,42 @@ pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 /// The stage name in the local endpoint, as in `https://{api}.execute-api.{region}.amazonaws.com/{stage}`.
 pub const LOCAL_STAGE: &str = "local";
 
+/// Transient failures to inject, decided per post attempt.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Share of post attempts answered 500 `InternalServerErrorException`.
+    pub server_error_percent: u8,
+    /// Share of post attempts answered 429 `LimitExceededException`.
+    pub throttle_percent: u8,
+    /// The draw is a hash of (seed, connection id, attempt number), so a run
+    /// is random across connections yet the same every time.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Held before answering each post, like the round trip to API Gateway.
+    pub latency: Duration,
+    pub faults: Faults,
+}
+
+/// Answers counted by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PostCounts {
+    pub delivered: usize,
+    pub gone: usize,
+    pub server_errors: usize,
+    pub throttled: usize,
+    pub too_large: usize,
+}
+
 #[derive(Default)]
 struct Connections {
     /// Live connection ids with every frame posted to each, in arrival order.
     live: HashMap<String, Vec<Bytes>>,
+    /// Post attempts per connection id, for the fault draw.
+    attempts: HashMap<String, u32>,
+    counts: PostCounts,
 }
 
 struct Shared {
@@ -34,7 +68,7 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     posts: AtomicUsize,
-    latency: Duration,
+    options: Options,
 }
 
 impl Shared {
@@ -53,20 +87,19 @@ pub struct LocalManagementApi {
 }
 
 impl LocalManagementApi {
-    /// Starts a server on a free loopback port.
+    /// Starts a server on a free loopback port that answers at once and never fails.
     pub async fn start() -> Result<Self, LocalError> {
-        Self::start_with_latency(Duration::ZERO).await
+        Self::start_with(Options::default()).await
     }
 
-    /// Starts a server that holds every request for `latency` before answering,
-    /// like the network round trip to API Gateway.
-    pub async fn start_with_latency(latency: Duration) -> Result<Self, LocalError> {
+    /// Starts a server on a free loopback port with added latency or faults.
+    pub async fn start_with(options: Options) -> Result<Self, LocalError> {
         let shared = Arc::new(Shared {
             connections: Mutex::new(Connections::default()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             posts: AtomicUsize::new(0),
-            latency,
+            options,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -124,6 +157,30 @@ impl LocalManagementApi {
     pub fn post_count(&self) -> usize {
         self.shared.posts.load(Ordering::SeqCst)
     }
+
+    /// Posts answered so far, by kind of answer.
+    pub fn post_counts(&self) -> PostCounts {
+        self.shared.connections().counts
+    }
+}
+
+/// The injected answer for one post attempt, if any.
+fn injected_fault(faults: &Faults, connection_id: &str, attempt: u32) -> Option<(StatusCode, &'static str)> {
+    if faults.server_error_percent == 0 && faults.throttle_percent == 0 {
+        return None;
+    }
+    let mut hasher = DefaultHasher::new();
+    (faults.seed, connection_id, attempt).hash(&mut hasher);
+    let draw = hasher.finish() % 100;
+    let server_errors = u64::from(faults.server_error_percent);
+    let throttles = u64::from(faults.throttle_percent);
+    if draw < server_errors {
+        Some((StatusCode::INTERNAL_SERVER_ERROR, "InternalServerErrorException"))
+    } else if draw < server_errors + throttles {
+        Some((StatusCode::TOO_MANY_REQUESTS, "LimitExceededException"))
+    } else {
+        None
+    }
 }
 
 /// Counts a request as in flight for as long as it lives.
@@ -158,18 +215,38 @@ async fn post_to_connection(
 ) -> Response {
     let _in_flight = InFlight::enter(&shared);
     shared.posts.fetch_add(1, Ordering::SeqCst);
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    if !shared.options.latency.is_zero() {
+        tokio::time::sleep(shared.options.latency).await;
+    }
+    let mut connections = shared.connections();
+    let attempt = {
+        let attempts = connections.attempts.entry(connection_id.clone()).or_default();
+        *attempts += 1;
+        *attempts
+    };
+    if let Some((status, error_type)) = injected_fault(&shared.options.faults, &connection_id, attempt) {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            connections.counts.throttled += 1;
+        } else {
+            connections.counts.server_errors += 1;
+        }
+        return api_error(status, error_type);
     }
     if body.len() > MAX_MESSAGE_BYTES {
+        connections.counts.too_large += 1;
         return api_error(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLargeException");
     }
-    match shared.connections().live.get_mut(&connection_id) {
+    let Connections { live, counts, .. } = &mut *connections;
+    match live.get_mut(&connection_id) {
         Some(frames) => {
             frames.push(body);
+            counts.delivered += 1;
             StatusCode::OK.into_response()
         }
-        None => api_error(StatusCode::GONE, "GoneException"),
+        None => {
+            counts.gone += 1;
+            api_error(StatusCode::GONE, "GoneException")
+        }
     }
 }
 

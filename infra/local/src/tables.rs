@@ -11,15 +11,23 @@ use airwave_shared::Config;
 
 use crate::LocalError;
 
-/// Creates both tables; a table that already exists is left as it is.
+/// Creates the three tables; a table that already exists is left as it is.
 pub async fn create_tables(client: &Client, config: &Config) -> Result<(), LocalError> {
-    create_table(client, &config.connections_table, "connection_id", None).await?;
+    create_table(client, &config.connections_table, "connection_id", None, None).await?;
+    create_table(
+        client,
+        &config.subscriptions_table,
+        "channel",
+        Some("connection_id"),
+        None,
+    )
+    .await?;
     let stream = StreamSpecification::builder()
         .stream_enabled(true)
         .stream_view_type(StreamViewType::NewImage)
         .build()
         .map_err(|error| dynamodb_error("CreateTable", &config.messages_table, error))?;
-    create_table(client, &config.messages_table, "message_id", Some(stream)).await?;
+    create_table(client, &config.messages_table, "message_id", None, Some(stream)).await?;
     Ok(())
 }
 
@@ -27,23 +35,34 @@ async fn create_table(
     client: &Client,
     table: &str,
     partition_key: &str,
+    sort_key: Option<&str>,
     stream: Option<StreamSpecification>,
 ) -> Result<(), LocalError> {
-    let key_attribute = AttributeDefinition::builder()
-        .attribute_name(partition_key)
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .map_err(|error| dynamodb_error("CreateTable", table, error))?;
-    let key = KeySchemaElement::builder()
-        .attribute_name(partition_key)
-        .key_type(KeyType::Hash)
-        .build()
-        .map_err(|error| dynamodb_error("CreateTable", table, error))?;
+    let mut attributes = Vec::new();
+    let mut key_schema = Vec::new();
+    for (name, key_type) in
+        std::iter::once((partition_key, KeyType::Hash)).chain(sort_key.map(|name| (name, KeyType::Range)))
+    {
+        attributes.push(
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|error| dynamodb_error("CreateTable", table, error))?,
+        );
+        key_schema.push(
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+                .map_err(|error| dynamodb_error("CreateTable", table, error))?,
+        );
+    }
     let created = client
         .create_table()
         .table_name(table)
-        .attribute_definitions(key_attribute)
-        .key_schema(key)
+        .set_attribute_definitions(Some(attributes))
+        .set_key_schema(Some(key_schema))
         .billing_mode(BillingMode::PayPerRequest)
         .set_stream_specification(stream)
         .send()

@@ -48,6 +48,7 @@ pub async fn handle_connect<S: ConnectionStore>(
             expires_at: epoch_seconds_now() + config.connection_ttl_seconds as i64,
             domain_name: context.domain_name.clone(),
             stage: context.stage.clone(),
+            channels: Vec::new(),
         };
         store.put_connection(&record).await?;
         tracing::info!(expires_at = record.expires_at, "connection admitted");

@@ -8,7 +8,8 @@ use crate::Error;
 
 /// `$disconnect`: deletes the connection's record. API Gateway delivers this
 /// at most once and sometimes not at all, so it is idempotent, and the TTL and
-/// the fan-out's pruning cover the times it never arrives.
+/// the fan-out's pruning cover the times it never arrives. The connection's
+/// subscriptions go with it.
 pub async fn handle_disconnect<S: ConnectionStore>(
     store: &S,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
@@ -25,8 +26,12 @@ pub async fn handle_disconnect<S: ConnectionStore>(
             tracing::warn!(reason = "missing_connection_id", "disconnect ignored");
             return Ok(route_response(400, "missing requestContext.connectionId"));
         };
-        let existed = store.delete_connection(connection_id).await?;
-        tracing::info!(existed, "connection removed");
+        let removed = store.remove_connection(connection_id).await?;
+        tracing::info!(
+            existed = removed.is_some(),
+            channels = removed.map_or(0, |record| record.channels.len()),
+            "connection removed"
+        );
         Ok(route_response(200, ""))
     }
     .instrument(span)

@@ -2,10 +2,12 @@
 
 mod connect;
 mod disconnect;
+mod message;
 mod stream;
 
 pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
+pub use message::{handle_message, ErrorCode, Reply, PUBLISHED_MESSAGE_TTL_SECONDS};
 pub use stream::handle_stream_batch;
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;

@@ -121,7 +121,15 @@ async fn handle_record<S: ConnectionStore>(store: &S, fanout: &FanOut, raw: Valu
             return RecordOutcome::Poison;
         }
     };
-    match fanout.broadcast(store, &frame).await {
+    match fanout.broadcast(store, message.channel.as_deref(), &frame).await {
+        Ok(report) if report.skipped > 0 => {
+            tracing::warn!(
+                message_id = %message.message_id,
+                skipped = report.skipped,
+                "the circuit breaker stopped the broadcast; the record will be retried"
+            );
+            RecordOutcome::Retry
+        }
         Ok(report) => {
             tracing::info!(
                 message_id = %message.message_id,

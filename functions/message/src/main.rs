@@ -1,0 +1,18 @@
+//! The `$default` route (ping, subscribe, unsubscribe, publish) of the WebSocket API.
+
+use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use airwave_shared::handlers::handle_message;
+use airwave_shared::{clients, telemetry, Config, DynamoStore};
+use lambda_runtime::{service_fn, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init_tracing();
+    let config = Config::from_env()?;
+    let sdk_config = clients::load_sdk_config().await;
+    let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
+    lambda_runtime::run(service_fn(
+        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async { handle_message(&store, &config, event).await },
+    ))
+    .await
+}

@@ -1,0 +1,40 @@
+//! Channel names: what a client may subscribe and publish to.
+
+use crate::Error;
+
+pub const MAX_CHANNEL_NAME_BYTES: usize = 64;
+
+/// A channel name is 1 to 64 characters of `A-Z a-z 0-9 _ - . :`, so it is
+/// safe as a DynamoDB key, in a log line and in a URL.
+pub fn validate_channel_name(name: &str) -> Result<(), Error> {
+    let valid_characters = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if !name.is_empty() && name.len() <= MAX_CHANNEL_NAME_BYTES && valid_characters {
+        Ok(())
+    } else {
+        Err(Error::InvalidChannel {
+            name: name.chars().take(MAX_CHANNEL_NAME_BYTES + 16).collect(),
+            length: name.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_names_are_accepted() {
+        for name in ["prices", "room:42", "eu-west.alerts", "a", &"x".repeat(64)] {
+            assert!(validate_channel_name(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn empty_long_and_odd_names_are_refused() {
+        for name in ["", &"x".repeat(65), "has space", "slash/name", "émoji", "new\nline"] {
+            assert!(validate_channel_name(name).is_err(), "{name:?}");
+        }
+    }
+}

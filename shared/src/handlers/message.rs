@@ -1,0 +1,198 @@
+//! The `$default` route: everything a client sends after connecting.
+
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::route_response;
+use crate::channel::validate_channel_name;
+use crate::message::MessageRecord;
+use crate::store::{ConnectionStore, SubscribeOutcome};
+use crate::time::epoch_seconds_now;
+use crate::{Config, Error};
+
+/// How long a client-published message stays in the messages table.
+pub const PUBLISHED_MESSAGE_TTL_SECONDS: i64 = 86_400;
+
+const ACTIONS: &str = "ping, subscribe, unsubscribe, publish";
+
+/// What a client sends; API Gateway routes on `action` (`$request.body.action`).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+enum ClientRequest {
+    Ping,
+    Subscribe {
+        channel: String,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        #[serde(default)]
+        channel: Option<String>,
+        data: Value,
+    },
+}
+
+/// What the client gets back on the same socket (the route response).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    Pong { expires_at: i64 },
+    Subscribed { channel: String },
+    Unsubscribed { channel: String },
+    Published { id: String },
+    Error { code: ErrorCode, message: String },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    UnknownAction,
+    InvalidRequest,
+    InvalidChannel,
+    ChannelLimit,
+    UnknownConnection,
+    PublishForbidden,
+    MessageTooLarge,
+}
+
+fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
+    let message = message.into();
+    tracing::info!(code = ?code, reason = %message, "request refused");
+    Reply::Error { code, message }
+}
+
+/// `$default`: answers `ping` with `pong` and a refreshed TTL, manages channel
+/// subscriptions, and (when allowed) publishes to the messages table.
+///
+/// A client mistake gets an `error` frame that says what was wrong and changes
+/// nothing; the connection stays open. A store failure is returned as an error
+/// so Lambda counts it, and API Gateway tells the client "Internal server error".
+pub async fn handle_message<S: ConnectionStore>(
+    store: &S,
+    config: &Config,
+    event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
+) -> Result<ApiGatewayProxyResponse, Error> {
+    let context = &event.payload.request_context;
+    let span = tracing::info_span!(
+        "message",
+        request_id = %event.context.request_id,
+        connection_id = context.connection_id.as_deref().unwrap_or_default(),
+        route_key = context.route_key.as_deref().unwrap_or_default(),
+        action = tracing::field::Empty,
+    );
+    async {
+        let Some(connection_id) = context.connection_id.as_deref() else {
+            tracing::warn!(reason = "missing_connection_id", "message ignored");
+            return Ok(route_response(400, "missing requestContext.connectionId"));
+        };
+        let reply = match parse_request(event.payload.body.as_deref().unwrap_or_default()) {
+            Ok(request) => execute(store, config, connection_id, request).await?,
+            Err(reply) => reply,
+        };
+        let body = serde_json::to_string(&reply)?;
+        Ok(route_response(200, &body))
+    }
+    .instrument(span)
+    .await
+}
+
+fn parse_request(body: &str) -> Result<ClientRequest, Reply> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|error| error_reply(ErrorCode::InvalidJson, format!("the message is not JSON: {error}")))?;
+    let Some(action) = value.get("action").and_then(Value::as_str).map(str::to_owned) else {
+        return Err(error_reply(
+            ErrorCode::UnknownAction,
+            format!("the message needs an \"action\" field, one of: {ACTIONS}"),
+        ));
+    };
+    if !matches!(action.as_str(), "ping" | "subscribe" | "unsubscribe" | "publish") {
+        return Err(error_reply(
+            ErrorCode::UnknownAction,
+            format!("unknown action {action:?}; expected one of: {ACTIONS}"),
+        ));
+    }
+    tracing::Span::current().record("action", action.as_str());
+    serde_json::from_value(value)
+        .map_err(|error| error_reply(ErrorCode::InvalidRequest, format!("invalid {action} request: {error}")))
+}
+
+async fn execute<S: ConnectionStore>(
+    store: &S,
+    config: &Config,
+    connection_id: &str,
+    request: ClientRequest,
+) -> Result<Reply, Error> {
+    let now = epoch_seconds_now();
+    let reply = match request {
+        ClientRequest::Ping => {
+            let expires_at = now + config.connection_ttl_seconds as i64;
+            match store.refresh_connection(connection_id, expires_at, now).await? {
+                Some(_) => Reply::Pong { expires_at },
+                None => unknown_connection(),
+            }
+        }
+        ClientRequest::Subscribe { channel } => {
+            if let Err(error) = validate_channel_name(&channel) {
+                return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
+            }
+            match store
+                .subscribe(connection_id, &channel, config.max_channels_per_connection, now)
+                .await?
+            {
+                SubscribeOutcome::Subscribed => Reply::Subscribed { channel },
+                SubscribeOutcome::LimitReached => error_reply(
+                    ErrorCode::ChannelLimit,
+                    format!(
+                        "a connection may subscribe to at most {} channels",
+                        config.max_channels_per_connection
+                    ),
+                ),
+                SubscribeOutcome::UnknownConnection => unknown_connection(),
+            }
+        }
+        ClientRequest::Unsubscribe { channel } => {
+            if let Err(error) = validate_channel_name(&channel) {
+                return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
+            }
+            store.unsubscribe(connection_id, &channel).await?;
+            Reply::Unsubscribed { channel }
+        }
+        ClientRequest::Publish { channel, data } => {
+            if !config.allow_client_publish {
+                return Ok(error_reply(
+                    ErrorCode::PublishForbidden,
+                    "clients may not publish here; producers write to the messages table",
+                ));
+            }
+            if let Some(Err(error)) = channel.as_deref().map(validate_channel_name) {
+                return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
+            }
+            let message = MessageRecord {
+                message_id: uuid::Uuid::new_v4().to_string(),
+                channel,
+                payload: data,
+                expires_at: Some(now + PUBLISHED_MESSAGE_TTL_SECONDS),
+                published_by: Some(connection_id.to_owned()),
+            };
+            // Refuse here what API Gateway would refuse to deliver later.
+            if let Err(error) = message.to_frame() {
+                return Ok(error_reply(ErrorCode::MessageTooLarge, error.to_string()));
+            }
+            store.put_message(&message).await?;
+            Reply::Published { id: message.message_id }
+        }
+    };
+    Ok(reply)
+}
+
+fn unknown_connection() -> Reply {
+    error_reply(
+        ErrorCode::UnknownConnection,
+        "this connection is no longer registered; reconnect",
+    )
+}
