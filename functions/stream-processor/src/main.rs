@@ -1,5 +1,6 @@
 //! Broadcasts every message inserted into the messages table (DynamoDB stream).
 
+use airwave_shared::fanout::FanOutSettings;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::{clients, telemetry, Config, DynamoStore, FanOut};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -10,8 +11,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     let sdk_config = clients::load_sdk_config().await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
-    let management = clients::management_client(&sdk_config, config.require_management_endpoint()?);
-    let fanout = FanOut::new(management, config.fanout_concurrency);
+    let fanout = FanOut::new(
+        &sdk_config,
+        config.require_management_endpoint()?,
+        FanOutSettings::from(&config),
+    );
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async {
         handle_stream_batch(&store, &fanout, event).await
     }))
