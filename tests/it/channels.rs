@@ -1,0 +1,250 @@
+//! Fan-out at scale through the real stream-processor, the local DynamoDB and
+//! the local Management API: channels, transient faults, partial batch
+//! failures, the concurrency bound and the circuit breaker.
+
+use std::time::Duration;
+
+use airwave_local::{Faults, LocalManagementApi, Options};
+use airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse;
+use airwave_shared::fanout::{BreakerSettings, FanOutSettings};
+use airwave_shared::handlers::{handle_connect, handle_message, handle_stream_batch};
+use airwave_shared::message::MessageFrame;
+use airwave_shared::{Error, FanOut};
+use airwave_tests::{
+    channel_message_image, connect_event, insert_record, message_event, message_image, stream_event, TestTables,
+};
+use serde_json::{json, Value};
+
+async fn connect(tables: &TestTables, gateway: &LocalManagementApi, connection_id: &str) {
+    gateway.connect(connection_id);
+    let response = handle_connect(
+        &tables.store,
+        &tables.config,
+        connect_event(connection_id, "198.51.100.23"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status_code, 200);
+}
+
+async fn subscribe(tables: &TestTables, connection_id: &str, channel: &str) {
+    let body = json!({"action": "subscribe", "channel": channel}).to_string();
+    handle_message(&tables.store, &tables.config, message_event(connection_id, &body))
+        .await
+        .unwrap();
+}
+
+fn frame_ids(gateway: &LocalManagementApi, connection_id: &str) -> Vec<String> {
+    gateway
+        .received(connection_id)
+        .iter()
+        .map(|bytes| serde_json::from_slice::<MessageFrame>(bytes).expect("a frame").id)
+        .collect()
+}
+
+fn failed_sequence_numbers(response: &DynamoDbEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .filter_map(|failure| failure.item_identifier.clone())
+        .collect()
+}
+
+fn connection_ids(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|index| format!("{prefix}-{index:05}=")).collect()
+}
+
+#[tokio::test]
+async fn subscribers_of_a_channel_receive_its_messages_and_nobody_else_does() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start().await.unwrap();
+    for id in ["alice=", "bob=", "carol=", "dave="] {
+        connect(&tables, &gateway, id).await;
+    }
+    subscribe(&tables, "alice=", "prices").await;
+    subscribe(&tables, "bob=", "prices").await;
+    subscribe(&tables, "carol=", "news").await;
+    let fanout = tables.fanout(&gateway.endpoint(), 8);
+
+    let batch = stream_event(vec![
+        insert_record("10", channel_message_image("for-prices", "prices", "ABC 12.5")),
+        insert_record("11", message_image("for-everyone", "maintenance at noon")),
+        insert_record("12", channel_message_image("for-nobody", "empty-channel", "unheard")),
+    ]);
+    let response = handle_stream_batch(&tables.store, &fanout, batch).await.unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(frame_ids(&gateway, "alice="), ["for-prices", "for-everyone"]);
+    assert_eq!(frame_ids(&gateway, "bob="), ["for-prices", "for-everyone"]);
+    assert_eq!(frame_ids(&gateway, "carol="), ["for-everyone"]);
+    assert_eq!(frame_ids(&gateway, "dave="), ["for-everyone"]);
+    let frame: Value = serde_json::from_slice(&gateway.received("alice=")[0]).unwrap();
+    assert_eq!(
+        frame,
+        json!({"type": "message", "id": "for-prices", "channel": "prices", "data": {"text": "ABC 12.5"}})
+    );
+}
+
+#[tokio::test]
+async fn with_transient_500s_and_429s_every_live_connection_still_receives_the_message_once() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start_with(Options {
+        latency: Duration::ZERO,
+        faults: Faults {
+            server_error_percent: 10,
+            throttle_percent: 5,
+            seed: 20261122,
+        },
+    })
+    .await
+    .unwrap();
+    let live = connection_ids("live", 200);
+    let stale = connection_ids("stale", 10);
+    for id in live.iter().chain(&stale) {
+        connect(&tables, &gateway, id).await;
+    }
+    for id in &stale {
+        gateway.disconnect(id);
+    }
+    let fanout = tables.fanout(&gateway.endpoint(), 16);
+
+    let report = fanout.broadcast(&tables.store, None, br#"{"id":"m"}"#).await.unwrap();
+
+    let counts = gateway.post_counts();
+    assert!(
+        counts.server_errors > 0 && counts.throttled > 0,
+        "faults were injected: {counts:?}"
+    );
+    assert_eq!(
+        (report.delivered, report.gone, report.failed),
+        (200, 10, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.retries as usize, counts.server_errors + counts.throttled);
+    for id in &live {
+        assert_eq!(gateway.received(id).len(), 1, "{id}");
+    }
+    let mut expected = live.clone();
+    expected.sort();
+    assert_eq!(
+        tables.stored_connection_ids().await,
+        expected,
+        "the 410 ids are pruned in the same run"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_record_and_a_failed_listing_give_exactly_the_right_batch_item_failures() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start().await.unwrap();
+    connect(&tables, &gateway, "alice=").await;
+    let fanout = tables.fanout(&gateway.endpoint(), 8);
+    // Channel listings read the subscriptions table: without it they fail.
+    tables
+        .dynamodb
+        .delete_table()
+        .table_name(&tables.config.subscriptions_table)
+        .send()
+        .await
+        .unwrap();
+    let records = vec![
+        insert_record("100", message_image("first", "delivered now")),
+        insert_record("101", json!({ "message_id": { "S": "poison" } })),
+        insert_record("102", channel_message_image("listing-fails", "prices", "retried")),
+        insert_record("103", message_image("after", "delivered on the retry")),
+    ];
+
+    let response = handle_stream_batch(&tables.store, &fanout, stream_event(records.clone()))
+        .await
+        .unwrap();
+
+    assert_eq!(failed_sequence_numbers(&response), ["102"]);
+    assert_eq!(frame_ids(&gateway, "alice="), ["first"]);
+
+    // Lambda retries from the reported record on; with the table back, the
+    // rest of the batch goes through, in order and without duplicates.
+    airwave_local::tables::create_tables(&tables.dynamodb, &tables.config)
+        .await
+        .unwrap();
+    let retry = handle_stream_batch(&tables.store, &fanout, stream_event(records[2..].to_vec()))
+        .await
+        .unwrap();
+    assert!(retry.batch_item_failures.is_empty());
+    assert_eq!(frame_ids(&gateway, "alice="), ["first", "after"]);
+}
+
+#[tokio::test]
+async fn in_flight_posts_never_exceed_the_configured_bound() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start_with(Options {
+        latency: Duration::from_millis(20),
+        faults: Faults::default(),
+    })
+    .await
+    .unwrap();
+    for id in connection_ids("c", 150) {
+        connect(&tables, &gateway, &id).await;
+    }
+    let fanout = tables.fanout(&gateway.endpoint(), 6);
+
+    let report = fanout.broadcast(&tables.store, None, b"{}").await.unwrap();
+
+    assert_eq!(report.delivered, 150);
+    let peak = gateway.max_in_flight();
+    assert!(peak <= 6, "{peak} posts were in flight at once with a bound of 6");
+    assert!(peak > 1, "posts ran one at a time");
+}
+
+#[tokio::test]
+async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_later() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start_with(Options {
+        latency: Duration::ZERO,
+        faults: Faults {
+            server_error_percent: 100,
+            throttle_percent: 0,
+            seed: 1,
+        },
+    })
+    .await
+    .unwrap();
+    for id in connection_ids("c", 200) {
+        connect(&tables, &gateway, &id).await;
+    }
+    let concurrency = 4;
+    let attempts = 3;
+    let window = 20;
+    let fanout = FanOut::new(
+        &tables.sdk_config,
+        &gateway.endpoint(),
+        FanOutSettings {
+            concurrency,
+            post_max_attempts: attempts,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            breaker: BreakerSettings {
+                window,
+                failure_ratio: 0.5,
+                cooldown: Duration::from_secs(60),
+            },
+        },
+    );
+
+    let response = handle_stream_batch(
+        &tables.store,
+        &fanout,
+        stream_event(vec![insert_record("900", message_image("m", "x"))]),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(failed_sequence_numbers(&response), ["900"]);
+    let requests = gateway.post_count();
+    assert!(
+        requests <= (window + concurrency) as usize * attempts as usize,
+        "{requests} requests reached a failing endpoint"
+    );
+    let again = fanout.broadcast(&tables.store, None, b"{}").await;
+    assert!(matches!(again, Err(Error::BreakerOpen { .. })), "{again:?}");
+    assert_eq!(gateway.post_count(), requests, "an open breaker posts nothing");
+}
