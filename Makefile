@@ -13,16 +13,19 @@ INVOKE_PORT   ?= 9000
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: help tools test fmt-check clippy unit dev
+.PHONY: help tools test fmt-check clippy unit dev bench
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
 	@echo "make test   format check, clippy and every test against a local DynamoDB"
+	@echo "make bench  fan-out benchmark (release build)"
 
-$(VENV)/bin/python:
+# Keyed on pip, not python: a venv made without ensurepip has python but no pip.
+$(VENV)/bin/pip:
+	rm -rf $(VENV)
 	python3 -m venv $(VENV)
 
-$(TEST_TOOLS): infra/requirements-test.txt | $(VENV)/bin/python
+$(TEST_TOOLS): infra/requirements-test.txt | $(VENV)/bin/pip
 	$(PIP) install -r infra/requirements-test.txt
 	touch $@
 
@@ -47,3 +50,7 @@ test: fmt-check clippy unit
 # `cargo lambda watch` (hot reload); Ctrl-C stops everything it started.
 dev: $(DEV_TOOLS)
 	infra/dev.sh $(DYNAMODB_PORT) $(INVOKE_PORT)
+
+# The fan-out benchmark (release build): figures quoted in the README.
+bench: $(TEST_TOOLS)
+	infra/with-moto.sh cargo bench --locked -p airwave-tests --bench fanout

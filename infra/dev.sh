@@ -24,12 +24,26 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+if (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null; then
+    echo "dev: port $dynamodb_port is already in use; pick another with DYNAMODB_PORT=..." >&2
+    exit 1
+fi
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$dynamodb_port" >"$root/.local/moto-dev.log" 2>&1 &
-pids+=($!)
+moto_pid=$!
+pids+=("$moto_pid")
+ready=no
 for _ in $(seq 1 150); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null && break
+    if (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null; then
+        ready=yes
+        break
+    fi
+    kill -0 "$moto_pid" 2>/dev/null || break
     sleep 0.2
 done
+if [[ "$ready" != yes ]]; then
+    echo "dev: moto_server did not start; see .local/moto-dev.log" >&2
+    exit 1
+fi
 
 cargo run --quiet --package airwave-local --bin airwave-local -- create-tables
 
@@ -40,9 +54,12 @@ cat <<INFO
 
   Try it from another terminal:
     cargo lambda invoke connect --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/connect.json
+    cargo lambda invoke message --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/message.json
     cargo lambda invoke disconnect --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/disconnect.json
 
-  (cargo lambda is in .tools/venv/bin.) Ctrl-C stops everything.
+  (cargo lambda is in .tools/venv/bin.) The stream-processor needs a Management
+  API endpoint (AIRWAVE_MANAGEMENT_ENDPOINT), which the local stack does not
+  provide yet. Ctrl-C stops everything.
 
 INFO
 

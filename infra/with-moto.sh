@@ -18,16 +18,21 @@ log="$root/.local/moto-test.log"
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 
+ready=no
 for _ in $(seq 1 150); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        ready=yes
         break
     fi
     if ! kill -0 "$moto_pid" 2>/dev/null; then
-        echo "with-moto: moto_server exited; its log:" >&2
-        cat "$log" >&2
-        exit 1
+        break
     fi
     sleep 0.2
 done
+if [[ "$ready" != yes ]]; then
+    echo "with-moto: moto_server did not start on port $port; its log:" >&2
+    cat "$log" >&2
+    exit 1
+fi
 
 AIRWAVE_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$port" "$@"

@@ -24,6 +24,13 @@ pub enum Error {
         message: String,
     },
 
+    #[error("DynamoDB refused item {key} in table {table}: {message}")]
+    ItemRejected {
+        table: String,
+        key: String,
+        message: String,
+    },
+
     #[error("item {key} in table {table} could not be converted: {source}")]
     ItemFormat {
         table: String,
@@ -73,6 +80,7 @@ impl Error {
             Error::ConfigInvalid { .. } => "ConfigInvalid",
             Error::DynamoDb { .. } => "DynamoDb",
             Error::ItemFormat { .. } => "ItemFormat",
+            Error::ItemRejected { .. } => "ItemRejected",
             Error::FrameTooLarge { .. } => "FrameTooLarge",
             Error::InvalidChannel { .. } => "InvalidChannel",
             Error::BreakerOpen { .. } => "BreakerOpen",

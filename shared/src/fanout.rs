@@ -20,6 +20,10 @@ use crate::store::ConnectionStore;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
 
+/// The longest a broadcast waits for an open breaker before giving up (the
+/// record is then retried by Lambda).
+const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
+
 /// Retry tokens of the fan-out's own retry quota: a retried 5xx costs 14, a
 /// retried throttle 5, and every success returns one.
 const RETRY_TOKENS: usize = 50_000;
@@ -85,6 +89,8 @@ pub struct FanOutReport {
     pub skipped: usize,
     /// Attempts beyond the first, summed over every post.
     pub retries: u64,
+    /// Time spent listing the targets, included in `elapsed_ms`.
+    pub list_ms: u64,
     pub elapsed_ms: u64,
 }
 
@@ -151,6 +157,13 @@ impl Breaker {
             failures: 0,
             open_until: None,
         }
+    }
+
+    /// How long the breaker stays open from `now`, if it is open.
+    fn remaining_cooldown(&self, now: Instant) -> Option<Duration> {
+        self.open_until
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
     }
 
     fn allows_post(&mut self, now: Instant) -> bool {
@@ -246,6 +259,17 @@ impl FanOut {
         channel: Option<&str>,
         frame: &[u8],
     ) -> Result<FanOutReport, Error> {
+        // An open breaker is waited out (it is short) rather than failed at
+        // once: Lambda retries a stream batch without delay, and failing fast
+        // would burn its retries inside one cooldown.
+        let wait = self.breaker().remaining_cooldown(Instant::now());
+        if let Some(wait) = wait.filter(|wait| *wait <= MAX_BREAKER_WAIT) {
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "waiting for the circuit breaker to close"
+            );
+            tokio::time::sleep(wait).await;
+        }
         let started = Instant::now();
         {
             let mut breaker = self.breaker();
@@ -258,9 +282,11 @@ impl FanOut {
         }
         let now = epoch_seconds_now();
         let targets = store.list_targets(channel).await?;
+        let list_ms = started.elapsed().as_millis() as u64;
         let attempts_before = self.attempts.0.load(Ordering::Relaxed);
         let initial = FanOutReport {
             targets: targets.len(),
+            list_ms,
             ..FanOutReport::default()
         };
         let mut report = futures::stream::iter(targets)
@@ -280,6 +306,7 @@ impl FanOut {
             failed = report.failed,
             skipped = report.skipped,
             retries = report.retries,
+            list_ms = report.list_ms,
             elapsed_ms = report.elapsed_ms,
             concurrency = self.concurrency,
             "fan-out finished"
@@ -308,7 +335,7 @@ impl FanOut {
                     Ok(None) => {}
                     Err(error) => {
                         tracing::error!(error = %error, "could not prune an expired connection");
-                        return Outcome::Expired;
+                        return Outcome::Failed;
                     }
                 }
             }

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_dynamodb::Client;
 
@@ -267,6 +268,9 @@ impl ConnectionStore for DynamoStore {
         Ok(record)
     }
 
+    // The record goes first, then its subscriptions. If a subscription delete
+    // fails in between, the orphan still carries the connection's expiry, and
+    // the next message on that channel finds the id gone (410) and removes it.
     async fn remove_connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
         let output = self
             .client
@@ -429,13 +433,30 @@ impl ConnectionStore for DynamoStore {
             key: message.message_id.clone(),
             source,
         })?;
-        self.client
+        let result = self
+            .client
             .put_item()
             .table_name(&self.messages_table)
             .set_item(Some(item))
             .send()
-            .await
-            .map_err(|error| Error::dynamodb("PutItem", &self.messages_table, error))?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The item itself is at fault (too deeply nested, a number out of
+            // DynamoDB's range): the caller's input, not an outage.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .and_then(|service_error| service_error.code())
+                    .is_some_and(|code| code == "ValidationException") =>
+            {
+                Err(Error::ItemRejected {
+                    table: self.messages_table.clone(),
+                    key: message.message_id.clone(),
+                    message: aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string(),
+                })
+            }
+            Err(error) => Err(Error::dynamodb("PutItem", &self.messages_table, error)),
+        }
     }
 }

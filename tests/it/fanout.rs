@@ -195,34 +195,75 @@ async fn an_oversized_message_is_skipped_without_posting_and_the_batch_goes_on()
 #[tokio::test]
 async fn a_record_whose_listing_fails_is_reported_for_retry_and_later_records_wait() {
     let stack = Stack::start().await;
-    let mut broken = stack.tables.config.clone();
-    broken.connections_table = "missing-connections-table".into();
-    let unreachable_store = DynamoStore::new(stack.tables.dynamodb.clone(), &broken);
-
-    let first = insert_record("400", message_image("msg-1", "one"));
-    let second = insert_record("401", message_image("msg-2", "two"));
-    let response = handle_stream_batch(&unreachable_store, &stack.fanout, stream_event(vec![first, second]))
+    stack.connect("alice=").await;
+    // Channel listings read the subscriptions table: without it they fail.
+    stack
+        .tables
+        .dynamodb
+        .delete_table()
+        .table_name(&stack.tables.config.subscriptions_table)
+        .send()
         .await
         .unwrap();
+    let mut for_channel = insert_record("400", message_image("msg-1", "one"));
+    for_channel["dynamodb"]["NewImage"]["channel"] = json!({ "S": "prices" });
+    let for_everyone = insert_record("401", message_image("msg-2", "two"));
+
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.fanout,
+        stream_event(vec![for_channel, for_everyone]),
+    )
+    .await
+    .unwrap();
 
     // Lambda resumes the shard from the first reported record, so that one is
-    // enough, and later records are not broadcast ahead of it.
+    // enough, and the later record is not broadcast ahead of it.
     assert_eq!(failed_sequence_numbers(&response), vec!["400".to_owned()]);
+    assert!(stack.frames("alice=").is_empty());
     assert_eq!(stack.gateway.post_count(), 0);
 }
 
 #[tokio::test]
-async fn records_before_a_failure_are_delivered_and_poison_is_not_reported() {
+async fn records_before_a_failure_are_delivered_and_poison_before_it_is_not_reported() {
     let stack = Stack::start().await;
     stack.connect("alice=").await;
-    let poison = insert_record("500", json!({ "message_id": { "S": "no-payload" } }));
-    let good = insert_record("501", message_image("msg-501", "delivered"));
-    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, stream_event(vec![poison, good]))
+    let mut broken = stack.tables.config.clone();
+    broken.subscriptions_table = "missing-subscriptions-table".into();
+    let store = DynamoStore::new(stack.tables.dynamodb.clone(), &broken);
+    let good = insert_record("500", message_image("msg-500", "delivered"));
+    let poison = insert_record("501", json!({ "message_id": { "S": "no-payload" } }));
+    let mut failing = insert_record("502", message_image("msg-502", "retried"));
+    failing["dynamodb"]["NewImage"]["channel"] = json!({ "S": "prices" });
+
+    let response = handle_stream_batch(&store, &stack.fanout, stream_event(vec![good, poison, failing]))
         .await
         .unwrap();
 
+    assert_eq!(failed_sequence_numbers(&response), vec!["502".to_owned()]);
+    let ids: Vec<String> = stack.frames("alice=").into_iter().map(|frame| frame.id).collect();
+    assert_eq!(ids, ["msg-500"]);
+}
+
+#[tokio::test]
+async fn a_message_for_an_invalid_channel_is_skipped_not_retried() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let mut bad_channel = insert_record("600", message_image("msg-600", "x"));
+    bad_channel["dynamodb"]["NewImage"]["channel"] = json!({ "S": "" });
+    let good = insert_record("601", message_image("msg-601", "y"));
+
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.fanout,
+        stream_event(vec![bad_channel, good]),
+    )
+    .await
+    .unwrap();
+
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(stack.frames("alice=").len(), 1);
+    let ids: Vec<String> = stack.frames("alice=").into_iter().map(|frame| frame.id).collect();
+    assert_eq!(ids, ["msg-601"]);
 }
 
 #[tokio::test]

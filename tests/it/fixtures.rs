@@ -3,7 +3,7 @@
 
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::aws_lambda_events::dynamodb::Event as DynamoDbEvent;
-use airwave_tests::{CONNECT_EVENT, DISCONNECT_EVENT, STREAM_BATCH_EVENT};
+use airwave_tests::{CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT, STREAM_BATCH_EVENT};
 
 #[test]
 fn the_connect_fixture_is_an_api_gateway_connect_event() {
@@ -22,6 +22,16 @@ fn the_disconnect_fixture_is_an_api_gateway_disconnect_event() {
     assert_eq!(context.route_key.as_deref(), Some("$disconnect"));
     assert_eq!(context.event_type.as_deref(), Some("DISCONNECT"));
     assert_eq!(context.disconnect_status_code, Some(1001));
+}
+
+#[test]
+fn the_message_fixture_is_an_api_gateway_default_route_event() {
+    let event: ApiGatewayWebsocketProxyRequest = serde_json::from_str(MESSAGE_EVENT).unwrap();
+    let context = &event.request_context;
+    assert_eq!(context.route_key.as_deref(), Some("$default"));
+    assert_eq!(context.event_type.as_deref(), Some("MESSAGE"));
+    let body: serde_json::Value = serde_json::from_str(event.body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["action"], "subscribe");
 }
 
 #[test]

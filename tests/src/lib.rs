@@ -19,6 +19,7 @@ pub const DYNAMODB_ENDPOINT_VARIABLE: &str = "AIRWAVE_TEST_DYNAMODB_ENDPOINT";
 
 pub const CONNECT_EVENT: &str = include_str!("../events/connect.json");
 pub const DISCONNECT_EVENT: &str = include_str!("../events/disconnect.json");
+pub const MESSAGE_EVENT: &str = include_str!("../events/message.json");
 pub const STREAM_BATCH_EVENT: &str = include_str!("../events/stream-batch.json");
 
 /// Tables of their own on the local DynamoDB for one test, and clients for them.
@@ -31,6 +32,22 @@ pub struct TestTables {
 
 impl TestTables {
     pub async fn create() -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let config = Config {
+            connections_table: format!("connections-{suffix}"),
+            messages_table: format!("messages-{suffix}"),
+            subscriptions_table: format!("subscriptions-{suffix}"),
+            ..Config::default()
+        };
+        let tables = Self::open(config).await;
+        airwave_local::tables::create_tables(&tables.dynamodb, &tables.config)
+            .await
+            .expect("create the test tables");
+        tables
+    }
+
+    /// Clients for tables that already exist (created by another process).
+    pub async fn open(config: Config) -> Self {
         let endpoint = std::env::var(DYNAMODB_ENDPOINT_VARIABLE).unwrap_or_else(|_| {
             panic!(
                 "{DYNAMODB_ENDPOINT_VARIABLE} is not set: run the tests with `make test`, which starts \
@@ -43,17 +60,7 @@ impl TestTables {
             .endpoint_url(endpoint)
             .load()
             .await;
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let config = Config {
-            connections_table: format!("connections-{suffix}"),
-            messages_table: format!("messages-{suffix}"),
-            subscriptions_table: format!("subscriptions-{suffix}"),
-            ..Config::default()
-        };
         let dynamodb = clients::dynamodb_client(&sdk_config);
-        airwave_local::tables::create_tables(&dynamodb, &config)
-            .await
-            .expect("create the test tables");
         let store = DynamoStore::new(dynamodb.clone(), &config);
         TestTables {
             config,
@@ -173,14 +180,9 @@ pub fn stream_batch_fixture() -> LambdaEvent<Value> {
 
 /// A `$default` event as API Gateway sends it: `body` is the client's frame.
 pub fn message_event(connection_id: &str, body: &str) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
-    let mut event: Value = serde_json::from_str(CONNECT_EVENT).expect("fixture is JSON");
+    let mut event: Value = serde_json::from_str(MESSAGE_EVENT).expect("fixture is JSON");
     event["requestContext"]["connectionId"] = json!(connection_id);
-    event["requestContext"]["routeKey"] = json!("$default");
-    event["requestContext"]["eventType"] = json!("MESSAGE");
-    event["requestContext"]["messageDirection"] = json!("IN");
     event["body"] = json!(body);
-    event.as_object_mut().map(|fields| fields.remove("headers"));
-    event.as_object_mut().map(|fields| fields.remove("multiValueHeaders"));
     lambda_event(serde_json::from_value(event).expect("a WebSocket event"))
 }
 

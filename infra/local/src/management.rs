@@ -239,7 +239,9 @@ async fn post_to_connection(
     let Connections { live, counts, .. } = &mut *connections;
     match live.get_mut(&connection_id) {
         Some(frames) => {
-            frames.push(body);
+            // A copy: the body can be a slice of a much larger read buffer,
+            // which would otherwise stay alive with it.
+            frames.push(Bytes::copy_from_slice(&body));
             counts.delivered += 1;
             StatusCode::OK.into_response()
         }

@@ -117,6 +117,13 @@ fn parse_request(body: &str) -> Result<ClientRequest, Reply> {
         ));
     }
     tracing::Span::current().record("action", action.as_str());
+    // serde ignores deny_unknown_fields on a tagged unit variant, so ping is checked here.
+    if action == "ping" && value.as_object().is_some_and(|fields| fields.len() > 1) {
+        return Err(error_reply(
+            ErrorCode::InvalidRequest,
+            "invalid ping request: ping takes no fields besides \"action\"",
+        ));
+    }
     serde_json::from_value(value)
         .map_err(|error| error_reply(ErrorCode::InvalidRequest, format!("invalid {action} request: {error}")))
 }
@@ -183,8 +190,14 @@ async fn execute<S: ConnectionStore>(
             if let Err(error) = message.to_frame() {
                 return Ok(error_reply(ErrorCode::MessageTooLarge, error.to_string()));
             }
-            store.put_message(&message).await?;
-            Reply::Published { id: message.message_id }
+            match store.put_message(&message).await {
+                Ok(()) => Reply::Published { id: message.message_id },
+                Err(Error::ItemRejected { message: reason, .. }) => error_reply(
+                    ErrorCode::InvalidRequest,
+                    format!("the data cannot be stored: {reason}"),
+                ),
+                Err(error) => return Err(error),
+            }
         }
     };
     Ok(reply)

@@ -114,6 +114,12 @@ async fn handle_record<S: ConnectionStore>(store: &S, fanout: &FanOut, raw: Valu
             return RecordOutcome::Poison;
         }
     };
+    if let Some(Err(error)) = message.channel.as_deref().map(crate::channel::validate_channel_name) {
+        // No client can subscribe to it, and DynamoDB would refuse to query it:
+        // retrying would only block the shard.
+        tracing::error!(message_id = %message.message_id, error = %error, "skipping a message for an invalid channel");
+        return RecordOutcome::Poison;
+    }
     let frame = match message.to_frame() {
         Ok(frame) => frame,
         Err(error) => {
