@@ -4,8 +4,16 @@ SHELL := /bin/bash
 
 VENV        := .tools/venv
 PIP         := $(VENV)/bin/pip --disable-pip-version-check --quiet
-TEST_TOOLS  := $(VENV)/.test-tools
-DEV_TOOLS   := $(VENV)/.dev-tools
+TEST_TOOLS   := $(VENV)/.test-tools
+DEV_TOOLS    := $(VENV)/.dev-tools
+DEPLOY_TOOLS := $(VENV)/.deploy-tools
+# The SAM CLI and cfn-lint need a region and credentials even to check a template offline.
+OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
+               SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sam
+FUNCTIONS := connect disconnect message stream-processor
+STACK ?= airwave
+ARCH ?= arm64
 
 # Local stack settings (override on the command line: make dev DYNAMODB_PORT=8100).
 DYNAMODB_PORT ?= 8000
@@ -13,12 +21,15 @@ INVOKE_PORT   ?= 9000
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: help tools test fmt-check clippy unit dev bench
+.PHONY: help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
 	@echo "make test   format check, clippy and every test against a local DynamoDB"
 	@echo "make bench  fan-out benchmark (release build)"
+	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
+	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
+	@echo "make build / deploy / logs / delete   the SAM stack (STACK=$(STACK))"
 
 # Keyed on pip, not python: a venv made without ensurepip has python but no pip.
 $(VENV)/bin/pip:
@@ -33,6 +44,10 @@ $(DEV_TOOLS): infra/requirements-dev.txt $(TEST_TOOLS)
 	$(PIP) install -r infra/requirements-dev.txt
 	touch $@
 
+$(DEPLOY_TOOLS): infra/requirements-deploy.txt $(TEST_TOOLS)
+	$(PIP) install -r infra/requirements-deploy.txt
+	touch $@
+
 tools: $(TEST_TOOLS)
 
 fmt-check:
@@ -44,7 +59,40 @@ clippy:
 unit: $(TEST_TOOLS)
 	infra/with-moto.sh cargo test --workspace --locked
 
-test: fmt-check clippy unit
+# template.yaml against the code: binaries, routes, IAM, environment.
+template-check: $(DEPLOY_TOOLS)
+	$(VENV)/bin/python -m unittest discover -s infra/tests -v
+
+lint: $(DEPLOY_TOOLS)
+	$(OFFLINE_AWS) cfn-lint template.yaml
+	$(OFFLINE_AWS) sam validate --lint
+
+test: fmt-check clippy lint template-check unit
+
+# Release binaries for Lambda, linked with zig. arm64 needs the
+# aarch64-unknown-linux-gnu Rust target; CI builds ARCH=x86_64.
+lambda-build: $(DEPLOY_TOOLS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --locked \
+		$(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) $(addprefix --bin ,$(FUNCTIONS))
+
+size: lambda-build
+	@for f in $(FUNCTIONS); do \
+		printf "%-18s %6s KiB\n" $$f $$(( $$(stat -c %s target/lambda/$$f/bootstrap) / 1024 )); \
+	done
+
+build: $(DEPLOY_TOOLS)
+	$(SAM) build --beta-features $(if $(filter x86_64,$(ARCH)),--parameter-overrides Architecture=x86_64,)
+
+deploy: build
+	@if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided; fi
+
+logs: $(DEPLOY_TOOLS)
+	@for f in ConnectFunction DisconnectFunction MessageFunction StreamProcessorFunction; do \
+		$(SAM) logs --stack-name $(STACK) --name $$f --tail & \
+	done; wait
+
+delete: $(DEPLOY_TOOLS)
+	$(SAM) delete --stack-name $(STACK)
 
 # Starts moto's server, creates the tables and serves every function with
 # `cargo lambda watch` (hot reload); Ctrl-C stops everything it started.

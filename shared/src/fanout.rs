@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::connection::ConnectionTarget;
 use crate::store::ConnectionStore;
+use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
 
@@ -193,6 +194,7 @@ impl Breaker {
         let window_full = self.recent.len() >= self.settings.window;
         if window_full && self.failures as f64 >= self.settings.failure_ratio * self.settings.window as f64 {
             self.open_until = Some(now + self.settings.cooldown);
+            metrics::counter!(metric::BREAKER_OPENED).increment(1);
             tracing::warn!(
                 failures = self.failures,
                 window = self.settings.window,
@@ -311,6 +313,14 @@ impl FanOut {
             concurrency = self.concurrency,
             "fan-out finished"
         );
+        metrics::counter!(metric::FANOUT_TARGETS).increment(report.targets as u64);
+        metrics::counter!(metric::FANOUT_DELIVERED).increment(report.delivered as u64);
+        metrics::counter!(metric::FANOUT_GONE).increment(report.gone as u64);
+        metrics::counter!(metric::FANOUT_EXPIRED).increment(report.expired as u64);
+        metrics::counter!(metric::FANOUT_FAILED).increment(report.failed as u64);
+        metrics::counter!(metric::FANOUT_SKIPPED).increment(report.skipped as u64);
+        metrics::counter!(metric::FANOUT_RETRIES).increment(report.retries);
+        metrics::histogram!(metric::FANOUT_DURATION).record(report.elapsed_ms as f64);
         Ok(report)
     }
 

@@ -1,7 +1,37 @@
+//! Logs and metrics for CloudWatch: one JSON object per log line, and metrics
+//! in CloudWatch's embedded metric format (EMF), flushed after each invocation.
+
+use std::future::Future;
+
 use tracing_subscriber::EnvFilter;
 
-/// One JSON object per log line, which CloudWatch Logs Insights can query by
-/// field. The level comes from `RUST_LOG` (default `info`).
+/// The CloudWatch namespace every Airwave metric is published under.
+pub const METRICS_NAMESPACE: &str = "Airwave";
+
+/// Metric names; each carries the dimension `function`.
+pub mod metric {
+    pub const CONNECTIONS_ADMITTED: &str = "ConnectionsAdmitted";
+    /// Every refused `$connect`; the alarms watch this one.
+    pub const CONNECTIONS_REFUSED: &str = "ConnectionsRefused";
+    /// The same, with the dimension `reason`.
+    pub const CONNECTIONS_REFUSED_BY_REASON: &str = "ConnectionsRefusedByReason";
+    pub const DISCONNECTS: &str = "Disconnects";
+    /// Client frames answered with an error, with the dimension `code`.
+    pub const CLIENT_ERRORS: &str = "ClientErrors";
+    pub const FANOUT_TARGETS: &str = "FanoutTargets";
+    pub const FANOUT_DELIVERED: &str = "FanoutDelivered";
+    pub const FANOUT_GONE: &str = "FanoutGone";
+    pub const FANOUT_EXPIRED: &str = "FanoutExpired";
+    pub const FANOUT_FAILED: &str = "FanoutFailed";
+    pub const FANOUT_SKIPPED: &str = "FanoutSkipped";
+    pub const FANOUT_RETRIES: &str = "FanoutRetries";
+    pub const FANOUT_DURATION: &str = "FanoutDuration";
+    pub const BREAKER_OPENED: &str = "BreakerOpened";
+    pub const STREAM_RECORDS_POISON: &str = "StreamRecordsPoison";
+    pub const STREAM_RECORDS_RETRIED: &str = "StreamRecordsRetried";
+}
+
+/// The level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // A second initialisation (tests, or a host that set one up) is harmless.
@@ -13,4 +43,44 @@ pub fn init_tracing() {
         .with_target(false)
         .with_ansi(false)
         .try_init();
+}
+
+/// Writes the metrics recorded during an invocation to stdout, where the
+/// Lambda log stream hands them to CloudWatch.
+pub struct MetricsFlusher(Option<Box<dyn Fn() -> std::io::Result<()> + Send + Sync>>);
+
+/// Installs the EMF recorder for `function`. Without it (tests), recording a
+/// metric does nothing.
+pub fn init_metrics(function: &'static str) -> MetricsFlusher {
+    let collector = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(METRICS_NAMESPACE)
+        .with_dimension("function", function)
+        .init();
+    match collector {
+        Ok(collector) => {
+            metrics::describe_histogram!(
+                metric::FANOUT_DURATION,
+                metrics::Unit::Milliseconds,
+                "time to list the targets and post to them all"
+            );
+            MetricsFlusher(Some(Box::new(move || collector.flush(std::io::stdout().lock()))))
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "metrics are disabled");
+            MetricsFlusher(None)
+        }
+    }
+}
+
+impl MetricsFlusher {
+    /// Runs one invocation, then flushes what it recorded.
+    pub async fn flushed<T>(&self, invocation: impl Future<Output = T>) -> T {
+        let output = invocation.await;
+        if let Some(flush) = &self.0 {
+            if let Err(error) = flush() {
+                tracing::warn!(error = %error, "could not write metrics");
+            }
+        }
+        output
+    }
 }

@@ -1,4 +1,4 @@
-//! The `$default` route (ping, subscribe, unsubscribe, publish) of the WebSocket API.
+//! The `$default` route: ping, subscribe, unsubscribe, publish.
 
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::handlers::handle_message;
@@ -8,11 +8,12 @@ use lambda_runtime::{service_fn, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_tracing();
+    let metrics = telemetry::init_metrics("message");
     let config = Config::from_env()?;
     let sdk_config = clients::load_sdk_config().await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
-    lambda_runtime::run(service_fn(
-        |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| async { handle_message(&store, &config, event).await },
-    ))
+    lambda_runtime::run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+        metrics.flushed(handle_message(&store, &config, event))
+    }))
     .await
 }

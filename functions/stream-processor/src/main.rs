@@ -8,6 +8,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_tracing();
+    let metrics = telemetry::init_metrics("stream-processor");
     let config = Config::from_env()?;
     let sdk_config = clients::load_sdk_config().await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
@@ -16,8 +17,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         config.require_management_endpoint()?,
         FanOutSettings::from(&config),
     );
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async {
-        handle_stream_batch(&store, &fanout, event).await
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+        metrics.flushed(handle_stream_batch(&store, &fanout, event))
     }))
     .await
 }

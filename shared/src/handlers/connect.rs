@@ -5,6 +5,7 @@ use tracing::Instrument;
 use super::route_response;
 use crate::connection::ConnectionRecord;
 use crate::store::ConnectionStore;
+use crate::telemetry::metric;
 use crate::time::{epoch_millis_now, epoch_seconds_now};
 use crate::{Config, Error};
 
@@ -28,12 +29,18 @@ pub async fn handle_connect<S: ConnectionStore>(
     );
     async {
         let Some(connection_id) = context.connection_id.clone() else {
-            tracing::warn!(reason = "missing_connection_id", "connect refused");
-            return Ok(route_response(400, "missing requestContext.connectionId"));
+            return Ok(refuse(
+                400,
+                "missing_connection_id",
+                "missing requestContext.connectionId",
+            ));
         };
         let Some(source_ip) = context.identity.source_ip.clone() else {
-            tracing::warn!(reason = "missing_source_ip", "connect refused");
-            return Ok(route_response(400, "missing requestContext.identity.sourceIp"));
+            return Ok(refuse(
+                400,
+                "missing_source_ip",
+                "missing requestContext.identity.sourceIp",
+            ));
         };
         let connected_at_ms = if context.connected_at > 0 {
             context.connected_at
@@ -52,8 +59,17 @@ pub async fn handle_connect<S: ConnectionStore>(
         };
         store.put_connection(&record).await?;
         tracing::info!(expires_at = record.expires_at, "connection admitted");
+        metrics::counter!(metric::CONNECTIONS_ADMITTED).increment(1);
         Ok(route_response(200, ""))
     }
     .instrument(span)
     .await
+}
+
+/// Refuses the handshake with `status`, with one log line and the metrics.
+fn refuse(status: u16, reason: &'static str, body: &str) -> ApiGatewayProxyResponse {
+    tracing::warn!(reason, status, "connect refused");
+    metrics::counter!(metric::CONNECTIONS_REFUSED).increment(1);
+    metrics::counter!(metric::CONNECTIONS_REFUSED_BY_REASON, "reason" => reason).increment(1);
+    route_response(status, body)
 }

@@ -4,6 +4,7 @@ use tracing::Instrument;
 
 use super::route_response;
 use crate::store::ConnectionStore;
+use crate::telemetry::metric;
 use crate::Error;
 
 /// `$disconnect`: deletes the connection's record. API Gateway delivers this
@@ -32,6 +33,7 @@ pub async fn handle_disconnect<S: ConnectionStore>(
             channels = removed.map_or(0, |record| record.channels.len()),
             "connection removed"
         );
+        metrics::counter!(metric::DISCONNECTS).increment(1);
         Ok(route_response(200, ""))
     }
     .instrument(span)

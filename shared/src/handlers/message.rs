@@ -10,6 +10,7 @@ use super::route_response;
 use crate::channel::validate_channel_name;
 use crate::message::MessageRecord;
 use crate::store::{ConnectionStore, SubscribeOutcome};
+use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
 
@@ -60,9 +61,25 @@ pub enum ErrorCode {
     MessageTooLarge,
 }
 
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::ChannelLimit => "channel_limit",
+            ErrorCode::UnknownConnection => "unknown_connection",
+            ErrorCode::PublishForbidden => "publish_forbidden",
+            ErrorCode::MessageTooLarge => "message_too_large",
+        }
+    }
+}
+
 fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
     let message = message.into();
-    tracing::info!(code = ?code, reason = %message, "request refused");
+    tracing::info!(code = code.as_str(), reason = %message, "request refused");
+    metrics::counter!(metric::CLIENT_ERRORS, "code" => code.as_str()).increment(1);
     Reply::Error { code, message }
 }
 

@@ -7,6 +7,7 @@ use tracing::Instrument;
 use crate::fanout::FanOut;
 use crate::message::MessageRecord;
 use crate::store::ConnectionStore;
+use crate::telemetry::metric;
 use crate::Error;
 
 /// What became of one stream record.
@@ -85,6 +86,8 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
             retried = response.batch_item_failures.len(),
             "stream batch finished"
         );
+        metrics::counter!(metric::STREAM_RECORDS_POISON).increment(poison as u64);
+        metrics::counter!(metric::STREAM_RECORDS_RETRIED).increment(response.batch_item_failures.len() as u64);
         Ok(response)
     }
     .instrument(span)
