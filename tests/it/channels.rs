@@ -7,24 +7,15 @@ use std::time::Duration;
 use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse;
 use airwave_shared::fanout::{BreakerSettings, FanOutSettings};
-use airwave_shared::handlers::{handle_connect, handle_message, handle_stream_batch};
+use airwave_shared::handlers::{handle_message, handle_stream_batch};
 use airwave_shared::message::MessageFrame;
 use airwave_shared::{Error, FanOut};
-use airwave_tests::{
-    channel_message_image, connect_event, insert_record, message_event, message_image, stream_event, TestTables,
-};
+use airwave_tests::{channel_message_image, insert_record, message_event, message_image, stream_event, TestTables};
 use serde_json::{json, Value};
 
 async fn connect(tables: &TestTables, gateway: &LocalManagementApi, connection_id: &str) {
     gateway.connect(connection_id);
-    let response = handle_connect(
-        &tables.store,
-        &tables.config,
-        connect_event(connection_id, "198.51.100.23"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status_code, 200);
+    tables.admit(connection_id).await;
 }
 
 async fn subscribe(tables: &TestTables, connection_id: &str, channel: &str) {

@@ -3,13 +3,11 @@
 
 use airwave_local::LocalManagementApi;
 use airwave_shared::connection::ConnectionRecord;
-use airwave_shared::handlers::{handle_connect, handle_stream_batch};
+use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::message::MessageFrame;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
-use airwave_tests::{
-    connect_event, insert_record, message_image, stream_batch_fixture, stream_event, LogCapture, TestTables,
-};
+use airwave_tests::{insert_record, message_image, stream_batch_fixture, stream_event, LogCapture, TestTables};
 use serde_json::json;
 
 struct Stack {
@@ -33,14 +31,7 @@ impl Stack {
     /// A browser connects: API Gateway knows the id and `$connect` stored it.
     async fn connect(&self, connection_id: &str) {
         self.gateway.connect(connection_id);
-        let response = handle_connect(
-            &self.tables.store,
-            &self.tables.config,
-            connect_event(connection_id, "198.51.100.23"),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status_code, 200);
+        self.tables.admit(connection_id).await;
     }
 
     fn frames(&self, connection_id: &str) -> Vec<MessageFrame> {

@@ -1,22 +1,11 @@
 //! The `$default` route through the real handler and the local DynamoDB: what a
 //! client sends, what it gets back, and what changes in the tables.
 
-use airwave_shared::handlers::{handle_connect, handle_message, ErrorCode, Reply};
+use airwave_shared::handlers::{handle_message, ErrorCode, Reply};
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::ConnectionStore;
-use airwave_tests::{connect_event, message_event, TestTables};
+use airwave_tests::{message_event, TestTables};
 use serde_json::json;
-
-async fn connected(tables: &TestTables, connection_id: &str) {
-    let response = handle_connect(
-        &tables.store,
-        &tables.config,
-        connect_event(connection_id, "198.51.100.23"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status_code, 200);
-}
 
 async fn send(tables: &TestTables, connection_id: &str, body: &str) -> Reply {
     let response = handle_message(&tables.store, &tables.config, message_event(connection_id, body))
@@ -40,7 +29,7 @@ fn error_code(reply: &Reply) -> ErrorCode {
 async fn ping_answers_pong_and_refreshes_the_ttl_of_the_connection_and_its_subscriptions() {
     let mut tables = TestTables::create().await;
     tables.config.connection_ttl_seconds = 600;
-    connected(&tables, "alice=").await;
+    tables.admit("alice=").await;
     send(&tables, "alice=", r#"{"action":"subscribe","channel":"prices"}"#).await;
     tables.config.connection_ttl_seconds = 3_600;
     let before = epoch_seconds_now();
@@ -61,7 +50,7 @@ async fn ping_answers_pong_and_refreshes_the_ttl_of_the_connection_and_its_subsc
 #[tokio::test]
 async fn ping_from_an_unregistered_or_expired_connection_does_not_revive_it() {
     let tables = TestTables::create().await;
-    connected(&tables, "expired=").await;
+    tables.admit("expired=").await;
     let mut record = tables.store.get_connection("expired=").await.unwrap().unwrap();
     record.expires_at = epoch_seconds_now() - 5;
     tables.store.put_connection(&record).await.unwrap();
@@ -79,8 +68,8 @@ async fn ping_from_an_unregistered_or_expired_connection_does_not_revive_it() {
 #[tokio::test]
 async fn subscribe_and_unsubscribe_keep_the_connection_and_the_channel_index_in_step() {
     let tables = TestTables::create().await;
-    connected(&tables, "alice=").await;
-    connected(&tables, "bob=").await;
+    tables.admit("alice=").await;
+    tables.admit("bob=").await;
 
     assert_eq!(
         send(&tables, "alice=", r#"{"action":"subscribe","channel":"prices"}"#).await,
@@ -109,8 +98,8 @@ async fn subscribe_and_unsubscribe_keep_the_connection_and_the_channel_index_in_
 #[tokio::test]
 async fn disconnect_removes_the_connections_subscriptions_too() {
     let tables = TestTables::create().await;
-    connected(&tables, "alice=").await;
-    connected(&tables, "bob=").await;
+    tables.admit("alice=").await;
+    tables.admit("bob=").await;
     send(&tables, "alice=", r#"{"action":"subscribe","channel":"a"}"#).await;
     send(&tables, "alice=", r#"{"action":"subscribe","channel":"b"}"#).await;
     send(&tables, "bob=", r#"{"action":"subscribe","channel":"a"}"#).await;
@@ -126,7 +115,7 @@ async fn disconnect_removes_the_connections_subscriptions_too() {
 async fn a_connection_cannot_subscribe_past_its_channel_cap() {
     let mut tables = TestTables::create().await;
     tables.config.max_channels_per_connection = 3;
-    connected(&tables, "alice=").await;
+    tables.admit("alice=").await;
     for channel in ["one", "two", "three"] {
         let reply = send(
             &tables,
@@ -158,7 +147,7 @@ async fn a_connection_cannot_subscribe_past_its_channel_cap() {
 async fn bad_frames_get_a_clear_error_and_change_nothing() {
     let mut tables = TestTables::create().await;
     tables.config.allow_client_publish = true;
-    connected(&tables, "alice=").await;
+    tables.admit("alice=").await;
     let before = tables.store.get_connection("alice=").await.unwrap();
     let long_channel = "c".repeat(65);
     let huge = "x".repeat(130 * 1024);
@@ -212,7 +201,7 @@ async fn bad_frames_get_a_clear_error_and_change_nothing() {
 async fn clients_may_not_publish_by_default() {
     let tables = TestTables::create().await;
     assert!(!tables.config.allow_client_publish);
-    connected(&tables, "alice=").await;
+    tables.admit("alice=").await;
 
     let reply = send(
         &tables,
@@ -229,7 +218,7 @@ async fn clients_may_not_publish_by_default() {
 async fn an_allowed_publish_writes_the_message_for_the_stream_to_deliver() {
     let mut tables = TestTables::create().await;
     tables.config.allow_client_publish = true;
-    connected(&tables, "alice=").await;
+    tables.admit("alice=").await;
 
     let reply = send(
         &tables,

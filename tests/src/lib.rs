@@ -70,6 +70,18 @@ impl TestTables {
         }
     }
 
+    /// A browser connects: the real `$connect` handler admits it.
+    pub async fn admit(&self, connection_id: &str) {
+        let response = airwave_shared::handlers::handle_connect(
+            &self.store,
+            &self.config,
+            connect_event(connection_id, "198.51.100.23"),
+        )
+        .await
+        .expect("connect handler");
+        assert_eq!(response.status_code, 200, "{connection_id} was refused");
+    }
+
     /// Every connection id in the table, read straight from DynamoDB.
     pub async fn stored_connection_ids(&self) -> Vec<String> {
         let output = self
