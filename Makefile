@@ -81,15 +81,17 @@ size: lambda-build
 	done
 
 build: $(DEPLOY_TOOLS)
-	$(SAM) build --beta-features $(if $(filter x86_64,$(ARCH)),--parameter-overrides Architecture=x86_64,)
+	$(SAM) build --beta-features $(ARCH_OVERRIDE)
+
+ARCH_OVERRIDE := $(if $(filter x86_64,$(ARCH)),--parameter-overrides Architecture=x86_64,)
 
 deploy: build
-	@if [ -f samconfig.toml ]; then $(SAM) deploy; else $(SAM) deploy --guided; fi
+	@if [ -f samconfig.toml ]; then $(SAM) deploy $(ARCH_OVERRIDE); \
+	else $(SAM) deploy --guided --stack-name $(STACK) $(ARCH_OVERRIDE); fi
 
+# Without --name, sam logs tails every function of the stack.
 logs: $(DEPLOY_TOOLS)
-	@for f in ConnectFunction DisconnectFunction MessageFunction StreamProcessorFunction; do \
-		$(SAM) logs --stack-name $(STACK) --name $$f --tail & \
-	done; wait
+	$(SAM) logs --stack-name $(STACK) --tail
 
 delete: $(DEPLOY_TOOLS)
 	$(SAM) delete --stack-name $(STACK)

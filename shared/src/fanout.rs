@@ -25,8 +25,8 @@ use crate::{Config, Error};
 /// record is then retried by Lambda).
 const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 
-/// Retry tokens of the fan-out's own retry quota: a retried 5xx costs 14, a
-/// retried throttle 5, and every success returns one.
+/// Retry tokens of the fan-out's own retry quota: a retry costs 5 (10 after a
+/// timeout) and every success returns one.
 const RETRY_TOKENS: usize = 50_000;
 
 /// How the fan-out behaves; [`FanOutSettings::from`] a [`Config`] gives the defaults.
@@ -226,7 +226,7 @@ impl FanOut {
             .with_initial_backoff(settings.initial_backoff)
             .with_max_backoff(settings.max_backoff);
         // The SDK stops retrying once a shared quota of retry tokens runs out
-        // (about 35 failed posts with the default 500). One broadcast makes
+        // (500 by default: about a hundred retries). One broadcast makes
         // thousands of posts, so the fan-out gets a quota of its own, sized so
         // that transient errors on a few percent of them are all retried; the
         // breaker is what stops a broad outage.

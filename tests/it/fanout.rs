@@ -258,6 +258,26 @@ async fn a_message_for_an_invalid_channel_is_skipped_not_retried() {
 }
 
 #[tokio::test]
+async fn records_are_not_started_close_to_the_invocation_deadline() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let mut event = stream_event(vec![
+        insert_record("700", message_image("msg-700", "x")),
+        insert_record("701", message_image("msg-701", "y")),
+    ]);
+    // Less time left than the handler keeps in reserve.
+    let now_ms = airwave_shared::time::epoch_millis_now() as u64;
+    event.context.deadline = now_ms + airwave_shared::handlers::DEADLINE_RESERVE_MS / 2;
+
+    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, event)
+        .await
+        .unwrap();
+
+    assert_eq!(failed_sequence_numbers(&response), vec!["700".to_owned()]);
+    assert_eq!(stack.gateway.post_count(), 0);
+}
+
+#[tokio::test]
 async fn an_event_without_records_is_an_error_not_a_silent_success() {
     let stack = Stack::start().await;
     let mut event = stream_event(vec![]);

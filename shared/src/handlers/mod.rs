@@ -8,7 +8,7 @@ mod stream;
 pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
 pub use message::{handle_message, ErrorCode, Reply, PUBLISHED_MESSAGE_TTL_SECONDS};
-pub use stream::handle_stream_batch;
+pub use stream::{handle_stream_batch, DEADLINE_RESERVE_MS};
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body;

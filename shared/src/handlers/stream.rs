@@ -8,6 +8,12 @@ use crate::fanout::FanOut;
 use crate::message::MessageRecord;
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
+use crate::time::epoch_millis_now;
+
+/// Time kept back before the invocation's deadline: a record is only started
+/// with at least this much left, since a broadcast to thousands of connections
+/// takes seconds.
+pub const DEADLINE_RESERVE_MS: u64 = 20_000;
 use crate::Error;
 
 /// What became of one stream record.
@@ -34,6 +40,8 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let span = tracing::info_span!("stream_batch", request_id = %event.context.request_id);
+    // Zero when the runtime gave none (a local invocation).
+    let deadline_ms = event.context.deadline;
     async {
         let records = match event.payload {
             Value::Object(mut fields) => match fields.remove("Records") {
@@ -62,7 +70,16 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
                 "stream_record",
                 sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),
             );
-            match handle_record(store, fanout, raw).instrument(span).await {
+            let near_deadline =
+                deadline_ms > 0 && (epoch_millis_now().max(0) as u64) + DEADLINE_RESERVE_MS >= deadline_ms;
+            let outcome = if near_deadline {
+                let _entered = span.enter();
+                tracing::warn!("stopping before the invocation's deadline; the rest of the batch will be retried");
+                RecordOutcome::Retry
+            } else {
+                handle_record(store, fanout, raw).instrument(span).await
+            };
+            match outcome {
                 RecordOutcome::Done => {}
                 RecordOutcome::Poison => poison += 1,
                 RecordOutcome::Retry => {
