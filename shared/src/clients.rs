@@ -24,12 +24,3 @@ pub fn sdk_config_loader() -> ConfigLoader {
 pub fn dynamodb_client(sdk_config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(sdk_config)
 }
-
-/// A Management API client for one API stage. The endpoint is per API, so it
-/// always comes from configuration rather than from the SDK's defaults.
-pub fn management_client(sdk_config: &SdkConfig, endpoint: &str) -> aws_sdk_apigatewaymanagement::Client {
-    let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk_config)
-        .endpoint_url(endpoint)
-        .build();
-    aws_sdk_apigatewaymanagement::Client::from_conf(config)
-}

@@ -391,21 +391,22 @@ impl FanOut {
             );
             return Outcome::Failed;
         }
-        let pruned = match store.remove_connection(connection_id).await {
-            Ok(Some(record)) => match channel {
-                // A subscription the connection record does not list (a
-                // half-finished subscribe) would otherwise outlive it.
-                Some(channel) if !record.channels.iter().any(|listed| listed == channel) => {
-                    store.unsubscribe(connection_id, channel).await
-                }
+        let pruned = async {
+            let record = store.remove_connection(connection_id).await?;
+            let listed = |channel: &str| {
+                record
+                    .as_ref()
+                    .is_some_and(|record| record.channels.iter().any(|listed| listed == channel))
+            };
+            match channel {
+                // Removing the record removed the subscriptions it lists; one it
+                // does not list (a half-finished subscribe, or a record already
+                // gone) would otherwise outlive the connection.
+                Some(channel) if !listed(channel) => store.unsubscribe(connection_id, channel).await,
                 _ => Ok(()),
-            },
-            Ok(None) => match channel {
-                Some(channel) => store.unsubscribe(connection_id, channel).await,
-                None => Ok(()),
-            },
-            Err(error) => Err(error),
-        };
+            }
+        }
+        .await;
         match pruned {
             Ok(()) => tracing::info!("pruned a connection API Gateway reports gone"),
             Err(error) => tracing::error!(error = %error, "could not prune a gone connection"),

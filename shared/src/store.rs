@@ -195,14 +195,22 @@ impl DynamoStore {
     }
 }
 
-fn is_conditional_check_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+/// Whether DynamoDB answered with the service error `code`.
+fn has_error_code<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>, code: &str) -> bool
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    E: ProvideErrorMetadata,
 {
     error
         .as_service_error()
         .and_then(|service_error| service_error.code())
-        .is_some_and(|code| code == "ConditionalCheckFailedException")
+        .is_some_and(|answered| answered == code)
+}
+
+fn is_conditional_check_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    has_error_code(error, "ConditionalCheckFailedException")
 }
 
 impl ConnectionStore for DynamoStore {
@@ -444,18 +452,11 @@ impl ConnectionStore for DynamoStore {
             Ok(_) => Ok(()),
             // The item itself is at fault (too deeply nested, a number out of
             // DynamoDB's range): the caller's input, not an outage.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .and_then(|service_error| service_error.code())
-                    .is_some_and(|code| code == "ValidationException") =>
-            {
-                Err(Error::ItemRejected {
-                    table: self.messages_table.clone(),
-                    key: message.message_id.clone(),
-                    message: aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string(),
-                })
-            }
+            Err(error) if has_error_code(&error, "ValidationException") => Err(Error::ItemRejected {
+                table: self.messages_table.clone(),
+                key: message.message_id.clone(),
+                message: aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string(),
+            }),
             Err(error) => Err(Error::dynamodb("PutItem", &self.messages_table, error)),
         }
     }

@@ -1,6 +1,7 @@
 //! Test support: a fresh pair of tables on the local DynamoDB-compatible server
 //! for every test, events in the exact shape AWS sends, and a log capture.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -11,6 +12,7 @@ use airwave_shared::fanout::FanOutSettings;
 use airwave_shared::{clients, Config, DynamoStore, FanOut};
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -82,19 +84,24 @@ impl TestTables {
         assert_eq!(response.status_code, 200, "{connection_id} was refused");
     }
 
-    /// Every connection id in the table, read straight from DynamoDB.
-    pub async fn stored_connection_ids(&self) -> Vec<String> {
+    /// Every item of `table`, read straight from DynamoDB with a consistent scan.
+    async fn scan_all(&self, table: &str) -> Vec<HashMap<String, AttributeValue>> {
         let output = self
             .dynamodb
             .scan()
-            .table_name(&self.config.connections_table)
+            .table_name(table)
             .consistent_read(true)
             .send()
             .await
-            .expect("scan the connections table");
-        let mut ids: Vec<String> = output
-            .items
-            .unwrap_or_default()
+            .unwrap_or_else(|error| panic!("scan {table}: {error}"));
+        output.items.unwrap_or_default()
+    }
+
+    /// Every connection id in the table, read straight from DynamoDB.
+    pub async fn stored_connection_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .scan_all(&self.config.connections_table)
+            .await
             .into_iter()
             .filter_map(|item| item.get("connection_id")?.as_s().ok().cloned())
             .collect();
@@ -116,17 +123,9 @@ impl TestTables {
 
     /// Channel → connection ids, read straight from the subscriptions table.
     pub async fn stored_subscriptions(&self) -> Vec<(String, String)> {
-        let output = self
-            .dynamodb
-            .scan()
-            .table_name(&self.config.subscriptions_table)
-            .consistent_read(true)
-            .send()
+        let mut pairs: Vec<(String, String)> = self
+            .scan_all(&self.config.subscriptions_table)
             .await
-            .expect("scan the subscriptions table");
-        let mut pairs: Vec<(String, String)> = output
-            .items
-            .unwrap_or_default()
             .into_iter()
             .filter_map(|item| {
                 Some((
@@ -141,15 +140,8 @@ impl TestTables {
 
     /// Every item of the messages table, as JSON.
     pub async fn stored_messages(&self) -> Vec<Value> {
-        let output = self
-            .dynamodb
-            .scan()
-            .table_name(&self.config.messages_table)
-            .consistent_read(true)
-            .send()
-            .await
-            .expect("scan the messages table");
-        serde_dynamo::from_items(output.items.unwrap_or_default()).expect("message items decode")
+        let items = self.scan_all(&self.config.messages_table).await;
+        serde_dynamo::from_items(items).expect("message items decode")
     }
 }
 

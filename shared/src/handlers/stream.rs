@@ -44,19 +44,13 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
     let deadline_ms = event.context.deadline;
     async {
         let records = match event.payload {
-            Value::Object(mut fields) => match fields.remove("Records") {
-                Some(Value::Array(records)) => records,
-                _ => {
-                    return Err(Error::EventField {
-                        field: "Records".into(),
-                    })
-                }
-            },
-            _ => {
-                return Err(Error::EventField {
-                    field: "Records".into(),
-                })
-            }
+            Value::Object(mut fields) => fields.remove("Records"),
+            _ => None,
+        };
+        let Some(Value::Array(records)) = records else {
+            return Err(Error::EventField {
+                field: "Records".into(),
+            });
         };
         let mut response = DynamoDbEventResponse::default();
         let total = records.len();
