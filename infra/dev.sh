@@ -28,7 +28,7 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null; then
     echo "dev: port $dynamodb_port is already in use; pick another with DYNAMODB_PORT=..." >&2
     exit 1
 fi
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$dynamodb_port" >"$root/.local/moto-dev.log" 2>&1 &
+"$venv/bin/python" "$root/infra/dynamodb-server.py" -H 127.0.0.1 -p "$dynamodb_port" >"$root/.local/moto-dev.log" 2>&1 &
 moto_pid=$!
 pids+=("$moto_pid")
 ready=no

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Runs a command with moto's DynamoDB-compatible server on a free loopback
+# Runs a command with moto's DynamoDB-compatible server (through
+# infra/dynamodb-server.py, which applies one request at a time as DynamoDB
+# would atomically) on a free loopback
 # port, passing its URL as AIRWAVE_TEST_DYNAMODB_ENDPOINT, and stops the
 # server afterwards whatever the command's outcome.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-moto_server="$root/.tools/venv/bin/moto_server"
-if [[ ! -x "$moto_server" ]]; then
-    echo "with-moto: $moto_server is missing; run 'make tools' first" >&2
+python="$root/.tools/venv/bin/python"
+if [[ ! -x "$root/.tools/venv/bin/moto_server" ]]; then
+    echo "with-moto: moto is not installed in .tools/venv; run 'make tools' first" >&2
     exit 2
 fi
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 mkdir -p "$root/.local"
 log="$root/.local/moto-test.log"
-"$moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+"$python" "$root/infra/dynamodb-server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 

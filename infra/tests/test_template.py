@@ -20,11 +20,26 @@ FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serv
 # What each function's code path calls, by the binary that runs it. Kept next to
 # the grep below so a new call in the store shows up as a failing test.
 DYNAMODB_ACTIONS_BY_BINARY = {
-    "connect": {("connections", "dynamodb:PutItem")},
-    "disconnect": {("connections", "dynamodb:DeleteItem"), ("subscriptions", "dynamodb:DeleteItem")},
+    "connect": {
+        ("connections", "dynamodb:PutItem"),
+        ("connections", "dynamodb:DeleteItem"),
+        ("connections-index", "dynamodb:Query"),
+        ("subscriptions", "dynamodb:DeleteItem"),
+        ("admission", "dynamodb:GetItem"),
+        ("admission", "dynamodb:UpdateItem"),
+    },
+    "disconnect": {
+        ("connections", "dynamodb:GetItem"),
+        ("connections", "dynamodb:DeleteItem"),
+        ("subscriptions", "dynamodb:DeleteItem"),
+        ("admission", "dynamodb:UpdateItem"),
+    },
     "message": {
         ("connections", "dynamodb:GetItem"),
         ("connections", "dynamodb:UpdateItem"),
+        ("connections", "dynamodb:Scan"),
+        ("admission", "dynamodb:GetItem"),
+        ("admission", "dynamodb:Scan"),
         ("subscriptions", "dynamodb:PutItem"),
         ("subscriptions", "dynamodb:UpdateItem"),
         ("subscriptions", "dynamodb:DeleteItem"),
@@ -32,13 +47,26 @@ DYNAMODB_ACTIONS_BY_BINARY = {
     },
     "stream-processor": {
         ("connections", "dynamodb:Scan"),
+        ("connections", "dynamodb:GetItem"),
+        ("admission", "dynamodb:UpdateItem"),
         ("connections", "dynamodb:DeleteItem"),
         ("connections", "dynamodb:UpdateItem"),
         ("subscriptions", "dynamodb:Query"),
         ("subscriptions", "dynamodb:DeleteItem"),
     },
+    "reaper": {
+        ("admission", "dynamodb:PutItem"),
+        ("admission", "dynamodb:UpdateItem"),
+        ("subscriptions", "dynamodb:DeleteItem"),
+    },
 }
-TABLE_RESOURCES = {"ConnectionsTable": "connections", "SubscriptionsTable": "subscriptions", "MessagesTable": "messages"}
+TABLE_RESOURCES = {
+    "ConnectionsTable": "connections",
+    "SubscriptionsTable": "subscriptions",
+    "MessagesTable": "messages",
+    "AdmissionTable": "admission",
+}
+INDEX_RESOURCES = {"${ConnectionsTable.Arn}/index/*": "connections-index"}
 SDK_CALL_TO_ACTION = {
     "put_item": "dynamodb:PutItem",
     "get_item": "dynamodb:GetItem",
@@ -137,6 +165,10 @@ class TemplateMatchesTheCode(unittest.TestCase):
             granted = set()
             for statement in statements(function):
                 for resource in listed(statement["Resource"]):
+                    if isinstance(resource, dict) and resource.get("Fn::Sub") in INDEX_RESOURCES:
+                        for action in listed(statement["Action"]):
+                            granted.add((INDEX_RESOURCES[resource["Fn::Sub"]], action))
+                        continue
                     attribute = resource.get("Fn::GetAtt") if isinstance(resource, dict) else None
                     if not attribute or attribute[1] != "Arn" or attribute[0] not in TABLE_RESOURCES:
                         continue
@@ -147,6 +179,8 @@ class TemplateMatchesTheCode(unittest.TestCase):
     def test_the_store_makes_no_dynamodb_call_the_table_above_does_not_know(self):
         source = (ROOT / "shared/src/store.rs").read_text()
         calls = set(re.findall(r"\.(\w+)\(\)\s*\n\s*\.table_name", source))
+        # Transaction items name their table the same way: Put::builder()...
+        calls |= {f"{kind.lower()}_item" for kind in re.findall(r"\b(Put|Update|Delete)::builder\(\)", source)}
         used = {SDK_CALL_TO_ACTION[call] for call in calls}
         declared = {action for actions in DYNAMODB_ACTIONS_BY_BINARY.values() for _, action in actions}
         self.assertEqual(used, declared)
@@ -185,3 +219,12 @@ class TemplateMatchesTheCode(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReadmeMatchesTheCode(unittest.TestCase):
+    def test_the_configuration_table_lists_every_variable_with_a_default_and_an_effect(self):
+        readme = (ROOT / "README.md").read_text()
+        rows = re.findall(r"^\| `(AIRWAVE_[A-Z_]+)` \| ([^|]+) \| ([^|]+) \|$", readme, re.M)
+        self.assertEqual({name for name, _, _ in rows}, config_variables())
+        for name, default, effect in rows:
+            self.assertTrue(default.strip() and effect.strip(), name)

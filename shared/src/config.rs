@@ -11,6 +11,14 @@ pub const FANOUT_CONCURRENCY: &str = "AIRWAVE_FANOUT_CONCURRENCY";
 pub const POST_MAX_ATTEMPTS: &str = "AIRWAVE_POST_MAX_ATTEMPTS";
 pub const MAX_CHANNELS_PER_CONNECTION: &str = "AIRWAVE_MAX_CHANNELS_PER_CONNECTION";
 pub const ALLOW_CLIENT_PUBLISH: &str = "AIRWAVE_ALLOW_CLIENT_PUBLISH";
+pub const ADMISSION_TABLE: &str = "AIRWAVE_ADMISSION_TABLE";
+pub const CONNECT_ATTEMPTS_PER_IP: &str = "AIRWAVE_CONNECT_ATTEMPTS_PER_IP";
+pub const CONNECT_WINDOW_SECONDS: &str = "AIRWAVE_CONNECT_WINDOW_SECONDS";
+pub const MAX_CONNECTIONS: &str = "AIRWAVE_MAX_CONNECTIONS";
+pub const MAX_CONNECTIONS_PER_USER: &str = "AIRWAVE_MAX_CONNECTIONS_PER_USER";
+pub const MAX_CONNECTIONS_PER_IP: &str = "AIRWAVE_MAX_CONNECTIONS_PER_IP";
+pub const JWT_SECRET: &str = "AIRWAVE_JWT_SECRET";
+pub const ALLOW_STATS: &str = "AIRWAVE_ALLOW_STATS";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -23,11 +31,26 @@ pub const ALL_VARIABLES: &[&str] = &[
     POST_MAX_ATTEMPTS,
     MAX_CHANNELS_PER_CONNECTION,
     ALLOW_CLIENT_PUBLISH,
+    ADMISSION_TABLE,
+    CONNECT_ATTEMPTS_PER_IP,
+    CONNECT_WINDOW_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_USER,
+    MAX_CONNECTIONS_PER_IP,
+    JWT_SECRET,
+    ALLOW_STATS,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
 pub const DEFAULT_MESSAGES_TABLE: &str = "airwave-messages";
 pub const DEFAULT_SUBSCRIPTIONS_TABLE: &str = "airwave-subscriptions";
+pub const DEFAULT_ADMISSION_TABLE: &str = "airwave-admission";
+/// Generous enough for a busy office behind one NAT address reconnecting after
+/// a network blip, small enough to stop a client stuck in a reconnect loop.
+pub const DEFAULT_CONNECT_ATTEMPTS_PER_IP: u64 = 120;
+pub const DEFAULT_CONNECT_WINDOW_SECONDS: u64 = 60;
+/// HS256 keys shorter than the hash output are easy to brute-force.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// API Gateway closes every WebSocket after two hours, so a record older than
 /// that is stale by definition; the TTL never needs to be longer.
 pub const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_200;
@@ -51,6 +74,10 @@ const CONCURRENCY_FORM: &str = "a whole number of concurrent posts from 1 to 100
 const ATTEMPTS_FORM: &str = "a whole number of attempts per post from 1 to 10";
 const MAX_CHANNELS_FORM: &str = "a whole number of channels per connection from 1 to 100";
 const BOOL_FORM: &str = "true or false";
+const ATTEMPTS_PER_IP_FORM: &str = "a whole number of connection attempts per IP per window, 0 for no limit";
+const WINDOW_FORM: &str = "whole seconds from 1 to 3600";
+const CAP_FORM: &str = "a whole number of open connections, 0 for no cap";
+const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -65,6 +92,56 @@ pub struct Config {
     pub post_max_attempts: u32,
     pub max_channels_per_connection: usize,
     pub allow_client_publish: bool,
+    /// Holds the per-IP attempt counters and the open-connection counters.
+    pub admission_table: String,
+    pub admission: AdmissionLimits,
+    /// `Some` turns token authentication on for `$connect`.
+    pub jwt_secret: Option<JwtSecret>,
+    /// Whether clients may send the `stats` action.
+    pub allow_stats: bool,
+}
+
+/// Limits applied on `$connect`; 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    pub attempts_per_ip: u64,
+    pub window_seconds: u64,
+    pub max_connections: u64,
+    pub max_connections_per_user: u64,
+    pub max_connections_per_ip: u64,
+}
+
+impl Default for AdmissionLimits {
+    fn default() -> Self {
+        AdmissionLimits {
+            attempts_per_ip: DEFAULT_CONNECT_ATTEMPTS_PER_IP,
+            window_seconds: DEFAULT_CONNECT_WINDOW_SECONDS,
+            max_connections: 0,
+            max_connections_per_user: 0,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
+/// The token-signing secret. Its `Debug` never shows the value, so a logged
+/// config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtSecret(String);
+
+impl JwtSecret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        JwtSecret(secret.into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for JwtSecret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("JwtSecret(<redacted>)")
+    }
 }
 
 impl Default for Config {
@@ -79,6 +156,10 @@ impl Default for Config {
             post_max_attempts: DEFAULT_POST_MAX_ATTEMPTS,
             max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
             allow_client_publish: DEFAULT_ALLOW_CLIENT_PUBLISH,
+            admission_table: DEFAULT_ADMISSION_TABLE.to_owned(),
+            admission: AdmissionLimits::default(),
+            jwt_secret: None,
+            allow_stats: false,
         }
     }
 }
@@ -140,6 +221,48 @@ impl Config {
             Some(value) => parse_bool(ALLOW_CLIENT_PUBLISH, value)?,
             None => defaults.allow_client_publish,
         };
+        let admission_table = match read(ADMISSION_TABLE) {
+            Some(value) => parse_table_name(ADMISSION_TABLE, value)?,
+            None => defaults.admission_table,
+        };
+        let cap = |variable: &'static str, default: u64| match read(variable) {
+            Some(value) => parse_in_range(variable, value, 0..=u64::from(u32::MAX), CAP_FORM),
+            None => Ok(default),
+        };
+        let admission = AdmissionLimits {
+            attempts_per_ip: match read(CONNECT_ATTEMPTS_PER_IP) {
+                Some(value) => parse_in_range(
+                    CONNECT_ATTEMPTS_PER_IP,
+                    value,
+                    0..=u64::from(u32::MAX),
+                    ATTEMPTS_PER_IP_FORM,
+                )?,
+                None => defaults.admission.attempts_per_ip,
+            },
+            window_seconds: match read(CONNECT_WINDOW_SECONDS) {
+                Some(value) => parse_in_range(CONNECT_WINDOW_SECONDS, value, 1..=3_600, WINDOW_FORM)?,
+                None => defaults.admission.window_seconds,
+            },
+            max_connections: cap(MAX_CONNECTIONS, defaults.admission.max_connections)?,
+            max_connections_per_user: cap(MAX_CONNECTIONS_PER_USER, defaults.admission.max_connections_per_user)?,
+            max_connections_per_ip: cap(MAX_CONNECTIONS_PER_IP, defaults.admission.max_connections_per_ip)?,
+        };
+        // Not trimmed or echoed back in an error: it is a secret.
+        let jwt_secret = match lookup(JWT_SECRET).filter(|value| !value.is_empty()) {
+            Some(value) if value.len() >= MIN_JWT_SECRET_BYTES => Some(JwtSecret(value)),
+            Some(value) => {
+                return Err(Error::ConfigInvalid {
+                    variable: JWT_SECRET,
+                    value: format!("<{} bytes, redacted>", value.len()),
+                    expected: JWT_SECRET_FORM,
+                })
+            }
+            None => None,
+        };
+        let allow_stats = match read(ALLOW_STATS) {
+            Some(value) => parse_bool(ALLOW_STATS, value)?,
+            None => defaults.allow_stats,
+        };
 
         Ok(Config {
             connections_table,
@@ -151,6 +274,10 @@ impl Config {
             post_max_attempts,
             max_channels_per_connection,
             allow_client_publish,
+            admission_table,
+            admission,
+            jwt_secret,
+            allow_stats,
         })
     }
 
@@ -257,6 +384,14 @@ mod tests {
             (POST_MAX_ATTEMPTS, "3"),
             (MAX_CHANNELS_PER_CONNECTION, "4"),
             (ALLOW_CLIENT_PUBLISH, "TRUE"),
+            (ADMISSION_TABLE, "prod-admission"),
+            (CONNECT_ATTEMPTS_PER_IP, "10"),
+            (CONNECT_WINDOW_SECONDS, "5"),
+            (MAX_CONNECTIONS, "1000"),
+            (MAX_CONNECTIONS_PER_USER, "5"),
+            (MAX_CONNECTIONS_PER_IP, "0"),
+            (JWT_SECRET, "0123456789abcdef0123456789abcdef"),
+            (ALLOW_STATS, "true"),
         ])
         .unwrap();
         assert_eq!(config.connections_table, "prod-connections");
@@ -271,6 +406,34 @@ mod tests {
         assert_eq!(config.post_max_attempts, 3);
         assert_eq!(config.max_channels_per_connection, 4);
         assert!(config.allow_client_publish);
+        assert_eq!(config.admission_table, "prod-admission");
+        assert_eq!(
+            config.admission,
+            AdmissionLimits {
+                attempts_per_ip: 10,
+                window_seconds: 5,
+                max_connections: 1000,
+                max_connections_per_user: 5,
+                max_connections_per_ip: 0,
+            }
+        );
+        assert_eq!(
+            config.jwt_secret,
+            Some(JwtSecret::new("0123456789abcdef0123456789abcdef"))
+        );
+        assert!(config.allow_stats);
+    }
+
+    #[test]
+    fn the_jwt_secret_never_appears_in_debug_output_or_errors() {
+        let secret = "a-secret-that-must-not-leak-0123456789";
+        let config = config_from(&[(JWT_SECRET, secret)]).unwrap();
+        assert!(!format!("{config:?}").contains(secret));
+        let short = "short-secret";
+        let message = config_from(&[(JWT_SECRET, short)]).unwrap_err().to_string();
+        assert!(message.contains(JWT_SECRET), "{message}");
+        assert!(message.contains("32 bytes"), "{message}");
+        assert!(!message.contains(short), "{message}");
     }
 
     #[test]
@@ -284,6 +447,11 @@ mod tests {
             (POST_MAX_ATTEMPTS, "11"),
             (MAX_CHANNELS_PER_CONNECTION, "-1"),
             (ALLOW_CLIENT_PUBLISH, "yes"),
+            (CONNECT_ATTEMPTS_PER_IP, "-5"),
+            (CONNECT_WINDOW_SECONDS, "0"),
+            (MAX_CONNECTIONS, "lots"),
+            (MAX_CONNECTIONS_PER_USER, "1.5"),
+            (ALLOW_STATS, "1"),
         ] {
             let message = config_from(&[(variable, value)]).unwrap_err().to_string();
             assert!(message.contains(variable), "{message}");

@@ -21,6 +21,15 @@ pub struct ConnectionRecord {
     /// Channels this connection is subscribed to (a DynamoDB string set).
     #[serde(with = "serde_dynamo::string_set", default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    /// The open-connection counters this connection holds a slot in (keys in
+    /// the admission table), one attribute per cap so each can be a sparse
+    /// index: the slots of expired records are found by one key query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_total: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_ip: Option<String>,
 }
 
 /// The part of a connection record the fan-out reads: the key and the expiry.
@@ -39,5 +48,12 @@ impl ConnectionTarget {
 impl ConnectionRecord {
     pub fn is_expired(&self, now_epoch_seconds: i64) -> bool {
         self.expires_at <= now_epoch_seconds
+    }
+
+    /// The counter keys this connection holds a slot in.
+    pub fn held_slots(&self) -> impl Iterator<Item = &str> {
+        [&self.slot_total, &self.slot_user, &self.slot_ip]
+            .into_iter()
+            .filter_map(|slot| slot.as_deref())
     }
 }

@@ -3,6 +3,8 @@
 //! API, and the Lambda handlers themselves. Each function's `main.rs` only wires
 //! one handler to `lambda_runtime`.
 
+pub mod admission;
+pub mod auth;
 pub mod channel;
 pub mod clients;
 pub mod config;

@@ -10,14 +10,20 @@
 //!   Every subscription item's channel is also in its connection's `channels`,
 //!   which is how removing a connection finds its subscriptions.
 //! - messages: `message_id` (partition key), streamed to the stream-processor.
+//! - admission: `pk` (partition key): per-IP attempt counters
+//!   (`attempts#<ip>#<window>`), open-connection counters (`open#total`,
+//!   `open#user#<id>`, `open#ip#<ip>`) and release markers (`released#<id>`).
+//!   See [`crate::admission`].
 
 use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Select, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 
+use crate::admission::{AdmissionCounts, AdmitOutcome, Slot};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::MessageRecord;
 use crate::{Config, Error};
@@ -90,6 +96,116 @@ pub trait ConnectionStore: Send + Sync {
 
     /// Writes a message to the messages table, which streams it to every target.
     fn put_message(&self, message: &MessageRecord) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Counts one connection attempt from `source_ip` in fixed window
+    /// `window` and answers the attempt's number in that window (1 for the first).
+    fn count_connect_attempt(
+        &self,
+        source_ip: &str,
+        window: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Writes `record` and takes one slot of each of `slots`, all or nothing,
+    /// so concurrent admissions never take a counter past its cap. The record
+    /// must name the slots' counters in its `slot_*` attributes.
+    fn admit_connection(
+        &self,
+        record: &ConnectionRecord,
+        slots: &[Slot],
+    ) -> impl Future<Output = Result<AdmitOutcome, Error>> + Send;
+
+    /// Removes the records in `slot`'s scope that expired by
+    /// `now_epoch_seconds` and gives their slots back; answers how many.
+    fn reclaim_expired_slots(
+        &self,
+        slot: &Slot,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<usize, Error>> + Send;
+
+    /// Gives back the slots of a record that DynamoDB's TTL already deleted.
+    /// Idempotent: a second call for the same connection changes nothing and
+    /// answers `false`.
+    fn release_slots_of_deleted(
+        &self,
+        record: &ConnectionRecord,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Counts for the stats read: live connections, distinct users, the total
+    /// counter and every IP's attempts in `window`. Scans both tables: an
+    /// operator's read, not a per-request one.
+    fn admission_counts(
+        &self,
+        window: i64,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<AdmissionCounts, Error>> + Send;
+}
+
+/// How many times a transaction that lost a race to another one is tried.
+const TRANSACTION_ATTEMPTS: u32 = 8;
+/// How long a release marker is kept: longer than DynamoDB Streams keeps a record.
+const RELEASE_MARKER_TTL_SECONDS: i64 = 3 * 86_400;
+/// Records released per reclaim: enough to free room without a long refusal path.
+const RECLAIM_BATCH: i32 = 25;
+
+/// Why a transaction was cancelled, from its per-item reasons.
+enum Cancellation {
+    /// Item `index` failed its condition.
+    ConditionFailed {
+        index: usize,
+    },
+    /// Another transaction touched the same items; trying again is right.
+    Conflict,
+    Other,
+}
+
+/// How a transaction ended when DynamoDB answered.
+enum Transaction {
+    Committed,
+    /// Item `index` failed its condition; nothing was written.
+    ConditionFailed {
+        index: usize,
+    },
+}
+
+fn cancellation<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> Option<Cancellation> {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
+            let reasons = cancelled.cancellation_reasons();
+            if let Some(index) = reasons
+                .iter()
+                .position(|reason| reason.code() == Some("ConditionalCheckFailed"))
+            {
+                return Some(Cancellation::ConditionFailed { index });
+            }
+            if reasons
+                .iter()
+                .any(|reason| reason.code() == Some("TransactionConflict"))
+            {
+                return Some(Cancellation::Conflict);
+            }
+            Some(Cancellation::Other)
+        }
+        _ => None,
+    }
+}
+
+/// Full-jitter backoff between transaction attempts: up to 10 ms, 20 ms, ... 640 ms.
+async fn conflict_backoff(attempt: u32) {
+    let ceiling_ms = 10u64 << attempt.min(6);
+    tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=ceiling_ms))).await;
+}
+
+fn number(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn read_number(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value.parse().ok(),
+        _ => None,
+    }
 }
 
 /// The DynamoDB adapter of [`ConnectionStore`].
@@ -99,6 +215,7 @@ pub struct DynamoStore {
     connections_table: String,
     subscriptions_table: String,
     messages_table: String,
+    admission_table: String,
 }
 
 impl DynamoStore {
@@ -108,6 +225,7 @@ impl DynamoStore {
             connections_table: config.connections_table.clone(),
             subscriptions_table: config.subscriptions_table.clone(),
             messages_table: config.messages_table.clone(),
+            admission_table: config.admission_table.clone(),
         }
     }
 
@@ -173,6 +291,156 @@ impl DynamoStore {
             Ok(_) => Ok(()),
             Err(error) if is_conditional_check_failure(&error) => Ok(()),
             Err(error) => Err(Error::dynamodb("UpdateItem", &self.subscriptions_table, error)),
+        }
+    }
+
+    fn admission_key(pk: &str) -> Item {
+        HashMap::from([("pk".to_owned(), AttributeValue::S(pk.to_owned()))])
+    }
+
+    /// Runs a transaction, trying again (with jitter) when it loses a race to
+    /// another transaction on the same items.
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transaction, Error> {
+        for attempt in 0..TRANSACTION_ATTEMPTS {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Transaction::Committed),
+                Err(error) => error,
+            };
+            match cancellation(&error) {
+                Some(Cancellation::ConditionFailed { index }) => return Ok(Transaction::ConditionFailed { index }),
+                Some(Cancellation::Conflict) if attempt + 1 < TRANSACTION_ATTEMPTS => conflict_backoff(attempt).await,
+                _ => return Err(Error::dynamodb("TransactWriteItems", &self.admission_table, error)),
+            }
+        }
+        Err(Error::DynamoDb {
+            operation: "TransactWriteItems",
+            table: self.admission_table.clone(),
+            message: format!("still conflicting with other transactions after {TRANSACTION_ATTEMPTS} attempts"),
+        })
+    }
+
+    /// `ADD open_count :delta` on a counter, as a transaction item.
+    fn counter_update(&self, counter_key: &str, delta: i64, cap: Option<u64>) -> Result<TransactWriteItem, Error> {
+        let mut update = Update::builder()
+            .table_name(&self.admission_table)
+            .set_key(Some(Self::admission_key(counter_key)))
+            .update_expression("ADD open_count :delta")
+            .expression_attribute_values(":delta", number(delta));
+        if let Some(cap) = cap {
+            update = update
+                .condition_expression("attribute_not_exists(open_count) OR open_count < :cap")
+                .expression_attribute_values(":cap", AttributeValue::N(cap.to_string()));
+        }
+        let update = update
+            .build()
+            .map_err(|error| self.build_error(&self.admission_table, error))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    fn build_error(&self, table: &str, error: impl std::fmt::Display) -> Error {
+        Error::DynamoDb {
+            operation: "TransactWriteItems",
+            table: table.to_owned(),
+            message: error.to_string(),
+        }
+    }
+
+    async fn read_counter(&self, counter_key: &str) -> Result<u64, Error> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.admission_table)
+            .set_key(Some(Self::admission_key(counter_key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("GetItem", &self.admission_table, error))?;
+        Ok(output
+            .item
+            .and_then(|item| read_number(&item, "open_count"))
+            .and_then(|open| u64::try_from(open).ok())
+            .unwrap_or(0))
+    }
+
+    /// Deletes `record` and gives back its slots in one transaction. With
+    /// `expired_by`, only if the record is still expired then. Answers whether
+    /// this call removed it (false: already gone, or refreshed meanwhile).
+    async fn release_record(&self, record: &ConnectionRecord, expired_by: Option<i64>) -> Result<bool, Error> {
+        let mut delete = Delete::builder()
+            .table_name(&self.connections_table)
+            .set_key(Some(Self::connection_key(&record.connection_id)));
+        delete = match expired_by {
+            Some(now) => delete
+                .condition_expression("attribute_exists(connection_id) AND expires_at <= :now")
+                .expression_attribute_values(":now", number(now)),
+            None => delete.condition_expression("attribute_exists(connection_id)"),
+        };
+        let delete = delete
+            .build()
+            .map_err(|error| self.build_error(&self.connections_table, error))?;
+        let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+        for counter_key in record.held_slots() {
+            items.push(self.counter_update(counter_key, -1, None)?);
+        }
+        match self.transact(items).await? {
+            Transaction::Committed => {
+                self.delete_subscriptions(record).await?;
+                Ok(true)
+            }
+            Transaction::ConditionFailed { .. } => Ok(false),
+        }
+    }
+
+    /// Removes a connection: one conditional delete when it holds no slot,
+    /// otherwise a read and a transaction that also gives its slots back.
+    async fn remove_connection_if(
+        &self,
+        connection_id: &str,
+        expired_by: Option<i64>,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        let mut condition = String::from(
+            "attribute_exists(connection_id) AND attribute_not_exists(slot_total) \
+             AND attribute_not_exists(slot_user) AND attribute_not_exists(slot_ip)",
+        );
+        let mut request = self
+            .client
+            .delete_item()
+            .table_name(&self.connections_table)
+            .set_key(Some(Self::connection_key(connection_id)))
+            .return_values(ReturnValue::AllOld);
+        if let Some(now) = expired_by {
+            condition.push_str(" AND expires_at <= :now");
+            request = request.expression_attribute_values(":now", number(now));
+        }
+        match request.condition_expression(condition).send().await {
+            Ok(output) => {
+                let record = self.decode_returned(connection_id, output.attributes)?;
+                if let Some(record) = &record {
+                    self.delete_subscriptions(record).await?;
+                }
+                Ok(record)
+            }
+            Err(error) if is_conditional_check_failure(&error) => {
+                // Gone, not expired, or holding slots: only the last needs more work.
+                let Some(record) = self.get_connection(connection_id).await? else {
+                    return Ok(None);
+                };
+                if record.held_slots().next().is_none() {
+                    return Ok(None);
+                }
+                if self.release_record(&record, expired_by).await? {
+                    Ok(Some(record))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(error) => Err(Error::dynamodb("DeleteItem", &self.connections_table, error)),
         }
     }
 
@@ -280,20 +548,7 @@ impl ConnectionStore for DynamoStore {
     // fails in between, the orphan still carries the connection's expiry, and
     // the next message on that channel finds the id gone (410) and removes it.
     async fn remove_connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.connections_table)
-            .set_key(Some(Self::connection_key(connection_id)))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|error| Error::dynamodb("DeleteItem", &self.connections_table, error))?;
-        let record = self.decode_returned(connection_id, output.attributes)?;
-        if let Some(record) = &record {
-            self.delete_subscriptions(record).await?;
-        }
-        Ok(record)
+        self.remove_connection_if(connection_id, None).await
     }
 
     async fn remove_expired_connection(
@@ -301,25 +556,7 @@ impl ConnectionStore for DynamoStore {
         connection_id: &str,
         now_epoch_seconds: i64,
     ) -> Result<Option<ConnectionRecord>, Error> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.connections_table)
-            .set_key(Some(Self::connection_key(connection_id)))
-            .condition_expression("expires_at <= :now")
-            .expression_attribute_values(":now", AttributeValue::N(now_epoch_seconds.to_string()))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await;
-        let record = match result {
-            Ok(output) => self.decode_returned(connection_id, output.attributes)?,
-            Err(error) if is_conditional_check_failure(&error) => return Ok(None),
-            Err(error) => return Err(Error::dynamodb("DeleteItem", &self.connections_table, error)),
-        };
-        if let Some(record) = &record {
-            self.delete_subscriptions(record).await?;
-        }
-        Ok(record)
+        self.remove_connection_if(connection_id, Some(now_epoch_seconds)).await
     }
 
     async fn subscribe(
@@ -459,5 +696,201 @@ impl ConnectionStore for DynamoStore {
             }),
             Err(error) => Err(Error::dynamodb("PutItem", &self.messages_table, error)),
         }
+    }
+
+    async fn count_connect_attempt(&self, source_ip: &str, window: i64, expires_at: i64) -> Result<u64, Error> {
+        // One unconditional ADD: every attempt gets its own number, so exactly
+        // `limit` attempts per window see a number within the limit.
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.admission_table)
+            .set_key(Some(Self::admission_key(&crate::admission::attempts_key(
+                source_ip, window,
+            ))))
+            .update_expression("SET expires_at = :expires_at, window_index = :window ADD attempts :one")
+            .expression_attribute_values(":expires_at", number(expires_at))
+            .expression_attribute_values(":window", number(window))
+            .expression_attribute_values(":one", number(1))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("UpdateItem", &self.admission_table, error))?;
+        output
+            .attributes
+            .as_ref()
+            .and_then(|item| read_number(item, "attempts"))
+            .and_then(|attempts| u64::try_from(attempts).ok())
+            .ok_or_else(|| Error::DynamoDb {
+                operation: "UpdateItem",
+                table: self.admission_table.clone(),
+                message: "the answer has no attempts count".to_owned(),
+            })
+    }
+
+    async fn admit_connection(&self, record: &ConnectionRecord, slots: &[Slot]) -> Result<AdmitOutcome, Error> {
+        if slots.is_empty() {
+            self.put_connection(record).await?;
+            return Ok(AdmitOutcome::Admitted);
+        }
+        let item = serde_dynamo::to_item(record).map_err(|source| Error::ItemFormat {
+            table: self.connections_table.clone(),
+            key: record.connection_id.clone(),
+            source,
+        })?;
+        let put = Put::builder()
+            .table_name(&self.connections_table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(connection_id)")
+            .build()
+            .map_err(|error| self.build_error(&self.connections_table, error))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for slot in slots {
+            items.push(self.counter_update(&slot.counter_key, 1, Some(slot.cap))?);
+        }
+        match self.transact(items).await? {
+            Transaction::Committed => Ok(AdmitOutcome::Admitted),
+            // The record exists: a repeated $connect of an admitted connection.
+            Transaction::ConditionFailed { index: 0 } => Ok(AdmitOutcome::Admitted),
+            Transaction::ConditionFailed { index } => {
+                let slot = slots.get(index - 1).ok_or_else(|| Error::DynamoDb {
+                    operation: "TransactWriteItems",
+                    table: self.admission_table.clone(),
+                    message: format!("a condition failed on item {index}, which this transaction does not have"),
+                })?;
+                let open = self.read_counter(&slot.counter_key).await?;
+                Ok(AdmitOutcome::CapReached {
+                    slot: slot.clone(),
+                    open,
+                })
+            }
+        }
+    }
+
+    async fn reclaim_expired_slots(&self, slot: &Slot, now_epoch_seconds: i64) -> Result<usize, Error> {
+        let attribute = slot.scope.record_attribute();
+        let output = self
+            .client
+            .query()
+            .table_name(&self.connections_table)
+            .index_name(slot.scope.index_name())
+            .key_condition_expression("#slot = :counter AND expires_at <= :now")
+            .expression_attribute_names("#slot", attribute)
+            .expression_attribute_values(":counter", AttributeValue::S(slot.counter_key.clone()))
+            .expression_attribute_values(":now", number(now_epoch_seconds))
+            .limit(RECLAIM_BATCH)
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("Query", &self.connections_table, error))?;
+        let mut released = 0;
+        for item in output.items.unwrap_or_default() {
+            let connection_id = match item.get("connection_id") {
+                Some(AttributeValue::S(id)) => id.clone(),
+                _ => "<missing>".to_owned(),
+            };
+            // The index is eventually consistent: the release itself re-checks
+            // the expiry on the table, so a connection refreshed meanwhile stays.
+            let record = match self.decode_record(&connection_id, item) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::error!(connection_id = %connection_id, error = %error, "skipping an index item that cannot be decoded");
+                    continue;
+                }
+            };
+            if self.release_record(&record, Some(now_epoch_seconds)).await? {
+                released += 1;
+                tracing::info!(
+                    connection_id = %record.connection_id,
+                    scope = slot.scope.as_str(),
+                    expires_at = record.expires_at,
+                    "released the slot of an expired connection"
+                );
+            }
+        }
+        Ok(released)
+    }
+
+    async fn release_slots_of_deleted(&self, record: &ConnectionRecord, now_epoch_seconds: i64) -> Result<bool, Error> {
+        if record.held_slots().next().is_none() {
+            return Ok(false);
+        }
+        // The marker makes a redelivered stream record a no-op.
+        let mut marker = Self::admission_key(&format!("released#{}", record.connection_id));
+        marker.insert(
+            "expires_at".to_owned(),
+            number(now_epoch_seconds + RELEASE_MARKER_TTL_SECONDS),
+        );
+        let put = Put::builder()
+            .table_name(&self.admission_table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|error| self.build_error(&self.admission_table, error))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for counter_key in record.held_slots() {
+            items.push(self.counter_update(counter_key, -1, None)?);
+        }
+        match self.transact(items).await? {
+            Transaction::Committed => {
+                self.delete_subscriptions(record).await?;
+                Ok(true)
+            }
+            Transaction::ConditionFailed { .. } => Ok(false),
+        }
+    }
+
+    async fn admission_counts(&self, window: i64, now_epoch_seconds: i64) -> Result<AdmissionCounts, Error> {
+        let mut counts = AdmissionCounts::default();
+        let mut users = std::collections::HashSet::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.connections_table)
+            .projection_expression("connection_id, user_id, expires_at")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| Error::dynamodb("Scan", &self.connections_table, error))?;
+            for item in page.items.unwrap_or_default() {
+                if read_number(&item, "expires_at").is_some_and(|expires_at| expires_at > now_epoch_seconds) {
+                    counts.open_connections += 1;
+                    if let Some(AttributeValue::S(user_id)) = item.get("user_id") {
+                        users.insert(user_id.clone());
+                    }
+                }
+            }
+        }
+        counts.distinct_users = users.len() as u64;
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.admission_table)
+            .filter_expression("window_index = :window")
+            .expression_attribute_values(":window", number(window))
+            .select(Select::AllAttributes)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| Error::dynamodb("Scan", &self.admission_table, error))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(attempts) = read_number(&item, "attempts").and_then(|value| u64::try_from(value).ok()) {
+                    counts.attempts_in_window.push(attempts);
+                }
+            }
+        }
+        let total = Slot::total(0);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.admission_table)
+            .set_key(Some(Self::admission_key(&total.counter_key)))
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("GetItem", &self.admission_table, error))?;
+        counts.total_slots_taken = output
+            .item
+            .and_then(|item| read_number(&item, "open_count"))
+            .and_then(|open| u64::try_from(open).ok());
+        Ok(counts)
     }
 }

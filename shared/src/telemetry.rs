@@ -16,6 +16,10 @@ pub mod metric {
     /// The same, with the dimension `reason`.
     pub const CONNECTIONS_REFUSED_BY_REASON: &str = "ConnectionsRefusedByReason";
     pub const DISCONNECTS: &str = "Disconnects";
+    /// Connect attempts refused by the per-IP throttle (also counted in ConnectionsRefused).
+    pub const CONNECT_THROTTLED: &str = "ConnectThrottled";
+    /// Slots of expired connections given back (on a full cap, or by the reaper).
+    pub const SLOTS_RECLAIMED: &str = "SlotsReclaimed";
     /// Client frames answered with an error, with the dimension `code`.
     pub const CLIENT_ERRORS: &str = "ClientErrors";
     pub const FANOUT_TARGETS: &str = "FanoutTargets";

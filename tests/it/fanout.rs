@@ -115,6 +115,9 @@ async fn an_expired_but_undeleted_record_receives_nothing_and_is_deleted() {
             domain_name: None,
             stage: None,
             channels: Vec::new(),
+            slot_total: None,
+            slot_user: None,
+            slot_ip: None,
         })
         .await
         .unwrap();

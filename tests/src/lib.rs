@@ -33,14 +33,23 @@ pub struct TestTables {
 }
 
 impl TestTables {
+    /// Fresh tables with the default configuration, except that the per-IP
+    /// throttle is off: most tests admit hundreds of connections from one IP.
     pub async fn create() -> Self {
+        Self::create_with(|config| config.admission.attempts_per_ip = 0).await
+    }
+
+    /// Fresh tables, with `configure` applied to the default configuration.
+    pub async fn create_with(configure: impl FnOnce(&mut Config)) -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let config = Config {
+        let mut config = Config {
             connections_table: format!("connections-{suffix}"),
             messages_table: format!("messages-{suffix}"),
             subscriptions_table: format!("subscriptions-{suffix}"),
+            admission_table: format!("admission-{suffix}"),
             ..Config::default()
         };
+        configure(&mut config);
         let tables = Self::open(config).await;
         airwave_local::tables::create_tables(&tables.dynamodb, &tables.config)
             .await

@@ -2,69 +2,157 @@
 //! code relies on. The deployed stack declares the same in `template.yaml`.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 
+use airwave_shared::admission::CapScope;
 use airwave_shared::Config;
 
 use crate::LocalError;
 
-/// Creates the three tables; a table that already exists is left as it is.
+/// Creates the four tables; a table that already exists is left as it is.
 pub async fn create_tables(client: &Client, config: &Config) -> Result<(), LocalError> {
-    create_table(client, &config.connections_table, "connection_id", None, None).await?;
-    create_table(
-        client,
-        &config.subscriptions_table,
-        "channel",
-        Some("connection_id"),
-        None,
-    )
-    .await?;
-    let stream = StreamSpecification::builder()
-        .stream_enabled(true)
-        .stream_view_type(StreamViewType::NewImage)
-        .build()
-        .map_err(|error| dynamodb_error("CreateTable", &config.messages_table, error))?;
-    create_table(client, &config.messages_table, "message_id", None, Some(stream)).await?;
-    Ok(())
-}
-
-async fn create_table(
-    client: &Client,
-    table: &str,
-    partition_key: &str,
-    sort_key: Option<&str>,
-    stream: Option<StreamSpecification>,
-) -> Result<(), LocalError> {
-    let mut attributes = Vec::new();
-    let mut key_schema = Vec::new();
-    for (name, key_type) in
-        std::iter::once((partition_key, KeyType::Hash)).chain(sort_key.map(|name| (name, KeyType::Range)))
-    {
-        attributes.push(
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|error| dynamodb_error("CreateTable", table, error))?,
-        );
-        key_schema.push(
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(key_type)
+    let table = &config.connections_table;
+    // One sparse index per cap: the records holding a slot, by expiry.
+    let mut indexes = Vec::new();
+    for scope in [CapScope::Total, CapScope::User, CapScope::Ip] {
+        indexes.push(
+            GlobalSecondaryIndex::builder()
+                .index_name(scope.index_name())
+                .key_schema(key(table, scope.record_attribute(), KeyType::Hash)?)
+                .key_schema(key(table, "expires_at", KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .set_non_key_attributes(Some(
+                            [
+                                "slot_total",
+                                "slot_user",
+                                "slot_ip",
+                                "source_ip",
+                                "channels",
+                                "connected_at_ms",
+                            ]
+                            .iter()
+                            .map(|name| (*name).to_owned())
+                            .collect(),
+                        ))
+                        .build(),
+                )
                 .build()
                 .map_err(|error| dynamodb_error("CreateTable", table, error))?,
         );
     }
+    let mut attributes = vec![
+        attribute(table, "connection_id", ScalarAttributeType::S)?,
+        attribute(table, "expires_at", ScalarAttributeType::N)?,
+    ];
+    for scope in [CapScope::Total, CapScope::User, CapScope::Ip] {
+        attributes.push(attribute(table, scope.record_attribute(), ScalarAttributeType::S)?);
+    }
+    create_table(
+        client,
+        TableSpec {
+            name: table,
+            attributes,
+            key_schema: vec![key(table, "connection_id", KeyType::Hash)?],
+            indexes,
+            stream: Some(stream(table, StreamViewType::OldImage)?),
+        },
+    )
+    .await?;
+
+    let table = &config.subscriptions_table;
+    create_table(
+        client,
+        TableSpec {
+            name: table,
+            attributes: vec![
+                attribute(table, "channel", ScalarAttributeType::S)?,
+                attribute(table, "connection_id", ScalarAttributeType::S)?,
+            ],
+            key_schema: vec![
+                key(table, "channel", KeyType::Hash)?,
+                key(table, "connection_id", KeyType::Range)?,
+            ],
+            indexes: Vec::new(),
+            stream: None,
+        },
+    )
+    .await?;
+
+    let table = &config.messages_table;
+    create_table(
+        client,
+        TableSpec {
+            name: table,
+            attributes: vec![attribute(table, "message_id", ScalarAttributeType::S)?],
+            key_schema: vec![key(table, "message_id", KeyType::Hash)?],
+            indexes: Vec::new(),
+            stream: Some(stream(table, StreamViewType::NewImage)?),
+        },
+    )
+    .await?;
+
+    let table = &config.admission_table;
+    create_table(
+        client,
+        TableSpec {
+            name: table,
+            attributes: vec![attribute(table, "pk", ScalarAttributeType::S)?],
+            key_schema: vec![key(table, "pk", KeyType::Hash)?],
+            indexes: Vec::new(),
+            stream: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+struct TableSpec<'a> {
+    name: &'a str,
+    attributes: Vec<AttributeDefinition>,
+    key_schema: Vec<KeySchemaElement>,
+    indexes: Vec<GlobalSecondaryIndex>,
+    stream: Option<StreamSpecification>,
+}
+
+fn attribute(table: &str, name: &str, kind: ScalarAttributeType) -> Result<AttributeDefinition, LocalError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(kind)
+        .build()
+        .map_err(|error| dynamodb_error("CreateTable", table, error))
+}
+
+fn key(table: &str, name: &str, kind: KeyType) -> Result<KeySchemaElement, LocalError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(|error| dynamodb_error("CreateTable", table, error))
+}
+
+fn stream(table: &str, view: StreamViewType) -> Result<StreamSpecification, LocalError> {
+    StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(view)
+        .build()
+        .map_err(|error| dynamodb_error("CreateTable", table, error))
+}
+
+async fn create_table(client: &Client, spec: TableSpec<'_>) -> Result<(), LocalError> {
+    let table = spec.name;
     let created = client
         .create_table()
         .table_name(table)
-        .set_attribute_definitions(Some(attributes))
-        .set_key_schema(Some(key_schema))
+        .set_attribute_definitions(Some(spec.attributes))
+        .set_key_schema(Some(spec.key_schema))
+        .set_global_secondary_indexes((!spec.indexes.is_empty()).then_some(spec.indexes))
         .billing_mode(BillingMode::PayPerRequest)
-        .set_stream_specification(stream)
+        .set_stream_specification(spec.stream)
         .send()
         .await;
     match created {

@@ -17,7 +17,7 @@ use crate::{Config, Error};
 /// How long a client-published message stays in the messages table.
 pub const PUBLISHED_MESSAGE_TTL_SECONDS: i64 = 86_400;
 
-const ACTIONS: &str = "ping, subscribe, unsubscribe, publish";
+const ACTIONS: &str = "ping, subscribe, unsubscribe, publish, stats";
 
 /// What a client sends; API Gateway routes on `action` (`$request.body.action`).
 #[derive(Debug, Deserialize)]
@@ -35,6 +35,7 @@ enum ClientRequest {
         channel: Option<String>,
         data: Value,
     },
+    Stats,
 }
 
 /// What the client gets back on the same socket (the route response).
@@ -45,7 +46,26 @@ pub enum Reply {
     Subscribed { channel: String },
     Unsubscribed { channel: String },
     Published { id: String },
+    Stats(Stats),
     Error { code: ErrorCode, message: String },
+}
+
+/// The answer to `stats`: how full the door is. Caps of 0 mean no cap.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    /// Live connection records (past-TTL ones left out).
+    pub open_connections: u64,
+    /// Distinct authenticated users among them.
+    pub distinct_users: u64,
+    pub max_connections: u64,
+    pub max_connections_per_user: u64,
+    pub max_connections_per_ip: u64,
+    /// Free slots under the total cap; `None` without one.
+    pub free_slots: Option<u64>,
+    pub connect_attempts_per_ip: u64,
+    pub window_seconds: u64,
+    /// Attempts refused by the per-IP throttle in the current window, all IPs.
+    pub throttled_attempts_in_window: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,6 +79,7 @@ pub enum ErrorCode {
     UnknownConnection,
     PublishForbidden,
     MessageTooLarge,
+    StatsForbidden,
 }
 
 impl ErrorCode {
@@ -72,6 +93,7 @@ impl ErrorCode {
             ErrorCode::UnknownConnection => "unknown_connection",
             ErrorCode::PublishForbidden => "publish_forbidden",
             ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::StatsForbidden => "stats_forbidden",
         }
     }
 }
@@ -127,18 +149,21 @@ fn parse_request(body: &str) -> Result<ClientRequest, Reply> {
             format!("the message needs an \"action\" field, one of: {ACTIONS}"),
         ));
     };
-    if !matches!(action.as_str(), "ping" | "subscribe" | "unsubscribe" | "publish") {
+    if !matches!(
+        action.as_str(),
+        "ping" | "subscribe" | "unsubscribe" | "publish" | "stats"
+    ) {
         return Err(error_reply(
             ErrorCode::UnknownAction,
             format!("unknown action {action:?}; expected one of: {ACTIONS}"),
         ));
     }
     tracing::Span::current().record("action", action.as_str());
-    // serde ignores deny_unknown_fields on a tagged unit variant, so ping is checked here.
-    if action == "ping" && value.as_object().is_some_and(|fields| fields.len() > 1) {
+    // serde ignores deny_unknown_fields on a tagged unit variant, so these are checked here.
+    if matches!(action.as_str(), "ping" | "stats") && value.as_object().is_some_and(|fields| fields.len() > 1) {
         return Err(error_reply(
             ErrorCode::InvalidRequest,
-            "invalid ping request: ping takes no fields besides \"action\"",
+            format!("invalid {action} request: {action} takes no fields besides \"action\""),
         ));
     }
     serde_json::from_value(value)
@@ -216,8 +241,47 @@ async fn execute<S: ConnectionStore>(
                 Err(error) => return Err(error),
             }
         }
+        ClientRequest::Stats => {
+            if !config.allow_stats {
+                return Ok(error_reply(
+                    ErrorCode::StatsForbidden,
+                    "the stats action is off here (AIRWAVE_ALLOW_STATS)",
+                ));
+            }
+            Reply::Stats(read_stats(store, config, now).await?)
+        }
     };
     Ok(reply)
+}
+
+async fn read_stats<S: ConnectionStore>(store: &S, config: &Config, now: i64) -> Result<Stats, Error> {
+    let limits = &config.admission;
+    let window = crate::admission::window_of(now.saturating_mul(1_000), limits.window_seconds);
+    let counts = store.admission_counts(window, now).await?;
+    let throttled = if limits.attempts_per_ip == 0 {
+        0
+    } else {
+        counts
+            .attempts_in_window
+            .iter()
+            .map(|attempts| attempts.saturating_sub(limits.attempts_per_ip))
+            .sum()
+    };
+    Ok(Stats {
+        open_connections: counts.open_connections,
+        distinct_users: counts.distinct_users,
+        max_connections: limits.max_connections,
+        max_connections_per_user: limits.max_connections_per_user,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        free_slots: (limits.max_connections > 0).then(|| {
+            limits
+                .max_connections
+                .saturating_sub(counts.total_slots_taken.unwrap_or(0))
+        }),
+        connect_attempts_per_ip: limits.attempts_per_ip,
+        window_seconds: limits.window_seconds,
+        throttled_attempts_in_window: throttled,
+    })
 }
 
 fn unknown_connection() -> Reply {

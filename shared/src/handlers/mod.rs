@@ -3,11 +3,13 @@
 mod connect;
 mod disconnect;
 mod message;
+mod reaper;
 mod stream;
 
 pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
-pub use message::{handle_message, ErrorCode, Reply, PUBLISHED_MESSAGE_TTL_SECONDS};
+pub use message::{handle_message, ErrorCode, Reply, Stats, PUBLISHED_MESSAGE_TTL_SECONDS};
+pub use reaper::{handle_expired_connections, TTL_PRINCIPAL};
 pub use stream::{handle_stream_batch, DEADLINE_RESERVE_MS};
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;

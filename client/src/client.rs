@@ -1,0 +1,797 @@
+//! The connection: one socket at a time, reconnects with backoff, resubscribes, keeps itself
+//! alive with pings and drops duplicate messages.
+//!
+//! A background task (the "actor") owns the socket. [`Client`] handles send it commands and get
+//! replies back on oneshot channels; pushed messages and connection events go to the
+//! [`Events`] receiver returned by [`Client::new`].
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{Map, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tracing::{debug, info, warn};
+use url::Url;
+
+use crate::backoff::Backoff;
+use crate::dedup::RecentIds;
+use crate::error::Error;
+use crate::protocol::{parse_frame, Incoming, Message, Reply, Request};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Receiver of a client's [`Event`]s. Unbounded so a slow reader never stalls the socket (and
+/// with it the keep-alive pings); drop it if the events are not wanted.
+pub type Events = mpsc::UnboundedReceiver<Event>;
+
+/// What the client tells its owner, in order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A pushed message, at most once per id (within the dedup window).
+    Message(Message),
+    /// The socket dropped; the client is reconnecting.
+    Disconnected { reason: String },
+    /// A new socket is open and the subscriptions were sent again.
+    Reconnected,
+    /// Reconnecting failed for good (permanent refusal or retries exhausted). A later request
+    /// or [`Client::connect`] starts over with a fresh retry budget.
+    Failed(Error),
+}
+
+/// Settings of a [`Client`]. Built from a URL, then adjusted with the `with_*` methods.
+#[derive(Clone)]
+pub struct ClientConfig {
+    url: Url,
+    backoff: Backoff,
+    ping_interval: Duration,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    dedup_capacity: usize,
+    rng_seed: Option<u64>,
+}
+
+impl ClientConfig {
+    /// Well under API Gateway's 10-minute idle timeout.
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A configuration with the defaults for a `ws://` or `wss://` URL.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        let url = Url::parse(url).map_err(|e| Error::InvalidUrl(format!("{url:?}: {e}")))?;
+        if !matches!(url.scheme(), "ws" | "wss") {
+            return Err(Error::InvalidUrl(format!(
+                "scheme must be ws or wss, not {:?}",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(Error::InvalidUrl("no host".to_owned()));
+        }
+        Ok(ClientConfig {
+            url,
+            backoff: Backoff::default(),
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            dedup_capacity: RecentIds::DEFAULT_CAPACITY,
+            rng_seed: None,
+        })
+    }
+
+    /// Adds the `token` query parameter the `$connect` authoriser reads.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.url.query_pairs_mut().append_pair("token", token);
+        self
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How often an idle connection pings; keep it under API Gateway's 10-minute idle timeout.
+    /// Zero is taken as 1 ms.
+    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How many recent message ids are remembered to drop duplicates.
+    pub fn with_dedup_capacity(mut self, capacity: usize) -> Self {
+        self.dedup_capacity = capacity;
+        self
+    }
+
+    /// Seeds the backoff jitter (for reproducible tests); by default it is seeded from the OS.
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
+    /// The URL connected to, token included.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    pub fn dedup_capacity(&self) -> usize {
+        self.dedup_capacity
+    }
+
+    /// Scheme, host, port and path only: safe to log, the token stays out.
+    pub fn display_url(&self) -> String {
+        let mut shown = self.url.clone();
+        shown.set_query(None);
+        shown.to_string()
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("url", &self.display_url())
+            .field("backoff", &self.backoff)
+            .field("ping_interval", &self.ping_interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("dedup_capacity", &self.dedup_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle on one logical Airwave connection. Cheap to clone; every clone shares the socket.
+/// The socket closes when the last clone is dropped or [`Client::close`] is called.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Held across the whole connect, so a second `connect()` waits for the first instead of
+    /// opening a second socket.
+    slot: tokio::sync::Mutex<Option<Running>>,
+}
+
+/// State that outlives one actor, so a client that gave up and is connected again keeps its
+/// subscriptions and its dedup memory.
+struct Shared {
+    config: ClientConfig,
+    subscriptions: Mutex<BTreeSet<String>>,
+    recent: Mutex<RecentIds>,
+    duplicates: AtomicU64,
+    events: mpsc::UnboundedSender<Event>,
+    rng: Mutex<StdRng>,
+}
+
+struct Running {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Dropping it (with the last handle) tells the actor to close the socket and stop.
+    _shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+struct Command {
+    request: Request,
+    reply: oneshot::Sender<Result<Reply, Error>>,
+}
+
+impl Client {
+    /// A client that is not connected yet; the first request (or [`Client::connect`]) connects.
+    pub fn new(config: ClientConfig) -> (Client, Events) {
+        let (events, receiver) = mpsc::unbounded_channel();
+        let rng = match config.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
+        let shared = Shared {
+            recent: Mutex::new(RecentIds::new(config.dedup_capacity)),
+            config,
+            subscriptions: Mutex::new(BTreeSet::new()),
+            duplicates: AtomicU64::new(0),
+            events,
+            rng: Mutex::new(rng),
+        };
+        let inner = Inner {
+            shared: Arc::new(shared),
+            slot: tokio::sync::Mutex::new(None),
+        };
+        (Client { inner: Arc::new(inner) }, receiver)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.shared.config
+    }
+
+    /// Opens the socket unless one is open or being opened (then it waits for that one). The
+    /// first attempt is immediate; failures are retried per the [`Backoff`], except permanent
+    /// ones (401, 403, bad URL) which return at once.
+    pub async fn connect(&self) -> Result<(), Error> {
+        self.commands().await.map(drop)
+    }
+
+    /// Sends one request and waits for its reply. An error reply from the server is
+    /// `Ok(Reply::Error {..})` here; the typed helpers turn it into [`Error::Server`].
+    ///
+    /// Requests go out one at a time per connection: the protocol has no request ids, so
+    /// this is what keeps every reply paired with its request.
+    pub async fn request(&self, request: Request) -> Result<Reply, Error> {
+        let commands = self.commands().await?;
+        let (reply, receiver) = oneshot::channel();
+        commands.send(Command { request, reply }).map_err(|_| Error::Closed)?;
+        receiver.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Pings; returns the connection's new `expires_at`.
+    pub async fn ping(&self) -> Result<i64, Error> {
+        match self.request(Request::Ping).await? {
+            Reply::Pong { expires_at } => Ok(expires_at),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Subscribes; the channel is subscribed again on every reconnect until unsubscribed.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), Error> {
+        match self
+            .request(Request::Subscribe {
+                channel: channel.to_owned(),
+            })
+            .await?
+        {
+            Reply::Subscribed { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), Error> {
+        match self
+            .request(Request::Unsubscribe {
+                channel: channel.to_owned(),
+            })
+            .await?
+        {
+            Reply::Unsubscribed { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes `data` to `channel` (every connection when `None`); returns the message id.
+    /// Not retried if the socket drops before the reply ([`Error::Disconnected`]).
+    pub async fn publish(&self, channel: Option<&str>, data: Value) -> Result<String, Error> {
+        match self
+            .request(Request::Publish {
+                channel: channel.map(str::to_owned),
+                data,
+            })
+            .await?
+        {
+            Reply::Published { id } => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The server's counters.
+    pub async fn stats(&self) -> Result<Map<String, Value>, Error> {
+        match self.request(Request::Stats).await? {
+            Reply::Stats { fields } => Ok(fields),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The channels that will be subscribed again after a reconnect.
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.inner.shared.subscriptions).iter().cloned().collect()
+    }
+
+    /// How many pushed messages were dropped as duplicates so far.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.inner.shared.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Closes the socket (sending a close frame) and waits for the background task to end.
+    /// Pending requests fail with [`Error::Closed`]. A later request connects again.
+    pub async fn close(&self) {
+        let running = self.inner.slot.lock().await.take();
+        if let Some(Running {
+            commands,
+            _shutdown,
+            task,
+        }) = running
+        {
+            drop(commands);
+            drop(_shutdown);
+            if let Err(e) = task.await {
+                warn!(error = %e, "connection task ended abnormally");
+            }
+        }
+    }
+
+    /// The command queue of the running actor, connecting first if there is none.
+    async fn commands(&self) -> Result<mpsc::UnboundedSender<Command>, Error> {
+        let mut slot = self.inner.slot.lock().await;
+        if let Some(running) = slot.as_ref() {
+            // Closed means the actor ended (it gave up); start over below.
+            if !running.commands.is_closed() {
+                return Ok(running.commands.clone());
+            }
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let socket = connect_with_retry(&shared, true, None).await?;
+        debug!(url = %shared.config.display_url(), "connected");
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let (shutdown, shutdown_rx) = oneshot::channel();
+        let task = tokio::spawn(run(shared, socket, receiver, shutdown_rx));
+        *slot = Some(Running {
+            commands: commands.clone(),
+            _shutdown: shutdown,
+            task,
+        });
+        Ok(commands)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.inner.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    match reply {
+        Reply::Error { code, message } => Error::Server { code, message },
+        other => Error::UnexpectedReply(format!("{other:?}")),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data behind these locks stays consistent even if a holder panicked.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Opens one socket. `immediate`: the first attempt goes out without waiting (a fresh connect);
+/// otherwise every attempt waits its jittered delay first (a reconnect, where all the clients
+/// that lost their socket at once must not come back at once).
+async fn connect_with_retry(shared: &Shared, immediate: bool, mut last: Option<Error>) -> Result<Socket, Error> {
+    let mut attempts = 0u32;
+    let mut retry = 0u32;
+    if immediate {
+        attempts += 1;
+        match open(&shared.config).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, "connect failed, retrying");
+                last = Some(e);
+            }
+        }
+    }
+    loop {
+        let delay = shared.config.backoff.delay(retry, &mut *lock(&shared.rng));
+        let Some(delay) = delay else {
+            return Err(Error::GaveUp {
+                attempts,
+                last: Box::new(last.unwrap_or(Error::Disconnected)),
+            });
+        };
+        debug!(retry, ?delay, "waiting before the next connection attempt");
+        tokio::time::sleep(delay).await;
+        retry += 1;
+        attempts += 1;
+        match open(&shared.config).await {
+            Ok(socket) => return Ok(socket),
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, attempt = attempts, "connect failed");
+                last = Some(e);
+            }
+        }
+    }
+}
+
+async fn open(config: &ClientConfig) -> Result<Socket, Error> {
+    let connector = match config.url.scheme() {
+        "wss" => Some(Connector::Rustls(tls_config()?)),
+        _ => None,
+    };
+    // A small read buffer: the frames are small and `bench` holds thousands of sockets.
+    let ws_config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(
+        config.url.as_str(),
+        Some(ws_config),
+        true, // no Nagle: frames are small and latency is what `bench` measures
+        connector,
+    );
+    match tokio::time::timeout(config.connect_timeout, handshake).await {
+        Err(_) => Err(Error::Timeout("connecting")),
+        Ok(Err(tungstenite::Error::Http(response))) => Err(Error::Handshake {
+            status: response.status().as_u16(),
+        }),
+        Ok(Err(tungstenite::Error::Url(e))) => Err(Error::InvalidUrl(e.to_string())),
+        Ok(Err(e)) => Err(Error::Connect(Arc::new(e))),
+        Ok(Ok((socket, _response))) => Ok(socket),
+    }
+}
+
+/// One TLS configuration per process: loading the system roots for each of thousands of `bench`
+/// sockets would cost more than the handshakes.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
+    static TLS: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    TLS.get_or_init(build_tls_config).clone().map_err(Error::Tls)
+}
+
+fn build_tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let loaded = rustls_native_certs::load_native_certs();
+    for error in &loaded.errors {
+        warn!(%error, "could not load a system root certificate");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        return Err("no usable root certificates in the system store".to_owned());
+    }
+    // An explicit provider: relying on rustls' process default would panic when the build
+    // enables more than one.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A request in the actor's queue. `reply` is `None` for the client's own requests (keep-alive
+/// pings, resubscribes).
+struct Pending {
+    request: Request,
+    reply: Option<oneshot::Sender<Result<Reply, Error>>>,
+    sent_at: Option<Instant>,
+}
+
+impl Pending {
+    fn internal(request: Request) -> Self {
+        Pending {
+            request,
+            reply: None,
+            sent_at: None,
+        }
+    }
+
+    fn answer(self, result: Result<Reply, Error>) {
+        match (self.reply, result) {
+            (Some(reply), result) => {
+                // The caller may have given up waiting; nothing to do then.
+                let _ = reply.send(result);
+            }
+            (None, Ok(Reply::Error { code, message })) => {
+                warn!(request = ?self.request, %code, %message, "server refused a keep-alive or resubscribe");
+            }
+            (None, Err(e)) => warn!(request = ?self.request, error = %e, "keep-alive or resubscribe failed"),
+            (None, Ok(_)) => {}
+        }
+    }
+}
+
+enum Outcome {
+    Shutdown,
+    Dropped(String),
+}
+
+/// The actor: owns the socket until shutdown or until reconnecting fails for good.
+async fn run(
+    shared: Arc<Shared>,
+    mut socket: Socket,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut shutdown: oneshot::Receiver<()>,
+) {
+    let mut queue = VecDeque::new();
+    // Channels kept from an earlier actor that gave up are subscribed again on a fresh start.
+    resubscribe(&shared, &mut queue);
+    loop {
+        let reason = match drive(&shared, &mut socket, &mut commands, &mut shutdown, &mut queue).await {
+            Outcome::Shutdown => {
+                if let Err(e) = socket.close(None).await {
+                    debug!(error = %e, "close frame not sent");
+                }
+                fail_all(&mut queue, &mut commands, &Error::Closed);
+                return;
+            }
+            Outcome::Dropped(reason) => reason,
+        };
+        warn!(%reason, "connection lost, reconnecting");
+        requeue_after_drop(&mut queue);
+        let _ = shared.events.send(Event::Disconnected { reason: reason.clone() });
+        let last = Some(Error::Connect(Arc::new(tungstenite::Error::Io(std::io::Error::other(
+            reason,
+        )))));
+        let reconnected = tokio::select! {
+            _ = &mut shutdown => {
+                fail_all(&mut queue, &mut commands, &Error::Closed);
+                return;
+            }
+            result = connect_with_retry(&shared, false, last) => result,
+        };
+        match reconnected {
+            Ok(next) => {
+                info!(url = %shared.config.display_url(), "reconnected");
+                socket = next;
+                resubscribe(&shared, &mut queue);
+                let _ = shared.events.send(Event::Reconnected);
+            }
+            Err(e) => {
+                warn!(error = %e, "giving up on the connection");
+                fail_all(&mut queue, &mut commands, &e);
+                let _ = shared.events.send(Event::Failed(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Runs one socket until it drops or the client shuts down.
+async fn drive(
+    shared: &Shared,
+    socket: &mut Socket,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    shutdown: &mut oneshot::Receiver<()>,
+    queue: &mut VecDeque<Pending>,
+) -> Outcome {
+    let period = shared.config.ping_interval;
+    // Any frame would reset API Gateway's idle timer, but only a ping also extends the
+    // connection's TTL on the server, so ping on a fixed schedule.
+    let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        if let Some(head) = queue.front_mut() {
+            if head.sent_at.is_none() {
+                let text = match serde_json::to_string(&head.request) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let bad = queue.pop_front();
+                        if let Some(bad) = bad {
+                            bad.answer(Err(Error::UnexpectedReply(format!("request not serialisable: {e}"))));
+                        }
+                        continue;
+                    }
+                };
+                note_subscription(shared, &head.request);
+                if let Err(e) = socket.send(WsMessage::text(text)).await {
+                    return Outcome::Dropped(format!("send failed: {e}"));
+                }
+                head.sent_at = Some(Instant::now());
+            }
+        }
+        let deadline = queue
+            .front()
+            .and_then(|p| p.sent_at)
+            .map(|sent| sent + shared.config.request_timeout);
+        // Unbiased on purpose: a flood of pushed messages must not starve requests and pings.
+        tokio::select! {
+            _ = &mut *shutdown => return Outcome::Shutdown,
+            frame = socket.next() => match frame {
+                None => return Outcome::Dropped("closed".to_owned()),
+                Some(Err(e)) => return Outcome::Dropped(e.to_string()),
+                Some(Ok(WsMessage::Text(text))) => {
+                    if let Some(reason) = handle_text(shared, queue, text.as_str()) {
+                        return Outcome::Dropped(reason);
+                    }
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
+                    return Outcome::Dropped(format!("closed by the server {why}").trim_end().to_owned());
+                }
+                // tungstenite answers WebSocket pings itself; binary frames are not protocol.
+                Some(Ok(_)) => {}
+            },
+            command = commands.recv() => match command {
+                Some(Command { request, reply }) => {
+                    queue.push_back(Pending { request, reply: Some(reply), sent_at: None });
+                }
+                None => return Outcome::Shutdown,
+            },
+            _ = keepalive.tick() => {
+                let queued = queue.iter().any(|p| p.reply.is_none() && p.request == Request::Ping);
+                if !queued {
+                    queue.push_back(Pending::internal(Request::Ping));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if let Some(head) = queue.pop_front() {
+                    let keepalive_lost = head.reply.is_none() && head.request == Request::Ping;
+                    head.answer(Err(Error::Timeout("waiting for a reply")));
+                    // A ping with no pong means a half-open socket that TCP may never notice.
+                    if keepalive_lost {
+                        return Outcome::Dropped("no pong before the request timeout".to_owned());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Handles one text frame; `Some(reason)` when the connection must be replaced.
+fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Option<String> {
+    let incoming = match parse_frame(text) {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            debug!(error = %e, "ignoring a frame that is not protocol JSON");
+            return None;
+        }
+    };
+    match incoming {
+        Incoming::Message(message) => {
+            if lock(&shared.recent).insert(&message.id) {
+                // No receiver means the owner does not want messages; not an error.
+                let _ = shared.events.send(Event::Message(message));
+            } else {
+                shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                debug!(id = %message.id, "dropped a duplicate message");
+            }
+            None
+        }
+        Incoming::Reply(reply) => {
+            let gone = reply.error_code() == Some("unknown_connection");
+            let matched = queue
+                .front()
+                .is_some_and(|p| p.sent_at.is_some() && reply.answers(&p.request));
+            if !matched {
+                debug!(?reply, "reply matches no pending request (late after a timeout?)");
+            } else if let Some(pending) = queue.pop_front() {
+                if let (Reply::Error { .. }, Request::Subscribe { channel }) = (&reply, &pending.request) {
+                    lock(&shared.subscriptions).remove(channel);
+                }
+                pending.answer(Ok(reply));
+            }
+            // The server lost this connection's record (TTL): only a new socket registers again.
+            gone.then(|| "the server no longer knows this connection".to_owned())
+        }
+        Incoming::Other(value) => {
+            debug!(frame = %value, "ignoring a frame of unknown type");
+            None
+        }
+    }
+}
+
+/// Records a subscription change when the request goes out, so a drop before the reply still
+/// resubscribes (subscribe is idempotent on the server).
+fn note_subscription(shared: &Shared, request: &Request) {
+    match request {
+        Request::Subscribe { channel } => {
+            lock(&shared.subscriptions).insert(channel.clone());
+        }
+        Request::Unsubscribe { channel } => {
+            lock(&shared.subscriptions).remove(channel);
+        }
+        _ => {}
+    }
+}
+
+/// Puts a subscribe for every known channel at the front of the queue.
+fn resubscribe(shared: &Shared, queue: &mut VecDeque<Pending>) {
+    let channels = lock(&shared.subscriptions).clone();
+    for channel in channels.into_iter().rev() {
+        queue.push_front(Pending::internal(Request::Subscribe { channel }));
+    }
+}
+
+/// After a drop: the client's own requests go (pings are per socket, resubscribes are queued
+/// again); a sent publish fails because it may have gone through; other sent requests are
+/// idempotent and go out again on the next socket.
+fn requeue_after_drop(queue: &mut VecDeque<Pending>) {
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for mut pending in queue.drain(..) {
+        if pending.reply.is_none() {
+            continue;
+        }
+        if pending.sent_at.is_some() && matches!(pending.request, Request::Publish { .. }) {
+            pending.answer(Err(Error::Disconnected));
+            continue;
+        }
+        pending.sent_at = None;
+        kept.push_back(pending);
+    }
+    *queue = kept;
+}
+
+/// Fails everything queued or still in the command channel.
+fn fail_all(queue: &mut VecDeque<Pending>, commands: &mut mpsc::UnboundedReceiver<Command>, error: &Error) {
+    commands.close();
+    while let Ok(Command { request, reply }) = commands.try_recv() {
+        queue.push_back(Pending {
+            request,
+            reply: Some(reply),
+            sent_at: None,
+        });
+    }
+    for pending in queue.drain(..) {
+        pending.answer(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_checks_the_url_and_adds_the_token_as_a_query_parameter() {
+        assert!(matches!(
+            ClientConfig::new("http://example.com"),
+            Err(Error::InvalidUrl(_))
+        ));
+        assert!(matches!(ClientConfig::new("not a url"), Err(Error::InvalidUrl(_))));
+        let config = ClientConfig::new("wss://example.com/prod?x=1")
+            .unwrap()
+            .with_token("a b&c");
+        assert_eq!(config.url().as_str(), "wss://example.com/prod?x=1&token=a+b%26c");
+        assert_eq!(config.display_url(), "wss://example.com/prod");
+        assert!(!format!("{config:?}").contains("token"));
+    }
+
+    #[test]
+    fn a_drop_fails_a_sent_publish_and_keeps_other_caller_requests() {
+        let (publish_tx, mut publish_rx) = oneshot::channel();
+        let (stats_tx, _stats_rx) = oneshot::channel();
+        let sent = Some(Instant::now());
+        let mut queue = VecDeque::from([
+            Pending {
+                request: Request::Publish {
+                    channel: None,
+                    data: Value::Null,
+                },
+                reply: Some(publish_tx),
+                sent_at: sent,
+            },
+            Pending::internal(Request::Ping),
+            Pending {
+                request: Request::Stats,
+                reply: Some(stats_tx),
+                sent_at: None,
+            },
+        ]);
+        requeue_after_drop(&mut queue);
+        assert!(matches!(publish_rx.try_recv(), Ok(Err(Error::Disconnected))));
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].request, Request::Stats);
+        assert!(queue[0].sent_at.is_none());
+    }
+}

@@ -1,0 +1,81 @@
+//! The crate's one error type.
+
+use std::sync::Arc;
+
+/// Everything that can go wrong between this client and an Airwave endpoint.
+///
+/// It is `Clone` (sources are behind `Arc`) because one connection failure has to be handed to
+/// every request that was waiting on that connection.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The URL does not parse or is not `ws://` / `wss://`.
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// The server answered the WebSocket handshake with an HTTP status instead of upgrading.
+    #[error("{}", handshake_message(*status))]
+    Handshake { status: u16 },
+    /// TCP, TLS or WebSocket failure while connecting or on an open socket.
+    #[error("connection failed: {0}")]
+    Connect(#[source] Arc<tokio_tungstenite::tungstenite::Error>),
+    /// The TLS configuration could not be built (e.g. no root certificates on this system).
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// Nothing came back in time.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// The reconnect policy ran out of attempts; `last` is the error of the final attempt.
+    #[error("gave up after {attempts} connection attempts: {last}")]
+    GaveUp { attempts: u32, last: Box<Error> },
+    /// The server replied `{"type":"error",...}`.
+    #[error("server error {code}: {message}")]
+    Server { code: String, message: String },
+    /// The socket dropped after a non-idempotent request (publish) was sent and before its reply:
+    /// it may or may not have been applied, so it is not sent again.
+    #[error("connection dropped before the reply arrived")]
+    Disconnected,
+    /// The client was closed (or dropped) while the request was pending.
+    #[error("client closed")]
+    Closed,
+    /// The server sent a reply this request cannot have (a protocol mismatch).
+    #[error("unexpected reply: {0}")]
+    UnexpectedReply(String),
+}
+
+impl Error {
+    /// Whether trying again (with backoff) cannot help: bad URL or TLS setup, a handshake refused
+    /// for a reason that will not go away (401, 403 and other 4xx except 408 and 429), or a
+    /// retry policy that already gave up.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::InvalidUrl(_) | Error::Tls(_) | Error::GaveUp { .. } | Error::Closed => true,
+            Error::Handshake { status } => (400..500).contains(status) && *status != 408 && *status != 429,
+            _ => false,
+        }
+    }
+}
+
+fn handshake_message(status: u16) -> String {
+    match status {
+        401 => "handshake refused: 401 Unauthorized (missing or wrong --token)".to_owned(),
+        403 => "handshake refused: 403 Forbidden (over a connection cap, or not allowed)".to_owned(),
+        429 => "handshake refused: 429 Too Many Requests (throttled)".to_owned(),
+        s => format!("handshake refused with HTTP status {s}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_and_cap_refusals_are_permanent_throttling_and_5xx_are_not() {
+        for status in [400, 401, 403, 404] {
+            assert!(Error::Handshake { status }.is_permanent(), "{status}");
+        }
+        for status in [408, 429, 500, 502, 503] {
+            assert!(!Error::Handshake { status }.is_permanent(), "{status}");
+        }
+        assert!(!Error::Timeout("connecting").is_permanent());
+        assert!(Error::InvalidUrl("x".into()).is_permanent());
+    }
+}

@@ -1,0 +1,35 @@
+//! Client for Airwave's WebSocket API.
+//!
+//! [`Client`] keeps one logical connection: it opens at most one socket at a time, reconnects
+//! with capped, fully jittered exponential [`Backoff`] when the socket drops, subscribes again to
+//! its channels after a reconnect, pings on an interval shorter than API Gateway's 10-minute idle
+//! timeout, and drops messages whose id it has already delivered ([`RecentIds`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), airwave_client::Error> {
+//! use airwave_client::{Client, ClientConfig, Event};
+//!
+//! let config = ClientConfig::new("wss://example.execute-api.eu-west-1.amazonaws.com/prod")?.with_token("secret");
+//! let (client, mut events) = Client::new(config);
+//! client.subscribe("prices").await?;
+//! while let Some(event) = events.recv().await {
+//!     if let Event::Message(message) = event {
+//!         println!("{} {}", message.id, message.data);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod backoff;
+pub mod bench;
+pub mod client;
+pub mod dedup;
+pub mod error;
+pub mod protocol;
+
+pub use backoff::{Backoff, Delays};
+pub use client::{Client, ClientConfig, Event, Events};
+pub use dedup::RecentIds;
+pub use error::Error;
+pub use protocol::{parse_frame, Incoming, Message, Reply, Request};

@@ -1,0 +1,243 @@
+//! `airwave`: listen, publish, stats and a fan-out benchmark against an Airwave endpoint.
+//! Output goes to stdout; logs go to stderr (`RUST_LOG` adjusts them).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use airwave_client::bench::{self, BenchConfig};
+use airwave_client::{Backoff, Client, ClientConfig, Error, Event, Reply, Request};
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "airwave", version, about = "Client for Airwave's WebSocket API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Subscribe and print every message as one JSON line; reconnects when the socket drops.
+    Listen {
+        /// Endpoint, e.g. wss://ID.execute-api.REGION.amazonaws.com/STAGE
+        url: String,
+        /// Channel to subscribe to (repeatable); none means broadcasts only.
+        #[arg(long = "channel", short = 'c')]
+        channels: Vec<String>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Publish one message and print the reply.
+    Publish {
+        /// Endpoint, ws:// or wss://
+        url: String,
+        /// Channel to publish to; without it the message goes to every connection.
+        #[arg(long, short = 'c')]
+        channel: Option<String>,
+        /// The message's `data`, as JSON.
+        data: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Print the server's counters.
+    Stats {
+        /// Endpoint, ws:// or wss://
+        url: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Open N listeners, publish M messages, report delivery and latency.
+    Bench {
+        /// Endpoint, ws:// or wss://
+        url: String,
+        /// Listener connections to open.
+        #[arg(long)]
+        connections: usize,
+        #[arg(long, default_value = "bench")]
+        channel: String,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 10)]
+        messages: usize,
+        /// Listeners connecting at the same time.
+        #[arg(long, default_value_t = 100)]
+        connect_concurrency: usize,
+        /// How long to wait for every delivery once publishing starts.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ConnectionArgs {
+    /// Sent as the `token` query parameter.
+    #[arg(long, env = "AIRWAVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Seconds between keep-alive pings (API Gateway drops connections idle for 10 minutes).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    ping_interval_secs: u64,
+    /// Connection retries before giving up.
+    #[arg(long, default_value_t = 10)]
+    max_attempts: u32,
+}
+
+impl ConnectionArgs {
+    fn config(&self, url: &str) -> Result<ClientConfig, Error> {
+        let defaults = Backoff::default();
+        let backoff = Backoff::new(defaults.base(), defaults.factor(), defaults.cap(), self.max_attempts);
+        let config = ClientConfig::new(url)?
+            .with_backoff(backoff)
+            .with_ping_interval(Duration::from_secs(self.ping_interval_secs));
+        Ok(match &self.token {
+            Some(token) => config.with_token(token),
+            None => config,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,airwave=info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .init();
+
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("airwave: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Listen {
+            url,
+            channels,
+            connection,
+        } => listen(connection.config(&url)?, &channels).await,
+        Command::Publish {
+            url,
+            channel,
+            data,
+            connection,
+        } => {
+            let data: serde_json::Value = match serde_json::from_str(&data) {
+                Ok(data) => data,
+                Err(e) => {
+                    eprintln!("airwave: DATA_JSON is not valid JSON: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let (client, _events) = Client::new(connection.config(&url)?);
+            let reply = client.request(Request::Publish { channel, data }).await?;
+            client.close().await;
+            print_reply(&reply, false)
+        }
+        Command::Stats { url, connection } => {
+            let (client, _events) = Client::new(connection.config(&url)?);
+            let reply = client.request(Request::Stats).await?;
+            client.close().await;
+            print_reply(&reply, true)
+        }
+        Command::Bench {
+            url,
+            connections,
+            channel,
+            messages,
+            connect_concurrency,
+            timeout_secs,
+            json,
+            connection,
+        } => {
+            let config = BenchConfig {
+                client: connection.config(&url)?,
+                connections,
+                channel,
+                messages,
+                connect_concurrency,
+                timeout: Duration::from_secs(timeout_secs),
+                progress: !json,
+            };
+            let summary = bench::run(config).await?;
+            let text = if json {
+                serde_json::to_string(&summary).map_err(|e| Error::UnexpectedReply(e.to_string()))?
+            } else {
+                summary.to_string()
+            };
+            out(&text);
+            Ok(if summary.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn listen(config: ClientConfig, channels: &[String]) -> Result<ExitCode, Error> {
+    let (client, mut events) = Client::new(config);
+    client.connect().await?;
+    for channel in channels {
+        client.subscribe(channel).await?;
+    }
+    tracing::info!(?channels, "listening");
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = &mut interrupted => {
+                client.close().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        match event {
+            Some(Event::Message(message)) => match serde_json::to_string(&message) {
+                Ok(line) => {
+                    if !out(&line) {
+                        // stdout is gone (e.g. `| head`): nobody is reading any more.
+                        client.close().await;
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "message not printable"),
+            },
+            Some(Event::Disconnected { reason }) => tracing::warn!(%reason, "disconnected, reconnecting"),
+            Some(Event::Reconnected) => tracing::info!("reconnected and resubscribed"),
+            Some(Event::Failed(e)) => return Err(e),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// Prints a reply; an error reply is printed too and makes the exit code non-zero.
+fn print_reply(reply: &Reply, pretty: bool) -> Result<ExitCode, Error> {
+    let text = if pretty {
+        serde_json::to_string_pretty(reply)
+    } else {
+        serde_json::to_string(reply)
+    };
+    out(&text.map_err(|e| Error::UnexpectedReply(e.to_string()))?);
+    Ok(if matches!(reply, Reply::Error { .. }) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes one line to stdout; `false` when stdout is closed (no panic on a broken pipe).
+fn out(line: &str) -> bool {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_ok()
+}

@@ -1,0 +1,180 @@
+//! The `airwave` binary and the benchmark against the test server.
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use airwave_client::bench::{self, BenchConfig};
+use serde_json::{json, Value};
+use support::{within, Handshake, TestServer};
+
+/// Runs the binary off the runtime's threads so the in-process server keeps serving.
+async fn airwave(args: Vec<String>) -> Output {
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_airwave"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+    });
+    within("the airwave binary", run).await.unwrap().unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn stdout_json(output: &Output) -> Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_prints_the_reply_and_fails_on_an_error_reply() {
+    let mut server = TestServer::start().await;
+    let url = server.url();
+    let output = airwave(args(&["publish", &url, "--channel", "prices", r#"{"p":1}"#])).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_json(&output), json!({"type": "published", "id": "p0"}));
+    let frame = server.next_frame().await;
+    assert_eq!(
+        frame.value,
+        json!({"action": "publish", "channel": "prices", "data": {"p": 1}})
+    );
+
+    server.script(
+        "publish",
+        Some(json!({"type": "error", "code": "publish_forbidden", "message": "no"})),
+    );
+    let output = airwave(args(&["publish", &url, "{}"])).await;
+    assert!(!output.status.success());
+    assert_eq!(stdout_json(&output)["code"], "publish_forbidden");
+
+    let output = airwave(args(&["publish", &url, "not json"])).await;
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_prints_the_reply() {
+    let server = TestServer::start().await;
+    let output = airwave(args(&["stats", &server.url(), "--token", "t"])).await;
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout_json(&output)["type"], "stats");
+    assert_eq!(server.uris(), ["/test?token=t"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_exits_non_zero_without_retrying() {
+    let server = TestServer::start_with(Handshake::Refuse(401), Duration::ZERO).await;
+    let output = airwave(args(&["stats", &server.url()])).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("401 Unauthorized"), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_json_reports_every_delivery() {
+    let server = TestServer::start().await;
+    let output = airwave(args(&[
+        "bench",
+        &server.url(),
+        "--connections",
+        "12",
+        "--messages",
+        "3",
+        "--connect-concurrency",
+        "4",
+        "--json",
+    ]))
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let summary = stdout_json(&output);
+    assert_eq!(summary["connections_opened"], 12);
+    assert_eq!(summary["expected"], 36);
+    assert_eq!(summary["delivered"], 36);
+    assert_eq!(summary["duplicates_dropped"], 0);
+    assert!(summary["latency"]["max_ms"].as_f64().unwrap() >= summary["latency"]["p50_ms"].as_f64().unwrap());
+    // 12 listeners and one publisher.
+    assert_eq!(server.accepted(), 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_counts_refused_listeners_and_reports_incomplete_delivery() {
+    // The first 3 handshakes are refused for good (403), the rest connect.
+    let server = TestServer::start_with(Handshake::RefuseFirst(3, 403), Duration::ZERO).await;
+    let config = BenchConfig {
+        client: server.config(),
+        connections: 8,
+        channel: "bench".to_owned(),
+        messages: 2,
+        connect_concurrency: 1,
+        timeout: Duration::from_secs(20),
+        progress: false,
+    };
+    let summary = within("bench", bench::run(config)).await.unwrap();
+    assert_eq!((summary.connections_opened, summary.connections_failed), (5, 3));
+    assert!(
+        summary.first_connect_error.as_deref().unwrap_or("").contains("403"),
+        "{summary:?}"
+    );
+    assert_eq!((summary.published, summary.expected, summary.delivered), (2, 16, 10));
+    assert!(!summary.timed_out, "every reachable delivery arrived");
+    assert!(!summary.complete());
+    assert!(summary.to_string().contains("delivered    10 / expected 16"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// Kills the listener even when an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let mut server = TestServer::start().await;
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_airwave"))
+            .args(["listen", &server.url(), "--channel", "a", "--channel", "b"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // stdout is read on a plain thread; lines come back over a channel.
+    let stdout = child.0.stdout.take().unwrap();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    server.wait_frame(|f| f.connection == 1 && f.channel() == "b").await;
+    server.push_message("m1", json!({"n": 1}));
+    server.push_message("m1", json!({"n": 1}));
+    server.drop_all();
+    // Resubscribed on the new socket, then the same id again and a new one.
+    server.wait_frame(|f| f.connection == 2 && f.channel() == "b").await;
+    server.push_message("m1", json!({"n": 1}));
+    server.push_message("m2", json!({"n": 2}));
+
+    let mut printed = Vec::new();
+    for _ in 0..2 {
+        let line = within("a line on stdout", line_rx.recv()).await.unwrap();
+        printed.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    drop(child);
+    assert_eq!(printed[0], json!({"id": "m1", "channel": "c", "data": {"n": 1}}));
+    assert_eq!(printed[1]["id"], "m2", "m1 is printed once");
+}

@@ -1,0 +1,358 @@
+//! The client against a real WebSocket server on 127.0.0.1. Timeouts are failure guards only:
+//! every assertion is about what happened, never about how fast.
+
+mod support;
+
+use std::time::Duration;
+
+use airwave_client::{Backoff, Client, ClientConfig, Error, Event, Events, Reply, Request};
+use serde_json::json;
+use support::{within, Handshake, TestServer};
+
+/// The next event that is not a message, skipping messages.
+async fn next_connection_event(events: &mut Events) -> Event {
+    loop {
+        match within("a connection event", events.recv())
+            .await
+            .expect("events closed")
+        {
+            Event::Message(_) => continue,
+            event => return event,
+        }
+    }
+}
+
+async fn wait_reconnected(events: &mut Events) {
+    match next_connection_event(events).await {
+        Event::Disconnected { .. } => {}
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    match next_connection_event(events).await {
+        Event::Reconnected => {}
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+}
+
+async fn next_message_id(events: &mut Events) -> String {
+    loop {
+        if let Event::Message(message) = within("a message", events.recv()).await.expect("events closed") {
+            return message.id;
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_connects_open_exactly_one_socket() {
+    // A slow handshake keeps the first connect in flight while the others arrive.
+    let server = TestServer::start_with(Handshake::Accept, Duration::from_millis(300)).await;
+    let (client, _events) = Client::new(server.config());
+    let other = client.clone();
+    let (a, b, c) = within("connects", async {
+        tokio::join!(client.connect(), other.connect(), client.connect())
+    })
+    .await;
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    assert_eq!(server.accepted(), 1);
+
+    // The socket is shared and usable, and connecting again reuses it.
+    let stats = within("stats", client.stats()).await.unwrap();
+    assert_eq!(stats["connection"], json!(1));
+    within("connect", other.connect()).await.unwrap();
+    within("ping", other.ping()).await.unwrap();
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn reconnects_after_a_drop_and_subscribes_again() {
+    let mut server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config());
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+    within("subscribe", client.subscribe("beta")).await.unwrap();
+    assert_eq!(client.subscriptions(), ["alpha", "beta"]);
+    let first: Vec<_> = server
+        .drain_frames()
+        .iter()
+        .map(|f| (f.connection, f.channel().to_owned()))
+        .collect();
+    assert_eq!(first, [(1, "alpha".to_owned()), (1, "beta".to_owned())]);
+
+    server.drop_all();
+    wait_reconnected(&mut events).await;
+    assert_eq!(server.accepted(), 2);
+    let mut resent = Vec::new();
+    while resent.len() < 2 {
+        let frame = server.next_frame().await;
+        assert_eq!((frame.connection, frame.action()), (2, "subscribe"), "{frame:?}");
+        resent.push(frame.channel().to_owned());
+    }
+    assert_eq!(resent, ["alpha", "beta"]);
+
+    // Unsubscribed channels are not brought back by the next reconnect.
+    within("unsubscribe", client.unsubscribe("beta")).await.unwrap();
+    server.drop_all();
+    wait_reconnected(&mut events).await;
+    within("stats", client.stats()).await.unwrap();
+    let third: Vec<_> = server
+        .drain_frames()
+        .into_iter()
+        .filter(|f| f.connection == 3)
+        .map(|f| format!("{} {}", f.action(), f.channel()))
+        .collect();
+    assert_eq!(third, ["subscribe alpha", "stats "]);
+
+    // Pushed messages flow on the new socket.
+    server.push_message("after-reconnect", json!(1));
+    assert_eq!(next_message_id(&mut events).await, "after-reconnect");
+}
+
+#[tokio::test]
+async fn duplicate_message_ids_are_delivered_once() {
+    let server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config());
+    within("connect", client.connect()).await.unwrap();
+    for id in ["m1", "m1", "m2", "m1", "m3"] {
+        server.push_message(id, json!({"id": id}));
+    }
+    // Frames arrive in order, so m3 right after m2 proves the repeats in between were dropped.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(next_message_id(&mut events).await);
+    }
+    assert_eq!(ids, ["m1", "m2", "m3"]);
+    assert_eq!(client.duplicates_dropped(), 2);
+
+    // The memory of ids survives a reconnect.
+    server.drop_all();
+    wait_reconnected(&mut events).await;
+    server.push_message("m2", json!(null));
+    server.push_message("m4", json!(null));
+    assert_eq!(next_message_id(&mut events).await, "m4");
+    assert_eq!(client.duplicates_dropped(), 3);
+}
+
+#[tokio::test]
+async fn pings_are_sent_on_the_interval() {
+    let mut server = TestServer::start().await;
+    let config = server.config().with_ping_interval(Duration::from_millis(50));
+    let (client, _events) = Client::new(config);
+    within("connect", client.connect()).await.unwrap();
+    // The caller sends nothing, so every frame here is a keep-alive ping.
+    for _ in 0..3 {
+        let frame = server.next_frame().await;
+        assert_eq!((frame.connection, frame.value.clone()), (1, json!({"action": "ping"})));
+    }
+    assert_eq!(server.accepted(), 1, "pongs keep the socket");
+}
+
+#[tokio::test]
+async fn no_ping_is_sent_before_the_interval_elapses() {
+    let mut server = TestServer::start().await;
+    let config = server.config().with_ping_interval(Duration::from_secs(3600));
+    let (client, mut events) = Client::new(config);
+    within("stats", client.stats()).await.unwrap();
+    server.push_message("m", json!(null));
+    assert_eq!(next_message_id(&mut events).await, "m");
+    let actions: Vec<String> = server.drain_frames().iter().map(|f| f.action().to_owned()).collect();
+    assert_eq!(actions, ["stats"]);
+}
+
+#[tokio::test]
+async fn a_ping_without_pong_replaces_the_socket() {
+    let mut server = TestServer::start().await;
+    server.script("ping", None);
+    let config = server
+        .config()
+        .with_ping_interval(Duration::from_millis(50))
+        .with_request_timeout(Duration::from_secs(1));
+    let (client, mut events) = Client::new(config);
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+    wait_reconnected(&mut events).await;
+    assert_eq!(server.accepted(), 2);
+    let frame = server.wait_frame(|f| f.connection == 2).await;
+    assert_eq!((frame.action(), frame.channel()), ("subscribe", "alpha"));
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts_when_nothing_listens() {
+    // A port that was just free: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = ClientConfig::new(&format!("ws://127.0.0.1:{port}/"))
+        .unwrap()
+        .with_backoff(Backoff::new(Duration::from_millis(1), 2.0, Duration::from_millis(5), 3));
+    let (client, _events) = Client::new(config);
+    match within("connect", client.connect()).await {
+        Err(Error::GaveUp { attempts, last }) => {
+            assert_eq!(attempts, 4, "the first try and 3 retries");
+            assert!(matches!(*last, Error::Connect(_)), "{last:?}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn throttled_handshakes_are_retried_until_the_bound() {
+    let server = TestServer::start_with(Handshake::Refuse(429), Duration::ZERO).await;
+    let (client, _events) = Client::new(server.config());
+    match within("connect", client.connect()).await {
+        Err(Error::GaveUp { attempts, last }) => {
+            assert_eq!(attempts, 5, "the first try and 4 retries");
+            assert!(matches!(*last, Error::Handshake { status: 429 }), "{last:?}");
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    assert_eq!(server.accepted(), 5);
+}
+
+#[tokio::test]
+async fn throttled_then_accepted_connects() {
+    let server = TestServer::start_with(Handshake::RefuseFirst(2, 429), Duration::ZERO).await;
+    let (client, _events) = Client::new(server.config());
+    within("connect", client.connect()).await.unwrap();
+    assert_eq!(server.accepted(), 3);
+    assert_eq!(within("stats", client.stats()).await.unwrap()["connection"], json!(3));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_too() {
+    let server = TestServer::start_with(Handshake::RefuseFirst(1, 503), Duration::ZERO).await;
+    let (client, _events) = Client::new(server.config());
+    within("connect", client.connect()).await.unwrap();
+    assert_eq!(server.accepted(), 2);
+}
+
+#[tokio::test]
+async fn unauthorized_and_forbidden_are_not_retried() {
+    for status in [401, 403] {
+        let server = TestServer::start_with(Handshake::Refuse(status), Duration::ZERO).await;
+        let (client, _events) = Client::new(server.config());
+        let error = within("connect", client.connect()).await.unwrap_err();
+        assert!(
+            matches!(error, Error::Handshake { status: s } if s == status),
+            "{error:?}"
+        );
+        assert!(error.is_permanent());
+        assert!(error.to_string().contains(&status.to_string()));
+        assert_eq!(server.accepted(), 1, "status {status} must not be retried");
+    }
+}
+
+#[tokio::test]
+async fn reconnecting_stops_after_the_bound_and_a_later_request_starts_over() {
+    let mut server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config());
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+
+    server.set_handshake(Handshake::Refuse(503));
+    server.drop_all();
+    assert!(matches!(
+        next_connection_event(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    match next_connection_event(&mut events).await {
+        Event::Failed(Error::GaveUp { attempts, last }) => {
+            assert_eq!(attempts, 4, "a reconnect waits before every try: 4 retries");
+            assert!(matches!(*last, Error::Handshake { status: 503 }), "{last:?}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(server.accepted(), 1 + 4);
+
+    // A new request gets a fresh retry budget and brings the subscription back.
+    server.set_handshake(Handshake::Accept);
+    within("stats", client.stats()).await.unwrap();
+    assert_eq!(server.accepted(), 6);
+    let frame = server.wait_frame(|f| f.connection == 6).await;
+    assert_eq!((frame.action(), frame.channel()), ("subscribe", "alpha"));
+}
+
+#[tokio::test]
+async fn the_token_goes_in_the_query_string() {
+    let server = TestServer::start().await;
+    let (client, _events) = Client::new(server.config().with_token("s3cr3t &x"));
+    within("connect", client.connect()).await.unwrap();
+    assert_eq!(server.uris(), ["/test?token=s3cr3t+%26x"]);
+}
+
+#[tokio::test]
+async fn error_replies_become_server_errors() {
+    let server = TestServer::start().await;
+    server.script(
+        "publish",
+        Some(json!({"type": "error", "code": "publish_forbidden", "message": "no"})),
+    );
+    server.script(
+        "subscribe",
+        Some(json!({"type": "error", "code": "invalid_channel", "message": "bad name"})),
+    );
+    let (client, _events) = Client::new(server.config());
+
+    let error = within("publish", client.publish(Some("c"), json!(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Server { code, .. } if code == "publish_forbidden"),
+        "{error:?}"
+    );
+    let error = within("subscribe", client.subscribe("bad name")).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Server { code, .. } if code == "invalid_channel"),
+        "{error:?}"
+    );
+    // A refused channel is not subscribed again on reconnect.
+    assert!(client.subscriptions().is_empty());
+    // The raw request API hands an error reply over as it came, and the connection stays usable.
+    server.script(
+        "publish",
+        Some(json!({"type": "error", "code": "message_too_large", "message": "big"})),
+    );
+    let reply = within(
+        "publish",
+        client.request(Request::Publish {
+            channel: None,
+            data: json!(2),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Error {
+            code: "message_too_large".into(),
+            message: "big".into()
+        }
+    );
+    let id = within("publish", client.publish(None, json!(3))).await.unwrap();
+    assert!(id.starts_with('p'), "{id}");
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn unknown_connection_makes_the_client_reconnect() {
+    let server = TestServer::start().await;
+    server.script(
+        "stats",
+        Some(json!({"type": "error", "code": "unknown_connection", "message": "gone"})),
+    );
+    let (client, mut events) = Client::new(server.config());
+    let reply = within("stats", client.request(Request::Stats)).await.unwrap();
+    assert_eq!(reply.error_code(), Some("unknown_connection"));
+    wait_reconnected(&mut events).await;
+    assert_eq!(server.accepted(), 2);
+    assert_eq!(within("stats", client.stats()).await.unwrap()["connection"], json!(2));
+}
+
+#[tokio::test]
+async fn a_request_after_close_opens_a_new_socket() {
+    let server = TestServer::start().await;
+    let (client, _events) = Client::new(server.config());
+    within("connect", client.connect()).await.unwrap();
+    within("close", client.close()).await;
+    within("ping", client.ping()).await.unwrap();
+    assert_eq!(server.accepted(), 2);
+}

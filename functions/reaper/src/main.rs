@@ -1,0 +1,24 @@
+//! The connections table's stream: gives back the cap slots of records that
+//! DynamoDB's TTL deleted.
+
+// The handler's future nests the SDK's transaction futures deeper than the
+// compiler's default layout query depth.
+#![recursion_limit = "256"]
+
+use airwave_shared::handlers::handle_expired_connections;
+use airwave_shared::{clients, telemetry, Config, DynamoStore};
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    telemetry::init_tracing();
+    let metrics = telemetry::init_metrics("reaper");
+    let config = Config::from_env()?;
+    let sdk_config = clients::load_sdk_config().await;
+    let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        metrics.flushed(handle_expired_connections(&store, event))
+    }))
+    .await
+}
