@@ -83,7 +83,8 @@ size: lambda-build
 build: $(DEPLOY_TOOLS)
 	$(SAM) build --beta-features $(ARCH_OVERRIDE)
 
-ARCH_OVERRIDE := $(if $(filter x86_64,$(ARCH)),--parameter-overrides Architecture=x86_64,)
+# PARAMETERS="Name=value ..." passes more stack parameters (e.g. the JwtSecret).
+ARCH_OVERRIDE := $(if $(or $(filter x86_64,$(ARCH)),$(PARAMETERS)),--parameter-overrides $(if $(filter x86_64,$(ARCH)),Architecture=x86_64,) $(PARAMETERS),)
 
 deploy: build
 	@if [ -f samconfig.toml ]; then $(SAM) deploy $(ARCH_OVERRIDE); \

@@ -49,7 +49,7 @@ struct Claims {
     sub: Option<String>,
 }
 
-/// Checks tokens against one secret; built once per cold start.
+/// Checks tokens against one secret.
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
@@ -68,6 +68,9 @@ impl TokenVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // No audience is configured; checking `aud` would refuse every token
+        // that carries one, which most identity providers' tokens do.
+        validation.validate_aud = false;
         TokenVerifier {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
@@ -182,6 +185,12 @@ mod tests {
         for (token, expected) in cases {
             assert_eq!(verifier().verify(token), Err(expected), "{token}");
         }
+    }
+
+    #[test]
+    fn a_token_with_an_audience_is_accepted() {
+        let token = sign(json!({"sub": "user-2", "exp": now() + 600, "aud": "airwave"}), SECRET);
+        assert_eq!(verifier().verify(&token), Ok("user-2".to_owned()));
     }
 
     #[test]

@@ -259,6 +259,15 @@ impl Config {
             }
             None => None,
         };
+        if admission.max_connections_per_user > 0 && jwt_secret.is_none() {
+            // Without tokens there are no users, and a cap that silently does
+            // nothing is worse than a refusal to start.
+            return Err(Error::ConfigInvalid {
+                variable: MAX_CONNECTIONS_PER_USER,
+                value: admission.max_connections_per_user.to_string(),
+                expected: "0 unless AIRWAVE_JWT_SECRET is set: the per-user cap counts authenticated users",
+            });
+        }
         let allow_stats = match read(ALLOW_STATS) {
             Some(value) => parse_bool(ALLOW_STATS, value)?,
             None => defaults.allow_stats,
@@ -451,6 +460,7 @@ mod tests {
             (CONNECT_WINDOW_SECONDS, "0"),
             (MAX_CONNECTIONS, "lots"),
             (MAX_CONNECTIONS_PER_USER, "1.5"),
+            (MAX_CONNECTIONS_PER_USER, "5"),
             (ALLOW_STATS, "1"),
         ] {
             let message = config_from(&[(variable, value)]).unwrap_err().to_string();

@@ -142,8 +142,10 @@ pub trait ConnectionStore: Send + Sync {
     ) -> impl Future<Output = Result<AdmissionCounts, Error>> + Send;
 }
 
-/// How many times a transaction that lost a race to another one is tried.
-const TRANSACTION_ATTEMPTS: u32 = 8;
+/// How many times a transaction that lost a race to another one is tried:
+/// with the backoff below, about 4 s in all. A release that still fails leaves
+/// the slot to the expiry reclaim, so it is worth trying hard.
+const TRANSACTION_ATTEMPTS: u32 = 12;
 /// How long a release marker is kept: longer than DynamoDB Streams keeps a record.
 const RELEASE_MARKER_TTL_SECONDS: i64 = 3 * 86_400;
 /// Records released per reclaim: enough to free room without a long refusal path.

@@ -10,7 +10,7 @@ use airwave_shared::aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatew
 use airwave_shared::config::JwtSecret;
 use airwave_shared::handlers::{handle_connect, handle_disconnect, handle_expired_connections, TTL_PRINCIPAL};
 use airwave_shared::time::epoch_seconds_now;
-use airwave_shared::{Config, DynamoStore};
+use airwave_shared::{Config, ConnectionStore, DynamoStore};
 use airwave_tests::{connect_event, disconnect_event, stream_event, LogCapture, TestTables};
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -342,24 +342,39 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
             .collect::<serde_json::Map<_, _>>(),
     )
     .unwrap();
+    // A $disconnect removes the other record and gives its slots back itself;
+    // its stream record (no TTL principal) must not give them back again.
+    let disconnected = tables.store.get_connection("user-deleted=").await.unwrap().unwrap();
+    handle_disconnect(&tables.store, disconnect_event("user-deleted="))
+        .await
+        .unwrap();
+    assert_eq!(counter(&tables, "open#total").await, Some(1));
+    let disconnected_image = serde_json::to_value(
+        serde_dynamo::to_item::<_, std::collections::HashMap<String, AttributeValue>>(&disconnected)
+            .unwrap()
+            .into_iter()
+            .map(|(name, value)| (name, attribute_json(&value)))
+            .collect::<serde_json::Map<_, _>>(),
+    )
+    .unwrap();
     let batch = vec![
-        remove_record("100", old_image.clone(), Some(TTL_PRINCIPAL)),
-        // Not a TTL delete (our own code's): its slots were given back already.
-        remove_record("101", old_image.clone(), None),
+        remove_record("100", disconnected_image, None),
+        remove_record("101", old_image.clone(), Some(TTL_PRINCIPAL)),
         json!({"eventName": "REMOVE", "dynamodb": {"SequenceNumber": "102"}, "userIdentity": {"type": "Service", "principalId": TTL_PRINCIPAL}}),
     ];
     let response = handle_expired_connections(&tables.store, stream_event(batch.clone()))
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(counter(&tables, "open#total").await, Some(1));
-    assert_eq!(counter(&tables, "open#ip#198.51.100.50").await, Some(1));
+    assert_eq!(counter(&tables, "open#total").await, Some(0));
+    assert_eq!(counter(&tables, "open#ip#198.51.100.50").await, Some(0));
 
     // Lambda delivers the same batch again: nothing changes.
     handle_expired_connections(&tables.store, stream_event(batch))
         .await
         .unwrap();
-    assert_eq!(counter(&tables, "open#total").await, Some(1));
+    assert_eq!(counter(&tables, "open#total").await, Some(0));
+    assert_eq!(counter(&tables, "open#ip#198.51.100.50").await, Some(0));
 }
 
 fn attribute_json(value: &AttributeValue) -> Value {
@@ -556,13 +571,22 @@ async fn the_admission_path_costs_the_documented_number_of_dynamodb_round_trips(
 async fn stats_report_open_connections_users_caps_free_slots_and_throttled_attempts() {
     let tables = TestTables::create_with(|config| {
         config.admission.attempts_per_ip = 3;
+        config.admission.window_seconds = 3_600;
         config.admission.max_connections = 10;
         config.admission.max_connections_per_user = 2;
         config.jwt_secret = Some(JwtSecret::new(SECRET));
         config.allow_stats = true;
     })
     .await;
-    let now_ms = airwave_shared::time::epoch_millis_now();
+    // The stats read its own clock's window: stay clear of a window's last seconds.
+    let mut now_ms = airwave_shared::time::epoch_millis_now();
+    if now_ms % 3_600_000 > 3_590_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            (3_600_000 - now_ms % 3_600_000) as u64 + 100,
+        ))
+        .await;
+        now_ms = airwave_shared::time::epoch_millis_now();
+    }
     let events = [
         ("a1=", "ann", "198.51.100.90"),
         ("a2=", "ann", "198.51.100.91"),

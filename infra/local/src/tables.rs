@@ -15,7 +15,10 @@ use crate::LocalError;
 /// Creates the four tables; a table that already exists is left as it is.
 pub async fn create_tables(client: &Client, config: &Config) -> Result<(), LocalError> {
     let table = &config.connections_table;
-    // One sparse index per cap: the records holding a slot, by expiry.
+    // One sparse index per cap: the records holding a slot, by expiry, with
+    // what a release needs (the other slots) and what a record must have.
+    // Not `channels`: every subscribe would write to the indexes, and the
+    // subscriptions of an expired connection expire with it.
     let mut indexes = Vec::new();
     for scope in [CapScope::Total, CapScope::User, CapScope::Ip] {
         indexes.push(
@@ -27,17 +30,11 @@ pub async fn create_tables(client: &Client, config: &Config) -> Result<(), Local
                     Projection::builder()
                         .projection_type(ProjectionType::Include)
                         .set_non_key_attributes(Some(
-                            [
-                                "slot_total",
-                                "slot_user",
-                                "slot_ip",
-                                "source_ip",
-                                "channels",
-                                "connected_at_ms",
-                            ]
-                            .iter()
-                            .map(|name| (*name).to_owned())
-                            .collect(),
+                            ["slot_total", "slot_user", "slot_ip", "source_ip", "connected_at_ms"]
+                                .into_iter()
+                                .filter(|name| *name != scope.record_attribute())
+                                .map(str::to_owned)
+                                .collect(),
                         ))
                         .build(),
                 )

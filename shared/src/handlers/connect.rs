@@ -158,26 +158,30 @@ pub async fn handle_connect<S: ConnectionStore>(
     .await
 }
 
-/// Takes the slots; when a cap is full, first gives back the slots of expired
-/// connections in that scope and tries once more. Answers the full slot and
-/// its count when the connection is refused.
+/// Takes the slots. When a cap is full, gives back the slots of expired
+/// connections in that cap's scope and tries again, once per cap, since the
+/// next try may find another cap full. Answers the full slot and its count
+/// when the connection is refused.
 async fn admit<S: ConnectionStore>(
     store: &S,
     record: &ConnectionRecord,
     slots: &[Slot],
 ) -> Result<Option<(Slot, u64)>, Error> {
-    let (slot, open) = match store.admit_connection(record, slots).await? {
-        AdmitOutcome::Admitted => return Ok(None),
-        AdmitOutcome::CapReached { slot, open } => (slot, open),
-    };
-    let released = store.reclaim_expired_slots(&slot, epoch_seconds_now()).await?;
-    if released == 0 {
-        return Ok(Some((slot, open)));
-    }
-    metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
-    match store.admit_connection(record, slots).await? {
-        AdmitOutcome::Admitted => Ok(None),
-        AdmitOutcome::CapReached { slot, open } => Ok(Some((slot, open))),
+    let mut reclaimed: Vec<CapScope> = Vec::new();
+    loop {
+        let (slot, open) = match store.admit_connection(record, slots).await? {
+            AdmitOutcome::Admitted => return Ok(None),
+            AdmitOutcome::CapReached { slot, open } => (slot, open),
+        };
+        if reclaimed.contains(&slot.scope) {
+            return Ok(Some((slot, open)));
+        }
+        reclaimed.push(slot.scope);
+        let released = store.reclaim_expired_slots(&slot, epoch_seconds_now()).await?;
+        if released == 0 {
+            return Ok(Some((slot, open)));
+        }
+        metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
     }
 }
 
