@@ -18,6 +18,7 @@ ARCH ?= arm64
 # Local stack settings (override on the command line: make dev DYNAMODB_PORT=8100).
 DYNAMODB_PORT ?= 8000
 INVOKE_PORT   ?= 9000
+GATEWAY_PORT  ?= 3001
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
 
@@ -100,7 +101,7 @@ delete: $(DEPLOY_TOOLS)
 # Starts moto's server, creates the tables and serves every function with
 # `cargo lambda watch` (hot reload); Ctrl-C stops everything it started.
 dev: $(DEV_TOOLS)
-	infra/dev.sh $(DYNAMODB_PORT) $(INVOKE_PORT)
+	infra/dev.sh $(DYNAMODB_PORT) $(INVOKE_PORT) $(GATEWAY_PORT)
 
 # The fan-out benchmark (release build): figures quoted in the README.
 bench: $(TEST_TOOLS)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The local stack: moto's DynamoDB-compatible server, the Airwave tables, and
-# every function served by `cargo lambda watch`. Ctrl-C stops all of it.
+# The local stack: moto's DynamoDB-compatible server, every function served by
+# `cargo lambda watch` (hot reload), and the local API Gateway (infra/gateway),
+# which reads template.yaml, creates the tables, accepts WebSockets, invokes the
+# routes, serves the Management API and feeds the messages stream to the
+# stream-processor. Ctrl-C stops all of it.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dynamodb_port="${1:-8000}"
 invoke_port="${2:-9000}"
+gateway_port="${3:-3001}"
 venv="$root/.tools/venv"
 
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
@@ -45,24 +49,74 @@ if [[ "$ready" != yes ]]; then
     exit 1
 fi
 
-cargo run --quiet --package airwave-local --bin airwave-local -- create-tables
+for port in "$invoke_port" "$gateway_port"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "dev: port $port is already in use; pick others with INVOKE_PORT=... GATEWAY_PORT=..." >&2
+        exit 1
+    fi
+done
+
+# Built up front so the first connection does not wait for a compile.
+cargo build --quiet --package airwave-gateway --package airwave-client \
+    --package connect --package disconnect --package message --package stream-processor --package reaper
+gateway="$root/target/debug/airwave-gateway"
+
+# The functions get the template's environment with local table names and
+# the gateway's Management API, plus what suits one laptop: every local client
+# shares 127.0.0.1, so the per-IP throttle is off, and clients may publish and
+# read stats. Any AIRWAVE_* variable set in this shell wins.
+env_file="$root/.local/functions.env"
+"$gateway" --template "$root/template.yaml" --port "$gateway_port" --print-env \
+    | grep -v -E '^(AIRWAVE_CONNECT_ATTEMPTS_PER_IP|AIRWAVE_ALLOW_CLIENT_PUBLISH|AIRWAVE_ALLOW_STATS)=' >"$env_file"
+cat >>"$env_file" <<ENV
+AIRWAVE_CONNECT_ATTEMPTS_PER_IP=0
+AIRWAVE_ALLOW_CLIENT_PUBLISH=true
+AIRWAVE_ALLOW_STATS=true
+ENV
+while IFS='=' read -r name _; do
+    if [[ -n "${!name:-}" ]]; then
+        sed -i "/^$name=/d" "$env_file"
+        echo "$name=${!name}" >>"$env_file"
+    fi
+done < <(grep -E '^AIRWAVE_' "$env_file")
+
+"$venv/bin/cargo-lambda" lambda watch --invoke-address 127.0.0.1 --invoke-port "$invoke_port" --concurrency 4 \
+    --env-file "$env_file" >"$root/.local/functions.log" 2>&1 &
+pids+=($!)
+
+"$gateway" --template "$root/template.yaml" --port "$gateway_port" --create-tables \
+    --dynamodb-endpoint "$AWS_ENDPOINT_URL_DYNAMODB" --invoke-address "http://127.0.0.1:$invoke_port" \
+    --log-format plain >"$root/.local/gateway.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$gateway_port") 2>/dev/null && break
+    sleep 0.2
+done
 
 cat <<INFO
 
+  WebSocket API:     ws://127.0.0.1:$gateway_port/local   (gateway log: .local/gateway.log)
+  Management API:    http://127.0.0.1:$gateway_port/local/@connections/{id}
+  Functions:         http://127.0.0.1:$invoke_port  (cargo lambda watch, hot reload; log: .local/functions.log)
   DynamoDB (moto):   $AWS_ENDPOINT_URL_DYNAMODB   (log: .local/moto-dev.log)
-  Functions:         http://127.0.0.1:$invoke_port  (cargo lambda watch, hot reload)
 
-  Try it from another terminal:
-    cargo lambda invoke connect --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/connect.json
-    cargo lambda invoke message --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/message.json
-    cargo lambda invoke disconnect --invoke-address 127.0.0.1 --invoke-port $invoke_port --data-file tests/events/disconnect.json
+  Try it from other terminals (the first connection builds the functions, which takes a while):
+    target/debug/airwave listen ws://127.0.0.1:$gateway_port/local --channel prices
+    target/debug/airwave publish ws://127.0.0.1:$gateway_port/local --channel prices '{"price": 12.5}'
+    target/debug/airwave stats ws://127.0.0.1:$gateway_port/local
+    target/debug/airwave bench ws://127.0.0.1:$gateway_port/local --connections 5000
 
-  (cargo lambda is in .tools/venv/bin.) The stream-processor needs a Management
-  API endpoint (AIRWAVE_MANAGEMENT_ENDPOINT), which the local stack does not
-  provide yet. Ctrl-C stops everything.
+  Ctrl-C stops everything.
 
 INFO
 
-"$venv/bin/cargo-lambda" lambda watch --invoke-address 127.0.0.1 --invoke-port "$invoke_port" &
-pids+=($!)
-wait "${pids[-1]}"
+# Stop everything when any part dies, and say which.
+while true; do
+    for pid in "${pids[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "dev: a process of the stack exited (pid $pid); stopping. See the logs in .local/" >&2
+            exit 1
+        fi
+    done
+    sleep 1
+done

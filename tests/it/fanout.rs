@@ -281,6 +281,22 @@ async fn records_are_not_started_close_to_the_invocation_deadline() {
 }
 
 #[tokio::test]
+async fn a_deadline_already_past_on_arrival_is_ignored_as_a_local_emulators() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let mut event = stream_event(vec![insert_record("710", message_image("msg-710", "x"))]);
+    // What `cargo lambda watch` sends: a fixed 600000 ms, i.e. 1970.
+    event.context.deadline = 600_000;
+
+    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, event)
+        .await
+        .unwrap();
+
+    assert!(failed_sequence_numbers(&response).is_empty());
+    assert_eq!(stack.frames("alice=").len(), 1);
+}
+
+#[tokio::test]
 async fn an_event_without_records_is_an_error_not_a_silent_success() {
     let stack = Stack::start().await;
     let mut event = stream_event(vec![]);

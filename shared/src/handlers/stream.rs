@@ -40,8 +40,16 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let span = tracing::info_span!("stream_batch", request_id = %event.context.request_id);
-    // Zero when the runtime gave none (a local invocation).
-    let deadline_ms = event.context.deadline;
+    // Zero when the runtime gave none. A deadline already past on arrival is
+    // not Lambda's (local emulators send a fixed one): it would make every
+    // record look too late, so it is ignored.
+    let deadline_ms = match event.context.deadline {
+        deadline if deadline > 0 && deadline <= epoch_millis_now().max(0) as u64 => {
+            tracing::warn!(deadline_ms = deadline, "ignoring an invocation deadline that has already passed");
+            0
+        }
+        deadline => deadline,
+    };
     async {
         let records = match event.payload {
             Value::Object(mut fields) => fields.remove("Records"),

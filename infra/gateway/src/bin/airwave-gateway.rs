@@ -1,0 +1,237 @@
+//! `airwave-gateway`: the local API Gateway WebSocket API in front of the
+//! functions `cargo lambda watch` serves, read from `template.yaml`.
+//!
+//! By hand, from the repository root, with moto's server on port 8000:
+//!
+//! ```text
+//! cargo run -q -p airwave-gateway -- --print-env > .local/functions.env
+//! AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
+//!   AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:8000 \
+//!   cargo lambda watch --invoke-address 127.0.0.1 --invoke-port 9000 --env-file .local/functions.env
+//! cargo run -p airwave-gateway -- --create-tables      # in another terminal
+//! npx wscat -c ws://127.0.0.1:3001/local                # then {"action":"ping"}
+//! ```
+//!
+//! The env file gives the functions the local table names and the gateway's
+//! Management API endpoint (which the stream-processor posts to).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airwave_gateway::streams::RunningPoller;
+use airwave_gateway::tables::create_tables;
+use airwave_gateway::{
+    Gateway, GatewayError, GatewayOptions, HttpInvoker, LocalNames, StackModel, StartingPosition, StreamOptions,
+    StreamPoller,
+};
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Position {
+    Latest,
+    TrimHorizon,
+}
+
+/// A local API Gateway WebSocket API driven by template.yaml.
+#[derive(Debug, Parser)]
+#[command(name = "airwave-gateway", version)]
+struct Args {
+    /// The SAM template to read routes, tables and stream mappings from.
+    #[arg(long, default_value = "template.yaml")]
+    template: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port for WebSocket clients and the Management API.
+    #[arg(long, default_value_t = 3001)]
+    port: u16,
+    /// Stage name in the URLs.
+    #[arg(long, default_value = "local")]
+    stage: String,
+    /// The DynamoDB-compatible server (also serves DynamoDB Streams).
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    dynamodb_endpoint: String,
+    /// Where `cargo lambda watch` serves the functions.
+    #[arg(long, default_value = "http://127.0.0.1:9000")]
+    invoke_address: String,
+    /// Create the template's tables first (existing ones are left alone).
+    #[arg(long)]
+    create_tables: bool,
+    /// Do not poll the DynamoDB streams mapped to functions.
+    #[arg(long)]
+    no_streams: bool,
+    /// Where stream polling starts (default: each mapping's StartingPosition).
+    #[arg(long, value_enum)]
+    stream_start: Option<Position>,
+    /// Local stack name: tables are named `{stack}-{name}` (see LocalNames).
+    #[arg(long, default_value = "airwave")]
+    stack_name: String,
+    /// Close connections that sent nothing for this long.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout_secs: u64,
+    /// Close every connection after this long.
+    #[arg(long, default_value_t = 7200)]
+    max_duration_secs: u64,
+    /// Print each function's environment with local table names and endpoint
+    /// (KEY=VALUE lines, for `cargo lambda watch --env-file`) and exit.
+    #[arg(long)]
+    print_env: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "plain")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %error, "airwave-gateway failed");
+            eprintln!("airwave-gateway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: Args) -> Result<(), GatewayError> {
+    let model = StackModel::from_path(&args.template)?;
+    let names = LocalNames::new(&args.stack_name);
+    let address = SocketAddr::new(args.host, args.port);
+    let endpoint = format!("http://{address}/{}", args.stage);
+
+    if args.print_env {
+        print_environment(&model, &names, &endpoint)?;
+        return Ok(());
+    }
+
+    let invoker = Arc::new(HttpInvoker::new(&args.invoke_address)?);
+    let needs_dynamodb = args.create_tables || (!args.no_streams && !model.stream_mappings.is_empty());
+    let clients = if needs_dynamodb {
+        Some(clients(&args.dynamodb_endpoint).await)
+    } else {
+        None
+    };
+    if let (true, Some((dynamodb, _))) = (args.create_tables, &clients) {
+        for table in create_tables(dynamodb, &model, &names).await? {
+            tracing::info!(logical_id = %table.logical_id, table = %table.name, created = table.created, "table ready");
+        }
+    }
+
+    let options = GatewayOptions {
+        address,
+        stage: args.stage.clone(),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        max_connection_duration: Duration::from_secs(args.max_duration_secs),
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::start(options, model.clone(), invoker.clone()).await?;
+
+    let mut poller: Option<RunningPoller> = None;
+    if let (false, Some((dynamodb, streams))) = (args.no_streams, &clients) {
+        let stream_options = StreamOptions {
+            starting_position: args.stream_start.map(|position| match position {
+                Position::Latest => StartingPosition::Latest,
+                Position::TrimHorizon => StartingPosition::TrimHorizon,
+            }),
+            ..StreamOptions::default()
+        };
+        poller = Some(StreamPoller::start(dynamodb, streams, &model, &names, invoker, stream_options).await?);
+    }
+
+    println!();
+    println!("  WebSocket:       {}", gateway.ws_url());
+    println!("  Management API:  {}", gateway.management_endpoint());
+    for (key, route) in &model.routes {
+        println!("  route {key:<12} -> {}", route.function);
+    }
+    for mapping in &model.stream_mappings {
+        println!(
+            "  stream of {} -> {} (batch size {})",
+            mapping.table_logical_id, mapping.function, mapping.batch_size
+        );
+    }
+    println!(
+        "  Functions need AIRWAVE_MANAGEMENT_ENDPOINT={}",
+        gateway.management_endpoint()
+    );
+    println!();
+
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
+    }
+    if let Some(poller) = poller {
+        poller.shutdown().await;
+    }
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::Client) {
+    // Read here rather than through the SDK's chain, which would ask the EC2
+    // metadata service first and stall for it on a laptop.
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .unwrap_or_else(|| "us-east-1".to_owned());
+    let mut loader = aws_config::from_env()
+        .region(aws_config::Region::new(region))
+        .endpoint_url(endpoint);
+    // A local server accepts any credentials, but the SDK signs with some.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
+        loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "airwave-gateway",
+        ));
+    }
+    let config = loader.load().await;
+    (
+        aws_sdk_dynamodb::Client::new(&config),
+        aws_sdk_dynamodbstreams::Client::new(&config),
+    )
+}
+
+fn print_environment(model: &StackModel, names: &LocalNames, endpoint: &str) -> Result<(), GatewayError> {
+    let mut merged = std::collections::BTreeMap::new();
+    for function in model.functions.values() {
+        let Some(binary) = &function.binary else { continue };
+        for (name, value) in model.function_environment(binary, names, endpoint)? {
+            if let Some(previous) = merged.insert(name.clone(), value.clone()) {
+                if previous != value {
+                    // One env file serves every function under cargo lambda watch.
+                    tracing::warn!(variable = %name, %previous, %value, "functions disagree on a variable; the last one is printed");
+                }
+            }
+        }
+    }
+    for (name, value) in merged {
+        println!("{name}={value}");
+    }
+    Ok(())
+}

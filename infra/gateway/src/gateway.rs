@@ -1,0 +1,804 @@
+//! The WebSocket side of the gateway: the handshake and its `$connect`, routing
+//! of messages, `$disconnect`, and the limits API Gateway enforces.
+//!
+//! One task per connection owns its socket, so nothing else ever writes to or
+//! closes it: the Management API and route responses send it commands, and the
+//! task closes the socket exactly once, then invokes `$disconnect` exactly once.
+//! Messages are handed to a second task per connection that invokes the routes
+//! one after another, in arrival order, while the socket task keeps reading.
+//!
+//! Header names reach the functions lowercased (as HTTP/2 and most proxies
+//! deliver them); look them up case-insensitively.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+use crate::events::{epoch_millis_now, new_id, ConnectionContext};
+use crate::management;
+use crate::template::StackModel;
+use crate::{GatewayError, Invoker};
+
+/// API Gateway's limit for one incoming frame.
+pub(crate) const DEFAULT_MAX_FRAME_BYTES: usize = 32 * 1024;
+/// API Gateway's limit for one message (frames put together, and Management API posts).
+pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 128 * 1024;
+/// API Gateway closes a connection without messages for 10 minutes.
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// API Gateway closes every connection after 2 hours.
+pub(crate) const DEFAULT_MAX_CONNECTION_DURATION: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// How long a write to a client may block before the connection counts as broken.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the closing handshake may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Messages waiting for their route's invocation; past this the socket stops
+/// being read, which pushes back on the client through TCP.
+const MESSAGE_QUEUE: usize = 256;
+
+/// Settings of a [`Gateway`].
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Where to listen; port 0 picks a free one.
+    pub address: SocketAddr,
+    /// The stage: clients connect to `/{stage}` (or `/`), the Management API is
+    /// at `/{stage}/@connections/{id}` (or `/@connections/{id}`).
+    pub stage: String,
+    /// `requestContext.apiId` in events.
+    pub api_id: String,
+    /// Close a connection that sent no message for this long.
+    pub idle_timeout: Duration,
+    /// Close every connection after this long.
+    pub max_connection_duration: Duration,
+    /// A larger incoming frame closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// A larger incoming message closes the connection with 1009; a larger
+    /// Management API post is refused with 413.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stage: "local".to_owned(),
+            api_id: "local".to_owned(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connection_duration: DEFAULT_MAX_CONNECTION_DURATION,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// A local API Gateway WebSocket API.
+pub struct Gateway;
+
+impl Gateway {
+    /// Binds the port and starts serving WebSocket clients and the Management API.
+    pub async fn start(
+        options: GatewayOptions,
+        model: StackModel,
+        invoker: Arc<dyn Invoker>,
+    ) -> Result<RunningGateway, GatewayError> {
+        if options.stage.is_empty() || options.stage.contains('/') || options.stage.starts_with('@') {
+            return Err(GatewayError::Config(format!(
+                "stage {:?} must be one path segment",
+                options.stage
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(options.address).await?;
+        let address = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            options,
+            model,
+            invoker,
+            address,
+            connections: Mutex::new(HashMap::new()),
+            shutdown: shutdown_rx.clone(),
+            active: AtomicUsize::new(0),
+            idle: Notify::new(),
+        });
+        let router = Router::new()
+            .route("/", get(upgrade_root))
+            .route("/{stage}", get(upgrade_staged))
+            .merge(management::routes())
+            .fallback(forbidden)
+            .with_state(shared.clone());
+        let mut signal = shutdown_rx;
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    // A dropped sender also means stop.
+                    let _ = signal.wait_for(|stopped| *stopped).await;
+                });
+            if let Err(error) = serve.await {
+                tracing::error!(error = %error, "gateway server stopped");
+            }
+        });
+        tracing::info!(%address, stage = %shared.options.stage, routes = shared.model.routes.len(), "gateway listening");
+        Ok(RunningGateway {
+            shared,
+            shutdown: shutdown_tx,
+            server,
+        })
+    }
+}
+
+/// A gateway that is serving. Dropping it stops accepting and closes every
+/// socket without waiting for the `$disconnect` invocations; [`RunningGateway::shutdown`] waits.
+pub struct RunningGateway {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.address
+    }
+
+    /// Where clients connect: `ws://127.0.0.1:PORT/{stage}`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/{}", self.shared.address, self.shared.options.stage)
+    }
+
+    /// The Management API endpoint, stage included, as the SDK's `endpoint_url`
+    /// and the functions' `AIRWAVE_MANAGEMENT_ENDPOINT` want it.
+    pub fn management_endpoint(&self) -> String {
+        format!("http://{}/{}", self.shared.address, self.shared.options.stage)
+    }
+
+    /// Connections whose socket is open.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections().len()
+    }
+
+    /// Stops accepting, closes every socket (1001 "Going away") and waits until
+    /// each connection's `$disconnect` invocation has finished.
+    pub async fn shutdown(self) {
+        tracing::info!("gateway shutting down");
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.server.await {
+            tracing::error!(error = %error, "gateway server task failed");
+        }
+        self.shared.wait_until_idle().await;
+        tracing::info!("gateway stopped");
+    }
+}
+
+pub(crate) struct Shared {
+    pub options: GatewayOptions,
+    pub model: StackModel,
+    pub invoker: Arc<dyn Invoker>,
+    address: SocketAddr,
+    connections: Mutex<HashMap<String, ConnectionHandle>>,
+    shutdown: watch::Receiver<bool>,
+    /// Admitted connections whose `$disconnect` has not finished yet.
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Shared {
+    pub fn connections(&self) -> MutexGuard<'_, HashMap<String, ConnectionHandle>> {
+        // Nothing panics while holding the lock, and a map cannot be left half-updated.
+        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn connection(&self, connection_id: &str) -> Option<ConnectionHandle> {
+        self.connections().get(connection_id).cloned()
+    }
+
+    async fn wait_until_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a wake-up in between is not lost.
+            notified.as_mut().enable();
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Counts an admitted connection until its `$disconnect` is done.
+struct ActiveGuard(Arc<Shared>);
+
+impl ActiveGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        ActiveGuard(shared.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What other tasks may ask of a connection's socket task.
+pub(crate) enum Command {
+    /// Sends a frame; `done` learns whether it was written.
+    Send {
+        payload: Bytes,
+        done: Option<oneshot::Sender<bool>>,
+    },
+    /// Closes the socket (a Management API `DELETE`).
+    Close { done: oneshot::Sender<()> },
+}
+
+/// A live connection, as the Management API sees it.
+#[derive(Clone)]
+pub(crate) struct ConnectionHandle {
+    pub context: Arc<ConnectionContext>,
+    pub last_active_ms: Arc<AtomicI64>,
+    pub commands: mpsc::UnboundedSender<Command>,
+}
+
+pub(crate) fn api_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "message": message }).to_string(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
+    response
+}
+
+pub(crate) async fn forbidden() -> Response {
+    api_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
+}
+
+async fn upgrade_root(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    upgrade(shared, peer, request).await
+}
+
+async fn upgrade_staged(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(stage): Path<String>,
+    request: Request,
+) -> Response {
+    if stage != shared.options.stage {
+        return forbidden().await;
+    }
+    upgrade(shared, peer, request).await
+}
+
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        String::from_utf8_lossy(value.as_bytes())
+            .split(',')
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    })
+}
+
+fn plain(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "message": message }).to_string(),
+    )
+        .into_response()
+}
+
+/// Validates the handshake, runs `$connect`, and completes or refuses the upgrade.
+async fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut request: Request) -> Response {
+    let headers = request.headers().clone();
+    if !has_token(&headers, header::CONNECTION, "upgrade") || !has_token(&headers, header::UPGRADE, "websocket") {
+        return plain(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade");
+    }
+    if header_text(&headers, header::SEC_WEBSOCKET_VERSION).as_deref() != Some("13") {
+        let mut response = plain(StatusCode::BAD_REQUEST, "unsupported Sec-WebSocket-Version");
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return plain(StatusCode::BAD_REQUEST, "this connection cannot be upgraded");
+    };
+    if *shared.shutdown.borrow() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "the gateway is shutting down");
+    }
+
+    let context = Arc::new(ConnectionContext {
+        connection_id: new_id(),
+        connected_at: epoch_millis_now(),
+        // The TCP peer, never a header: a client cannot choose its identity.
+        source_ip: peer.ip().to_string(),
+        user_agent: header_text(&headers, header::USER_AGENT),
+        domain_name: header_text(&headers, header::HOST).unwrap_or_else(|| shared.address.to_string()),
+        stage: shared.options.stage.clone(),
+        api_id: shared.options.api_id.clone(),
+    });
+    let span =
+        tracing::info_span!("connection", connection_id = %context.connection_id, source_ip = %context.source_ip);
+    let mut event_headers: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(name, _)| *name != header::HeaderName::from_static("x-forwarded-for"))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    // As API Gateway does: the peer is appended to whatever the client claimed.
+    let forwarded_for = match header_text(&headers, HeaderName::from_static("x-forwarded-for")) {
+        Some(claimed) => format!("{claimed}, {}", context.source_ip),
+        None => context.source_ip.clone(),
+    };
+    event_headers.push(("x-forwarded-for".into(), forwarded_for));
+    event_headers.push(("x-forwarded-port".into(), shared.address.port().to_string()));
+    event_headers.push(("x-forwarded-proto".into(), "http".into()));
+    let query: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .map(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut response_headers = Vec::new();
+    if let Some(route) = shared.model.routes.get("$connect") {
+        let event = context.connect_event(&event_headers, &query);
+        let answer = shared
+            .invoker
+            .invoke(&route.function, event)
+            .instrument(span.clone())
+            .await;
+        match answer {
+            Ok(answer) => {
+                let status = status_code(&answer);
+                response_headers = answer_headers(&answer);
+                if !(200..300).contains(&status) {
+                    span.in_scope(|| tracing::info!(status, "$connect refused the connection"));
+                    return refusal(status, &answer, &response_headers);
+                }
+            }
+            Err(error) => {
+                span.in_scope(|| tracing::warn!(error = %error, "$connect failed; refusing with 500"));
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+            }
+        }
+    }
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in &response_headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            continue;
+        };
+        // The handshake's own headers are the gateway's to set.
+        if matches!(
+            name.as_str(),
+            "connection" | "upgrade" | "sec-websocket-accept" | "content-length" | "transfer-encoding"
+        ) {
+            continue;
+        }
+        response.headers_mut().append(name, value);
+    }
+    let handshake = response.headers_mut();
+    handshake.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    handshake.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    match HeaderValue::try_from(accept) {
+        Ok(accept) => {
+            handshake.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "invalid Sec-WebSocket-Key"),
+    }
+
+    let guard = ActiveGuard::new(&shared);
+    // Registered before the 101 goes out: once the client is connected, the
+    // Management API can reach it (commands wait until the socket task runs).
+    let last_active_ms = Arc::new(AtomicI64::new(context.connected_at));
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    shared.connections().insert(
+        context.connection_id.clone(),
+        ConnectionHandle {
+            context: context.clone(),
+            last_active_ms: last_active_ms.clone(),
+            commands: commands_tx.clone(),
+        },
+    );
+    let config = WebSocketConfig::default()
+        .max_frame_size(Some(shared.options.max_frame_bytes))
+        .max_message_size(Some(shared.options.max_message_bytes));
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket =
+                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                    let connection = Connection {
+                        shared,
+                        context,
+                        last_active_ms,
+                        commands_tx,
+                        commands_rx,
+                    };
+                    connection.run(socket).await;
+                }
+                Err(error) => {
+                    // Admitted by $connect but never opened: it still gets its $disconnect.
+                    tracing::warn!(error = %error, "the upgrade did not complete");
+                    shared.connections().remove(&context.connection_id);
+                    drop(commands_rx);
+                    invoke_disconnect(&shared, &context, 1006, "Connection closed abnormally").await;
+                }
+            }
+            drop(guard);
+        }
+        .instrument(span),
+    );
+    response
+}
+
+/// `statusCode` of a proxy answer; a function answering without one admits, as
+/// API Gateway does for an empty answer.
+fn status_code(answer: &Value) -> u16 {
+    match answer.get("statusCode") {
+        Some(Value::Number(number)) => number.as_u64().and_then(|code| u16::try_from(code).ok()).unwrap_or(500),
+        Some(Value::String(text)) => text.trim().parse().unwrap_or(500),
+        _ => 200,
+    }
+}
+
+/// The answer's `headers` and `multiValueHeaders` as name/value pairs.
+fn answer_headers(answer: &Value) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let multi = answer.get("multiValueHeaders").and_then(Value::as_object);
+    if let Some(single) = answer.get("headers").and_then(Value::as_object) {
+        for (name, value) in single {
+            // multiValueHeaders wins when both name the header.
+            if multi.is_some_and(|multi| multi.contains_key(name)) {
+                continue;
+            }
+            if let Some(value) = value.as_str() {
+                pairs.push((name.clone(), value.to_owned()));
+            }
+        }
+    }
+    if let Some(multi) = multi {
+        for (name, values) in multi {
+            for value in values.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                pairs.push((name.clone(), value.to_owned()));
+            }
+        }
+    }
+    pairs
+}
+
+/// A refused handshake with the function's status, headers and body.
+fn refusal(status: u16, answer: &Value, headers: &[(String, String)]) -> Response {
+    let body = answer
+        .get("body")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Why a socket closed: `disconnectStatusCode` and `disconnectReason`.
+struct Closed {
+    code: u16,
+    reason: String,
+}
+
+impl Closed {
+    fn new(code: u16, reason: &str) -> Self {
+        Closed {
+            code,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// An admitted connection whose socket is open.
+struct Connection {
+    shared: Arc<Shared>,
+    context: Arc<ConnectionContext>,
+    last_active_ms: Arc<AtomicI64>,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    commands_rx: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Connection {
+    async fn run(self, mut socket: Socket) {
+        let Connection {
+            shared,
+            context,
+            last_active_ms,
+            commands_tx,
+            mut commands_rx,
+        } = self;
+        tracing::info!("connection open");
+        let (messages_tx, messages_rx) = mpsc::channel(MESSAGE_QUEUE);
+        let router =
+            tokio::spawn(route_messages(shared.clone(), context.clone(), messages_rx, commands_tx).in_current_span());
+
+        let closed = serve_socket(&shared, &mut socket, &last_active_ms, &mut commands_rx, &messages_tx).await;
+        // Gone for the Management API from here on; queued commands are answered 410.
+        shared.connections().remove(&context.connection_id);
+        drop(commands_rx);
+        drop(socket);
+        tracing::info!(code = closed.code, reason = %closed.reason, "connection closed");
+
+        // Messages already received are still routed, then $disconnect comes last.
+        drop(messages_tx);
+        if let Err(error) = router.await {
+            tracing::error!(error = %error, "message routing task failed");
+        }
+        invoke_disconnect(&shared, &context, closed.code, &closed.reason).await;
+    }
+}
+
+async fn invoke_disconnect(shared: &Shared, context: &ConnectionContext, code: u16, reason: &str) {
+    let Some(route) = shared.model.routes.get("$disconnect") else {
+        return;
+    };
+    let event = context.disconnect_event(code, reason);
+    match shared.invoker.invoke(&route.function, event).await {
+        Ok(_) => tracing::debug!(code, "$disconnect delivered"),
+        // API Gateway does not retry $disconnect either; the record's TTL covers it.
+        Err(error) => tracing::warn!(error = %error, "$disconnect failed"),
+    }
+}
+
+/// Reads and writes the socket until it closes, for whichever reason comes first.
+async fn serve_socket(
+    shared: &Shared,
+    socket: &mut Socket,
+    last_active_ms: &AtomicI64,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    messages: &mpsc::Sender<String>,
+) -> Closed {
+    let options = &shared.options;
+    let mut shutdown = shared.shutdown.clone();
+    let closes_at = deadline(Instant::now(), options.max_connection_duration);
+    let mut idle_since = Instant::now();
+    loop {
+        tokio::select! {
+            _ = async { let _ = shutdown.wait_for(|stopped| *stopped).await; } => {
+                return close(socket, 1001, "Going away").await;
+            }
+            _ = sleep_until(closes_at) => {
+                tracing::info!("maximum connection duration reached");
+                return close(socket, 1001, "Going away").await;
+            }
+            _ = sleep_until(deadline(idle_since, options.idle_timeout)) => {
+                tracing::info!("idle timeout");
+                return close(socket, 1001, "Going away").await;
+            }
+            command = commands.recv() => match command {
+                Some(Command::Send { payload, done }) => {
+                    let message = match String::from_utf8(payload.to_vec()) {
+                        Ok(text) => Message::text(text),
+                        Err(_) => Message::Binary(payload),
+                    };
+                    let sent = matches!(timeout(SEND_TIMEOUT, socket.send(message)).await, Ok(Ok(())));
+                    if let Some(done) = done {
+                        let _ = done.send(sent);
+                    }
+                    if !sent {
+                        tracing::info!("writing to the socket failed");
+                        return Closed::new(1006, "Connection closed abnormally");
+                    }
+                }
+                Some(Command::Close { done }) => {
+                    send_close(socket, 1000, "Connection deleted").await;
+                    // The deletion is answered once the close frame is out, not
+                    // after the client's reply, which may never come.
+                    let _ = done.send(());
+                    drain(socket).await;
+                    return Closed::new(1000, "Connection deleted");
+                }
+                // The routing task holds a sender for as long as the socket task lives.
+                None => return close(socket, 1011, "Internal error").await,
+            },
+            incoming = socket.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    idle_since = Instant::now();
+                    last_active_ms.store(epoch_millis_now(), Ordering::SeqCst);
+                    if messages.send(text.as_str().to_owned()).await.is_err() {
+                        return close(socket, 1011, "Internal error").await;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    // API Gateway does not accept binary frames from clients.
+                    return close(socket, 1003, "Binary frames are not supported").await;
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let closed = match frame {
+                        Some(frame) => {
+                            let code = u16::from(frame.code);
+                            let reason = if frame.reason.is_empty() { standard_reason(code) } else { frame.reason.as_str() };
+                            Closed::new(code, reason)
+                        }
+                        None => Closed::new(1005, standard_reason(1005)),
+                    };
+                    // The library answers the close frame; reading on sends it.
+                    drain(socket).await;
+                    return closed;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(WsError::Capacity(error))) => {
+                    tracing::info!(error = %error, "message over the size limit");
+                    return close(socket, 1009, "Message too big").await;
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(error = %error, "socket dropped");
+                    return Closed::new(1006, standard_reason(1006));
+                }
+                None => return Closed::new(1006, standard_reason(1006)),
+            },
+        }
+    }
+}
+
+/// `from + after`, saturating far in the future instead of overflowing.
+fn deadline(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after)
+        .unwrap_or_else(|| from + Duration::from_secs(100 * 365 * 24 * 60 * 60))
+}
+
+fn standard_reason(code: u16) -> &'static str {
+    match code {
+        1000 => "Normal closure",
+        1001 => "Going away",
+        1005 => "No status code",
+        1006 => "Connection closed abnormally",
+        1009 => "Message too big",
+        _ => "",
+    }
+}
+
+/// Sends a close frame and waits briefly for the client's answer.
+async fn close(socket: &mut Socket, code: u16, reason: &str) -> Closed {
+    send_close(socket, code, reason).await;
+    drain(socket).await;
+    Closed::new(code, reason)
+}
+
+async fn send_close(socket: &mut Socket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    if let Ok(Err(error)) = timeout(CLOSE_GRACE, socket.close(Some(frame))).await {
+        tracing::debug!(error = %error, "sending the close frame failed");
+    }
+}
+
+/// Reads until the closing handshake ends, the socket errs or the grace period passes.
+async fn drain(socket: &mut Socket) {
+    let _ = timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = socket.next().await {} }).await;
+}
+
+/// Invokes the route of each message in turn, answering through the socket task.
+async fn route_messages(
+    shared: Arc<Shared>,
+    context: Arc<ConnectionContext>,
+    mut messages: mpsc::Receiver<String>,
+    replies: mpsc::UnboundedSender<Command>,
+) {
+    let reply = |text: String| {
+        // A closed socket drops replies, as API Gateway does.
+        let _ = replies.send(Command::Send {
+            payload: Bytes::from(text),
+            done: None,
+        });
+    };
+    while let Some(body) = messages.recv().await {
+        let model = &shared.model;
+        let selected = model
+            .route_selection
+            .value_of(&body)
+            .filter(|key| !matches!(key.as_str(), "$connect" | "$disconnect" | "$default"))
+            .and_then(|key| model.routes.get(&key));
+        let Some(route) = selected.or_else(|| model.routes.get("$default")) else {
+            // API Gateway's answer when no route matches and there is no $default.
+            reply(
+                json!({"message": "Forbidden", "connectionId": context.connection_id, "requestId": new_id()})
+                    .to_string(),
+            );
+            continue;
+        };
+        let (event, request_id) = context.message_event(&route.route_key, &body);
+        let span = tracing::info_span!("message", route = %route.route_key, request_id = %request_id);
+        match shared
+            .invoker
+            .invoke(&route.function, event)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(answer) => {
+                if route.has_route_response {
+                    if let Some(body) = answer
+                        .get("body")
+                        .and_then(Value::as_str)
+                        .filter(|body| !body.is_empty())
+                    {
+                        reply(body.to_owned());
+                    }
+                }
+            }
+            Err(error) => {
+                span.in_scope(|| tracing::warn!(error = %error, "route invocation failed"));
+                reply(
+                    json!({
+                        "message": "Internal server error",
+                        "connectionId": context.connection_id,
+                        "requestId": request_id,
+                    })
+                    .to_string(),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! A local API Gateway WebSocket API, driven by `template.yaml`.
+//!
+//! `sam local` cannot run WebSocket APIs, so this crate plays API Gateway's part
+//! locally from the same template that is deployed, which keeps the two from
+//! drifting apart:
+//!
+//! - [`template`] reads the template into a [`StackModel`]: the route selection
+//!   expression, every route and the function binary it invokes, the tables, the
+//!   DynamoDB stream mappings and each function's environment.
+//! - [`tables`] creates the template's tables in a DynamoDB-compatible server.
+//! - [`Gateway`] serves WebSocket clients and the Management API
+//!   (`/@connections/{id}`) on one port, invoking the routes' functions through an
+//!   [`Invoker`] with events in API Gateway's exact shape.
+//! - [`streams`] polls the tables' DynamoDB streams and invokes the mapped
+//!   functions with Lambda's DynamoDB event, honouring `ReportBatchItemFailures`.
+//!
+//! Functions are reached through the [`Invoker`] trait: [`HttpInvoker`] talks to
+//! `cargo lambda watch`; tests can plug in an in-process implementation.
+
+mod events;
+mod filter;
+mod gateway;
+mod invoke;
+mod management;
+pub mod streams;
+pub mod tables;
+pub mod template;
+
+pub use gateway::{Gateway, GatewayOptions, RunningGateway};
+pub use invoke::{HttpInvoker, InvokeFuture, Invoker};
+pub use streams::{RunningPoller, StartingPosition, StreamOptions, StreamPoller};
+pub use template::{LocalNames, StackModel};
+
+/// Everything that can go wrong in the gateway, its template reading, table
+/// creation and stream polling.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The template cannot be read or lacks something the gateway needs.
+    #[error("template: {0}")]
+    Template(String),
+    /// A socket could not be bound or served.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// The function could not be reached (connection refused, timeout).
+    #[error("invoking {function} failed: {message}")]
+    Invoke { function: String, message: String },
+    /// The function ran and failed (an error payload or a non-2xx answer); API
+    /// Gateway answers such failures with "Internal server error".
+    #[error("function {function} failed (status {status}): {message}")]
+    FunctionFailed {
+        function: String,
+        status: u16,
+        message: String,
+    },
+    /// A DynamoDB or DynamoDB Streams call failed.
+    #[error("DynamoDB {operation} on {resource} failed: {message}")]
+    DynamoDb {
+        operation: &'static str,
+        resource: String,
+        message: String,
+    },
+    /// An option or flag is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+}

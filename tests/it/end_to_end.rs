@@ -1,0 +1,319 @@
+//! The whole stack over real sockets: the local gateway built from
+//! `template.yaml`, the real handlers (called in-process), tables created from
+//! the template on the local DynamoDB, and its stream driving the
+//! stream-processor. Given 50 subscribed clients, when a producer writes a
+//! message, then exactly its channel's subscribers receive it, a client that
+//! vanished without a `$disconnect` is pruned, and the door refuses what API
+//! Gateway and the connect function would refuse.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use airwave_client::{Client, ClientConfig, Event};
+use airwave_gateway::{
+    Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, LocalNames, StackModel, StartingPosition,
+    StreamOptions, StreamPoller,
+};
+use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use airwave_shared::config::JwtSecret;
+use airwave_shared::handlers::{
+    handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
+};
+use airwave_shared::message::MessageRecord;
+use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
+use airwave_tests::TestTables;
+use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+
+const SECRET: &str = "end-to-end-secret-end-to-end-secret";
+const CLIENTS: usize = 50;
+/// Attempts one IP may make in the window; everything here comes from 127.0.0.1.
+const ATTEMPTS_PER_IP: u64 = 60;
+const GUARD: Duration = Duration::from_secs(20);
+
+fn token_for(user: &str) -> String {
+    let exp = airwave_shared::time::epoch_seconds_now() + 600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": user, "exp": exp}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Lambda, played in-process: each function name runs its real handler.
+struct InProcessFunctions {
+    store: DynamoStore,
+    config: airwave_shared::Config,
+    fanout: OnceLock<FanOut>,
+    /// Connections whose `$disconnect` API Gateway "never delivers".
+    lost_disconnects: Mutex<HashSet<String>>,
+}
+
+fn failed(function: &str, error: impl std::fmt::Display) -> GatewayError {
+    GatewayError::FunctionFailed {
+        function: function.to_owned(),
+        status: 500,
+        message: error.to_string(),
+    }
+}
+
+impl InProcessFunctions {
+    async fn run(&self, function: &str, event: Value) -> Result<Value, GatewayError> {
+        let mut context = Context::default();
+        context.request_id = uuid::Uuid::new_v4().to_string();
+        let websocket = |event: Value| {
+            serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(event)
+                .map(|payload| LambdaEvent::new(payload, context.clone()))
+                .map_err(|error| failed(function, error))
+        };
+        match function {
+            "connect" => {
+                let event = websocket(event)?;
+                // A client that will vanish without a $disconnect marks itself.
+                if event.payload.query_string_parameters.first("vanish").is_some() {
+                    if let Some(id) = event.payload.request_context.connection_id.clone() {
+                        self.lost_disconnects.lock().unwrap().insert(id);
+                    }
+                }
+                answer(function, handle_connect(&self.store, &self.config, event).await)
+            }
+            "disconnect" => {
+                let event = websocket(event)?;
+                let id = event.payload.request_context.connection_id.clone().unwrap_or_default();
+                if self.lost_disconnects.lock().unwrap().contains(&id) {
+                    return Ok(json!({"statusCode": 200}));
+                }
+                answer(function, handle_disconnect(&self.store, event).await)
+            }
+            "message" => answer(
+                function,
+                handle_message(&self.store, &self.config, websocket(event)?).await,
+            ),
+            "stream-processor" => {
+                let fanout = self.fanout.get().ok_or_else(|| failed(function, "no fan-out yet"))?;
+                answer(
+                    function,
+                    handle_stream_batch(&self.store, fanout, LambdaEvent::new(event, context.clone())).await,
+                )
+            }
+            "reaper" => answer(
+                function,
+                handle_expired_connections(&self.store, LambdaEvent::new(event, context.clone())).await,
+            ),
+            other => Err(failed(other, "no such function")),
+        }
+    }
+}
+
+/// A handler's result as Lambda returns it: the JSON output, or a failure.
+fn answer<T: serde::Serialize>(
+    function: &str,
+    result: Result<T, airwave_shared::Error>,
+) -> Result<Value, GatewayError> {
+    let output = result.map_err(|error| failed(function, error))?;
+    serde_json::to_value(output).map_err(|error| failed(function, error))
+}
+
+impl Invoker for InProcessFunctions {
+    fn invoke<'a>(&'a self, function: &'a str, event: Value) -> InvokeFuture<'a> {
+        Box::pin(self.run(function, event))
+    }
+}
+
+async fn next_message(events: &mut airwave_client::Events) -> Option<airwave_client::Message> {
+    loop {
+        match events.recv().await? {
+            Event::Message(message) => return Some(message),
+            _ => continue,
+        }
+    }
+}
+
+/// The HTTP status a handshake was refused with, if it was.
+async fn handshake_status(url: &str) -> Option<u16> {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => None,
+        Err(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
+        Err(error) => panic!("handshake failed without an HTTP answer: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
+    // The throttle counts per fixed window: stay clear of a window's end.
+    let now_ms = airwave_shared::time::epoch_millis_now();
+    if now_ms % 3_600_000 > 3_540_000 {
+        tokio::time::sleep(Duration::from_millis((3_600_000 - now_ms % 3_600_000) as u64 + 100)).await;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = StackModel::from_path(root.join("template.yaml")).unwrap();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = airwave_shared::Config {
+        connections_table: format!("connections-{suffix}"),
+        messages_table: format!("messages-{suffix}"),
+        subscriptions_table: format!("subscriptions-{suffix}"),
+        admission_table: format!("admission-{suffix}"),
+        jwt_secret: Some(JwtSecret::new(SECRET)),
+        ..Default::default()
+    };
+    config.admission.attempts_per_ip = ATTEMPTS_PER_IP;
+    config.admission.window_seconds = 3_600;
+    let tables = TestTables::open(config).await;
+    let names = LocalNames::new("airwave")
+        .with_table("ConnectionsTable", &tables.config.connections_table)
+        .with_table("MessagesTable", &tables.config.messages_table)
+        .with_table("SubscriptionsTable", &tables.config.subscriptions_table)
+        .with_table("AdmissionTable", &tables.config.admission_table);
+    // The tables come from the template, so the code is tested against what deploys.
+    airwave_gateway::tables::create_tables(&tables.dynamodb, &model, &names)
+        .await
+        .unwrap();
+
+    let functions = Arc::new(InProcessFunctions {
+        store: tables.store.clone(),
+        config: tables.config.clone(),
+        fanout: OnceLock::new(),
+        lost_disconnects: Mutex::new(HashSet::new()),
+    });
+    let gateway = Gateway::start(GatewayOptions::default(), model.clone(), functions.clone())
+        .await
+        .unwrap();
+    let _ = functions.fanout.set(tables.fanout(&gateway.management_endpoint(), 16));
+    let streams = aws_sdk_dynamodbstreams::Client::new(&tables.sdk_config);
+    let poller = StreamPoller::start(
+        &tables.dynamodb,
+        &streams,
+        &model,
+        &names,
+        functions.clone(),
+        StreamOptions {
+            poll_interval: Duration::from_millis(50),
+            starting_position: Some(StartingPosition::TrimHorizon),
+            ..StreamOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let url = gateway.ws_url();
+
+    // Given 50 clients, even ones on "red" and odd ones on "blue".
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let config = ClientConfig::new(&url)
+            .unwrap()
+            .with_token(&token_for(&format!("user-{i}")));
+        let (client, events) = Client::new(config);
+        let channel = if i % 2 == 0 { "red" } else { "blue" };
+        tokio::time::timeout(GUARD, client.subscribe(channel))
+            .await
+            .unwrap()
+            .unwrap();
+        clients.push((channel, client, events));
+    }
+    // And one red subscriber whose socket dies without a $disconnect.
+    let vanishing_url = format!("{url}?token={}&vanish=1", token_for("vanishing"));
+    let (mut vanishing, _) = tokio_tungstenite::connect_async(&vanishing_url).await.unwrap();
+    vanishing
+        .send(Frame::text(r#"{"action":"subscribe","channel":"red"}"#))
+        .await
+        .unwrap();
+    let reply = vanishing.next().await.unwrap().unwrap();
+    assert!(reply.to_text().unwrap().contains("subscribed"), "{reply:?}");
+    let vanished_id = functions
+        .lost_disconnects
+        .lock()
+        .unwrap()
+        .iter()
+        .next()
+        .cloned()
+        .unwrap();
+    drop(vanishing);
+    assert_eq!(tables.stored_connection_ids().await.len(), CLIENTS + 1);
+
+    // When a producer writes a message for "red" to the messages table.
+    let message = MessageRecord {
+        message_id: "e2e-red-1".to_owned(),
+        channel: Some("red".to_owned()),
+        payload: json!({"price": 12.5}),
+        expires_at: None,
+        published_by: None,
+    };
+    tables.store.put_message(&message).await.unwrap();
+
+    // Then every red client receives it once, through the stream, the
+    // stream-processor, the Management API and its own socket.
+    for (channel, _, events) in clients.iter_mut().filter(|(channel, _, _)| *channel == "red") {
+        let received = tokio::time::timeout(GUARD, next_message(events))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(received.id, "e2e-red-1", "{channel}");
+        assert_eq!(received.data, json!({"price": 12.5}));
+    }
+    // The vanished connection answered 410 and its record is gone.
+    tokio::time::timeout(GUARD, async {
+        while tables.stored_connection_ids().await.contains(&vanished_id) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the vanished connection is pruned");
+    // A second message to everyone reaches blue clients first-hand and shows
+    // that red clients got nothing twice.
+    let everyone = MessageRecord {
+        message_id: "e2e-all-2".to_owned(),
+        channel: None,
+        ..message.clone()
+    };
+    tables.store.put_message(&everyone).await.unwrap();
+    for (channel, _, events) in clients.iter_mut() {
+        let received = tokio::time::timeout(GUARD, next_message(events))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(received.id, "e2e-all-2", "a {channel} client got something else first");
+    }
+
+    // A frame over API Gateway's 32 KB is refused by closing with 1009.
+    let (mut oversized, _) = tokio_tungstenite::connect_async(format!("{url}?token={}", token_for("big")))
+        .await
+        .unwrap();
+    oversized
+        .send(Frame::text(format!(
+            r#"{{"action":"ping","pad":"{}"}}"#,
+            "x".repeat(40 * 1024)
+        )))
+        .await
+        .unwrap();
+    let close = tokio::time::timeout(GUARD, async {
+        loop {
+            match oversized.next().await {
+                Some(Ok(Frame::Close(frame))) => return frame.map(|frame| frame.code),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, Some(CloseCode::Size));
+
+    // Without a token the connect function answers 401, and so does the handshake.
+    assert_eq!(handshake_status(&url).await, Some(401));
+    // 52 attempts were counted so far (50 clients, the vanished one, the oversized
+    // one, none for the 401): the next 8 are admitted, then the throttle answers 429.
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        statuses.push(handshake_status(&format!("{url}?token={}", token_for(&format!("late-{i}")))).await);
+    }
+    assert_eq!(statuses, [vec![None; 8], vec![Some(429); 2]].concat());
+
+    poller.shutdown().await;
+    gateway.shutdown().await;
+}
