@@ -45,7 +45,10 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
     // record look too late, so it is ignored.
     let deadline_ms = match event.context.deadline {
         deadline if deadline > 0 && deadline <= epoch_millis_now().max(0) as u64 => {
-            tracing::warn!(deadline_ms = deadline, "ignoring an invocation deadline that has already passed");
+            tracing::warn!(
+                deadline_ms = deadline,
+                "ignoring an invocation deadline that has already passed"
+            );
             0
         }
         deadline => deadline,
