@@ -26,7 +26,8 @@ cleanup() {
     done
     wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'echo; echo "dev: stopping"; exit 0' INT TERM
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null; then
     echo "dev: port $dynamodb_port is already in use; pick another with DYNAMODB_PORT=..." >&2

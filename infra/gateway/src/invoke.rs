@@ -42,7 +42,14 @@ pub trait Invoker: Send + Sync {
 pub struct HttpInvoker {
     client: reqwest::Client,
     address: String,
+    /// Invocations in flight at once, like a function's concurrency limit:
+    /// `cargo lambda watch` stops answering when thousands arrive together
+    /// (5,000 clients closing at once each fire a `$disconnect`).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Enough to keep every instance `cargo lambda watch` runs busy.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 
 /// `cargo lambda watch` compiles a function on its first invocation, which can
 /// take minutes; API Gateway's own 29 s limit would fail every cold start.
@@ -66,7 +73,11 @@ impl HttpInvoker {
             .timeout(timeout)
             .build()
             .map_err(|error| GatewayError::Config(format!("cannot build the HTTP client: {error}")))?;
-        Ok(HttpInvoker { client, address })
+        Ok(HttpInvoker {
+            client,
+            address,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_IN_FLIGHT)),
+        })
     }
 
     async fn call(&self, function: &str, event: Value) -> Result<Value, GatewayError> {
@@ -75,6 +86,11 @@ impl HttpInvoker {
             function: function.to_owned(),
             message,
         };
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|error| invoke_error(error.to_string()))?;
         let response = self
             .client
             .post(&url)
