@@ -386,7 +386,15 @@ impl DynamoStore {
         let delete = delete
             .build()
             .map_err(|error| self.build_error(&self.connections_table, error))?;
-        let mut items = vec![TransactWriteItem::builder().delete(delete).build()];
+        self.give_slots_back(TransactWriteItem::builder().delete(delete).build(), record)
+            .await
+    }
+
+    /// One transaction: `guard` (whose condition makes the release happen at
+    /// most once) and a decrement of every counter `record` holds a slot in;
+    /// then its subscriptions go. Answers whether the transaction committed.
+    async fn give_slots_back(&self, guard: TransactWriteItem, record: &ConnectionRecord) -> Result<bool, Error> {
+        let mut items = vec![guard];
         for counter_key in record.held_slots() {
             items.push(self.counter_update(counter_key, -1, None)?);
         }
@@ -828,17 +836,8 @@ impl ConnectionStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()
             .map_err(|error| self.build_error(&self.admission_table, error))?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
-        for counter_key in record.held_slots() {
-            items.push(self.counter_update(counter_key, -1, None)?);
-        }
-        match self.transact(items).await? {
-            Transaction::Committed => {
-                self.delete_subscriptions(record).await?;
-                Ok(true)
-            }
-            Transaction::ConditionFailed { .. } => Ok(false),
-        }
+        self.give_slots_back(TransactWriteItem::builder().put(put).build(), record)
+            .await
     }
 
     async fn admission_counts(&self, window: i64, now_epoch_seconds: i64) -> Result<AdmissionCounts, Error> {

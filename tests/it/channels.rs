@@ -154,9 +154,7 @@ async fn a_poison_record_and_a_failed_listing_give_exactly_the_right_batch_item_
 
     // Lambda retries from the reported record on; with the table back, the
     // rest of the batch goes through, in order and without duplicates.
-    airwave_local::tables::create_tables(&tables.dynamodb, &tables.config)
-        .await
-        .unwrap();
+    tables.create_tables_from_template().await;
     subscribe(&tables, "alice=", "prices").await;
     let retry = handle_stream_batch(&tables.store, &fanout, stream_event(records[2..].to_vec()))
         .await

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use airwave_client::{Client, ClientConfig, Event};
 use airwave_gateway::{
-    Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, LocalNames, StackModel, StartingPosition,
-    StreamOptions, StreamPoller,
+    Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, StackModel, StartingPosition, StreamOptions,
+    StreamPoller,
 };
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::config::JwtSecret;
@@ -165,15 +165,9 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
     config.admission.attempts_per_ip = ATTEMPTS_PER_IP;
     config.admission.window_seconds = 3_600;
     let tables = TestTables::open(config).await;
-    let names = LocalNames::new("airwave")
-        .with_table("ConnectionsTable", &tables.config.connections_table)
-        .with_table("MessagesTable", &tables.config.messages_table)
-        .with_table("SubscriptionsTable", &tables.config.subscriptions_table)
-        .with_table("AdmissionTable", &tables.config.admission_table);
     // The tables come from the template, so the code is tested against what deploys.
-    airwave_gateway::tables::create_tables(&tables.dynamodb, &model, &names)
-        .await
-        .unwrap();
+    tables.create_tables_from_template().await;
+    let names = tables.local_names();
 
     let functions = Arc::new(InProcessFunctions {
         store: tables.store.clone(),

@@ -51,10 +51,27 @@ impl TestTables {
         };
         configure(&mut config);
         let tables = Self::open(config).await;
-        airwave_local::tables::create_tables(&tables.dynamodb, &tables.config)
+        tables.create_tables_from_template().await;
+        tables
+    }
+
+    /// Creates this configuration's tables as `template.yaml` declares them, so
+    /// every test runs against the keys, indexes and streams that deploy.
+    pub async fn create_tables_from_template(&self) {
+        let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+        let model = airwave_gateway::StackModel::from_path(template).expect("read template.yaml");
+        airwave_gateway::tables::create_tables(&self.dynamodb, &model, &self.local_names())
             .await
             .expect("create the test tables");
-        tables
+    }
+
+    /// The template's tables mapped to this configuration's names.
+    pub fn local_names(&self) -> airwave_gateway::LocalNames {
+        airwave_gateway::LocalNames::new("airwave")
+            .with_table("ConnectionsTable", &self.config.connections_table)
+            .with_table("MessagesTable", &self.config.messages_table)
+            .with_table("SubscriptionsTable", &self.config.subscriptions_table)
+            .with_table("AdmissionTable", &self.config.admission_table)
     }
 
     /// Clients for tables that already exist (created by another process).

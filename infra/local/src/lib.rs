@@ -1,8 +1,9 @@
-//! Local stand-ins for the parts of AWS that Airwave talks to: table creation
-//! against a DynamoDB-compatible server, and an API Gateway Management API.
+//! A local API Gateway Management API without sockets, for the fan-out tests
+//! and benchmark: it answers like API Gateway (410 for a gone id, 413 over
+//! 128 KB) and can add latency and inject faults. The whole local stack, with
+//! sockets, is `airwave-gateway`.
 
 pub mod management;
-pub mod tables;
 
 pub use management::{Faults, LocalManagementApi, Options, PostCounts};
 
@@ -10,10 +11,4 @@ pub use management::{Faults, LocalManagementApi, Options, PostCounts};
 pub enum LocalError {
     #[error("could not start the local Management API: {0}")]
     Bind(#[from] std::io::Error),
-    #[error("DynamoDB {operation} for table {table} failed: {message}")]
-    DynamoDb {
-        operation: &'static str,
-        table: String,
-        message: String,
-    },
 }
