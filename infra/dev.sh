@@ -20,9 +20,29 @@ export RUST_LOG="${RUST_LOG:-info}"
 
 mkdir -p "$root/.local"
 pids=()
+# A process and everything it started (cargo lambda watch runs the functions
+# as its descendants), children first.
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do
+        kill_tree "$child"
+    done
+    kill "$1" 2>/dev/null || true
+}
+# Last started, first stopped: the gateway closes its sockets and runs
+# $disconnect for each while the functions and the database still run.
 cleanup() {
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
+    local i pid
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid="${pids[i]}"
+        kill_tree "$pid"
+        # Up to 10 s; an exited child stays a zombie (state Z) until waited for.
+        for _ in $(seq 1 50); do
+            case "$(ps -o stat= -p "$pid" 2>/dev/null)" in
+                "" | Z*) break ;;
+            esac
+            sleep 0.2
+        done
     done
     wait 2>/dev/null || true
 }
@@ -89,10 +109,19 @@ pids+=($!)
     --dynamodb-endpoint "$AWS_ENDPOINT_URL_DYNAMODB" --invoke-address "http://127.0.0.1:$invoke_port" \
     --log-format plain >"$root/.local/gateway.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$gateway_port") 2>/dev/null && break
+gateway_ready=no
+for _ in $(seq 1 150); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$gateway_port") 2>/dev/null; then
+        gateway_ready=yes
+        break
+    fi
+    kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.2
 done
+if [[ "$gateway_ready" != yes ]]; then
+    echo "dev: the gateway did not start; see .local/gateway.log" >&2
+    exit 1
+fi
 
 cat <<INFO
 

@@ -354,7 +354,7 @@ impl Client {
             }
         }
         let shared = Arc::clone(&self.inner.shared);
-        let socket = connect_with_retry(&shared, true, None).await?;
+        let socket = connect_with_retry(&shared, true, None, &mut 0).await?;
         debug!(url = %shared.config.display_url(), "connected");
         let (commands, receiver) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
@@ -391,11 +391,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Opens one socket. `immediate`: the first attempt goes out without waiting (a fresh connect);
 /// otherwise every attempt waits its jittered delay first (a reconnect, where all the clients
 /// that lost their socket at once must not come back at once).
-async fn connect_with_retry(shared: &Shared, immediate: bool, mut last: Option<Error>) -> Result<Socket, Error> {
-    let mut attempts = 0u32;
-    let mut retry = 0u32;
+///
+/// `retry` is the position in the backoff schedule. It carries over between reconnects and is
+/// only reset by the caller once a socket has proved healthy, so a server that accepts the
+/// handshake and then drops every socket at once still exhausts the bound instead of being
+/// retried forever.
+async fn connect_with_retry(
+    shared: &Shared,
+    immediate: bool,
+    mut last: Option<Error>,
+    retry: &mut u32,
+) -> Result<Socket, Error> {
     if immediate {
-        attempts += 1;
         match open(&shared.config).await {
             Ok(socket) => return Ok(socket),
             Err(e) if e.is_permanent() => return Err(e),
@@ -406,22 +413,23 @@ async fn connect_with_retry(shared: &Shared, immediate: bool, mut last: Option<E
         }
     }
     loop {
-        let delay = shared.config.backoff.delay(retry, &mut *lock(&shared.rng));
+        let delay = shared.config.backoff.delay(*retry, &mut *lock(&shared.rng));
         let Some(delay) = delay else {
+            // Counted from the last healthy socket, not just this call: a flapping server's
+            // reconnects each open a socket and they all count.
             return Err(Error::GaveUp {
-                attempts,
+                attempts: *retry + u32::from(immediate),
                 last: Box::new(last.unwrap_or(Error::Disconnected)),
             });
         };
-        debug!(retry, ?delay, "waiting before the next connection attempt");
+        debug!(retry = *retry, ?delay, "waiting before the next connection attempt");
         tokio::time::sleep(delay).await;
-        retry += 1;
-        attempts += 1;
+        *retry += 1;
         match open(&shared.config).await {
             Ok(socket) => return Ok(socket),
             Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
-                warn!(error = %e, attempt = attempts, "connect failed");
+                warn!(error = %e, retry = *retry, "connect failed");
                 last = Some(e);
             }
         }
@@ -514,7 +522,12 @@ impl Pending {
 
 enum Outcome {
     Shutdown,
-    Dropped(String),
+    /// `healthy`: the socket carried at least one protocol frame from the server before it
+    /// dropped, which is what resets the reconnect schedule.
+    Dropped {
+        reason: String,
+        healthy: bool,
+    },
 }
 
 /// The actor: owns the socket until shutdown or until reconnecting fails for good.
@@ -527,8 +540,9 @@ async fn run(
     let mut queue = VecDeque::new();
     // Channels kept from an earlier actor that gave up are subscribed again on a fresh start.
     resubscribe(&shared, &mut queue);
+    let mut retry = 0u32;
     loop {
-        let reason = match drive(&shared, &mut socket, &mut commands, &mut shutdown, &mut queue).await {
+        let (reason, healthy) = match drive(&shared, &mut socket, &mut commands, &mut shutdown, &mut queue).await {
             Outcome::Shutdown => {
                 if let Err(e) = socket.close(None).await {
                     debug!(error = %e, "close frame not sent");
@@ -536,9 +550,15 @@ async fn run(
                 fail_all(&mut queue, &mut commands, &Error::Closed);
                 return;
             }
-            Outcome::Dropped(reason) => reason,
+            Outcome::Dropped { reason, healthy } => (reason, healthy),
         };
-        warn!(%reason, "connection lost, reconnecting");
+        warn!(%reason, healthy, "connection lost, reconnecting");
+        // The old socket may still be open (a missed pong, a failed send): close it before the
+        // next one opens, so the client never holds two.
+        abandon(socket).await;
+        if healthy {
+            retry = 0;
+        }
         requeue_after_drop(&mut queue);
         let _ = shared.events.send(Event::Disconnected { reason: reason.clone() });
         let last = Some(Error::Connect(Arc::new(tungstenite::Error::Io(std::io::Error::other(
@@ -549,7 +569,7 @@ async fn run(
                 fail_all(&mut queue, &mut commands, &Error::Closed);
                 return;
             }
-            result = connect_with_retry(&shared, false, last) => result,
+            result = connect_with_retry(&shared, false, last, &mut retry) => result,
         };
         match reconnected {
             Ok(next) => {
@@ -568,6 +588,18 @@ async fn run(
     }
 }
 
+/// How long a dropped socket gets to send its close frame before it is cut.
+const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Closes a socket the client is leaving, then drops it (which closes the TCP stream).
+async fn abandon(mut socket: Socket) {
+    match tokio::time::timeout(ABANDON_TIMEOUT, socket.close(None)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "close frame not sent"),
+        Err(_) => debug!("close frame not sent in time"),
+    }
+}
+
 /// Runs one socket until it drops or the client shuts down.
 async fn drive(
     shared: &Shared,
@@ -579,8 +611,16 @@ async fn drive(
     let period = shared.config.ping_interval;
     // Any frame would reset API Gateway's idle timer, but only a ping also extends the
     // connection's TTL on the server, so ping on a fixed schedule.
-    let mut keepalive = tokio::time::interval_at(Instant::now() + period, period);
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A period too large for an `Instant` means no keepalive (`interval` also rejects zero).
+    let mut keepalive = match Instant::now().checked_add(period) {
+        Some(first) if !period.is_zero() => {
+            let mut keepalive = tokio::time::interval_at(first, period);
+            keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Some(keepalive)
+        }
+        _ => None,
+    };
+    let mut healthy = false;
     loop {
         if let Some(head) = queue.front_mut() {
             if head.sent_at.is_none() {
@@ -596,7 +636,10 @@ async fn drive(
                 };
                 note_subscription(shared, &head.request);
                 if let Err(e) = socket.send(WsMessage::text(text)).await {
-                    return Outcome::Dropped(format!("send failed: {e}"));
+                    return Outcome::Dropped {
+                        reason: format!("send failed: {e}"),
+                        healthy,
+                    };
                 }
                 head.sent_at = Some(Instant::now());
             }
@@ -604,21 +647,23 @@ async fn drive(
         let deadline = queue
             .front()
             .and_then(|p| p.sent_at)
-            .map(|sent| sent + shared.config.request_timeout);
+            // A timeout too large for an `Instant` means no timeout.
+            .and_then(|sent| sent.checked_add(shared.config.request_timeout));
         // Unbiased on purpose: a flood of pushed messages must not starve requests and pings.
         tokio::select! {
             _ = &mut *shutdown => return Outcome::Shutdown,
             frame = socket.next() => match frame {
-                None => return Outcome::Dropped("closed".to_owned()),
-                Some(Err(e)) => return Outcome::Dropped(e.to_string()),
-                Some(Ok(WsMessage::Text(text))) => {
-                    if let Some(reason) = handle_text(shared, queue, text.as_str()) {
-                        return Outcome::Dropped(reason);
-                    }
-                }
+                None => return Outcome::Dropped { reason: "closed".to_owned(), healthy },
+                Some(Err(e)) => return Outcome::Dropped { reason: e.to_string(), healthy },
+                Some(Ok(WsMessage::Text(text))) => match handle_text(shared, queue, text.as_str()) {
+                    Handled::Protocol => healthy = true,
+                    Handled::Ignored => {}
+                    Handled::Replace(reason) => return Outcome::Dropped { reason, healthy },
+                },
                 Some(Ok(WsMessage::Close(frame))) => {
                     let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
-                    return Outcome::Dropped(format!("closed by the server {why}").trim_end().to_owned());
+                    let reason = format!("closed by the server {why}").trim_end().to_owned();
+                    return Outcome::Dropped { reason, healthy };
                 }
                 // tungstenite answers WebSocket pings itself; binary frames are not protocol.
                 Some(Ok(_)) => {}
@@ -629,7 +674,7 @@ async fn drive(
                 }
                 None => return Outcome::Shutdown,
             },
-            _ = keepalive.tick() => {
+            _ = async { keepalive.as_mut()?.tick().await; Some(()) }, if keepalive.is_some() => {
                 let queued = queue.iter().any(|p| p.reply.is_none() && p.request == Request::Ping);
                 if !queued {
                     queue.push_back(Pending::internal(Request::Ping));
@@ -640,22 +685,36 @@ async fn drive(
                     let keepalive_lost = head.reply.is_none() && head.request == Request::Ping;
                     head.answer(Err(Error::Timeout("waiting for a reply")));
                     // A ping with no pong means a half-open socket that TCP may never notice.
-                    if keepalive_lost {
-                        return Outcome::Dropped("no pong before the request timeout".to_owned());
-                    }
+                    // Any other late reply would be paired with the next request (the protocol
+                    // has no request ids), so the socket is replaced either way.
+                    let reason = if keepalive_lost {
+                        "no pong before the request timeout"
+                    } else {
+                        "no reply before the request timeout"
+                    };
+                    return Outcome::Dropped { reason: reason.to_owned(), healthy };
                 }
             }
         }
     }
 }
 
-/// Handles one text frame; `Some(reason)` when the connection must be replaced.
-fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Option<String> {
+/// What one text frame from the server meant for the connection.
+enum Handled {
+    /// A message or a reply: the socket works end to end.
+    Protocol,
+    /// Not a protocol frame (API Gateway's own error frames, unknown types).
+    Ignored,
+    /// The connection must be replaced, for this reason.
+    Replace(String),
+}
+
+fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Handled {
     let incoming = match parse_frame(text) {
         Ok(incoming) => incoming,
         Err(e) => {
             debug!(error = %e, "ignoring a frame that is not protocol JSON");
-            return None;
+            return Handled::Ignored;
         }
     };
     match incoming {
@@ -667,7 +726,7 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Op
                 shared.duplicates.fetch_add(1, Ordering::Relaxed);
                 debug!(id = %message.id, "dropped a duplicate message");
             }
-            None
+            Handled::Protocol
         }
         Incoming::Reply(reply) => {
             let gone = reply.error_code() == Some("unknown_connection");
@@ -683,11 +742,15 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Op
                 pending.answer(Ok(reply));
             }
             // The server lost this connection's record (TTL): only a new socket registers again.
-            gone.then(|| "the server no longer knows this connection".to_owned())
+            if gone {
+                Handled::Replace("the server no longer knows this connection".to_owned())
+            } else {
+                Handled::Protocol
+            }
         }
         Incoming::Other(value) => {
             debug!(frame = %value, "ignoring a frame of unknown type");
-            None
+            Handled::Ignored
         }
     }
 }

@@ -63,8 +63,9 @@ enum Command {
         /// Listeners connecting at the same time.
         #[arg(long, default_value_t = 100)]
         connect_concurrency: usize,
-        /// How long to wait for every delivery once publishing starts.
-        #[arg(long, default_value_t = 30)]
+        /// How long to wait for every delivery once publishing starts (thousands of
+        /// connections on one machine take minutes).
+        #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
         /// Print the summary as one JSON object.
         #[arg(long)]

@@ -356,3 +356,78 @@ async fn a_request_after_close_opens_a_new_socket() {
     within("ping", client.ping()).await.unwrap();
     assert_eq!(server.accepted(), 2);
 }
+
+#[tokio::test]
+async fn a_server_that_drops_every_socket_at_once_exhausts_the_bound() {
+    // Each handshake succeeds, so only a socket that carried a frame may reset the schedule.
+    let server = TestServer::start_with(Handshake::AcceptThenClose, Duration::ZERO).await;
+    let (client, mut events) = Client::new(server.config());
+    within("connect", client.connect()).await.unwrap();
+    loop {
+        match next_connection_event(&mut events).await {
+            Event::Disconnected { .. } | Event::Reconnected => continue,
+            Event::Failed(Error::GaveUp { attempts, .. }) => {
+                assert_eq!(
+                    attempts, 4,
+                    "the 4 retries of the policy, not a fresh budget per socket"
+                );
+                break;
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    assert_eq!(server.accepted(), 1 + 4);
+}
+
+#[tokio::test]
+async fn a_healthy_socket_resets_the_reconnect_schedule() {
+    let server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config());
+    // Five drops of working sockets: more than the policy's 4 retries, yet each reconnect
+    // follows a socket that answered, so the client never gives up.
+    for round in 1..=5 {
+        within("stats", client.stats()).await.unwrap();
+        server.drop_all();
+        wait_reconnected(&mut events).await;
+        assert_eq!(server.accepted(), round + 1);
+    }
+    within("stats", client.stats()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_socket_given_up_on_is_closed_before_the_next_one_opens() {
+    let server = TestServer::start().await;
+    server.script("ping", None);
+    let config = server
+        .config()
+        .with_ping_interval(Duration::from_millis(50))
+        .with_request_timeout(Duration::from_millis(500));
+    let (client, mut events) = Client::new(config);
+    within("connect", client.connect()).await.unwrap();
+    wait_reconnected(&mut events).await;
+    // The half-open socket got a close frame; it was not left open beside the new one.
+    within("the close frame", async {
+        while !server.closed_by_client().contains(&1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_timeout_replaces_the_socket() {
+    let mut server = TestServer::start().await;
+    // The first stats goes unanswered. Its reply could still come late, and with no request
+    // ids it would answer the next request, so the next request goes out on a new socket.
+    server.script("stats", None);
+    let config = server.config().with_request_timeout(Duration::from_millis(300));
+    let (client, mut events) = Client::new(config);
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+    let timed_out = within("stats", client.stats()).await;
+    assert!(matches!(timed_out, Err(Error::Timeout(_))), "{timed_out:?}");
+    wait_reconnected(&mut events).await;
+    let stats = within("stats", client.stats()).await.unwrap();
+    assert_eq!(stats["connection"], json!(2), "answered on the new socket");
+    let frame = server.wait_frame(|f| f.connection == 2).await;
+    assert_eq!((frame.action(), frame.channel()), ("subscribe", "alpha"));
+}

@@ -37,6 +37,8 @@ pub enum Handshake {
     Refuse(u16),
     /// The first `n` connections get the status, later ones are accepted.
     RefuseFirst(usize, u16),
+    /// The handshake succeeds and the server closes the socket at once (a flapping backend).
+    AcceptThenClose,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ struct State {
     /// Per action, replies to use instead of the normal one; `None` means stay silent.
     scripted: Mutex<HashMap<String, VecDeque<Option<Value>>>>,
     published: AtomicUsize,
+    /// Connections (by number) on which the client sent a close frame.
+    closed_by_client: Mutex<Vec<usize>>,
     control: broadcast::Sender<Control>,
 }
 
@@ -98,6 +102,7 @@ impl TestServer {
             uris: Mutex::new(Vec::new()),
             scripted: Mutex::new(HashMap::new()),
             published: AtomicUsize::new(0),
+            closed_by_client: Mutex::new(Vec::new()),
             control,
         });
         let (frames_tx, frames) = mpsc::unbounded_channel();
@@ -130,6 +135,11 @@ impl TestServer {
     /// TCP connections accepted so far (refused handshakes included).
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections (by number) on which the client sent a close frame, in order.
+    pub fn closed_by_client(&self) -> Vec<usize> {
+        self.state.closed_by_client.lock().unwrap().clone()
     }
 
     pub fn set_handshake(&self, handshake: Handshake) {
@@ -209,8 +219,9 @@ async fn handle(tcp: TcpStream, number: usize, state: Arc<State>, frames: mpsc::
     // Before the handshake, so nothing sent once the client is connected can be missed.
     let mut control = state.control.subscribe();
     tokio::time::sleep(state.handshake_delay).await;
-    let refuse = match *state.handshake.lock().unwrap() {
-        Handshake::Accept => None,
+    let handshake = *state.handshake.lock().unwrap();
+    let refuse = match handshake {
+        Handshake::Accept | Handshake::AcceptThenClose => None,
         Handshake::Refuse(status) => Some(status),
         Handshake::RefuseFirst(n, status) => (number <= n).then_some(status),
     };
@@ -228,11 +239,19 @@ async fn handle(tcp: TcpStream, number: usize, state: Arc<State>, frames: mpsc::
     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
         return;
     };
+    if matches!(handshake, Handshake::AcceptThenClose) {
+        let _ = ws.close(None).await;
+        return;
+    }
     let mut channels: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             frame = ws.next() => {
                 let Some(Ok(frame)) = frame else { return };
+                if let Message::Close(_) = frame {
+                    state.closed_by_client.lock().unwrap().push(number);
+                    continue;
+                }
                 let Message::Text(text) = frame else { continue };
                 let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                 let action = value["action"].as_str().unwrap_or("").to_owned();

@@ -5,7 +5,8 @@
 //! closes it: the Management API and route responses send it commands, and the
 //! task closes the socket exactly once, then invokes `$disconnect` exactly once.
 //! Messages are handed to a second task per connection that invokes the routes
-//! one after another, in arrival order, while the socket task keeps reading.
+//! one after another, in arrival order, while the socket task keeps reading
+//! (until the queue between them is full) and keeps serving commands.
 //!
 //! Header names reach the functions lowercased (as HTTP/2 and most proxies
 //! deliver them); look them up case-insensitively.
@@ -622,16 +623,20 @@ async fn serve_socket(
     let mut shutdown = shared.shutdown.clone();
     let closes_at = deadline(Instant::now(), options.max_connection_duration);
     let mut idle_since = Instant::now();
+    // A place in the inbound queue, taken before the socket is read: while the
+    // queue is full the socket is not read (TCP pushes back on the client), but
+    // commands, timeouts and shutdown are still served.
+    let mut slot: Option<mpsc::Permit<'_, String>> = None;
     loop {
         tokio::select! {
             _ = async { let _ = shutdown.wait_for(|stopped| *stopped).await; } => {
                 return close(socket, 1001, "Going away").await;
             }
-            _ = sleep_until(closes_at) => {
+            _ = sleep_until_deadline(closes_at) => {
                 tracing::info!("maximum connection duration reached");
                 return close(socket, 1001, "Going away").await;
             }
-            _ = sleep_until(deadline(idle_since, options.idle_timeout)) => {
+            _ = sleep_until_deadline(deadline(idle_since, options.idle_timeout)) => {
                 tracing::info!("idle timeout");
                 return close(socket, 1001, "Going away").await;
             }
@@ -661,12 +666,17 @@ async fn serve_socket(
                 // The routing task holds a sender for as long as the socket task lives.
                 None => return close(socket, 1011, "Internal error").await,
             },
-            incoming = socket.next() => match incoming {
+            reserved = messages.reserve(), if slot.is_none() => match reserved {
+                Ok(permit) => slot = Some(permit),
+                // The routing task is gone.
+                Err(_) => return close(socket, 1011, "Internal error").await,
+            },
+            incoming = socket.next(), if slot.is_some() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     idle_since = Instant::now();
                     last_active_ms.store(epoch_millis_now(), Ordering::SeqCst);
-                    if messages.send(text.as_str().to_owned()).await.is_err() {
-                        return close(socket, 1011, "Internal error").await;
+                    if let Some(permit) = slot.take() {
+                        permit.send(text.as_str().to_owned());
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -701,10 +711,18 @@ async fn serve_socket(
     }
 }
 
-/// `from + after`, saturating far in the future instead of overflowing.
-fn deadline(from: Instant, after: Duration) -> Instant {
+/// `from + after`; `None` when that is past what an `Instant` can hold, which
+/// means never (a configured duration can be as large as `Duration::MAX`).
+fn deadline(from: Instant, after: Duration) -> Option<Instant> {
     from.checked_add(after)
-        .unwrap_or_else(|| from + Duration::from_secs(100 * 365 * 24 * 60 * 60))
+}
+
+/// Sleeps until `at`, or forever without a deadline.
+async fn sleep_until_deadline(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn standard_reason(code: u16) -> &'static str {
@@ -800,5 +818,20 @@ async fn route_messages(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_past_what_an_instant_holds_is_never() {
+        let now = Instant::now();
+        assert_eq!(deadline(now, Duration::MAX), None);
+        assert_eq!(
+            deadline(now, Duration::from_secs(1)),
+            Some(now + Duration::from_secs(1))
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! the records they do not match before batching. Not emulated: bisecting a failing
 //! batch, batching windows, on-failure destinations, parallelization factor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,6 +147,7 @@ impl StreamPoller {
                 region: region.clone(),
                 options: options.clone(),
                 shards: BTreeMap::new(),
+                finished: BTreeSet::new(),
             };
             poller.discover_shards(position.iterator_type()).await?;
             tracing::info!(
@@ -183,6 +184,8 @@ struct ShardState {
     iterator: Option<String>,
     /// The last sequence number fetched, to take a fresh iterator after it.
     last_fetched: Option<String>,
+    /// Where reading began, for a fresh iterator before anything was fetched.
+    started_at: ShardIteratorType,
     /// The batch being delivered (event records), empty when none.
     pending: Vec<Value>,
     retries: u32,
@@ -197,6 +200,9 @@ struct MappingPoller {
     region: String,
     options: StreamOptions,
     shards: BTreeMap<String, ShardState>,
+    /// Closed shards read to their end: discovery still lists them, and reading
+    /// one again would deliver its records twice.
+    finished: BTreeSet<String>,
 }
 
 impl MappingPoller {
@@ -217,7 +223,7 @@ impl MappingPoller {
             };
             for shard in description.shards() {
                 let Some(shard_id) = shard.shard_id() else { continue };
-                if self.shards.contains_key(shard_id) {
+                if self.shards.contains_key(shard_id) || self.finished.contains(shard_id) {
                     continue;
                 }
                 let iterator = self.iterator(shard_id, iterator_type.clone(), None).await?;
@@ -227,6 +233,7 @@ impl MappingPoller {
                     ShardState {
                         iterator: Some(iterator),
                         last_fetched: None,
+                        started_at: iterator_type.clone(),
                         pending: Vec::new(),
                         retries: 0,
                         retry_at: None,
@@ -283,8 +290,15 @@ impl MappingPoller {
             for shard_id in shard_ids {
                 worked |= self.step(&shard_id).await;
             }
-            self.shards
-                .retain(|_, shard| shard.iterator.is_some() || !shard.pending.is_empty());
+            let finished = &mut self.finished;
+            self.shards.retain(|shard_id, shard| {
+                let done = shard.iterator.is_none() && shard.pending.is_empty();
+                if done {
+                    tracing::debug!(shard_id, "shard read to its end");
+                    finished.insert(shard_id.clone());
+                }
+                !done
+            });
             if !worked {
                 tokio::select! {
                     _ = tokio::time::sleep(self.options.poll_interval) => {}
@@ -367,14 +381,16 @@ impl MappingPoller {
 
     /// Replaces an iterator that failed (expired, or the server restarted).
     async fn refresh_iterator(&mut self, shard_id: &str) {
-        let last = self.shards.get(shard_id).and_then(|shard| shard.last_fetched.clone());
-        let fresh = match &last {
-            Some(sequence) => {
-                self.iterator(shard_id, ShardIteratorType::AfterSequenceNumber, Some(sequence.clone()))
-                    .await
-            }
-            None => self.iterator(shard_id, ShardIteratorType::Latest, None).await,
+        let Some(shard) = self.shards.get(shard_id) else {
+            return;
         };
+        let (iterator_type, after) = match &shard.last_fetched {
+            Some(sequence) => (ShardIteratorType::AfterSequenceNumber, Some(sequence.clone())),
+            // Nothing fetched yet: start where the shard started, not at LATEST,
+            // which would skip what was written since.
+            None => (shard.started_at.clone(), None),
+        };
+        let fresh = self.iterator(shard_id, iterator_type, after).await;
         match fresh {
             Ok(iterator) => {
                 if let Some(shard) = self.shards.get_mut(shard_id) {

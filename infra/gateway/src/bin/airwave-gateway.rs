@@ -180,14 +180,38 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     );
     println!();
 
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
-    }
+    stop_requested().await;
     if let Some(poller) = poller {
         poller.shutdown().await;
     }
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what `kill` and process managers send): either way the
+/// sockets get a 1001 close and `$disconnect` runs for each before exiting.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    result = tokio::signal::ctrl_c() => {
+                        if let Err(error) = result {
+                            tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
+                        }
+                    }
+                    _ = terminate.recv() => {}
+                }
+                return;
+            }
+            Err(error) => tracing::warn!(error = %error, "cannot wait for SIGTERM; Ctrl-C only"),
+        }
+    }
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
+    }
 }
 
 async fn clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::Client) {
