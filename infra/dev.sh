@@ -25,9 +25,15 @@ pids=()
 kill_tree() {
     local child
     for child in $(pgrep -P "$1" 2>/dev/null); do
-        kill_tree "$child"
+        kill_tree "$child" "$2"
     done
-    kill "$1" 2>/dev/null || true
+    kill "-$2" "$1" 2>/dev/null || true
+}
+running() {
+    # An exited child stays a zombie (state Z) until waited for.
+    case "$(ps -o stat= -p "$1" 2>/dev/null)" in
+        "" | Z*) return 1 ;;
+    esac
 }
 # Last started, first stopped: the gateway closes its sockets and runs
 # $disconnect for each while the functions and the database still run.
@@ -35,17 +41,21 @@ cleanup() {
     local i pid
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         pid="${pids[i]}"
-        kill_tree "$pid"
-        # Up to 10 s; an exited child stays a zombie (state Z) until waited for.
+        kill_tree "$pid" TERM
         for _ in $(seq 1 50); do
-            case "$(ps -o stat= -p "$pid" 2>/dev/null)" in
-                "" | Z*) break ;;
-            esac
+            running "$pid" || break
             sleep 0.2
         done
+        # 10 s is enough for a clean stop; past that, stop it anyway.
+        if running "$pid"; then
+            kill_tree "$pid" KILL
+        fi
     done
     wait 2>/dev/null || true
 }
+# Each background process in its own process group, so Ctrl-C reaches only this
+# script, which then stops them in order.
+set -m
 trap cleanup EXIT
 trap 'echo; echo "dev: stopping"; exit 0' INT TERM
 
@@ -108,14 +118,15 @@ pids+=($!)
 "$gateway" --template "$root/template.yaml" --port "$gateway_port" --create-tables \
     --dynamodb-endpoint "$AWS_ENDPOINT_URL_DYNAMODB" --invoke-address "http://127.0.0.1:$invoke_port" \
     --log-format plain >"$root/.local/gateway.log" 2>&1 &
-pids+=($!)
+gateway_pid=$!
+pids+=("$gateway_pid")
 gateway_ready=no
 for _ in $(seq 1 150); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$gateway_port") 2>/dev/null; then
         gateway_ready=yes
         break
     fi
-    kill -0 "${pids[-1]}" 2>/dev/null || break
+    kill -0 "$gateway_pid" 2>/dev/null || break
     sleep 0.2
 done
 if [[ "$gateway_ready" != yes ]]; then

@@ -354,11 +354,13 @@ impl Client {
             }
         }
         let shared = Arc::clone(&self.inner.shared);
-        let socket = connect_with_retry(&shared, true, None, &mut 0).await?;
+        // Retries spent getting this socket count against the reconnects that may follow it.
+        let mut retry = 0;
+        let socket = connect_with_retry(&shared, true, None, &mut retry).await?;
         debug!(url = %shared.config.display_url(), "connected");
         let (commands, receiver) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
-        let task = tokio::spawn(run(shared, socket, receiver, shutdown_rx));
+        let task = tokio::spawn(run(shared, socket, retry, receiver, shutdown_rx));
         *slot = Some(Running {
             commands: commands.clone(),
             _shutdown: shutdown,
@@ -534,19 +536,17 @@ enum Outcome {
 async fn run(
     shared: Arc<Shared>,
     mut socket: Socket,
+    mut retry: u32,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let mut queue = VecDeque::new();
     // Channels kept from an earlier actor that gave up are subscribed again on a fresh start.
     resubscribe(&shared, &mut queue);
-    let mut retry = 0u32;
     loop {
         let (reason, healthy) = match drive(&shared, &mut socket, &mut commands, &mut shutdown, &mut queue).await {
             Outcome::Shutdown => {
-                if let Err(e) = socket.close(None).await {
-                    debug!(error = %e, "close frame not sent");
-                }
+                abandon(socket).await;
                 fail_all(&mut queue, &mut commands, &Error::Closed);
                 return;
             }
@@ -588,7 +588,7 @@ async fn run(
     }
 }
 
-/// How long a dropped socket gets to send its close frame before it is cut.
+/// How long a socket being left gets to send its close frame before it is cut.
 const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Closes a socket the client is leaving, then drops it (which closes the TCP stream).

@@ -395,7 +395,7 @@ async fn a_healthy_socket_resets_the_reconnect_schedule() {
 }
 
 #[tokio::test]
-async fn a_socket_given_up_on_is_closed_before_the_next_one_opens() {
+async fn a_socket_given_up_on_gets_a_close_frame() {
     let server = TestServer::start().await;
     server.script("ping", None);
     let config = server

@@ -636,7 +636,9 @@ async fn serve_socket(
                 tracing::info!("maximum connection duration reached");
                 return close(socket, 1001, "Going away").await;
             }
-            _ = sleep_until_deadline(deadline(idle_since, options.idle_timeout)) => {
+            // Not idle while the client waits for room in the queue: it has sent
+            // more than the routes have taken.
+            _ = sleep_until_deadline(deadline(idle_since, options.idle_timeout)), if slot.is_some() => {
                 tracing::info!("idle timeout");
                 return close(socket, 1001, "Going away").await;
             }
@@ -667,7 +669,10 @@ async fn serve_socket(
                 None => return close(socket, 1011, "Internal error").await,
             },
             reserved = messages.reserve(), if slot.is_none() => match reserved {
-                Ok(permit) => slot = Some(permit),
+                Ok(permit) => {
+                    idle_since = Instant::now();
+                    slot = Some(permit);
+                }
                 // The routing task is gone.
                 Err(_) => return close(socket, 1011, "Internal error").await,
             },

@@ -127,6 +127,7 @@ async fn run(args: Args) -> Result<(), GatewayError> {
         print_environment(&model, &names, &endpoint)?;
         return Ok(());
     }
+    let mut stop = StopSignals::install();
 
     let invoker = Arc::new(HttpInvoker::new(&args.invoke_address)?);
     let needs_dynamodb = args.create_tables || (!args.no_streams && !model.stream_mappings.is_empty());
@@ -180,7 +181,7 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     );
     println!();
 
-    stop_requested().await;
+    stop.received().await;
     if let Some(poller) = poller {
         poller.shutdown().await;
     }
@@ -188,29 +189,49 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Ctrl-C, or SIGTERM (what `kill` and process managers send): either way the
-/// sockets get a 1001 close and `$disconnect` runs for each before exiting.
-async fn stop_requested() {
+/// What stops the gateway: Ctrl-C, or SIGTERM (what `kill` and process managers
+/// send). Either way the sockets get a 1001 close and `$disconnect` runs for each
+/// before exiting. Installed before the port opens, so a SIGTERM sent as soon as
+/// the gateway answers still stops it gracefully.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    result = tokio::signal::ctrl_c() => {
-                        if let Err(error) = result {
-                            tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
-                        }
-                    }
-                    _ = terminate.recv() => {}
-                }
-                return;
-            }
-            Err(error) => tracing::warn!(error = %error, "cannot wait for SIGTERM; Ctrl-C only"),
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let terminate = signal(SignalKind::terminate())
+                .inspect_err(|error| tracing::warn!(error = %error, "cannot wait for SIGTERM; Ctrl-C only"))
+                .ok();
+            StopSignals { terminate }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
+
+    async fn received(&mut self) {
+        #[cfg(unix)]
+        let terminate = async {
+            match self.terminate.as_mut() {
+                Some(terminate) => {
+                    terminate.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => {
+                if let Err(error) = result {
+                    tracing::error!(error = %error, "cannot wait for Ctrl-C; stopping");
+                }
+            }
+            _ = terminate => {}
+        }
     }
 }
 
