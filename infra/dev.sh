@@ -53,6 +53,20 @@ cleanup() {
     done
     wait 2>/dev/null || true
 }
+# Waits up to 30 s for a started process to accept connections on its port;
+# exits (which stops the stack) if it dies first or never does.
+wait_for_port() {
+    local port="$1" pid="$2" name="$3" log="$4"
+    for _ in $(seq 1 150); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "dev: $name did not start; see .local/$log" >&2
+    exit 1
+}
 # Each background process in its own process group, so Ctrl-C reaches only this
 # script, which then stops them in order.
 set -m
@@ -66,19 +80,7 @@ fi
 "$venv/bin/python" "$root/infra/dynamodb-server.py" -H 127.0.0.1 -p "$dynamodb_port" >"$root/.local/moto-dev.log" 2>&1 &
 moto_pid=$!
 pids+=("$moto_pid")
-ready=no
-for _ in $(seq 1 150); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null; then
-        ready=yes
-        break
-    fi
-    kill -0 "$moto_pid" 2>/dev/null || break
-    sleep 0.2
-done
-if [[ "$ready" != yes ]]; then
-    echo "dev: moto_server did not start; see .local/moto-dev.log" >&2
-    exit 1
-fi
+wait_for_port "$dynamodb_port" "$moto_pid" "moto_server" moto-dev.log
 
 for port in "$invoke_port" "$gateway_port"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -120,19 +122,7 @@ pids+=($!)
     --log-format plain >"$root/.local/gateway.log" 2>&1 &
 gateway_pid=$!
 pids+=("$gateway_pid")
-gateway_ready=no
-for _ in $(seq 1 150); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$gateway_port") 2>/dev/null; then
-        gateway_ready=yes
-        break
-    fi
-    kill -0 "$gateway_pid" 2>/dev/null || break
-    sleep 0.2
-done
-if [[ "$gateway_ready" != yes ]]; then
-    echo "dev: the gateway did not start; see .local/gateway.log" >&2
-    exit 1
-fi
+wait_for_port "$gateway_port" "$gateway_pid" "the gateway" gateway.log
 
 cat <<INFO
 
