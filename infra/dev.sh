@@ -39,6 +39,8 @@ running() {
 # $disconnect for each while the functions and the database still run.
 cleanup() {
     local i pid
+    # No job-control notices ("Terminated") for the processes stopped on purpose.
+    set +m
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         pid="${pids[i]}"
         kill_tree "$pid" TERM
