@@ -14,6 +14,9 @@ pub use stream::{handle_stream_batch, DEADLINE_RESERVE_MS};
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body;
+use serde_json::Value;
+
+use crate::Error;
 
 /// A response for a WebSocket route. On `$connect`, any status outside 2xx
 /// makes API Gateway refuse the handshake with that status.
@@ -24,4 +27,27 @@ pub fn route_response(status_code: u16, body: &str) -> ApiGatewayProxyResponse {
         response.body = Some(Body::Text(body.to_owned()));
     }
     response
+}
+
+/// The `Records` of a DynamoDB stream event, kept as raw JSON so that one
+/// undecodable record can be logged and skipped instead of failing the batch.
+fn stream_records(payload: Value) -> Result<Vec<Value>, Error> {
+    let records = match payload {
+        Value::Object(mut fields) => fields.remove("Records"),
+        _ => None,
+    };
+    match records {
+        Some(Value::Array(records)) => Ok(records),
+        _ => Err(Error::EventField {
+            field: "Records".into(),
+        }),
+    }
+}
+
+/// A stream record's `dynamodb.SequenceNumber`, what `batchItemFailures` names.
+fn sequence_number(record: &Value) -> Option<String> {
+    record
+        .pointer("/dynamodb/SequenceNumber")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }

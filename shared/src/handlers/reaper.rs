@@ -4,6 +4,8 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::{sequence_number, stream_records};
+
 use crate::connection::ConnectionRecord;
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
@@ -27,22 +29,11 @@ pub async fn handle_expired_connections<S: ConnectionStore>(
 ) -> Result<DynamoDbEventResponse, Error> {
     let span = tracing::info_span!("reaper_batch", request_id = %event.context.request_id);
     async {
-        let records = match event.payload {
-            Value::Object(mut fields) => fields.remove("Records"),
-            _ => None,
-        };
-        let Some(Value::Array(records)) = records else {
-            return Err(Error::EventField {
-                field: "Records".into(),
-            });
-        };
+        let records = stream_records(event.payload)?;
         let mut response = DynamoDbEventResponse::default();
         let mut released = 0u64;
         for raw in records {
-            let sequence_number = raw
-                .pointer("/dynamodb/SequenceNumber")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let sequence_number = sequence_number(&raw);
             let span = tracing::info_span!(
                 "reaper_record",
                 sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),

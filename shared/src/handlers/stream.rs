@@ -4,6 +4,8 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::{sequence_number, stream_records};
+
 use crate::fanout::FanOut;
 use crate::message::MessageRecord;
 use crate::store::ConnectionStore;
@@ -54,23 +56,12 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
         deadline => deadline,
     };
     async {
-        let records = match event.payload {
-            Value::Object(mut fields) => fields.remove("Records"),
-            _ => None,
-        };
-        let Some(Value::Array(records)) = records else {
-            return Err(Error::EventField {
-                field: "Records".into(),
-            });
-        };
+        let records = stream_records(event.payload)?;
         let mut response = DynamoDbEventResponse::default();
         let total = records.len();
         let mut poison = 0usize;
         for raw in records {
-            let sequence_number = raw
-                .pointer("/dynamodb/SequenceNumber")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let sequence_number = sequence_number(&raw);
             let span = tracing::info_span!(
                 "stream_record",
                 sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),
