@@ -290,3 +290,115 @@ fn unknown_connection() -> Reply {
         "this connection is no longer registered; reconnect",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use airwave_client::{parse_frame, Incoming};
+    use serde_json::json;
+
+    use super::*;
+
+    const EVERY_ERROR_CODE: [ErrorCode; 9] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownAction,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidChannel,
+        ErrorCode::ChannelLimit,
+        ErrorCode::UnknownConnection,
+        ErrorCode::PublishForbidden,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::StatsForbidden,
+    ];
+
+    /// Fails to compile when a code is added without adding it above.
+    #[allow(dead_code)]
+    fn listed(code: ErrorCode) {
+        match code {
+            ErrorCode::InvalidJson
+            | ErrorCode::UnknownAction
+            | ErrorCode::InvalidRequest
+            | ErrorCode::InvalidChannel
+            | ErrorCode::ChannelLimit
+            | ErrorCode::UnknownConnection
+            | ErrorCode::PublishForbidden
+            | ErrorCode::MessageTooLarge
+            | ErrorCode::StatsForbidden => {}
+        }
+    }
+
+    #[test]
+    fn the_metric_label_of_every_error_code_is_its_wire_name() {
+        for code in EVERY_ERROR_CODE {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+    }
+
+    #[test]
+    fn every_request_the_client_sends_is_one_this_route_accepts() {
+        use airwave_client::Request;
+        let requests = [
+            Request::Ping,
+            Request::Subscribe {
+                channel: "prices".into(),
+            },
+            Request::Unsubscribe {
+                channel: "prices".into(),
+            },
+            Request::Publish {
+                channel: Some("prices".into()),
+                data: json!({"price": 1}),
+            },
+            Request::Publish {
+                channel: None,
+                data: json!(null),
+            },
+            Request::Stats,
+        ];
+        for request in requests {
+            let frame = serde_json::to_string(&request).unwrap();
+            assert!(parse_request(&frame).is_ok(), "refused: {frame}");
+        }
+    }
+
+    #[test]
+    fn every_reply_this_route_sends_is_read_by_the_client_unchanged() {
+        let mut replies = vec![
+            Reply::Pong {
+                expires_at: 1_700_000_000,
+            },
+            Reply::Subscribed {
+                channel: "prices".into(),
+            },
+            Reply::Unsubscribed {
+                channel: "prices".into(),
+            },
+            Reply::Published { id: "m-1".into() },
+            Reply::Stats(Stats {
+                open_connections: 3,
+                distinct_users: 2,
+                max_connections: 10,
+                max_connections_per_user: 5,
+                max_connections_per_ip: 0,
+                free_slots: Some(7),
+                connect_attempts_per_ip: 120,
+                window_seconds: 60,
+                throttled_attempts_in_window: 1,
+            }),
+        ];
+        replies.extend(EVERY_ERROR_CODE.map(|code| Reply::Error {
+            code,
+            message: "why".into(),
+        }));
+        for reply in replies {
+            let sent = serde_json::to_value(&reply).unwrap();
+            let read = match parse_frame(&sent.to_string()).unwrap() {
+                Incoming::Reply(read) => read,
+                other => panic!("the client did not read {sent} as a reply: {other:?}"),
+            };
+            assert_eq!(serde_json::to_value(&read).unwrap(), sent);
+            if let Reply::Error { code, .. } = reply {
+                assert_eq!(read.error_code(), Some(code.as_str()));
+            }
+        }
+    }
+}
