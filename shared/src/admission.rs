@@ -140,8 +140,8 @@ pub struct AdmissionCounts {
     pub open_connections: u64,
     /// Distinct user ids among them.
     pub distinct_users: u64,
-    /// The total counter, when the total cap is on.
-    pub total_slots_taken: Option<u64>,
+    /// The total counter (0 when the total cap was never on).
+    pub total_slots_taken: u64,
     /// Attempt counts of every IP in the current window.
     pub attempts_in_window: Vec<u64>,
 }

@@ -879,19 +879,7 @@ impl ConnectionStore for DynamoStore {
                 }
             }
         }
-        let total = Slot::total(0);
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.admission_table)
-            .set_key(Some(Self::admission_key(&total.counter_key)))
-            .send()
-            .await
-            .map_err(|error| Error::dynamodb("GetItem", &self.admission_table, error))?;
-        counts.total_slots_taken = output
-            .item
-            .and_then(|item| read_number(&item, "open_count"))
-            .and_then(|open| u64::try_from(open).ok());
+        counts.total_slots_taken = self.read_counter(&Slot::total(0).counter_key).await?;
         Ok(counts)
     }
 }

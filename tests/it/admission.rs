@@ -16,7 +16,6 @@ use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use lambda_runtime::LambdaEvent;
 use serde_json::{json, Value};
 
@@ -25,16 +24,11 @@ const SECRET: &str = "test-secret-test-secret-test-secret!";
 const FIXTURE_REQUEST_TIME_MS: i64 = 1_795_378_544_319;
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    airwave_tests::signed_token(SECRET, &claims)
 }
 
 fn token_for(user: &str) -> String {
-    token(json!({"sub": user, "exp": epoch_seconds_now() + 600}))
+    airwave_tests::token_for(SECRET, user)
 }
 
 /// A `$connect` with the token in the query string, API Gateway style.
@@ -398,12 +392,10 @@ async fn every_bad_token_gets_401_and_writes_nothing_and_a_good_tokens_sub_is_st
     let logs = LogCapture::default();
     let _guard = logs.install();
     let now = epoch_seconds_now();
-    let wrong_key = encode(
-        &Header::new(Algorithm::HS256),
+    let wrong_key = airwave_tests::signed_token(
+        "another-secret-another-secret-!!",
         &json!({"sub": "mallory", "exp": now + 600}),
-        &EncodingKey::from_secret(b"another-secret-another-secret-!!"),
-    )
-    .unwrap();
+    );
     let cases = [
         ("missing", connect_event("no-token=", "198.51.100.60")),
         (

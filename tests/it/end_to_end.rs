@@ -24,7 +24,6 @@ use airwave_shared::message::MessageRecord;
 use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
 use airwave_tests::TestTables;
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -37,13 +36,7 @@ const ATTEMPTS_PER_IP: u64 = 60;
 const GUARD: Duration = Duration::from_secs(20);
 
 fn token_for(user: &str) -> String {
-    let exp = airwave_shared::time::epoch_seconds_now() + 600;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": user, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    airwave_tests::token_for(SECRET, user)
 }
 
 /// Lambda, played in-process: each function name runs its real handler.

@@ -273,11 +273,8 @@ async fn read_stats<S: ConnectionStore>(store: &S, config: &Config, now: i64) ->
         max_connections: limits.max_connections,
         max_connections_per_user: limits.max_connections_per_user,
         max_connections_per_ip: limits.max_connections_per_ip,
-        free_slots: (limits.max_connections > 0).then(|| {
-            limits
-                .max_connections
-                .saturating_sub(counts.total_slots_taken.unwrap_or(0))
-        }),
+        free_slots: (limits.max_connections > 0)
+            .then(|| limits.max_connections.saturating_sub(counts.total_slots_taken)),
         connect_attempts_per_ip: limits.attempts_per_ip,
         window_seconds: limits.window_seconds,
         throttled_attempts_in_window: throttled,
