@@ -55,14 +55,15 @@ cleanup() {
     done
     wait 2>/dev/null || true
 }
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
 # Waits up to 30 s for a started process to accept connections on its port;
 # exits (which stops the stack) if it dies first or never does.
 wait_for_port() {
     local port="$1" pid="$2" name="$3" log="$4"
     for _ in $(seq 1 150); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
+        port_open "$port" && return 0
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.2
     done
@@ -75,21 +76,17 @@ set -m
 trap cleanup EXIT
 trap 'echo; echo "dev: stopping"; exit 0' INT TERM
 
-if (exec 3<>"/dev/tcp/127.0.0.1/$dynamodb_port") 2>/dev/null; then
-    echo "dev: port $dynamodb_port is already in use; pick another with DYNAMODB_PORT=..." >&2
-    exit 1
-fi
+# Every port checked before anything starts.
+for port in "$dynamodb_port" "$invoke_port" "$gateway_port"; do
+    if port_open "$port"; then
+        echo "dev: port $port is already in use; pick others with DYNAMODB_PORT=... INVOKE_PORT=... GATEWAY_PORT=..." >&2
+        exit 1
+    fi
+done
 "$venv/bin/python" "$root/infra/dynamodb-server.py" -H 127.0.0.1 -p "$dynamodb_port" >"$root/.local/moto-dev.log" 2>&1 &
 moto_pid=$!
 pids+=("$moto_pid")
 wait_for_port "$dynamodb_port" "$moto_pid" "moto_server" moto-dev.log
-
-for port in "$invoke_port" "$gateway_port"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "dev: port $port is already in use; pick others with INVOKE_PORT=... GATEWAY_PORT=..." >&2
-        exit 1
-    fi
-done
 
 # Built up front so the first connection does not wait for a compile.
 cargo build --quiet --package airwave-gateway --package airwave-client \

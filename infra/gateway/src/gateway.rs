@@ -34,7 +34,7 @@ use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
@@ -644,8 +644,9 @@ async fn serve_socket(
             }
             command = commands.recv() => match command {
                 Some(Command::Send { payload, done }) => {
-                    let message = match String::from_utf8(payload.to_vec()) {
-                        Ok(text) => Message::text(text),
+                    // Checked in place, not copied: every post and reply passes here.
+                    let message = match Utf8Bytes::try_from(payload.clone()) {
+                        Ok(text) => Message::Text(text),
                         Err(_) => Message::Binary(payload),
                     };
                     let sent = matches!(timeout(SEND_TIMEOUT, socket.send(message)).await, Ok(Ok(())));

@@ -63,3 +63,18 @@ pub enum GatewayError {
     #[error("configuration: {0}")]
     Config(String),
 }
+
+impl GatewayError {
+    /// A failed DynamoDB or DynamoDB Streams SDK call, with the SDK's whole
+    /// error chain in the message (its `Display` alone says only "service error").
+    pub(crate) fn dynamodb<E>(operation: &'static str, resource: &str, error: E) -> GatewayError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        GatewayError::DynamoDb {
+            operation,
+            resource: resource.to_owned(),
+            message: aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string(),
+        }
+    }
+}

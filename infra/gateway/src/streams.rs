@@ -125,7 +125,7 @@ impl StreamPoller {
                 .table_name(&table_name)
                 .send()
                 .await
-                .map_err(|error| streams_error("DescribeTable", &table_name, error))?;
+                .map_err(|error| GatewayError::dynamodb("DescribeTable", &table_name, error))?;
             let stream_arn = described
                 .table()
                 .and_then(|table| table.latest_stream_arn())
@@ -164,17 +164,6 @@ impl StreamPoller {
             shutdown: shutdown_tx,
             tasks,
         })
-    }
-}
-
-fn streams_error<E>(operation: &'static str, resource: &str, error: E) -> GatewayError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    GatewayError::DynamoDb {
-        operation,
-        resource: resource.to_owned(),
-        message: aws_sdk_dynamodbstreams::error::DisplayErrorContext(error).to_string(),
     }
 }
 
@@ -217,7 +206,7 @@ impl MappingPoller {
                 .set_exclusive_start_shard_id(start_after.clone())
                 .send()
                 .await
-                .map_err(|error| streams_error("DescribeStream", &self.stream_arn, error))?;
+                .map_err(|error| GatewayError::dynamodb("DescribeStream", &self.stream_arn, error))?;
             let Some(description) = described.stream_description() else {
                 return Ok(());
             };
@@ -261,7 +250,7 @@ impl MappingPoller {
             .set_sequence_number(sequence_number)
             .send()
             .await
-            .map_err(|error| streams_error("GetShardIterator", shard_id, error))?
+            .map_err(|error| GatewayError::dynamodb("GetShardIterator", shard_id, error))?
             .shard_iterator()
             .map(str::to_owned)
             .ok_or_else(|| GatewayError::DynamoDb {

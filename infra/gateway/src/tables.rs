@@ -41,17 +41,6 @@ pub async fn create_tables(
     Ok(outcomes)
 }
 
-fn dynamodb_error<E>(operation: &'static str, table: &str, error: E) -> GatewayError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    GatewayError::DynamoDb {
-        operation,
-        resource: table.to_owned(),
-        message: aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string(),
-    }
-}
-
 fn key_schema(elements: &[template::KeyElement], table: &str) -> Result<Vec<KeySchemaElement>, GatewayError> {
     elements
         .iter()
@@ -67,7 +56,7 @@ fn key_schema(elements: &[template::KeyElement], table: &str) -> Result<Vec<KeyS
                 .attribute_name(&element.attribute_name)
                 .key_type(key_type)
                 .build()
-                .map_err(|error| dynamodb_error("CreateTable", table, error))
+                .map_err(|error| GatewayError::dynamodb("CreateTable", table, error))
         })
         .collect()
 }
@@ -92,7 +81,7 @@ async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool
                 .attribute_name(&attribute.name)
                 .attribute_type(attribute_type)
                 .build()
-                .map_err(|error| dynamodb_error("CreateTable", name, error))
+                .map_err(|error| GatewayError::dynamodb("CreateTable", name, error))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut indexes = Vec::new();
@@ -107,7 +96,7 @@ async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool
                 .set_key_schema(Some(key_schema(&index.key_schema, name)?))
                 .projection(projection)
                 .build()
-                .map_err(|error| dynamodb_error("CreateTable", name, error))?,
+                .map_err(|error| GatewayError::dynamodb("CreateTable", name, error))?,
         );
     }
     let stream = match &table.stream_view_type {
@@ -116,7 +105,7 @@ async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool
                 .stream_enabled(true)
                 .stream_view_type(StreamViewType::from(view_type.as_str()))
                 .build()
-                .map_err(|error| dynamodb_error("CreateTable", name, error))?,
+                .map_err(|error| GatewayError::dynamodb("CreateTable", name, error))?,
         ),
         None => None,
     };
@@ -140,21 +129,21 @@ async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool
             tracing::info!(table = name, logical_id = %table.logical_id, "table already exists; left alone");
             return Ok(false);
         }
-        Err(error) => return Err(dynamodb_error("CreateTable", name, error)),
+        Err(error) => return Err(GatewayError::dynamodb("CreateTable", name, error)),
     }
     if let Some(attribute) = &table.ttl_attribute {
         let ttl = TimeToLiveSpecification::builder()
             .attribute_name(attribute)
             .enabled(true)
             .build()
-            .map_err(|error| dynamodb_error("UpdateTimeToLive", name, error))?;
+            .map_err(|error| GatewayError::dynamodb("UpdateTimeToLive", name, error))?;
         client
             .update_time_to_live()
             .table_name(name)
             .time_to_live_specification(ttl)
             .send()
             .await
-            .map_err(|error| dynamodb_error("UpdateTimeToLive", name, error))?;
+            .map_err(|error| GatewayError::dynamodb("UpdateTimeToLive", name, error))?;
     }
     tracing::info!(table = name, logical_id = %table.logical_id, "table created");
     Ok(true)
