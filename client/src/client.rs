@@ -356,7 +356,7 @@ impl Client {
         let shared = Arc::clone(&self.inner.shared);
         // Retries spent getting this socket count against the reconnects that may follow it.
         let mut retry = 0;
-        let socket = connect_with_retry(&shared, true, None, &mut retry).await?;
+        let socket = connect_with_retry(&shared, None, &mut retry).await?;
         debug!(url = %shared.config.display_url(), "connected");
         let (commands, receiver) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
@@ -390,43 +390,33 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Opens one socket. `immediate`: the first attempt goes out without waiting (a fresh connect);
-/// otherwise every attempt waits its jittered delay first (a reconnect, where all the clients
-/// that lost their socket at once must not come back at once).
+/// Opens one socket. A fresh connect (no `last` error) sends its first attempt at once; a
+/// reconnect (`last` says why the socket dropped) waits its jittered delay before every attempt,
+/// so that all the clients that lost their socket at once do not come back at once.
 ///
 /// `retry` is the position in the backoff schedule. It carries over between reconnects and is
 /// only reset by the caller once a socket has proved healthy, so a server that accepts the
 /// handshake and then drops every socket at once still exhausts the bound instead of being
 /// retried forever.
-async fn connect_with_retry(
-    shared: &Shared,
-    immediate: bool,
-    mut last: Option<Error>,
-    retry: &mut u32,
-) -> Result<Socket, Error> {
-    if immediate {
-        match open(&shared.config).await {
-            Ok(socket) => return Ok(socket),
-            Err(e) if e.is_permanent() => return Err(e),
-            Err(e) => {
-                warn!(error = %e, "connect failed, retrying");
-                last = Some(e);
-            }
-        }
-    }
+async fn connect_with_retry(shared: &Shared, mut last: Option<Error>, retry: &mut u32) -> Result<Socket, Error> {
+    let immediate = last.is_none();
+    let mut wait_first = !immediate;
     loop {
-        let delay = shared.config.backoff.delay(*retry, &mut *lock(&shared.rng));
-        let Some(delay) = delay else {
-            // Counted from the last healthy socket, not just this call: a flapping server's
-            // reconnects each open a socket and they all count.
-            return Err(Error::GaveUp {
-                attempts: *retry + u32::from(immediate),
-                last: Box::new(last.unwrap_or(Error::Disconnected)),
-            });
-        };
-        debug!(retry = *retry, ?delay, "waiting before the next connection attempt");
-        tokio::time::sleep(delay).await;
-        *retry += 1;
+        if wait_first {
+            let delay = shared.config.backoff.delay(*retry, &mut *lock(&shared.rng));
+            let Some(delay) = delay else {
+                // Counted from the last healthy socket, not just this call: a flapping server's
+                // reconnects each open a socket and they all count.
+                return Err(Error::GaveUp {
+                    attempts: *retry + u32::from(immediate),
+                    last: Box::new(last.unwrap_or(Error::Disconnected)),
+                });
+            };
+            debug!(retry = *retry, ?delay, "waiting before the next connection attempt");
+            tokio::time::sleep(delay).await;
+            *retry += 1;
+        }
+        wait_first = true;
         match open(&shared.config).await {
             Ok(socket) => return Ok(socket),
             Err(e) if e.is_permanent() => return Err(e),
@@ -569,7 +559,7 @@ async fn run(
                 fail_all(&mut queue, &mut commands, &Error::Closed);
                 return;
             }
-            result = connect_with_retry(&shared, false, last, &mut retry) => result,
+            result = connect_with_retry(&shared, last, &mut retry) => result,
         };
         match reconnected {
             Ok(next) => {
