@@ -19,8 +19,11 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Select, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 
 use crate::admission::{AdmissionCounts, AdmitOutcome, Slot};
@@ -408,7 +411,8 @@ impl DynamoStore {
     }
 
     /// Removes a connection: one conditional delete when it holds no slot,
-    /// otherwise a read and a transaction that also gives its slots back.
+    /// otherwise that delete (refused, but handing back the record) and a
+    /// transaction that also gives its slots back.
     async fn remove_connection_if(
         &self,
         connection_id: &str,
@@ -423,7 +427,8 @@ impl DynamoStore {
             .delete_item()
             .table_name(&self.connections_table)
             .set_key(Some(Self::connection_key(connection_id)))
-            .return_values(ReturnValue::AllOld);
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if let Some(now) = expired_by {
             condition.push_str(" AND expires_at <= :now");
             request = request.expression_attribute_values(":now", number(now));
@@ -437,8 +442,14 @@ impl DynamoStore {
                 Ok(record)
             }
             Err(error) if is_conditional_check_failure(&error) => {
-                // Gone, not expired, or holding slots: only the last needs more work.
-                let Some(record) = self.get_connection(connection_id).await? else {
+                // Gone, not expired, or holding slots: only the last needs more
+                // work. The refusal carries the record as it stood, which spares
+                // a read; the release's own condition covers what changes after.
+                let old_item = match error.into_service_error() {
+                    DeleteItemError::ConditionalCheckFailedException(refusal) => refusal.item,
+                    _ => None,
+                };
+                let Some(record) = self.decode_returned(connection_id, old_item)? else {
                     return Ok(None);
                 };
                 if record.held_slots().next().is_none() {

@@ -560,6 +560,53 @@ async fn the_admission_path_costs_the_documented_number_of_dynamodb_round_trips(
 }
 
 #[tokio::test]
+async fn a_disconnect_costs_one_round_trip_and_one_more_for_giving_slots_back() {
+    let requests = RequestCounter::default();
+    let tables = TestTables::create().await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&tables.sdk_config)
+            .interceptor(requests.clone())
+            .build(),
+    );
+    let round_trips = |configure: fn(&mut Config)| {
+        let mut config = tables.config.clone();
+        configure(&mut config);
+        let store = DynamoStore::new(client.clone(), &config);
+        let requests = requests.clone();
+        async move {
+            let id = format!("{}=", uuid::Uuid::new_v4().simple());
+            let event = connect_with_token(&id, "198.51.100.81", &token_for("leaving"));
+            assert_eq!(handle_connect(&store, &config, event).await.unwrap().status_code, 200);
+            let before = requests.0.load(Ordering::SeqCst);
+            handle_disconnect(&store, disconnect_event(&id)).await.unwrap();
+            let cost = requests.0.load(Ordering::SeqCst) - before;
+            let gone = store.get_connection(&id).await.unwrap().is_none();
+            (gone, cost)
+        }
+    };
+    // No slot held: one conditional DeleteItem.
+    assert_eq!(
+        round_trips(|config| config.admission.attempts_per_ip = 0).await,
+        (true, 1)
+    );
+    // Slots held: the DeleteItem, refused but handing back the record, then
+    // one transaction that deletes it and gives every slot back.
+    assert_eq!(
+        round_trips(|config| {
+            config.admission.max_connections = 100;
+            config.admission.max_connections_per_user = 100;
+            config.admission.max_connections_per_ip = 100;
+            config.jwt_secret = Some(JwtSecret::new(SECRET));
+        })
+        .await,
+        (true, 2)
+    );
+    for counter_key in ["open#total", "open#user#leaving", "open#ip#198.51.100.81"] {
+        assert_eq!(counter(&tables, counter_key).await, Some(0), "{counter_key}");
+    }
+}
+
+#[tokio::test]
 async fn stats_report_open_connections_users_caps_free_slots_and_throttled_attempts() {
     let tables = TestTables::create_with(|config| {
         config.admission.attempts_per_ip = 3;
