@@ -19,14 +19,16 @@ ARCH ?= arm64
 DYNAMODB_PORT ?= 8000
 INVOKE_PORT   ?= 9000
 GATEWAY_PORT  ?= 3001
+DEMO_PORT     ?= 5173
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench
+.PHONY: schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
 	@echo "make test   format check, clippy and every test against a local DynamoDB"
+	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  fan-out benchmark (release build)"
 	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
 	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
@@ -57,7 +59,9 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The function binaries first: a test starts each with its template environment.
 unit: $(TEST_TOOLS)
+	cargo build --workspace --bins --locked
 	infra/with-moto.sh cargo test --workspace --locked
 
 # template.yaml against the code: binaries, routes, IAM, environment.
@@ -68,7 +72,23 @@ lint: $(DEPLOY_TOOLS)
 	$(OFFLINE_AWS) cfn-lint template.yaml
 	$(OFFLINE_AWS) sam validate --lint
 
-test: fmt-check clippy lint template-check unit
+test: fmt-check clippy lint template-check unit browser-test
+
+# The browser package (client/browser): `npm ci` whenever node_modules is
+# missing or older than the lockfile (npm ci writes its own copy of the lock
+# into node_modules).
+BROWSER     := client/browser
+BROWSER_NPM := $(BROWSER)/node_modules/.package-lock.json
+
+$(BROWSER_NPM): $(BROWSER)/package-lock.json $(BROWSER)/package.json
+	cd $(BROWSER) && npm ci --no-audit --no-fund
+	touch $@
+
+# Type check, unit tests, the ESM build, then the end-to-end tests in headless
+# Chromium (CHROMIUM_PATH, default /usr/bin/chromium) against airwave-stack.
+browser-test: $(TEST_TOOLS) $(BROWSER_NPM)
+	cargo build --locked -p airwave-tests --bin airwave-stack
+	cd $(BROWSER) && npm run typecheck && npm test && npm run build && npm run test:e2e
 
 # Release binaries for Lambda, linked with zig. arm64 needs the
 # aarch64-unknown-linux-gnu Rust target; CI builds ARCH=x86_64.
@@ -100,8 +120,13 @@ delete: $(DEPLOY_TOOLS)
 
 # Starts moto's server, creates the tables and serves every function with
 # `cargo lambda watch` (hot reload); Ctrl-C stops everything it started.
-dev: $(DEV_TOOLS)
-	infra/dev.sh $(DYNAMODB_PORT) $(INVOKE_PORT) $(GATEWAY_PORT)
+dev: $(DEV_TOOLS) $(BROWSER_NPM)
+	infra/dev.sh $(DYNAMODB_PORT) $(INVOKE_PORT) $(GATEWAY_PORT) $(DEMO_PORT)
+
+# The protocol's JSON Schema, generated from the airwave-protocol crate; a test
+# fails while the committed copy is stale.
+schema:
+	cargo run --quiet --locked -p airwave-protocol --bin airwave-protocol-schema > protocol/schema.json
 
 # The fan-out benchmark (release build): figures quoted in the README.
 bench: $(TEST_TOOLS)

@@ -3,13 +3,15 @@
 # `cargo lambda watch` (hot reload), and the local API Gateway (infra/gateway),
 # which reads template.yaml, creates the tables, accepts WebSockets, invokes the
 # routes, serves the Management API and feeds the messages stream to the
-# stream-processor. Ctrl-C stops all of it.
+# stream-processor; also the browser client's demo dashboard (Vite) and a loop
+# that publishes demo prices. Ctrl-C stops all of it.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dynamodb_port="${1:-8000}"
 invoke_port="${2:-9000}"
 gateway_port="${3:-3001}"
+demo_port="${4:-5173}"
 venv="$root/.tools/venv"
 
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
@@ -77,9 +79,9 @@ trap cleanup EXIT
 trap 'echo; echo "dev: stopping"; exit 0' INT TERM
 
 # Every port checked before anything starts.
-for port in "$dynamodb_port" "$invoke_port" "$gateway_port"; do
+for port in "$dynamodb_port" "$invoke_port" "$gateway_port" "$demo_port"; do
     if port_open "$port"; then
-        echo "dev: port $port is already in use; pick others with DYNAMODB_PORT=... INVOKE_PORT=... GATEWAY_PORT=..." >&2
+        echo "dev: port $port is already in use; pick others with DYNAMODB_PORT=... INVOKE_PORT=... GATEWAY_PORT=... DEMO_PORT=..." >&2
         exit 1
     fi
 done
@@ -123,8 +125,35 @@ gateway_pid=$!
 pids+=("$gateway_pid")
 wait_for_port "$gateway_port" "$gateway_pid" "the gateway" gateway.log
 
+# The demo dashboard (client/browser/demo), served from the sources by Vite.
+ws_url="ws://127.0.0.1:$gateway_port/local"
+(cd "$root/client/browser" && exec node_modules/.bin/vite --config demo/vite.config.ts \
+    --host 127.0.0.1 --port "$demo_port" --strictPort) >"$root/.local/demo.log" 2>&1 &
+demo_pid=$!
+pids+=("$demo_pid")
+wait_for_port "$demo_port" "$demo_pid" "the demo (vite)" demo.log
+demo_url="http://127.0.0.1:$demo_port/"
+if [[ "$gateway_port" != 3001 ]]; then
+    demo_url="$demo_url?url=$ws_url"
+fi
+
+# Demo prices on the `prices` channel every 2 s (a random walk in cents), so
+# the dashboard's chart moves as soon as the page is open.
+(
+    cents=10000
+    while true; do
+        cents=$((cents + RANDOM % 201 - 100))
+        ((cents < 100)) && cents=100
+        "$root/target/debug/airwave" publish "$ws_url" --channel prices \
+            "{\"price\": $((cents / 100)).$(printf %02d $((cents % 100)))}" >/dev/null 2>>"$root/.local/prices.log" || true
+        sleep 2
+    done
+) &
+pids+=($!)
+
 cat <<INFO
 
+  Dashboard:         $demo_url   (demo prices published every 2 s; log: .local/demo.log)
   WebSocket API:     ws://127.0.0.1:$gateway_port/local   (gateway log: .local/gateway.log)
   Management API:    http://127.0.0.1:$gateway_port/local/@connections/{id}
   Functions:         http://127.0.0.1:$invoke_port  (cargo lambda watch, hot reload; log: .local/functions.log)

@@ -291,7 +291,7 @@ async fn open_listener(
                     warn!(error = %e, "a listener gave up");
                     return;
                 }
-                Event::Disconnected { .. } | Event::Reconnected => {}
+                Event::Disconnected { .. } | Event::Reconnected | Event::RecoveryFailed { .. } => {}
             }
         }
     });

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -28,7 +28,8 @@ use url::Url;
 use crate::backoff::Backoff;
 use crate::dedup::RecentIds;
 use crate::error::Error;
-use crate::protocol::{parse_frame, Incoming, Message, Reply, Request};
+use crate::order::{ChannelOrder, Notice};
+use crate::protocol::{answers, parse_frame, ClientFrame, Incoming, Message, Reply, Request, RequestId, Stats};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -43,8 +44,15 @@ pub enum Event {
     Message(Message),
     /// The socket dropped; the client is reconnecting.
     Disconnected { reason: String },
-    /// A new socket is open and the subscriptions were sent again.
+    /// A new socket is open and the subscriptions were sent again, each with
+    /// the last position seen so the server recovers what was missed.
     Reconnected,
+    /// What a channel published while the client was away could not be
+    /// recovered (outside the history the server keeps, over its replay bound,
+    /// or the channel's history was reset). Messages go on arriving in order
+    /// from the channel's current position; the application should reload the
+    /// channel's state.
+    RecoveryFailed { channel: String },
     /// Reconnecting failed for good (permanent refusal or retries exhausted). A later request
     /// or [`Client::connect`] starts over with a fresh retry budget.
     Failed(Error),
@@ -196,6 +204,8 @@ struct Inner {
 struct Shared {
     config: ClientConfig,
     subscriptions: Mutex<BTreeSet<String>>,
+    order: Mutex<ChannelOrder>,
+    next_request_id: AtomicU64,
     recent: Mutex<RecentIds>,
     duplicates: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
@@ -226,6 +236,8 @@ impl Client {
             recent: Mutex::new(RecentIds::new(config.dedup_capacity)),
             config,
             subscriptions: Mutex::new(BTreeSet::new()),
+            order: Mutex::new(ChannelOrder::new(GAP_WAIT)),
+            next_request_id: AtomicU64::new(1),
             duplicates: AtomicU64::new(0),
             events,
             rng: Mutex::new(rng),
@@ -251,8 +263,7 @@ impl Client {
     /// Sends one request and waits for its reply. An error reply from the server is
     /// `Ok(Reply::Error {..})` here; the typed helpers turn it into [`Error::Server`].
     ///
-    /// Requests go out one at a time per connection: the protocol has no request ids, so
-    /// this is what keeps every reply paired with its request.
+    /// Requests go out one at a time per connection, each with an id its reply repeats.
     pub async fn request(&self, request: Request) -> Result<Reply, Error> {
         let commands = self.commands().await?;
         let (reply, receiver) = oneshot::channel();
@@ -270,9 +281,11 @@ impl Client {
 
     /// Subscribes; the channel is subscribed again on every reconnect until unsubscribed.
     pub async fn subscribe(&self, channel: &str) -> Result<(), Error> {
+        let since = lock(&self.inner.shared.order).since(channel);
         match self
             .request(Request::Subscribe {
                 channel: channel.to_owned(),
+                since,
             })
             .await?
         {
@@ -303,15 +316,15 @@ impl Client {
             })
             .await?
         {
-            Reply::Published { id } => Ok(id),
+            Reply::Published { message_id } => Ok(message_id),
             other => Err(unexpected(other)),
         }
     }
 
     /// The server's counters.
-    pub async fn stats(&self) -> Result<Map<String, Value>, Error> {
+    pub async fn stats(&self) -> Result<Stats, Error> {
         match self.request(Request::Stats).await? {
-            Reply::Stats { fields } => Ok(fields),
+            Reply::Stats(stats) => Ok(stats),
             other => Err(unexpected(other)),
         }
     }
@@ -321,9 +334,15 @@ impl Client {
         lock(&self.inner.shared.subscriptions).iter().cloned().collect()
     }
 
-    /// How many pushed messages were dropped as duplicates so far.
+    /// How many pushed messages were dropped as duplicates so far (by id, or
+    /// by a channel position already delivered).
     pub fn duplicates_dropped(&self) -> u64 {
-        self.inner.shared.duplicates.load(Ordering::Relaxed)
+        self.inner.shared.duplicates.load(Ordering::Relaxed) + lock(&self.inner.shared.order).duplicates()
+    }
+
+    /// The last position delivered on `channel`: where recovery starts after a reconnect.
+    pub fn position(&self, channel: &str) -> Option<crate::protocol::Position> {
+        lock(&self.inner.shared.order).since(channel)
     }
 
     /// Closes the socket (sending a close frame) and waits for the background task to end.
@@ -380,7 +399,10 @@ impl fmt::Debug for Client {
 
 fn unexpected(reply: Reply) -> Error {
     match reply {
-        Reply::Error { code, message } => Error::Server { code, message },
+        Reply::Error { code, message } => Error::Server {
+            code: code.as_str().to_owned(),
+            message,
+        },
         other => Error::UnexpectedReply(format!("{other:?}")),
     }
 }
@@ -486,6 +508,8 @@ struct Pending {
     request: Request,
     reply: Option<oneshot::Sender<Result<Reply, Error>>>,
     sent_at: Option<Instant>,
+    /// The id it went out with (a new one per send).
+    id: Option<RequestId>,
 }
 
 impl Pending {
@@ -494,6 +518,7 @@ impl Pending {
             request,
             reply: None,
             sent_at: None,
+            id: None,
         }
     }
 
@@ -504,7 +529,7 @@ impl Pending {
                 let _ = reply.send(result);
             }
             (None, Ok(Reply::Error { code, message })) => {
-                warn!(request = ?self.request, %code, %message, "server refused a keep-alive or resubscribe");
+                warn!(request = ?self.request, code = code.as_str(), %message, "server refused a keep-alive or resubscribe");
             }
             (None, Err(e)) => warn!(request = ?self.request, error = %e, "keep-alive or resubscribe failed"),
             (None, Ok(_)) => {}
@@ -578,6 +603,10 @@ async fn run(
     }
 }
 
+/// How long a channel's gap may stay open before the client asks the server to
+/// fill it: long enough for messages of concurrent stream shards to arrive.
+pub const GAP_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a socket being left gets to send its close frame before it is cut.
 const ABANDON_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -614,16 +643,9 @@ async fn drive(
     loop {
         if let Some(head) = queue.front_mut() {
             if head.sent_at.is_none() {
-                let text = match serde_json::to_string(&head.request) {
-                    Ok(text) => text,
-                    Err(e) => {
-                        let bad = queue.pop_front();
-                        if let Some(bad) = bad {
-                            bad.answer(Err(Error::UnexpectedReply(format!("request not serialisable: {e}"))));
-                        }
-                        continue;
-                    }
-                };
+                let id = RequestId::Number(shared.next_request_id.fetch_add(1, Ordering::Relaxed));
+                head.id = Some(id.clone());
+                let text = ClientFrame::new(Some(id), head.request.clone()).to_text();
                 note_subscription(shared, &head.request);
                 if let Err(e) = socket.send(WsMessage::text(text)).await {
                     return Outcome::Dropped {
@@ -634,6 +656,7 @@ async fn drive(
                 head.sent_at = Some(Instant::now());
             }
         }
+        let gap_deadline = lock(&shared.order).next_gap_deadline();
         let deadline = queue
             .front()
             .and_then(|p| p.sent_at)
@@ -660,10 +683,18 @@ async fn drive(
             },
             command = commands.recv() => match command {
                 Some(Command { request, reply }) => {
-                    queue.push_back(Pending { request, reply: Some(reply), sent_at: None });
+                    queue.push_back(Pending { request, reply: Some(reply), sent_at: None, id: None });
                 }
                 None => return Outcome::Shutdown,
             },
+            _ = tokio::time::sleep_until(gap_deadline.unwrap_or_else(Instant::now)), if gap_deadline.is_some() => {
+                // A gap that did not fill by itself: the server's recovery fills it.
+                let due = lock(&shared.order).gaps_due(Instant::now());
+                for (channel, since) in due {
+                    debug!(%channel, since = since.offset, "asking the server for a missing position");
+                    queue.push_back(Pending::internal(Request::Subscribe { channel, since: Some(since) }));
+                }
+            }
             _ = async { keepalive.as_mut()?.tick().await; Some(()) }, if keepalive.is_some() => {
                 let queued = queue.iter().any(|p| p.reply.is_none() && p.request == Request::Ping);
                 if !queued {
@@ -674,9 +705,9 @@ async fn drive(
                 if let Some(head) = queue.pop_front() {
                     let keepalive_lost = head.reply.is_none() && head.request == Request::Ping;
                     head.answer(Err(Error::Timeout("waiting for a reply")));
-                    // A ping with no pong means a half-open socket that TCP may never notice.
-                    // Any other late reply would be paired with the next request (the protocol
-                    // has no request ids), so the socket is replaced either way.
+                    // A ping with no pong means a half-open socket that TCP may never notice;
+                    // a request with no reply, a server that may have lost the socket. Either
+                    // way the socket is replaced.
                     let reason = if keepalive_lost {
                         "no pong before the request timeout"
                     } else {
@@ -708,26 +739,47 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
         }
     };
     match incoming {
-        Incoming::Message(message) => {
-            if lock(&shared.recent).insert(&message.id) {
-                // No receiver means the owner does not want messages; not an error.
-                let _ = shared.events.send(Event::Message(message));
-            } else {
-                shared.duplicates.fetch_add(1, Ordering::Relaxed);
-                debug!(id = %message.id, "dropped a duplicate message");
+        Incoming::Messages(messages) => {
+            for message in messages {
+                let delivery = lock(&shared.order).message(message, Instant::now());
+                deliver(shared, delivery);
             }
             Handled::Protocol
         }
-        Incoming::Reply(reply) => {
-            let gone = reply.error_code() == Some("unknown_connection");
-            let matched = queue
-                .front()
-                .is_some_and(|p| p.sent_at.is_some() && reply.answers(&p.request));
+        Incoming::Reply { id, reply } => {
+            let gone = reply
+                .error_code()
+                .is_some_and(|code| code.as_str() == "unknown_connection");
+            let matched = queue.front().is_some_and(|p| {
+                p.sent_at.is_some()
+                    && match &id {
+                        Some(id) => p.id.as_ref() == Some(id),
+                        // A server older than request ids: pair by kind.
+                        None => answers(&reply, &p.request),
+                    }
+            });
             if !matched {
                 debug!(?reply, "reply matches no pending request (late after a timeout?)");
             } else if let Some(pending) = queue.pop_front() {
-                if let (Reply::Error { .. }, Request::Subscribe { channel }) = (&reply, &pending.request) {
-                    lock(&shared.subscriptions).remove(channel);
+                match (&reply, &pending.request) {
+                    (Reply::Error { .. }, Request::Subscribe { channel, .. }) => {
+                        lock(&shared.subscriptions).remove(channel);
+                        lock(&shared.order).unsubscribed(channel);
+                    }
+                    (
+                        Reply::Subscribed {
+                            channel,
+                            position,
+                            recovered,
+                            publications,
+                        },
+                        _,
+                    ) => {
+                        let delivery =
+                            lock(&shared.order).subscribed(channel, position.clone(), *recovered, publications.clone());
+                        deliver(shared, delivery);
+                    }
+                    _ => {}
                 }
                 pending.answer(Ok(reply));
             }
@@ -738,9 +790,43 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
                 Handled::Protocol
             }
         }
+        Incoming::GatewayError { message } => {
+            // API Gateway's own answer when a function failed: it belongs to the
+            // request in flight, which fails now instead of at its timeout.
+            if queue.front().is_some_and(|p| p.sent_at.is_some()) {
+                if let Some(pending) = queue.pop_front() {
+                    pending.answer(Err(Error::Server {
+                        code: "internal_error".to_owned(),
+                        message,
+                    }));
+                }
+            }
+            Handled::Protocol
+        }
         Incoming::Other(value) => {
             debug!(frame = %value, "ignoring a frame of unknown type");
             Handled::Ignored
+        }
+    }
+}
+
+/// Hands ordered messages and notices to the owner, dropping ids already delivered.
+fn deliver(shared: &Shared, delivery: crate::order::Delivery) {
+    for notice in delivery.notices {
+        match notice {
+            Notice::RecoveryFailed { channel } => {
+                warn!(%channel, "missed messages could not be recovered");
+                let _ = shared.events.send(Event::RecoveryFailed { channel });
+            }
+        }
+    }
+    for message in delivery.messages {
+        if lock(&shared.recent).insert(&message.id) {
+            // No receiver means the owner does not want messages; not an error.
+            let _ = shared.events.send(Event::Message(message));
+        } else {
+            shared.duplicates.fetch_add(1, Ordering::Relaxed);
+            debug!(id = %message.id, "dropped a duplicate message");
         }
     }
 }
@@ -749,21 +835,26 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
 /// resubscribes (subscribe is idempotent on the server).
 fn note_subscription(shared: &Shared, request: &Request) {
     match request {
-        Request::Subscribe { channel } => {
+        Request::Subscribe { channel, .. } => {
             lock(&shared.subscriptions).insert(channel.clone());
+            lock(&shared.order).subscribing(channel);
         }
         Request::Unsubscribe { channel } => {
             lock(&shared.subscriptions).remove(channel);
+            lock(&shared.order).unsubscribed(channel);
         }
         _ => {}
     }
 }
 
-/// Puts a subscribe for every known channel at the front of the queue.
+/// Puts a subscribe for every known channel at the front of the queue, each
+/// from the last position delivered, so the server recovers the gap.
 fn resubscribe(shared: &Shared, queue: &mut VecDeque<Pending>) {
     let channels = lock(&shared.subscriptions).clone();
+    let order = lock(&shared.order);
     for channel in channels.into_iter().rev() {
-        queue.push_front(Pending::internal(Request::Subscribe { channel }));
+        let since = order.since(&channel);
+        queue.push_front(Pending::internal(Request::Subscribe { channel, since }));
     }
 }
 
@@ -794,6 +885,7 @@ fn fail_all(queue: &mut VecDeque<Pending>, commands: &mut mpsc::UnboundedReceive
             request,
             reply: Some(reply),
             sent_at: None,
+            id: None,
         });
     }
     for pending in queue.drain(..) {
@@ -833,12 +925,14 @@ mod tests {
                 },
                 reply: Some(publish_tx),
                 sent_at: sent,
+                id: Some(RequestId::Number(1)),
             },
             Pending::internal(Request::Ping),
             Pending {
                 request: Request::Stats,
                 reply: Some(stats_tx),
                 sent_at: None,
+                id: None,
             },
         ]);
         requeue_after_drop(&mut queue);

@@ -3,7 +3,9 @@
 //! [`Client`] keeps one logical connection: it opens at most one socket at a time, reconnects
 //! with capped, fully jittered exponential [`Backoff`] when the socket drops, subscribes again to
 //! its channels after a reconnect, pings on an interval shorter than API Gateway's 10-minute idle
-//! timeout, and drops messages whose id it has already delivered ([`RecentIds`]).
+//! timeout, drops messages whose id it has already delivered ([`RecentIds`]), delivers each
+//! channel's messages in position order ([`ChannelOrder`]) and, after a reconnect, recovers what
+//! the channel published meanwhile.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), airwave_client::Error> {
@@ -26,10 +28,12 @@ pub mod bench;
 pub mod client;
 pub mod dedup;
 pub mod error;
+pub mod order;
 pub mod protocol;
 
 pub use backoff::{Backoff, Delays};
 pub use client::{Client, ClientConfig, Event, Events};
 pub use dedup::RecentIds;
 pub use error::Error;
-pub use protocol::{parse_frame, Incoming, Message, Reply, Request};
+pub use order::{ChannelOrder, Notice};
+pub use protocol::{parse_frame, ErrorCode, Incoming, Message, Position, Reply, Request, RequestId, Stats};

@@ -216,6 +216,14 @@ async fn listen(config: ClientConfig, channels: &[String]) -> Result<ExitCode, E
             },
             Some(Event::Disconnected { reason }) => tracing::warn!(%reason, "disconnected, reconnecting"),
             Some(Event::Reconnected) => tracing::info!("reconnected and resubscribed"),
+            Some(Event::RecoveryFailed { channel }) => {
+                // On stdout with the messages, so whatever reads them learns of the hole.
+                let line = serde_json::json!({"event": "recovery_failed", "channel": channel});
+                if !out(&line.to_string()) {
+                    client.close().await;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             Some(Event::Failed(e)) => return Err(e),
             None => return Ok(ExitCode::SUCCESS),
         }

@@ -35,11 +35,11 @@ async fn publish_prints_the_reply_and_fails_on_an_error_reply() {
     let url = server.url();
     let output = airwave(args(&["publish", &url, "--channel", "prices", r#"{"p":1}"#])).await;
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(stdout_json(&output), json!({"type": "published", "id": "p0"}));
+    assert_eq!(stdout_json(&output), json!({"type": "published", "message_id": "p0"}));
     let frame = server.next_frame().await;
     assert_eq!(
         frame.value,
-        json!({"action": "publish", "channel": "prices", "data": {"p": 1}})
+        json!({"action": "publish", "channel": "prices", "data": {"p": 1}, "id": 1})
     );
 
     server.script(

@@ -58,7 +58,7 @@ async fn concurrent_connects_open_exactly_one_socket() {
 
     // The socket is shared and usable, and connecting again reuses it.
     let stats = within("stats", client.stats()).await.unwrap();
-    assert_eq!(stats["connection"], json!(1));
+    assert_eq!(stats.open_connections, 1);
     within("connect", other.connect()).await.unwrap();
     within("ping", other.ping()).await.unwrap();
     assert_eq!(server.accepted(), 1);
@@ -139,9 +139,12 @@ async fn pings_are_sent_on_the_interval() {
     let (client, _events) = Client::new(config);
     within("connect", client.connect()).await.unwrap();
     // The caller sends nothing, so every frame here is a keep-alive ping.
-    for _ in 0..3 {
+    for n in 1..=3 {
         let frame = server.next_frame().await;
-        assert_eq!((frame.connection, frame.value.clone()), (1, json!({"action": "ping"})));
+        assert_eq!(
+            (frame.connection, frame.value.clone()),
+            (1, json!({"action": "ping", "id": n}))
+        );
     }
     assert_eq!(server.accepted(), 1, "pongs keep the socket");
 }
@@ -215,7 +218,7 @@ async fn throttled_then_accepted_connects() {
     let (client, _events) = Client::new(server.config());
     within("connect", client.connect()).await.unwrap();
     assert_eq!(server.accepted(), 3);
-    assert_eq!(within("stats", client.stats()).await.unwrap()["connection"], json!(3));
+    assert_eq!(within("stats", client.stats()).await.unwrap().open_connections, 3);
 }
 
 #[tokio::test]
@@ -323,7 +326,7 @@ async fn error_replies_become_server_errors() {
     assert_eq!(
         reply,
         Reply::Error {
-            code: "message_too_large".into(),
+            code: airwave_client::ErrorCode::MessageTooLarge,
             message: "big".into()
         }
     );
@@ -341,10 +344,10 @@ async fn unknown_connection_makes_the_client_reconnect() {
     );
     let (client, mut events) = Client::new(server.config());
     let reply = within("stats", client.request(Request::Stats)).await.unwrap();
-    assert_eq!(reply.error_code(), Some("unknown_connection"));
+    assert_eq!(reply.error_code(), Some(&airwave_client::ErrorCode::UnknownConnection));
     wait_reconnected(&mut events).await;
     assert_eq!(server.accepted(), 2);
-    assert_eq!(within("stats", client.stats()).await.unwrap()["connection"], json!(2));
+    assert_eq!(within("stats", client.stats()).await.unwrap().open_connections, 2);
 }
 
 #[tokio::test]
@@ -427,7 +430,7 @@ async fn a_request_timeout_replaces_the_socket() {
     assert!(matches!(timed_out, Err(Error::Timeout(_))), "{timed_out:?}");
     wait_reconnected(&mut events).await;
     let stats = within("stats", client.stats()).await.unwrap();
-    assert_eq!(stats["connection"], json!(2), "answered on the new socket");
+    assert_eq!(stats.open_connections, 2, "answered on the new socket");
     let frame = server.wait_frame(|f| f.connection == 2).await;
     assert_eq!((frame.action(), frame.channel()), ("subscribe", "alpha"));
 }

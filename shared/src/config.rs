@@ -19,6 +19,9 @@ pub const MAX_CONNECTIONS_PER_USER: &str = "AIRWAVE_MAX_CONNECTIONS_PER_USER";
 pub const MAX_CONNECTIONS_PER_IP: &str = "AIRWAVE_MAX_CONNECTIONS_PER_IP";
 pub const JWT_SECRET: &str = "AIRWAVE_JWT_SECRET";
 pub const ALLOW_STATS: &str = "AIRWAVE_ALLOW_STATS";
+pub const HISTORY_TABLE: &str = "AIRWAVE_HISTORY_TABLE";
+pub const HISTORY_SIZE: &str = "AIRWAVE_HISTORY_SIZE";
+pub const HISTORY_TTL_SECONDS: &str = "AIRWAVE_HISTORY_TTL_SECONDS";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -39,12 +42,24 @@ pub const ALL_VARIABLES: &[&str] = &[
     MAX_CONNECTIONS_PER_IP,
     JWT_SECRET,
     ALLOW_STATS,
+    HISTORY_TABLE,
+    HISTORY_SIZE,
+    HISTORY_TTL_SECONDS,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
 pub const DEFAULT_MESSAGES_TABLE: &str = "airwave-messages";
 pub const DEFAULT_SUBSCRIPTIONS_TABLE: &str = "airwave-subscriptions";
 pub const DEFAULT_ADMISSION_TABLE: &str = "airwave-admission";
+pub const DEFAULT_HISTORY_TABLE: &str = "airwave-history";
+/// Messages per channel a reconnecting client can recover; also the most one
+/// recovery replays.
+pub const DEFAULT_HISTORY_SIZE: u64 = 100;
+pub const MAX_HISTORY_SIZE: u64 = 10_000;
+/// As long as API Gateway keeps a connection open: a client that was away
+/// longer reloads its state instead.
+pub const DEFAULT_HISTORY_TTL_SECONDS: u64 = 7_200;
+pub const MAX_HISTORY_TTL_SECONDS: u64 = 7 * 86_400;
 /// Generous enough for a busy office behind one NAT address reconnecting after
 /// a network blip, small enough to stop a client stuck in a reconnect loop.
 pub const DEFAULT_CONNECT_ATTEMPTS_PER_IP: u64 = 120;
@@ -77,6 +92,9 @@ const BOOL_FORM: &str = "true or false";
 const ATTEMPTS_PER_IP_FORM: &str = "a whole number of connection attempts per IP per window, 0 for no limit";
 const WINDOW_FORM: &str = "whole seconds from 1 to 3600";
 const CAP_FORM: &str = "a whole number of open connections, 0 for no cap";
+const HISTORY_SIZE_FORM: &str =
+    "a whole number of messages per channel from 0 (no positions, history or recovery) to 10000";
+const HISTORY_TTL_FORM: &str = "whole seconds from 60 to 604800 (7 days)";
 const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +117,34 @@ pub struct Config {
     pub jwt_secret: Option<JwtSecret>,
     /// Whether clients may send the `stats` action.
     pub allow_stats: bool,
+    pub history: HistorySettings,
+}
+
+/// Channel positions and the history that recovery replays from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySettings {
+    pub table: String,
+    /// Messages per channel kept for recovery; 0 turns positions, history and
+    /// recovery off (messages are delivered as before, without a position).
+    pub size: u64,
+    /// How long a message stays recoverable.
+    pub ttl_seconds: u64,
+}
+
+impl HistorySettings {
+    pub fn enabled(&self) -> bool {
+        self.size > 0
+    }
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            table: DEFAULT_HISTORY_TABLE.to_owned(),
+            size: DEFAULT_HISTORY_SIZE,
+            ttl_seconds: DEFAULT_HISTORY_TTL_SECONDS,
+        }
+    }
 }
 
 /// Limits applied on `$connect`; 0 means no limit.
@@ -160,6 +206,7 @@ impl Default for Config {
             admission: AdmissionLimits::default(),
             jwt_secret: None,
             allow_stats: false,
+            history: HistorySettings::default(),
         }
     }
 }
@@ -259,18 +306,28 @@ impl Config {
             }
             None => None,
         };
-        if admission.max_connections_per_user > 0 && jwt_secret.is_none() {
-            // Without tokens there are no users, and a cap that silently does
-            // nothing is worse than a refusal to start.
-            return Err(Error::ConfigInvalid {
-                variable: MAX_CONNECTIONS_PER_USER,
-                value: admission.max_connections_per_user.to_string(),
-                expected: "0 unless AIRWAVE_JWT_SECRET is set: the per-user cap counts authenticated users",
-            });
-        }
         let allow_stats = match read(ALLOW_STATS) {
             Some(value) => parse_bool(ALLOW_STATS, value)?,
             None => defaults.allow_stats,
+        };
+        let history = HistorySettings {
+            table: match read(HISTORY_TABLE) {
+                Some(value) => parse_table_name(HISTORY_TABLE, value)?,
+                None => defaults.history.table,
+            },
+            size: match read(HISTORY_SIZE) {
+                Some(value) => parse_in_range(HISTORY_SIZE, value, 0..=MAX_HISTORY_SIZE, HISTORY_SIZE_FORM)?,
+                None => defaults.history.size,
+            },
+            ttl_seconds: match read(HISTORY_TTL_SECONDS) {
+                Some(value) => parse_in_range(
+                    HISTORY_TTL_SECONDS,
+                    value,
+                    60..=MAX_HISTORY_TTL_SECONDS,
+                    HISTORY_TTL_FORM,
+                )?,
+                None => defaults.history.ttl_seconds,
+            },
         };
 
         Ok(Config {
@@ -287,7 +344,25 @@ impl Config {
             admission,
             jwt_secret,
             allow_stats,
+            history,
         })
+    }
+
+    /// What `$connect` needs beyond well-formed values: a per-user cap counts
+    /// authenticated users, so it needs a token secret. Only `$connect` enforces
+    /// caps; the message function reads the caps just to report them in stats,
+    /// and the template does not give it the secret.
+    pub fn require_admission_settings(&self) -> Result<(), Error> {
+        if self.admission.max_connections_per_user > 0 && self.jwt_secret.is_none() {
+            // Without tokens there are no users, and a cap that silently does
+            // nothing is worse than a refusal to start.
+            return Err(Error::ConfigInvalid {
+                variable: MAX_CONNECTIONS_PER_USER,
+                value: self.admission.max_connections_per_user.to_string(),
+                expected: "0 unless AIRWAVE_JWT_SECRET is set: the per-user cap counts authenticated users",
+            });
+        }
+        Ok(())
     }
 
     /// The Management API endpoint, for the functions that post to connections.
@@ -401,6 +476,9 @@ mod tests {
             (MAX_CONNECTIONS_PER_IP, "0"),
             (JWT_SECRET, "0123456789abcdef0123456789abcdef"),
             (ALLOW_STATS, "true"),
+            (HISTORY_TABLE, "prod-history"),
+            (HISTORY_SIZE, "500"),
+            (HISTORY_TTL_SECONDS, "86400"),
         ])
         .unwrap();
         assert_eq!(config.connections_table, "prod-connections");
@@ -431,6 +509,14 @@ mod tests {
             Some(JwtSecret::new("0123456789abcdef0123456789abcdef"))
         );
         assert!(config.allow_stats);
+        assert_eq!(
+            config.history,
+            HistorySettings {
+                table: "prod-history".into(),
+                size: 500,
+                ttl_seconds: 86_400
+            }
+        );
     }
 
     #[test]
@@ -460,14 +546,28 @@ mod tests {
             (CONNECT_WINDOW_SECONDS, "0"),
             (MAX_CONNECTIONS, "lots"),
             (MAX_CONNECTIONS_PER_USER, "1.5"),
-            (MAX_CONNECTIONS_PER_USER, "5"),
             (ALLOW_STATS, "1"),
+            (HISTORY_SIZE, "10001"),
+            (HISTORY_TTL_SECONDS, "30"),
+            (HISTORY_TABLE, "h/x"),
         ] {
             let message = config_from(&[(variable, value)]).unwrap_err().to_string();
             assert!(message.contains(variable), "{message}");
             assert!(message.contains(value), "{message}");
             assert!(message.contains("expected"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_per_user_cap_without_a_secret_is_refused_only_where_caps_are_enforced() {
+        // The message function gets the caps (for stats) but never the secret.
+        let config = config_from(&[(MAX_CONNECTIONS_PER_USER, "5")]).unwrap();
+        let message = config.require_admission_settings().unwrap_err().to_string();
+        assert!(message.contains(MAX_CONNECTIONS_PER_USER), "{message}");
+        assert!(message.contains(JWT_SECRET), "{message}");
+        let secret = "s".repeat(MIN_JWT_SECRET_BYTES);
+        let config = config_from(&[(MAX_CONNECTIONS_PER_USER, "5"), (JWT_SECRET, &secret)]).unwrap();
+        assert!(config.require_admission_settings().is_ok());
     }
 
     #[test]

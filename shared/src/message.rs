@@ -1,8 +1,10 @@
 //! Messages as producers write them to the messages table, and the frame every
 //! client receives for one.
 
+use airwave_protocol::{MessageFrame, Position};
 use serde::{Deserialize, Serialize};
 
+use crate::history::EPOCH_CHARS;
 use crate::Error;
 
 /// API Gateway refuses to post a WebSocket message larger than 128 KB.
@@ -25,28 +27,21 @@ pub struct MessageRecord {
     pub published_by: Option<String>,
 }
 
-/// What a client receives. The id lets a client drop the duplicates that
-/// at-least-once delivery allows.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct MessageFrame {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
-    pub data: serde_json::Value,
-}
-
 impl MessageRecord {
-    /// The frame to post, or an error if API Gateway would refuse its size.
-    pub fn to_frame(&self) -> Result<Vec<u8>, Error> {
-        let frame = MessageFrame {
-            kind: "message".to_owned(),
+    /// What a client receives for this message: the id lets it drop the
+    /// duplicates at-least-once delivery allows, the position orders it.
+    pub fn frame(&self, position: Option<Position>) -> MessageFrame {
+        MessageFrame {
             id: self.message_id.clone(),
             channel: self.channel.clone(),
             data: self.payload.clone(),
-        };
-        let bytes = serde_json::to_vec(&frame)?;
+            position,
+        }
+    }
+
+    /// The frame to post, or an error if API Gateway would refuse its size.
+    pub fn to_frame(&self, position: Option<Position>) -> Result<Vec<u8>, Error> {
+        let bytes = self.frame(position).to_text().into_bytes();
         if bytes.len() > MAX_FRAME_BYTES {
             return Err(Error::FrameTooLarge {
                 message_id: self.message_id.clone(),
@@ -55,6 +50,16 @@ impl MessageRecord {
             });
         }
         Ok(bytes)
+    }
+
+    /// Checks the size the frame will have once the stream-processor gives
+    /// it a position, at publish time, before anything is stored.
+    pub fn check_frame_size(&self) -> Result<(), Error> {
+        let widest = self
+            .channel
+            .as_ref()
+            .map(|_| Position::new("e".repeat(EPOCH_CHARS), u64::MAX));
+        self.to_frame(widest).map(|_| ())
     }
 }
 
@@ -72,10 +77,12 @@ mod tests {
             expires_at: None,
             published_by: Some("conn-1".into()),
         };
-        let frame: serde_json::Value = serde_json::from_slice(&record.to_frame().unwrap()).unwrap();
+        let frame: serde_json::Value =
+            serde_json::from_slice(&record.to_frame(Some(Position::new("e1", 7))).unwrap()).unwrap();
         assert_eq!(
             frame,
-            json!({"type": "message", "id": "m-1", "channel": "prices", "data": {"symbol": "ABC", "price": 12.5}})
+            json!({"type": "message", "id": "m-1", "channel": "prices", "data": {"symbol": "ABC", "price": 12.5},
+                   "position": {"epoch": "e1", "offset": 7}})
         );
     }
 
@@ -88,7 +95,7 @@ mod tests {
             expires_at: None,
             published_by: None,
         };
-        match record.to_frame() {
+        match record.to_frame(None) {
             Err(Error::FrameTooLarge {
                 message_id,
                 size,

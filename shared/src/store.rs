@@ -31,7 +31,7 @@ use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::MessageRecord;
 use crate::{Config, Error};
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// The answer to a subscribe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ enum Cancellation {
 }
 
 /// How a transaction ended when DynamoDB answered.
-enum Transaction {
+pub(crate) enum Transaction {
     Committed,
     /// Item `index` failed its condition; nothing was written.
     ConditionFailed {
@@ -202,11 +202,11 @@ async fn conflict_backoff(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=ceiling_ms))).await;
 }
 
-fn number(value: i64) -> AttributeValue {
+pub(crate) fn number(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn read_number(item: &Item, name: &str) -> Option<i64> {
+pub(crate) fn read_number(item: &Item, name: &str) -> Option<i64> {
     match item.get(name) {
         Some(AttributeValue::N(value)) => value.parse().ok(),
         _ => None,
@@ -216,11 +216,12 @@ fn read_number(item: &Item, name: &str) -> Option<i64> {
 /// The DynamoDB adapter of [`ConnectionStore`].
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
-    client: Client,
+    pub(crate) client: Client,
     connections_table: String,
     subscriptions_table: String,
     messages_table: String,
     admission_table: String,
+    pub(crate) history_table: String,
 }
 
 impl DynamoStore {
@@ -231,6 +232,7 @@ impl DynamoStore {
             subscriptions_table: config.subscriptions_table.clone(),
             messages_table: config.messages_table.clone(),
             admission_table: config.admission_table.clone(),
+            history_table: config.history.table.clone(),
         }
     }
 
@@ -305,7 +307,7 @@ impl DynamoStore {
 
     /// Runs a transaction, trying again (with jitter) when it loses a race to
     /// another transaction on the same items.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transaction, Error> {
+    pub(crate) async fn transact(&self, table: &str, items: Vec<TransactWriteItem>) -> Result<Transaction, Error> {
         for attempt in 0..TRANSACTION_ATTEMPTS {
             let result = self
                 .client
@@ -320,12 +322,12 @@ impl DynamoStore {
             match cancellation(&error) {
                 Some(Cancellation::ConditionFailed { index }) => return Ok(Transaction::ConditionFailed { index }),
                 Some(Cancellation::Conflict) if attempt + 1 < TRANSACTION_ATTEMPTS => conflict_backoff(attempt).await,
-                _ => return Err(Error::dynamodb("TransactWriteItems", &self.admission_table, error)),
+                _ => return Err(Error::dynamodb("TransactWriteItems", table, error)),
             }
         }
         Err(Error::DynamoDb {
             operation: "TransactWriteItems",
-            table: self.admission_table.clone(),
+            table: table.to_owned(),
             message: format!("still conflicting with other transactions after {TRANSACTION_ATTEMPTS} attempts"),
         })
     }
@@ -348,7 +350,7 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    fn build_error(&self, table: &str, error: impl std::fmt::Display) -> Error {
+    pub(crate) fn build_error(&self, table: &str, error: impl std::fmt::Display) -> Error {
         Error::DynamoDb {
             operation: "TransactWriteItems",
             table: table.to_owned(),
@@ -401,7 +403,7 @@ impl DynamoStore {
         for counter_key in record.held_slots() {
             items.push(self.counter_update(counter_key, -1, None)?);
         }
-        match self.transact(items).await? {
+        match self.transact(&self.admission_table, items).await? {
             Transaction::Committed => {
                 self.delete_subscriptions(record).await?;
                 Ok(true)
@@ -495,7 +497,7 @@ where
         .is_some_and(|answered| answered == code)
 }
 
-fn is_conditional_check_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+pub(crate) fn is_conditional_check_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: ProvideErrorMetadata,
 {
@@ -769,7 +771,7 @@ impl ConnectionStore for DynamoStore {
         for slot in slots {
             items.push(self.counter_update(&slot.counter_key, 1, Some(slot.cap))?);
         }
-        match self.transact(items).await? {
+        match self.transact(&self.admission_table, items).await? {
             Transaction::Committed => Ok(AdmitOutcome::Admitted),
             // The record exists: a repeated $connect of an admitted connection.
             Transaction::ConditionFailed { index: 0 } => Ok(AdmitOutcome::Admitted),

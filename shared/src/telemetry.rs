@@ -33,6 +33,10 @@ pub mod metric {
     pub const BREAKER_OPENED: &str = "BreakerOpened";
     pub const STREAM_RECORDS_POISON: &str = "StreamRecordsPoison";
     pub const STREAM_RECORDS_RETRIED: &str = "StreamRecordsRetried";
+    /// Subscribes with `since`, by outcome: `recovered` or why not.
+    pub const RECOVERIES: &str = "Recoveries";
+    /// Channel messages given a position (retries that kept theirs included).
+    pub const POSITIONS_ASSIGNED: &str = "PositionsAssigned";
 }
 
 /// The level comes from `RUST_LOG` (default `info`).

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use airwave_local::{Faults, LocalManagementApi, Options};
+use airwave_protocol::MessageFrame;
 use airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse;
 use airwave_shared::fanout::{BreakerSettings, FanOutSettings};
 use airwave_shared::handlers::{handle_message, handle_stream_batch};
-use airwave_shared::message::MessageFrame;
 use airwave_shared::{Error, FanOut};
 use airwave_tests::{channel_message_image, insert_record, message_event, message_image, stream_event, TestTables};
 use serde_json::{json, Value};
@@ -62,17 +62,29 @@ async fn subscribers_of_a_channel_receive_its_messages_and_nobody_else_does() {
         insert_record("11", message_image("for-everyone", "maintenance at noon")),
         insert_record("12", channel_message_image("for-nobody", "empty-channel", "unheard")),
     ]);
-    let response = handle_stream_batch(&tables.store, &fanout, batch).await.unwrap();
+    let response = handle_stream_batch(&tables.store, &tables.config.history, &fanout, batch)
+        .await
+        .unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(frame_ids(&gateway, "alice="), ["for-prices", "for-everyone"]);
     assert_eq!(frame_ids(&gateway, "bob="), ["for-prices", "for-everyone"]);
     assert_eq!(frame_ids(&gateway, "carol="), ["for-everyone"]);
     assert_eq!(frame_ids(&gateway, "dave="), ["for-everyone"]);
-    let frame: Value = serde_json::from_slice(&gateway.received("alice=")[0]).unwrap();
+    let mut frame: Value = serde_json::from_slice(&gateway.received("alice=")[0]).unwrap();
+    // The first message of a fresh channel: offset 1 of a new epoch.
+    let epoch = frame["position"]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(epoch.len(), 12);
+    frame["position"]["epoch"] = json!("<epoch>");
     assert_eq!(
         frame,
-        json!({"type": "message", "id": "for-prices", "channel": "prices", "data": {"text": "ABC 12.5"}})
+        json!({"type": "message", "id": "for-prices", "channel": "prices", "data": {"text": "ABC 12.5"},
+               "position": {"epoch": "<epoch>", "offset": 1}})
+    );
+    let broadcast: Value = serde_json::from_slice(&gateway.received("alice=")[1]).unwrap();
+    assert!(
+        broadcast.get("position").is_none(),
+        "a message to everyone has no position"
     );
 }
 
@@ -145,9 +157,14 @@ async fn a_poison_record_and_a_failed_listing_give_exactly_the_right_batch_item_
         insert_record("103", message_image("after", "delivered on the retry")),
     ];
 
-    let response = handle_stream_batch(&tables.store, &fanout, stream_event(records.clone()))
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &tables.store,
+        &tables.config.history,
+        &fanout,
+        stream_event(records.clone()),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(failed_sequence_numbers(&response), ["102"]);
     assert_eq!(frame_ids(&gateway, "alice="), ["first"]);
@@ -156,9 +173,14 @@ async fn a_poison_record_and_a_failed_listing_give_exactly_the_right_batch_item_
     // rest of the batch goes through, in order and without duplicates.
     tables.create_tables_from_template().await;
     subscribe(&tables, "alice=", "prices").await;
-    let retry = handle_stream_batch(&tables.store, &fanout, stream_event(records[2..].to_vec()))
-        .await
-        .unwrap();
+    let retry = handle_stream_batch(
+        &tables.store,
+        &tables.config.history,
+        &fanout,
+        stream_event(records[2..].to_vec()),
+    )
+    .await
+    .unwrap();
     assert!(retry.batch_item_failures.is_empty());
     assert_eq!(frame_ids(&gateway, "alice="), ["first", "listing-fails", "after"]);
 }
@@ -222,6 +244,7 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
 
     let response = handle_stream_batch(
         &tables.store,
+        &tables.config.history,
         &fanout,
         stream_event(vec![insert_record("900", message_image("m", "x"))]),
     )

@@ -6,26 +6,17 @@
 //! vanished without a `$disconnect` is pruned, and the door refuses what API
 //! Gateway and the connect function would refuse.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use airwave_client::{Client, ClientConfig, Event};
-use airwave_gateway::{
-    Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, StackModel, StartingPosition, StreamOptions,
-    StreamPoller,
-};
-use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use airwave_gateway::GatewayOptions;
 use airwave_shared::config::JwtSecret;
-use airwave_shared::handlers::{
-    handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
-};
 use airwave_shared::message::MessageRecord;
-use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
+use airwave_shared::ConnectionStore;
+use airwave_tests::stack::LocalStack;
 use airwave_tests::TestTables;
 use futures::{SinkExt, StreamExt};
-use lambda_runtime::{Context, LambdaEvent};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 
@@ -37,86 +28,6 @@ const GUARD: Duration = Duration::from_secs(20);
 
 fn token_for(user: &str) -> String {
     airwave_tests::token_for(SECRET, user)
-}
-
-/// Lambda, played in-process: each function name runs its real handler.
-struct InProcessFunctions {
-    store: DynamoStore,
-    config: airwave_shared::Config,
-    fanout: OnceLock<FanOut>,
-    /// Connections whose `$disconnect` API Gateway "never delivers".
-    lost_disconnects: Mutex<HashSet<String>>,
-}
-
-fn failed(function: &str, error: impl std::fmt::Display) -> GatewayError {
-    GatewayError::FunctionFailed {
-        function: function.to_owned(),
-        status: 500,
-        message: error.to_string(),
-    }
-}
-
-impl InProcessFunctions {
-    async fn run(&self, function: &str, event: Value) -> Result<Value, GatewayError> {
-        let mut context = Context::default();
-        context.request_id = uuid::Uuid::new_v4().to_string();
-        let websocket = |event: Value| {
-            serde_json::from_value::<ApiGatewayWebsocketProxyRequest>(event)
-                .map(|payload| LambdaEvent::new(payload, context.clone()))
-                .map_err(|error| failed(function, error))
-        };
-        match function {
-            "connect" => {
-                let event = websocket(event)?;
-                // A client that will vanish without a $disconnect marks itself.
-                if event.payload.query_string_parameters.first("vanish").is_some() {
-                    if let Some(id) = event.payload.request_context.connection_id.clone() {
-                        self.lost_disconnects.lock().unwrap().insert(id);
-                    }
-                }
-                answer(function, handle_connect(&self.store, &self.config, event).await)
-            }
-            "disconnect" => {
-                let event = websocket(event)?;
-                let id = event.payload.request_context.connection_id.clone().unwrap_or_default();
-                if self.lost_disconnects.lock().unwrap().contains(&id) {
-                    return Ok(json!({"statusCode": 200}));
-                }
-                answer(function, handle_disconnect(&self.store, event).await)
-            }
-            "message" => answer(
-                function,
-                handle_message(&self.store, &self.config, websocket(event)?).await,
-            ),
-            "stream-processor" => {
-                let fanout = self.fanout.get().ok_or_else(|| failed(function, "no fan-out yet"))?;
-                answer(
-                    function,
-                    handle_stream_batch(&self.store, fanout, LambdaEvent::new(event, context.clone())).await,
-                )
-            }
-            "reaper" => answer(
-                function,
-                handle_expired_connections(&self.store, LambdaEvent::new(event, context.clone())).await,
-            ),
-            other => Err(failed(other, "no such function")),
-        }
-    }
-}
-
-/// A handler's result as Lambda returns it: the JSON output, or a failure.
-fn answer<T: serde::Serialize>(
-    function: &str,
-    result: Result<T, airwave_shared::Error>,
-) -> Result<Value, GatewayError> {
-    let output = result.map_err(|error| failed(function, error))?;
-    serde_json::to_value(output).map_err(|error| failed(function, error))
-}
-
-impl Invoker for InProcessFunctions {
-    fn invoke<'a>(&'a self, function: &'a str, event: Value) -> InvokeFuture<'a> {
-        Box::pin(self.run(function, event))
-    }
 }
 
 async fn next_message(events: &mut airwave_client::Events) -> Option<airwave_client::Message> {
@@ -144,50 +55,15 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
     if now_ms % 3_600_000 > 3_540_000 {
         tokio::time::sleep(Duration::from_millis((3_600_000 - now_ms % 3_600_000) as u64 + 100)).await;
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let model = StackModel::from_path(root.join("template.yaml")).unwrap();
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let mut config = airwave_shared::Config {
-        connections_table: format!("connections-{suffix}"),
-        messages_table: format!("messages-{suffix}"),
-        subscriptions_table: format!("subscriptions-{suffix}"),
-        admission_table: format!("admission-{suffix}"),
-        jwt_secret: Some(JwtSecret::new(SECRET)),
-        ..Default::default()
-    };
-    config.admission.attempts_per_ip = ATTEMPTS_PER_IP;
-    config.admission.window_seconds = 3_600;
-    let tables = TestTables::open(config).await;
-    // The tables come from the template, so the code is tested against what deploys.
-    tables.create_tables_from_template().await;
-    let names = tables.local_names();
-
-    let functions = Arc::new(InProcessFunctions {
-        store: tables.store.clone(),
-        config: tables.config.clone(),
-        fanout: OnceLock::new(),
-        lost_disconnects: Mutex::new(HashSet::new()),
-    });
-    let gateway = Gateway::start(GatewayOptions::default(), model.clone(), functions.clone())
-        .await
-        .unwrap();
-    let _ = functions.fanout.set(tables.fanout(&gateway.management_endpoint(), 16));
-    let streams = aws_sdk_dynamodbstreams::Client::new(&tables.sdk_config);
-    let poller = StreamPoller::start(
-        &tables.dynamodb,
-        &streams,
-        &model,
-        &names,
-        functions.clone(),
-        StreamOptions {
-            poll_interval: Duration::from_millis(50),
-            starting_position: Some(StartingPosition::TrimHorizon),
-            ..StreamOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let url = gateway.ws_url();
+    let tables = TestTables::create_with(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.admission.attempts_per_ip = ATTEMPTS_PER_IP;
+        config.admission.window_seconds = 3_600;
+    })
+    .await;
+    let stack = LocalStack::start(tables, GatewayOptions::default()).await;
+    let (tables, functions) = (&stack.tables, &stack.functions);
+    let url = stack.ws_url();
 
     // Given 50 clients, even ones on "red" and odd ones on "blue".
     let mut clients = Vec::new();
@@ -212,14 +88,7 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
         .unwrap();
     let reply = vanishing.next().await.unwrap().unwrap();
     assert!(reply.to_text().unwrap().contains("subscribed"), "{reply:?}");
-    let vanished_id = functions
-        .lost_disconnects
-        .lock()
-        .unwrap()
-        .iter()
-        .next()
-        .cloned()
-        .unwrap();
+    let vanished_id = functions.vanished_connection().unwrap();
     drop(vanishing);
     assert_eq!(tables.stored_connection_ids().await.len(), CLIENTS + 1);
 
@@ -301,6 +170,5 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
     }
     assert_eq!(statuses, [vec![None; 8], vec![Some(429); 2]].concat());
 
-    poller.shutdown().await;
-    gateway.shutdown().await;
+    stack.shutdown().await;
 }

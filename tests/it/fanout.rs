@@ -2,9 +2,9 @@
 //! these connections receive it and these stale ids are gone.
 
 use airwave_local::LocalManagementApi;
+use airwave_protocol::MessageFrame;
 use airwave_shared::connection::ConnectionRecord;
 use airwave_shared::handlers::handle_stream_batch;
-use airwave_shared::message::MessageFrame;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
 use airwave_tests::{insert_record, message_image, stream_batch_fixture, stream_event, LogCapture, TestTables};
@@ -60,15 +60,19 @@ async fn a_stream_batch_reaches_every_live_connection_exactly_once() {
         stack.connect(id).await;
     }
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, stream_batch_fixture())
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        stream_batch_fixture(),
+    )
+    .await
+    .unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     for id in ["alice=", "bob=", "carol="] {
         let frames = stack.frames(id);
         assert_eq!(frames.len(), 1, "{id} got {frames:?}: only the INSERT is a new message");
-        assert_eq!(frames[0].kind, "message");
         assert_eq!(frames[0].id, "msg-0001");
         assert_eq!(frames[0].data, json!({"text": "hello, everyone", "priority": 2}));
     }
@@ -142,6 +146,7 @@ async fn a_malformed_record_is_logged_with_its_sequence_number_and_the_batch_goe
     let good = insert_record("202", message_image("msg-good", "still delivered"));
     let response = handle_stream_batch(
         &stack.tables.store,
+        &stack.tables.config.history,
         &stack.fanout,
         stream_event(vec![no_payload, not_a_record, good]),
     )
@@ -177,9 +182,14 @@ async fn an_oversized_message_is_skipped_without_posting_and_the_batch_goes_on()
 
     let huge = insert_record("300", message_image("msg-huge", &"x".repeat(130 * 1024)));
     let good = insert_record("301", message_image("msg-ok", "fits"));
-    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, stream_event(vec![huge, good]))
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        stream_event(vec![huge, good]),
+    )
+    .await
+    .unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(stack.gateway.post_count(), 1, "the oversized message is never posted");
@@ -205,6 +215,7 @@ async fn a_record_whose_listing_fails_is_reported_for_retry_and_later_records_wa
 
     let response = handle_stream_batch(
         &stack.tables.store,
+        &stack.tables.config.history,
         &stack.fanout,
         stream_event(vec![for_channel, for_everyone]),
     )
@@ -230,9 +241,14 @@ async fn records_before_a_failure_are_delivered_and_poison_before_it_is_not_repo
     let mut failing = insert_record("502", message_image("msg-502", "retried"));
     failing["dynamodb"]["NewImage"]["channel"] = json!({ "S": "prices" });
 
-    let response = handle_stream_batch(&store, &stack.fanout, stream_event(vec![good, poison, failing]))
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        stream_event(vec![good, poison, failing]),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(failed_sequence_numbers(&response), vec!["502".to_owned()]);
     let ids: Vec<String> = stack.frames("alice=").into_iter().map(|frame| frame.id).collect();
@@ -249,6 +265,7 @@ async fn a_message_for_an_invalid_channel_is_skipped_not_retried() {
 
     let response = handle_stream_batch(
         &stack.tables.store,
+        &stack.tables.config.history,
         &stack.fanout,
         stream_event(vec![bad_channel, good]),
     )
@@ -272,7 +289,7 @@ async fn records_are_not_started_close_to_the_invocation_deadline() {
     let now_ms = airwave_shared::time::epoch_millis_now() as u64;
     event.context.deadline = now_ms + airwave_shared::handlers::DEADLINE_RESERVE_MS / 2;
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, event)
+    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
         .await
         .unwrap();
 
@@ -288,7 +305,7 @@ async fn a_deadline_already_past_on_arrival_is_ignored_as_a_local_emulators() {
     // What `cargo lambda watch` sends: a fixed 600000 ms, i.e. 1970.
     event.context.deadline = 600_000;
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.fanout, event)
+    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
         .await
         .unwrap();
 
@@ -302,7 +319,7 @@ async fn an_event_without_records_is_an_error_not_a_silent_success() {
     let mut event = stream_event(vec![]);
     event.payload = json!({"not": "a stream event"});
 
-    let error = handle_stream_batch(&stack.tables.store, &stack.fanout, event)
+    let error = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
         .await
         .unwrap_err();
 

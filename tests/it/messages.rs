@@ -18,9 +18,21 @@ async fn send(tables: &TestTables, connection_id: &str, body: &str) -> Reply {
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("reply {text} is a Reply: {error}"))
 }
 
+/// The channel a `subscribed` reply is for, and the offset it starts after.
+fn subscribed(reply: &Reply) -> (String, u64) {
+    match reply {
+        Reply::Subscribed {
+            channel,
+            position: Some(position),
+            ..
+        } => (channel.clone(), position.offset),
+        other => panic!("expected subscribed with a position, got {other:?}"),
+    }
+}
+
 fn error_code(reply: &Reply) -> ErrorCode {
     match reply {
-        Reply::Error { code, .. } => *code,
+        Reply::Error { code, .. } => code.clone(),
         other => panic!("expected an error reply, got {other:?}"),
     }
 }
@@ -72,10 +84,8 @@ async fn subscribe_and_unsubscribe_keep_the_connection_and_the_channel_index_in_
     tables.admit("bob=").await;
 
     assert_eq!(
-        send(&tables, "alice=", r#"{"action":"subscribe","channel":"prices"}"#).await,
-        Reply::Subscribed {
-            channel: "prices".into()
-        }
+        subscribed(&send(&tables, "alice=", r#"{"action":"subscribe","channel":"prices"}"#).await),
+        ("prices".into(), 0)
     );
     send(&tables, "alice=", r#"{"action":"subscribe","channel":"news"}"#).await;
     send(&tables, "alice=", r#"{"action":"subscribe","channel":"news"}"#).await;
@@ -123,23 +133,14 @@ async fn a_connection_cannot_subscribe_past_its_channel_cap() {
             &json!({"action": "subscribe", "channel": channel}).to_string(),
         )
         .await;
-        assert_eq!(
-            reply,
-            Reply::Subscribed {
-                channel: channel.into()
-            }
-        );
+        assert_eq!(subscribed(&reply).0, channel);
     }
 
     let fourth = send(&tables, "alice=", r#"{"action":"subscribe","channel":"four"}"#).await;
     let again = send(&tables, "alice=", r#"{"action":"subscribe","channel":"two"}"#).await;
 
     assert_eq!(error_code(&fourth), ErrorCode::ChannelLimit);
-    assert_eq!(
-        again,
-        Reply::Subscribed { channel: "two".into() },
-        "re-subscribing is not a new channel"
-    );
+    assert_eq!(subscribed(&again).0, "two", "re-subscribing is not a new channel");
     assert_eq!(tables.stored_subscriptions().await.len(), 3);
 }
 
@@ -227,7 +228,7 @@ async fn an_allowed_publish_writes_the_message_for_the_stream_to_deliver() {
     )
     .await;
 
-    let Reply::Published { id } = reply else {
+    let Reply::Published { message_id: id } = reply else {
         panic!("expected published, got {reply:?}");
     };
     let messages = tables.stored_messages().await;

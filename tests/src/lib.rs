@@ -1,6 +1,8 @@
 //! Test support: a fresh pair of tables on the local DynamoDB-compatible server
 //! for every test, events in the exact shape AWS sends, and a log capture.
 
+pub mod stack;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -47,6 +49,10 @@ impl TestTables {
             messages_table: format!("messages-{suffix}"),
             subscriptions_table: format!("subscriptions-{suffix}"),
             admission_table: format!("admission-{suffix}"),
+            history: airwave_shared::config::HistorySettings {
+                table: format!("history-{suffix}"),
+                ..Default::default()
+            },
             ..Config::default()
         };
         configure(&mut config);
@@ -72,6 +78,7 @@ impl TestTables {
             .with_table("MessagesTable", &self.config.messages_table)
             .with_table("SubscriptionsTable", &self.config.subscriptions_table)
             .with_table("AdmissionTable", &self.config.admission_table)
+            .with_table("HistoryTable", &self.config.history.table)
     }
 
     /// Clients for tables that already exist (created by another process).

@@ -260,7 +260,15 @@ async fn handle(tcp: TcpStream, number: usize, state: Arc<State>, frames: mpsc::
                 let scripted = state.scripted.lock().unwrap().get_mut(&action).and_then(VecDeque::pop_front);
                 let reply = match scripted {
                     Some(reply) => reply,
-                    None => Some(normal_reply(&state, number, &value, &action, channel.as_deref(), &mut channels)),
+                    // Replies it makes itself repeat the request id; scripted ones have
+                    // none, as from a server older than request ids.
+                    None => {
+                        let mut reply = normal_reply(&state, number, &value, &action, channel.as_deref(), &mut channels);
+                        if let Some(id) = value.get("id") {
+                            reply["id"] = id.clone();
+                        }
+                        Some(reply)
+                    }
                 };
                 if let Some(reply) = reply {
                     if ws.send(Message::text(reply.to_string())).await.is_err() {
@@ -312,10 +320,13 @@ fn normal_reply(
                 channel: channel.map(str::to_owned),
                 frame: message.to_string(),
             });
-            json!({"type": "published", "id": id})
+            json!({"type": "published", "message_id": id})
         }
         ("stats", _) => {
-            json!({"type": "stats", "connection": number, "accepted": state.accepted.load(Ordering::SeqCst)})
+            // Which connection answered, in a field of the real stats reply.
+            json!({"type": "stats", "open_connections": number, "distinct_users": 0, "max_connections": 0,
+                   "max_connections_per_user": 0, "max_connections_per_ip": 0, "free_slots": null,
+                   "connect_attempts_per_ip": 0, "window_seconds": 60, "throttled_attempts_in_window": 0})
         }
         _ => json!({"type": "error", "code": "unknown_action", "message": "unknown action"}),
     }

@@ -10,6 +10,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_tracing();
     let metrics = telemetry::init_metrics("connect");
     let config = Config::from_env()?;
+    config.require_admission_settings()?;
     let sdk_config = clients::load_sdk_config().await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
     lambda_runtime::run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {

@@ -1,5 +1,9 @@
 //! Broadcasts every message inserted into the messages table (DynamoDB stream).
 
+// The handler's future nests the SDK's transaction futures deeper than the
+// compiler's default layout query depth.
+#![recursion_limit = "256"]
+
 use airwave_shared::fanout::FanOutSettings;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::{clients, telemetry, Config, DynamoStore, FanOut};
@@ -18,7 +22,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         FanOutSettings::from(&config),
     );
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        metrics.flushed(handle_stream_batch(&store, &fanout, event))
+        metrics.flushed(handle_stream_batch(&store, &config.history, &fanout, event))
     }))
     .await
 }

@@ -176,6 +176,11 @@ impl RunningGateway {
     }
 
     /// Connections whose socket is open.
+    /// The ids of the connections open now.
+    pub fn connection_ids(&self) -> Vec<String> {
+        self.shared.connections().keys().cloned().collect()
+    }
+
     pub fn connection_count(&self) -> usize {
         self.shared.connections().len()
     }

@@ -318,6 +318,18 @@ impl StackModel {
         names: &LocalNames,
         management_endpoint: &str,
     ) -> Result<BTreeMap<String, String>, GatewayError> {
+        self.function_environment_with(binary, names, management_endpoint, &BTreeMap::new())
+    }
+
+    /// [`Self::function_environment`] with some template parameters set, as a
+    /// deploy's `--parameter-overrides` would: `parameters` wins over defaults.
+    pub fn function_environment_with(
+        &self,
+        binary: &str,
+        names: &LocalNames,
+        management_endpoint: &str,
+        parameters: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, GatewayError> {
         let function = self
             .function_by_binary(binary)
             .ok_or_else(|| GatewayError::Template(format!("no function with binary {binary:?}")))?;
@@ -325,6 +337,7 @@ impl StackModel {
         for (variable, value) in &function.environment {
             let resolved = match value {
                 EnvValue::Literal(value) => value.clone(),
+                EnvValue::Parameter { name, .. } if parameters.contains_key(name) => parameters[name].clone(),
                 EnvValue::Parameter {
                     default: Some(value), ..
                 } => value.clone(),

@@ -1,14 +1,16 @@
 //! The `$default` route: everything a client sends after connecting.
 
+use airwave_protocol::{ClientFrame, Position, ReplyFrame, Request, RequestId};
+pub use airwave_protocol::{ErrorCode, Reply, Stats};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use lambda_runtime::LambdaEvent;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
 
 use super::route_response;
 use crate::channel::validate_channel_name;
-use crate::message::MessageRecord;
+use crate::history::{recover, ChannelHistory, Recovery};
+use crate::message::{MessageRecord, MAX_FRAME_BYTES};
 use crate::store::{ConnectionStore, SubscribeOutcome};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
@@ -18,90 +20,14 @@ use crate::{Config, Error};
 pub const PUBLISHED_MESSAGE_TTL_SECONDS: i64 = 86_400;
 
 const ACTIONS: &str = "ping, subscribe, unsubscribe, publish, stats";
-
-/// What a client sends; API Gateway routes on `action` (`$request.body.action`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
-enum ClientRequest {
-    Ping,
-    Subscribe {
-        channel: String,
-    },
-    Unsubscribe {
-        channel: String,
-    },
-    Publish {
-        #[serde(default)]
-        channel: Option<String>,
-        data: Value,
-    },
-    Stats,
-}
-
-/// What the client gets back on the same socket (the route response).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Reply {
-    Pong { expires_at: i64 },
-    Subscribed { channel: String },
-    Unsubscribed { channel: String },
-    Published { id: String },
-    Stats(Stats),
-    Error { code: ErrorCode, message: String },
-}
-
-/// The answer to `stats`: how full the door is. Caps of 0 mean no cap.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Stats {
-    /// Live connection records (past-TTL ones left out).
-    pub open_connections: u64,
-    /// Distinct authenticated users among them.
-    pub distinct_users: u64,
-    pub max_connections: u64,
-    pub max_connections_per_user: u64,
-    pub max_connections_per_ip: u64,
-    /// Free slots under the total cap; `None` without one.
-    pub free_slots: Option<u64>,
-    pub connect_attempts_per_ip: u64,
-    pub window_seconds: u64,
-    /// Attempts refused by the per-IP throttle in the current window, all IPs.
-    pub throttled_attempts_in_window: u64,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidJson,
-    UnknownAction,
-    InvalidRequest,
-    InvalidChannel,
-    ChannelLimit,
-    UnknownConnection,
-    PublishForbidden,
-    MessageTooLarge,
-    StatsForbidden,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::UnknownAction => "unknown_action",
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::InvalidChannel => "invalid_channel",
-            ErrorCode::ChannelLimit => "channel_limit",
-            ErrorCode::UnknownConnection => "unknown_connection",
-            ErrorCode::PublishForbidden => "publish_forbidden",
-            ErrorCode::MessageTooLarge => "message_too_large",
-            ErrorCode::StatsForbidden => "stats_forbidden",
-        }
-    }
-}
+/// Room kept in a `subscribed` reply for everything but the recovered
+/// messages, so the reply stays under API Gateway's 128 KB.
+const REPLY_OVERHEAD_BYTES: usize = 4 * 1024;
 
 fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
     let message = message.into();
     tracing::info!(code = code.as_str(), reason = %message, "request refused");
-    metrics::counter!(metric::CLIENT_ERRORS, "code" => code.as_str()).increment(1);
+    metrics::counter!(metric::CLIENT_ERRORS, "code" => code.as_str().to_owned()).increment(1);
     Reply::Error { code, message }
 }
 
@@ -111,7 +37,7 @@ fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
 /// A client mistake gets an `error` frame that says what was wrong and changes
 /// nothing; the connection stays open. A store failure is returned as an error
 /// so Lambda counts it, and API Gateway tells the client "Internal server error".
-pub async fn handle_message<S: ConnectionStore>(
+pub async fn handle_message<S: ConnectionStore + ChannelHistory>(
     store: &S,
     config: &Config,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
@@ -130,62 +56,88 @@ pub async fn handle_message<S: ConnectionStore>(
             return Ok(route_response(400, "missing requestContext.connectionId"));
         };
         let reply = match parse_request(event.payload.body.as_deref().unwrap_or_default()) {
-            Ok(request) => execute(store, config, connection_id, request).await?,
+            Ok(ClientFrame { id, request }) => {
+                ReplyFrame::answering(id, execute(store, config, connection_id, request).await?)
+            }
             Err(reply) => reply,
         };
-        let body = serde_json::to_string(&reply)?;
-        Ok(route_response(200, &body))
+        Ok(route_response(200, &reply.to_text()))
     }
     .instrument(span)
     .await
 }
 
-fn parse_request(body: &str) -> Result<ClientRequest, Reply> {
-    let value: Value = serde_json::from_str(body)
-        .map_err(|error| error_reply(ErrorCode::InvalidJson, format!("the message is not JSON: {error}")))?;
+fn parse_request(body: &str) -> Result<ClientFrame, ReplyFrame> {
+    let refuse = |id: Option<RequestId>, code, message| Err(ReplyFrame::answering(id, error_reply(code, message)));
+    let value: Value = match serde_json::from_str(body) {
+        Ok(value) => value,
+        Err(error) => {
+            return refuse(
+                None,
+                ErrorCode::InvalidJson,
+                format!("the message is not JSON: {error}"),
+            )
+        }
+    };
+    // The id is read first, so that every refusal below can carry it.
+    let id = value
+        .get("id")
+        .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
     let Some(action) = value.get("action").and_then(Value::as_str).map(str::to_owned) else {
-        return Err(error_reply(
+        return refuse(
+            id,
             ErrorCode::UnknownAction,
             format!("the message needs an \"action\" field, one of: {ACTIONS}"),
-        ));
+        );
     };
     if !matches!(
         action.as_str(),
         "ping" | "subscribe" | "unsubscribe" | "publish" | "stats"
     ) {
-        return Err(error_reply(
+        return refuse(
+            id,
             ErrorCode::UnknownAction,
             format!("unknown action {action:?}; expected one of: {ACTIONS}"),
-        ));
+        );
     }
     tracing::Span::current().record("action", action.as_str());
     // serde ignores deny_unknown_fields on a tagged unit variant, so these are checked here.
-    if matches!(action.as_str(), "ping" | "stats") && value.as_object().is_some_and(|fields| fields.len() > 1) {
-        return Err(error_reply(
+    let fields = value
+        .as_object()
+        .map(|fields| fields.keys().filter(|key| *key != "id").count())
+        .unwrap_or(0);
+    if matches!(action.as_str(), "ping" | "stats") && fields > 1 {
+        return refuse(
+            id,
             ErrorCode::InvalidRequest,
-            format!("invalid {action} request: {action} takes no fields besides \"action\""),
-        ));
+            format!("invalid {action} request: {action} takes no fields besides \"action\" and \"id\""),
+        );
     }
-    serde_json::from_value(value)
-        .map_err(|error| error_reply(ErrorCode::InvalidRequest, format!("invalid {action} request: {error}")))
+    ClientFrame::from_value(value).or_else(|(id, why)| {
+        refuse(
+            id,
+            ErrorCode::InvalidRequest,
+            format!("invalid {action} request: {why}"),
+        )
+    })
 }
 
-async fn execute<S: ConnectionStore>(
+async fn execute<S: ConnectionStore + ChannelHistory>(
     store: &S,
     config: &Config,
     connection_id: &str,
-    request: ClientRequest,
+    request: Request,
 ) -> Result<Reply, Error> {
     let now = epoch_seconds_now();
     let reply = match request {
-        ClientRequest::Ping => {
+        Request::Ping => {
             let expires_at = now + config.connection_ttl_seconds as i64;
             match store.refresh_connection(connection_id, expires_at, now).await? {
                 Some(_) => Reply::Pong { expires_at },
                 None => unknown_connection(),
             }
         }
-        ClientRequest::Subscribe { channel } => {
+        Request::Subscribe { channel, since } => {
             if let Err(error) = validate_channel_name(&channel) {
                 return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
             }
@@ -193,7 +145,7 @@ async fn execute<S: ConnectionStore>(
                 .subscribe(connection_id, &channel, config.max_channels_per_connection, now)
                 .await?
             {
-                SubscribeOutcome::Subscribed => Reply::Subscribed { channel },
+                SubscribeOutcome::Subscribed => subscribed(store, config, channel, since, now).await?,
                 SubscribeOutcome::LimitReached => error_reply(
                     ErrorCode::ChannelLimit,
                     format!(
@@ -204,14 +156,14 @@ async fn execute<S: ConnectionStore>(
                 SubscribeOutcome::UnknownConnection => unknown_connection(),
             }
         }
-        ClientRequest::Unsubscribe { channel } => {
+        Request::Unsubscribe { channel } => {
             if let Err(error) = validate_channel_name(&channel) {
                 return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
             }
             store.unsubscribe(connection_id, &channel).await?;
             Reply::Unsubscribed { channel }
         }
-        ClientRequest::Publish { channel, data } => {
+        Request::Publish { channel, data } => {
             if !config.allow_client_publish {
                 return Ok(error_reply(
                     ErrorCode::PublishForbidden,
@@ -229,11 +181,13 @@ async fn execute<S: ConnectionStore>(
                 published_by: Some(connection_id.to_owned()),
             };
             // Refuse here what API Gateway would refuse to deliver later.
-            if let Err(error) = message.to_frame() {
+            if let Err(error) = message.check_frame_size() {
                 return Ok(error_reply(ErrorCode::MessageTooLarge, error.to_string()));
             }
             match store.put_message(&message).await {
-                Ok(()) => Reply::Published { id: message.message_id },
+                Ok(()) => Reply::Published {
+                    message_id: message.message_id,
+                },
                 Err(Error::ItemRejected { message: reason, .. }) => error_reply(
                     ErrorCode::InvalidRequest,
                     format!("the data cannot be stored: {reason}"),
@@ -241,7 +195,7 @@ async fn execute<S: ConnectionStore>(
                 Err(error) => return Err(error),
             }
         }
-        ClientRequest::Stats => {
+        Request::Stats => {
             if !config.allow_stats {
                 return Ok(error_reply(
                     ErrorCode::StatsForbidden,
@@ -281,6 +235,58 @@ async fn read_stats<S: ConnectionStore>(store: &S, config: &Config, now: i64) ->
     })
 }
 
+/// The reply to a subscribe that took effect: the channel's position and,
+/// when the client said where it left off, what it missed. The subscription
+/// item is written before the head is read, so every message after the head
+/// reaches this connection through the fan-out.
+async fn subscribed<H: ChannelHistory>(
+    history: &H,
+    config: &Config,
+    channel: String,
+    since: Option<Position>,
+    now: i64,
+) -> Result<Reply, Error> {
+    if !config.history.enabled() {
+        return Ok(Reply::Subscribed {
+            channel,
+            position: None,
+            recovered: since.map(|_| false),
+            publications: Vec::new(),
+        });
+    }
+    let head = history.channel_head(&channel, now).await?;
+    let (recovered, publications) = match since {
+        None => (None, Vec::new()),
+        Some(since) => {
+            let budget = MAX_FRAME_BYTES - REPLY_OVERHEAD_BYTES;
+            match recover(history, &channel, &since, &head, config.history.size, budget, now).await? {
+                Recovery::Recovered(publications) => {
+                    metrics::counter!(metric::RECOVERIES, "outcome" => "recovered").increment(1);
+                    tracing::info!(channel, missed = publications.len(), "subscription recovered");
+                    (Some(true), publications)
+                }
+                Recovery::Impossible(reason) => {
+                    metrics::counter!(metric::RECOVERIES, "outcome" => reason).increment(1);
+                    tracing::info!(
+                        channel,
+                        reason,
+                        since_offset = since.offset,
+                        head_offset = head.offset,
+                        "recovery impossible"
+                    );
+                    (Some(false), Vec::new())
+                }
+            }
+        }
+    };
+    Ok(Reply::Subscribed {
+        channel,
+        position: Some(head),
+        recovered,
+        publications,
+    })
+}
+
 fn unknown_connection() -> Reply {
     error_reply(
         ErrorCode::UnknownConnection,
@@ -290,53 +296,21 @@ fn unknown_connection() -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use airwave_client::{parse_frame, Incoming};
     use serde_json::json;
 
     use super::*;
 
-    const EVERY_ERROR_CODE: [ErrorCode; 9] = [
-        ErrorCode::InvalidJson,
-        ErrorCode::UnknownAction,
-        ErrorCode::InvalidRequest,
-        ErrorCode::InvalidChannel,
-        ErrorCode::ChannelLimit,
-        ErrorCode::UnknownConnection,
-        ErrorCode::PublishForbidden,
-        ErrorCode::MessageTooLarge,
-        ErrorCode::StatsForbidden,
-    ];
-
-    /// Fails to compile when a code is added without adding it above.
-    #[allow(dead_code)]
-    fn listed(code: ErrorCode) {
-        match code {
-            ErrorCode::InvalidJson
-            | ErrorCode::UnknownAction
-            | ErrorCode::InvalidRequest
-            | ErrorCode::InvalidChannel
-            | ErrorCode::ChannelLimit
-            | ErrorCode::UnknownConnection
-            | ErrorCode::PublishForbidden
-            | ErrorCode::MessageTooLarge
-            | ErrorCode::StatsForbidden => {}
-        }
-    }
-
     #[test]
-    fn the_metric_label_of_every_error_code_is_its_wire_name() {
-        for code in EVERY_ERROR_CODE {
-            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
-        }
-    }
-
-    #[test]
-    fn every_request_the_client_sends_is_one_this_route_accepts() {
-        use airwave_client::Request;
+    fn every_request_a_client_can_build_is_one_this_route_accepts() {
         let requests = [
             Request::Ping,
             Request::Subscribe {
                 channel: "prices".into(),
+                since: None,
+            },
+            Request::Subscribe {
+                channel: "prices".into(),
+                since: Some(Position::new("e", 3)),
             },
             Request::Unsubscribe {
                 channel: "prices".into(),
@@ -351,51 +325,33 @@ mod tests {
             },
             Request::Stats,
         ];
-        for request in requests {
-            let frame = serde_json::to_string(&request).unwrap();
-            assert!(parse_request(&frame).is_ok(), "refused: {frame}");
+        for (n, request) in requests.into_iter().enumerate() {
+            for id in [
+                None,
+                Some(RequestId::Number(n as u64)),
+                Some(RequestId::Text(format!("r{n}"))),
+            ] {
+                let frame = ClientFrame::new(id.clone(), request.clone()).to_text();
+                let read = parse_request(&frame).unwrap_or_else(|reply| panic!("refused {frame}: {reply:?}"));
+                assert_eq!(read, ClientFrame::new(id, request.clone()));
+            }
         }
     }
 
     #[test]
-    fn every_reply_this_route_sends_is_read_by_the_client_unchanged() {
-        let mut replies = vec![
-            Reply::Pong {
-                expires_at: 1_700_000_000,
-            },
-            Reply::Subscribed {
-                channel: "prices".into(),
-            },
-            Reply::Unsubscribed {
-                channel: "prices".into(),
-            },
-            Reply::Published { id: "m-1".into() },
-            Reply::Stats(Stats {
-                open_connections: 3,
-                distinct_users: 2,
-                max_connections: 10,
-                max_connections_per_user: 5,
-                max_connections_per_ip: 0,
-                free_slots: Some(7),
-                connect_attempts_per_ip: 120,
-                window_seconds: 60,
-                throttled_attempts_in_window: 1,
-            }),
-        ];
-        replies.extend(EVERY_ERROR_CODE.map(|code| Reply::Error {
-            code,
-            message: "why".into(),
-        }));
-        for reply in replies {
-            let sent = serde_json::to_value(&reply).unwrap();
-            let read = match parse_frame(&sent.to_string()).unwrap() {
-                Incoming::Reply(read) => read,
-                other => panic!("the client did not read {sent} as a reply: {other:?}"),
-            };
-            assert_eq!(serde_json::to_value(&read).unwrap(), sent);
-            if let Reply::Error { code, .. } = reply {
-                assert_eq!(read.error_code(), Some(code.as_str()));
-            }
+    fn a_refused_request_is_answered_with_its_id() {
+        for (body, code) in [
+            (r#"{"action":"subscribe","id":"s-1"}"#, ErrorCode::InvalidRequest),
+            (r#"{"action":"dance","id":"s-1"}"#, ErrorCode::UnknownAction),
+            (r#"{"action":"ping","id":"s-1","extra":1}"#, ErrorCode::InvalidRequest),
+            (r#"{"id":"s-1"}"#, ErrorCode::UnknownAction),
+        ] {
+            let reply = parse_request(body).unwrap_err();
+            assert_eq!(reply.id, Some(RequestId::Text("s-1".into())), "{body}");
+            assert_eq!(reply.reply.error_code(), Some(&code), "{body}");
         }
+        let unreadable = parse_request("{not json").unwrap_err();
+        assert_eq!(unreadable.id, None);
+        assert_eq!(unreadable.reply.error_code(), Some(&ErrorCode::InvalidJson));
     }
 }

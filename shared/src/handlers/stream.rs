@@ -6,7 +6,9 @@ use tracing::Instrument;
 
 use super::{sequence_number, stream_records};
 
+use crate::config::HistorySettings;
 use crate::fanout::FanOut;
+use crate::history::ChannelHistory;
 use crate::message::MessageRecord;
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
@@ -36,8 +38,12 @@ enum RecordOutcome {
 /// first one that must be retried the handler stops and reports its sequence
 /// number in `batchItemFailures`: Lambda resumes the shard from there, so
 /// going on would only deliver the later records twice and out of order.
-pub async fn handle_stream_batch<S: ConnectionStore>(
+///
+/// A channel message first gets its position in the channel (see
+/// [`crate::history`]); a retried record keeps the position it got before.
+pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
     store: &S,
+    history: &HistorySettings,
     fanout: &FanOut,
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
@@ -73,7 +79,7 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
                 tracing::warn!("stopping before the invocation's deadline; the rest of the batch will be retried");
                 RecordOutcome::Retry
             } else {
-                handle_record(store, fanout, raw).instrument(span).await
+                handle_record(store, history, fanout, raw).instrument(span).await
             };
             match outcome {
                 RecordOutcome::Done => {}
@@ -107,7 +113,12 @@ pub async fn handle_stream_batch<S: ConnectionStore>(
     .await
 }
 
-async fn handle_record<S: ConnectionStore>(store: &S, fanout: &FanOut, raw: Value) -> RecordOutcome {
+async fn handle_record<S: ConnectionStore + ChannelHistory>(
+    store: &S,
+    history: &HistorySettings,
+    fanout: &FanOut,
+    raw: Value,
+) -> RecordOutcome {
     let record: EventRecord = match serde_json::from_value(raw) {
         Ok(record) => record,
         Err(error) => {
@@ -136,7 +147,30 @@ async fn handle_record<S: ConnectionStore>(store: &S, fanout: &FanOut, raw: Valu
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message for an invalid channel");
         return RecordOutcome::Poison;
     }
-    let frame = match message.to_frame() {
+    // Checked before a position is taken, so no offset is spent on a message
+    // that can never be sent (and recovery never replays one).
+    if let Err(error) = message.check_frame_size() {
+        tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
+        return RecordOutcome::Poison;
+    }
+    let position = match message.channel.as_deref() {
+        Some(channel) if history.enabled() => {
+            let now = crate::time::epoch_seconds_now();
+            match store.assign_position(channel, &message, history.ttl_seconds, now).await {
+                Ok(position) => {
+                    metrics::counter!(metric::POSITIONS_ASSIGNED).increment(1);
+                    Some(position)
+                }
+                Err(error) => {
+                    tracing::error!(message_id = %message.message_id, error = %error, "no position could be assigned; the record will be retried");
+                    return RecordOutcome::Retry;
+                }
+            }
+        }
+        _ => None,
+    };
+    let offset = position.as_ref().map(|position| position.offset);
+    let frame = match message.to_frame(position) {
         Ok(frame) => frame,
         Err(error) => {
             tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
@@ -156,6 +190,7 @@ async fn handle_record<S: ConnectionStore>(store: &S, fanout: &FanOut, raw: Valu
             tracing::info!(
                 message_id = %message.message_id,
                 channel = message.channel.as_deref().unwrap_or_default(),
+                offset,
                 delivered = report.delivered,
                 failed = report.failed,
                 "message broadcast"

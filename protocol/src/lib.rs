@@ -1,0 +1,32 @@
+//! The Airwave client protocol, defined once. The server (`airwave-shared`),
+//! the Rust client and the JSON Schema that other-language clients are checked
+//! against (`protocol/schema.json`) all come from these types.
+//!
+//! Every frame is one JSON object in a WebSocket text frame. A client sends
+//! requests (`{"action": ...}`), each of which may carry an `id` that its reply
+//! repeats; the server answers with replies and pushes messages
+//! (`{"type": ...}`).
+
+mod position;
+mod reply;
+mod request;
+mod server;
+
+pub use position::Position;
+pub use reply::{ErrorCode, Reply, ReplyFrame, Stats};
+pub use request::{ClientFrame, Request, RequestId};
+pub use server::{parse_server_frame, Incoming, MessageFrame, ServerFrame};
+
+/// The JSON Schema of every frame, both directions, as committed in
+/// `protocol/schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    let client = schemars::schema_for!(ClientFrame);
+    let server = schemars::schema_for!(ServerFrame);
+    serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Airwave client protocol",
+        "description": "Frames a client sends (client) and receives (server). Generated from the airwave-protocol crate; do not edit by hand.",
+        "client": client,
+        "server": server,
+    })
+}

@@ -1,0 +1,432 @@
+//! Channel positions and history: every channel message gets a position
+//! (epoch + offset) exactly once, and a history entry a reconnecting client
+//! can recover it from.
+//!
+//! History table (`channel` partition key, `entry` sort key), three kinds of item:
+//! - `head`: the channel's `epoch` and latest `offset`. A new head (a new
+//!   channel, or one whose head expired after [`HEAD_TTL_SECONDS`] without a
+//!   message) gets a new epoch, which tells clients their offsets no longer apply.
+//! - `o#<offset, 20 digits>`: one message at that offset, kept for the history TTL.
+//! - `m#<message_id>`: which position a message got, so a retried or
+//!   re-delivered stream record keeps it.
+//!
+//! The three are written in one transaction conditioned on the head's offset,
+//! so offsets have no gaps and no duplicates even when several stream shards
+//! assign positions in one channel at once.
+
+use std::future::Future;
+
+use airwave_protocol::{MessageFrame, Position};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use crate::message::MessageRecord;
+use crate::store::{is_conditional_check_failure, number, read_number, DynamoStore, Item, Transaction};
+use crate::Error;
+
+/// A head lives this long after its channel's last message or subscribe.
+pub const HEAD_TTL_SECONDS: i64 = 30 * 86_400;
+/// A position claim outlives every retry of its stream record (Lambda gives
+/// up on a record after an hour; the stream keeps it 24 hours).
+const CLAIM_TTL_SECONDS: i64 = 86_400;
+/// Tries at assigning a position while other shards move the head.
+const ASSIGN_ATTEMPTS: u32 = 20;
+const HEAD: &str = "head";
+
+fn offset_entry(offset: u64) -> String {
+    format!("o#{offset:020}")
+}
+
+fn claim_entry(message_id: &str) -> String {
+    format!("m#{message_id}")
+}
+
+/// Characters in an epoch: random, so a channel started again never reuses one.
+pub const EPOCH_CHARS: usize = 12;
+
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..EPOCH_CHARS].to_owned()
+}
+
+/// What a subscribe with `since` can be answered with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recovery {
+    /// Every message after `since` up to the head, in position order.
+    Recovered(Vec<MessageFrame>),
+    /// Not all of them can be given; the reason is for logs and metrics.
+    Impossible(&'static str),
+}
+
+/// What to read for a recovery, decided from the head alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryPlan {
+    /// Nothing was missed.
+    UpToDate,
+    /// Read offsets `from..=to`.
+    Read {
+        from: u64,
+        to: u64,
+    },
+    Impossible(&'static str),
+}
+
+/// Decides a recovery from the client's last position and the channel's head.
+pub fn plan_recovery(since: &Position, head: &Position, history_size: u64) -> RecoveryPlan {
+    if since.epoch != head.epoch {
+        return RecoveryPlan::Impossible("epoch_changed");
+    }
+    if since.offset > head.offset {
+        return RecoveryPlan::Impossible("position_ahead_of_channel");
+    }
+    let missed = head.offset - since.offset;
+    if missed == 0 {
+        RecoveryPlan::UpToDate
+    } else if missed > history_size {
+        RecoveryPlan::Impossible("more_missed_than_history_keeps")
+    } else {
+        RecoveryPlan::Read {
+            from: since.offset + 1,
+            to: head.offset,
+        }
+    }
+}
+
+pub trait ChannelHistory: Send + Sync {
+    /// The position of `message` in `channel`: the one it already has, or the
+    /// next one, recorded together with its history entry.
+    fn assign_position(
+        &self,
+        channel: &str,
+        message: &MessageRecord,
+        history_ttl_seconds: u64,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Position, Error>> + Send;
+
+    /// The channel's latest position, starting the channel (offset 0, a new
+    /// epoch) when it has none.
+    fn channel_head(
+        &self,
+        channel: &str,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Position, Error>> + Send;
+
+    /// The unexpired entries at offsets `from..=to` of `epoch`, in order.
+    fn read_history(
+        &self,
+        channel: &str,
+        epoch: &str,
+        from: u64,
+        to: u64,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Vec<MessageFrame>, Error>> + Send;
+}
+
+/// Answers a subscribe that carried `since`, within `max_bytes` of frames.
+pub async fn recover<H: ChannelHistory>(
+    history: &H,
+    channel: &str,
+    since: &Position,
+    head: &Position,
+    history_size: u64,
+    max_bytes: usize,
+    now_epoch_seconds: i64,
+) -> Result<Recovery, Error> {
+    let (from, to) = match plan_recovery(since, head, history_size) {
+        RecoveryPlan::UpToDate => return Ok(Recovery::Recovered(Vec::new())),
+        RecoveryPlan::Impossible(reason) => return Ok(Recovery::Impossible(reason)),
+        RecoveryPlan::Read { from, to } => (from, to),
+    };
+    let entries = history
+        .read_history(channel, &head.epoch, from, to, now_epoch_seconds)
+        .await?;
+    if entries.len() as u64 != to - from + 1 {
+        return Ok(Recovery::Impossible("history_expired"));
+    }
+    let bytes: usize = entries.iter().map(|entry| entry.to_text().len()).sum();
+    if bytes > max_bytes {
+        return Ok(Recovery::Impossible("over_the_replay_bound"));
+    }
+    Ok(Recovery::Recovered(entries))
+}
+
+impl DynamoStore {
+    fn history_key(channel: &str, entry: &str) -> Item {
+        Item::from([
+            ("channel".to_owned(), AttributeValue::S(channel.to_owned())),
+            ("entry".to_owned(), AttributeValue::S(entry.to_owned())),
+        ])
+    }
+
+    async fn get_history_item(&self, channel: &str, entry: &str) -> Result<Option<Item>, Error> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.history_table)
+            .set_key(Some(Self::history_key(channel, entry)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("GetItem", &self.history_table, error))?;
+        Ok(output.item)
+    }
+
+    fn decode_position(&self, channel: &str, item: &Item) -> Result<Position, Error> {
+        let epoch = match item.get("epoch") {
+            Some(AttributeValue::S(epoch)) => Some(epoch.clone()),
+            _ => None,
+        };
+        let offset = read_number(item, "offset").and_then(|offset| u64::try_from(offset).ok());
+        match (epoch, offset) {
+            (Some(epoch), Some(offset)) => Ok(Position::new(epoch, offset)),
+            _ => Err(Error::DynamoDb {
+                operation: "GetItem",
+                table: self.history_table.clone(),
+                message: format!("history item of channel {channel} has no epoch and offset"),
+            }),
+        }
+    }
+
+    /// A conditional put for a transaction. `offset` is a reserved word in
+    /// DynamoDB expressions, so conditions name it `#offset`.
+    fn history_put(
+        &self,
+        item: Item,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<TransactWriteItem, Error> {
+        let mut put = Put::builder()
+            .table_name(&self.history_table)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if condition.contains("#offset") {
+            put = put.expression_attribute_names("#offset", "offset");
+        }
+        for (name, value) in values {
+            put = put.expression_attribute_values(*name, value.clone());
+        }
+        let put = put
+            .build()
+            .map_err(|error| self.build_error(&self.history_table, error))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+fn position_attributes(item: &mut Item, position: &Position, expires_at: i64) {
+    item.insert("epoch".to_owned(), AttributeValue::S(position.epoch.clone()));
+    item.insert("offset".to_owned(), AttributeValue::N(position.offset.to_string()));
+    item.insert("expires_at".to_owned(), number(expires_at));
+}
+
+impl ChannelHistory for DynamoStore {
+    async fn assign_position(
+        &self,
+        channel: &str,
+        message: &MessageRecord,
+        history_ttl_seconds: u64,
+        now: i64,
+    ) -> Result<Position, Error> {
+        let claim_key = claim_entry(&message.message_id);
+        let payload: AttributeValue =
+            serde_dynamo::to_attribute_value(&message.payload).map_err(|source| Error::ItemFormat {
+                table: self.history_table.clone(),
+                key: message.message_id.clone(),
+                source,
+            })?;
+        for _ in 0..ASSIGN_ATTEMPTS {
+            let head = match self.get_history_item(channel, HEAD).await? {
+                Some(item) if read_number(&item, "expires_at").is_some_and(|expires| expires > now) => {
+                    Some(self.decode_position(channel, &item)?)
+                }
+                // A head past its TTL that DynamoDB has not deleted yet is gone.
+                _ => None,
+            };
+            let position = match &head {
+                Some(head) => head.next(),
+                None => Position::new(new_epoch(), 1),
+            };
+            let mut head_item = Self::history_key(channel, HEAD);
+            position_attributes(&mut head_item, &position, now + HEAD_TTL_SECONDS);
+            let head_write = match &head {
+                Some(previous) => self.history_put(
+                    head_item,
+                    "epoch = :epoch AND #offset = :offset",
+                    &[
+                        (":epoch", AttributeValue::S(previous.epoch.clone())),
+                        (":offset", AttributeValue::N(previous.offset.to_string())),
+                    ],
+                )?,
+                None => self.history_put(
+                    head_item,
+                    "attribute_not_exists(entry) OR expires_at <= :now",
+                    &[(":now", number(now))],
+                )?,
+            };
+            let mut claim = Self::history_key(channel, &claim_key);
+            position_attributes(
+                &mut claim,
+                &position,
+                now + CLAIM_TTL_SECONDS.max(history_ttl_seconds as i64),
+            );
+            let claim_write = self.history_put(claim, "attribute_not_exists(entry)", &[])?;
+            let mut entry = Self::history_key(channel, &offset_entry(position.offset));
+            position_attributes(&mut entry, &position, now + history_ttl_seconds as i64);
+            entry.insert("message_id".to_owned(), AttributeValue::S(message.message_id.clone()));
+            entry.insert("payload".to_owned(), payload.clone());
+            // An entry left by an earlier epoch at this offset is replaced.
+            let entry_write = self.history_put(
+                entry,
+                "attribute_not_exists(entry) OR epoch <> :epoch",
+                &[(":epoch", AttributeValue::S(position.epoch.clone()))],
+            )?;
+            match self
+                .transact(&self.history_table, vec![head_write, claim_write, entry_write])
+                .await?
+            {
+                Transaction::Committed => return Ok(position),
+                // Claimed before: a retry or a second delivery keeps its position.
+                Transaction::ConditionFailed { index: 1 } => {
+                    let claim = self
+                        .get_history_item(channel, &claim_key)
+                        .await?
+                        .ok_or_else(|| Error::DynamoDb {
+                            operation: "GetItem",
+                            table: self.history_table.clone(),
+                            message: format!("the position claim of message {} vanished", message.message_id),
+                        })?;
+                    return self.decode_position(channel, &claim);
+                }
+                // Another shard moved the head first: read it again.
+                Transaction::ConditionFailed { .. } => continue,
+            }
+        }
+        Err(Error::DynamoDb {
+            operation: "TransactWriteItems",
+            table: self.history_table.clone(),
+            message: format!("channel {channel}'s head kept moving for {ASSIGN_ATTEMPTS} attempts"),
+        })
+    }
+
+    async fn channel_head(&self, channel: &str, now: i64) -> Result<Position, Error> {
+        if let Some(item) = self.get_history_item(channel, HEAD).await? {
+            if read_number(&item, "expires_at").is_some_and(|expires| expires > now) {
+                return self.decode_position(channel, &item);
+            }
+        }
+        let position = Position::new(new_epoch(), 0);
+        let mut head = Self::history_key(channel, HEAD);
+        position_attributes(&mut head, &position, now + HEAD_TTL_SECONDS);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.history_table)
+            .set_item(Some(head))
+            .condition_expression("attribute_not_exists(entry) OR expires_at <= :now")
+            .expression_attribute_values(":now", number(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(position),
+            // Someone else started it at the same moment: theirs stands.
+            Err(error) if is_conditional_check_failure(&error) => match self.get_history_item(channel, HEAD).await? {
+                Some(item) => self.decode_position(channel, &item),
+                None => Ok(position),
+            },
+            Err(error) => Err(Error::dynamodb("PutItem", &self.history_table, error)),
+        }
+    }
+
+    async fn read_history(
+        &self,
+        channel: &str,
+        epoch: &str,
+        from: u64,
+        to: u64,
+        now: i64,
+    ) -> Result<Vec<MessageFrame>, Error> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.history_table)
+            .key_condition_expression("channel = :channel AND entry BETWEEN :from AND :to")
+            .expression_attribute_values(":channel", AttributeValue::S(channel.to_owned()))
+            .expression_attribute_values(":from", AttributeValue::S(offset_entry(from)))
+            .expression_attribute_values(":to", AttributeValue::S(offset_entry(to)))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut frames = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| Error::dynamodb("Query", &self.history_table, error))?;
+            for item in page.items.unwrap_or_default() {
+                if read_number(&item, "expires_at").is_none_or(|expires| expires <= now) {
+                    continue;
+                }
+                let position = self.decode_position(channel, &item)?;
+                if position.epoch != epoch {
+                    continue;
+                }
+                let message_id = match item.get("message_id") {
+                    Some(AttributeValue::S(id)) => id.clone(),
+                    _ => continue,
+                };
+                let data = match item.get("payload") {
+                    Some(payload) => {
+                        serde_dynamo::from_attribute_value(payload.clone()).map_err(|source| Error::ItemFormat {
+                            table: self.history_table.clone(),
+                            key: format!("{channel}/{}", offset_entry(position.offset)),
+                            source,
+                        })?
+                    }
+                    None => serde_json::Value::Null,
+                };
+                frames.push(MessageFrame {
+                    id: message_id,
+                    channel: Some(channel.to_owned()),
+                    data,
+                    position: Some(position),
+                });
+            }
+        }
+        Ok(frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recovery_reads_exactly_what_was_missed_or_says_why_it_cannot() {
+        let head = Position::new("e", 10);
+        assert_eq!(
+            plan_recovery(&Position::new("e", 10), &head, 100),
+            RecoveryPlan::UpToDate
+        );
+        assert_eq!(
+            plan_recovery(&Position::new("e", 4), &head, 100),
+            RecoveryPlan::Read { from: 5, to: 10 }
+        );
+        assert_eq!(
+            plan_recovery(&Position::new("e", 4), &head, 6),
+            RecoveryPlan::Read { from: 5, to: 10 }
+        );
+        assert_eq!(
+            plan_recovery(&Position::new("e", 4), &head, 5),
+            RecoveryPlan::Impossible("more_missed_than_history_keeps")
+        );
+        assert_eq!(
+            plan_recovery(&Position::new("old", 4), &head, 100),
+            RecoveryPlan::Impossible("epoch_changed")
+        );
+        assert_eq!(
+            plan_recovery(&Position::new("e", 11), &head, 100),
+            RecoveryPlan::Impossible("position_ahead_of_channel")
+        );
+    }
+
+    #[test]
+    fn offsets_sort_as_text_in_number_order() {
+        assert!(offset_entry(9) < offset_entry(10));
+        assert!(offset_entry(99_999) < offset_entry(100_000));
+        assert!(offset_entry(u64::MAX).len() == 22);
+    }
+}
