@@ -130,4 +130,4 @@ schema:
 
 # The fan-out benchmark (release build): figures quoted in the README.
 bench: $(TEST_TOOLS)
-	infra/with-moto.sh cargo bench --locked -p airwave-tests --bench fanout
+	infra/with-moto.sh cargo bench --locked -p airwave-tests --bench fanout --bench positions

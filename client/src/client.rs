@@ -643,6 +643,14 @@ async fn drive(
     loop {
         if let Some(head) = queue.front_mut() {
             if head.sent_at.is_none() {
+                // A gap-fill queued before an unsubscribe went out must not subscribe again.
+                let stale = head.reply.is_none()
+                    && matches!(&head.request, Request::Subscribe { channel, .. }
+                        if !lock(&shared.subscriptions).contains(channel));
+                if stale {
+                    queue.pop_front();
+                    continue;
+                }
                 let id = RequestId::Number(shared.next_request_id.fetch_add(1, Ordering::Relaxed));
                 head.id = Some(id.clone());
                 let text = ClientFrame::new(Some(id), head.request.clone()).to_text();
@@ -691,8 +699,14 @@ async fn drive(
                 // A gap that did not fill by itself: the server's recovery fills it.
                 let due = lock(&shared.order).gaps_due(Instant::now());
                 for (channel, since) in due {
-                    debug!(%channel, since = since.offset, "asking the server for a missing position");
-                    queue.push_back(Pending::internal(Request::Subscribe { channel, since: Some(since) }));
+                    // One internal subscribe per channel in the queue at a time.
+                    let queued = queue.iter().any(|p| {
+                        p.reply.is_none() && matches!(&p.request, Request::Subscribe { channel: c, .. } if *c == channel)
+                    });
+                    if !queued {
+                        debug!(%channel, since = ?since, "asking the server for what a channel is missing");
+                        queue.push_back(Pending::internal(Request::Subscribe { channel, since }));
+                    }
                 }
             }
             _ = async { keepalive.as_mut()?.tick().await; Some(()) }, if keepalive.is_some() => {
@@ -762,6 +776,9 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
                 debug!(?reply, "reply matches no pending request (late after a timeout?)");
             } else if let Some(pending) = queue.pop_front() {
                 match (&reply, &pending.request) {
+                    // A lost record is no refusal: the channel is subscribed
+                    // again (with its position) on the new socket.
+                    (Reply::Error { .. }, Request::Subscribe { .. }) if gone => {}
                     (Reply::Error { .. }, Request::Subscribe { channel, .. }) => {
                         lock(&shared.subscriptions).remove(channel);
                         lock(&shared.order).unsubscribed(channel);
@@ -775,8 +792,13 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
                         },
                         _,
                     ) => {
-                        let delivery =
-                            lock(&shared.order).subscribed(channel, position.clone(), *recovered, publications.clone());
+                        let delivery = lock(&shared.order).subscribed(
+                            channel,
+                            position.clone(),
+                            *recovered,
+                            publications.clone(),
+                            Instant::now(),
+                        );
                         deliver(shared, delivery);
                     }
                     _ => {}
@@ -795,6 +817,9 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
             // request in flight, which fails now instead of at its timeout.
             if queue.front().is_some_and(|p| p.sent_at.is_some()) {
                 if let Some(pending) = queue.pop_front() {
+                    if let Request::Subscribe { channel, .. } = &pending.request {
+                        lock(&shared.order).subscribe_failed(channel, Instant::now());
+                    }
                     pending.answer(Err(Error::Server {
                         code: "internal_error".to_owned(),
                         message,

@@ -31,6 +31,9 @@ struct Channel {
     unordered: bool,
     buffer: BTreeMap<u64, MessageFrame>,
     gap_since: Option<Instant>,
+    /// Its subscribe got no reply (the request failed): subscribe again when
+    /// the gap wait has passed.
+    needs_subscribe: bool,
 }
 
 /// The order of every subscribed channel.
@@ -69,7 +72,20 @@ impl ChannelOrder {
 
     /// A subscribe for `channel` went out.
     pub fn subscribing(&mut self, channel: &str) {
-        self.channels.entry(channel.to_owned()).or_default().awaiting_reply = true;
+        let state = self.channels.entry(channel.to_owned()).or_default();
+        state.awaiting_reply = true;
+        state.needs_subscribe = false;
+    }
+
+    /// A subscribe for `channel` failed without a reply (API Gateway's error
+    /// frame, a timeout): the server may or may not hold the subscription, so
+    /// it is sent again, with `since`, after the gap wait.
+    pub fn subscribe_failed(&mut self, channel: &str, now: Instant) {
+        if let Some(state) = self.channels.get_mut(channel) {
+            state.awaiting_reply = false;
+            state.needs_subscribe = true;
+            state.gap_since = Some(now);
+        }
     }
 
     pub fn unsubscribed(&mut self, channel: &str) {
@@ -83,6 +99,7 @@ impl ChannelOrder {
         position: Option<Position>,
         recovered: Option<bool>,
         publications: Vec<MessageFrame>,
+        now: Instant,
     ) -> Delivery {
         let mut delivery = Delivery::default();
         let state = self.channels.entry(channel.to_owned()).or_default();
@@ -109,21 +126,17 @@ impl ChannelOrder {
                 }
             }
             Some(false) => {
-                // Nothing received is thrown away: what is buffered goes out in
-                // order, and the owner is told the sequence has a hole.
+                // Nothing received is thrown away: what is buffered up to the
+                // head goes out (in order, with the hole before it), and the
+                // owner is told. What follows the head is ordered as usual.
                 delivery.notices.push(Notice::RecoveryFailed {
                     channel: channel.to_owned(),
                 });
-                let buffered = std::mem::take(&mut state.buffer);
-                let newest = buffered
-                    .values()
-                    .filter_map(|m| m.position.as_ref())
-                    .filter(|p| p.epoch == head.epoch)
-                    .map(|p| p.offset)
-                    .max()
-                    .unwrap_or(0);
-                delivery.messages.extend(buffered.into_values());
-                state.position = Some(Position::new(head.epoch.clone(), head.offset.max(newest)));
+                let after_head = state.buffer.split_off(&(head.offset + 1));
+                delivery
+                    .messages
+                    .extend(std::mem::replace(&mut state.buffer, after_head).into_values());
+                state.position = Some(head.clone());
             }
             None => state.position = Some(head.clone()),
         }
@@ -138,6 +151,9 @@ impl ChannelOrder {
         }
         let start = state.position.clone();
         Self::drain(state, start, &mut delivery, &mut self.duplicates);
+        if !state.buffer.is_empty() && state.gap_since.is_none() {
+            state.gap_since = Some(now);
+        }
         delivery
     }
 
@@ -189,24 +205,31 @@ impl ChannelOrder {
 
     /// Channels whose gap has stayed open for the wait, with the position to
     /// recover from. Each is reported again only after another wait.
-    pub fn gaps_due(&mut self, now: Instant) -> Vec<(String, Position)> {
+    pub fn gaps_due(&mut self, now: Instant) -> Vec<(String, Option<Position>)> {
         let mut due = Vec::new();
         for (channel, state) in &mut self.channels {
-            let (Some(since), Some(position)) = (state.gap_since, state.position.clone()) else {
+            let Some(since) = state.gap_since else {
                 continue;
             };
-            if !state.awaiting_reply && now.duration_since(since) >= self.gap_wait {
-                state.gap_since = Some(now);
-                due.push((channel.clone(), position));
+            if state.awaiting_reply || now.duration_since(since) < self.gap_wait {
+                continue;
             }
+            if state.position.is_none() && !state.needs_subscribe {
+                continue;
+            }
+            state.needs_subscribe = false;
+            state.gap_since = (!state.buffer.is_empty()).then_some(now);
+            due.push((channel.clone(), state.position.clone()));
         }
         due
     }
 
-    /// When the next gap falls due, if one is open.
+    /// When the next gap falls due, if one is open. A channel waiting for a
+    /// subscribe's reply has no deadline: its reply settles it.
     pub fn next_gap_deadline(&self) -> Option<Instant> {
         self.channels
             .values()
+            .filter(|state| !state.awaiting_reply)
             .filter_map(|state| state.gap_since)
             .min()
             .map(|since| since + self.gap_wait)
@@ -230,7 +253,7 @@ impl ChannelOrder {
             }
         }
         state.position = Some(last);
-        if state.buffer.is_empty() {
+        if state.buffer.is_empty() && !state.needs_subscribe {
             state.gap_since = None;
         }
     }
@@ -261,7 +284,7 @@ mod tests {
 
     fn subscribed_at(order: &mut ChannelOrder, offset: u64) {
         order.subscribing("c");
-        order.subscribed("c", Some(Position::new("e", offset)), None, vec![]);
+        order.subscribed("c", Some(Position::new("e", offset)), None, vec![], Instant::now());
     }
 
     #[test]
@@ -286,12 +309,18 @@ mod tests {
         assert!(order.gaps_due(start + Duration::from_secs(1)).is_empty());
         assert_eq!(
             order.gaps_due(start + Duration::from_secs(2)),
-            vec![("c".to_owned(), Position::new("e", 5))]
+            vec![("c".to_owned(), Some(Position::new("e", 5)))]
         );
         // Asked once per wait.
         assert!(order.gaps_due(start + Duration::from_secs(3)).is_empty());
         order.subscribing("c");
-        let filled = order.subscribed("c", Some(Position::new("e", 7)), Some(true), vec![at(6), at(7)]);
+        let filled = order.subscribed(
+            "c",
+            Some(Position::new("e", 7)),
+            Some(true),
+            vec![at(6), at(7)],
+            Instant::now(),
+        );
         assert_eq!(offsets(&filled), vec![6, 7]);
         assert_eq!(order.next_gap_deadline(), None);
     }
@@ -309,6 +338,7 @@ mod tests {
             Some(Position::new("e", 13)),
             Some(true),
             vec![at(11), at(12), at(13)],
+            Instant::now(),
         );
         assert_eq!(offsets(&delivery), vec![11, 12, 13, 14]);
         assert!(delivery.notices.is_empty());
@@ -319,11 +349,15 @@ mod tests {
         let mut order = ChannelOrder::new(Duration::from_secs(2));
         subscribed_at(&mut order, 10);
         order.subscribing("c");
+        order.message(at(20), Instant::now());
         order.message(at(60), Instant::now());
-        let delivery = order.subscribed("c", Some(Position::new("e", 59)), Some(false), vec![]);
+        order.message(at(62), Instant::now());
+        let delivery = order.subscribed("c", Some(Position::new("e", 59)), Some(false), vec![], Instant::now());
         assert_eq!(delivery.notices, vec![Notice::RecoveryFailed { channel: "c".into() }]);
-        assert_eq!(offsets(&delivery), vec![60]);
+        // 20 (before the head) goes out; 60 follows the head; 62 waits for 61.
+        assert_eq!(offsets(&delivery), vec![20, 60]);
         assert_eq!(order.since("c"), Some(Position::new("e", 60)));
+        assert_eq!(offsets(&order.message(at(61), Instant::now())), vec![61, 62]);
     }
 
     #[test]
@@ -344,7 +378,7 @@ mod tests {
         order.subscribing("c");
         order.message(at(4), Instant::now());
         order.message(at(5), Instant::now());
-        let delivery = order.subscribed("c", Some(Position::new("e", 4)), None, vec![]);
+        let delivery = order.subscribed("c", Some(Position::new("e", 4)), None, vec![], Instant::now());
         assert_eq!(offsets(&delivery), vec![5]);
         let broadcast = MessageFrame {
             id: "b".into(),
@@ -353,5 +387,36 @@ mod tests {
             position: None,
         };
         assert_eq!(order.message(broadcast, Instant::now()).messages.len(), 1);
+    }
+
+    #[test]
+    fn a_gap_left_after_a_subscribe_reply_is_timed_and_a_pending_reply_sets_no_deadline() {
+        let mut order = ChannelOrder::new(Duration::from_secs(2));
+        let start = Instant::now();
+        order.subscribing("c");
+        order.message(at(12), start);
+        assert_eq!(order.next_gap_deadline(), None, "the reply settles it");
+        let delivery = order.subscribed("c", Some(Position::new("e", 10)), None, vec![], start);
+        assert!(delivery.messages.is_empty(), "12 waits for 11");
+        assert_eq!(order.next_gap_deadline(), Some(start + Duration::from_secs(2)));
+        assert_eq!(
+            order.gaps_due(start + Duration::from_secs(2)),
+            vec![("c".to_owned(), Some(Position::new("e", 10)))]
+        );
+    }
+
+    #[test]
+    fn a_subscribe_that_failed_without_a_reply_is_sent_again_after_the_wait() {
+        let mut order = ChannelOrder::new(Duration::from_secs(2));
+        let start = Instant::now();
+        subscribed_at(&mut order, 3);
+        order.subscribing("c");
+        order.subscribe_failed("c", start);
+        assert!(order.gaps_due(start + Duration::from_secs(1)).is_empty());
+        assert_eq!(
+            order.gaps_due(start + Duration::from_secs(2)),
+            vec![("c".to_owned(), Some(Position::new("e", 3)))]
+        );
+        assert!(order.gaps_due(start + Duration::from_secs(5)).is_empty(), "asked once");
     }
 }

@@ -1,16 +1,22 @@
-//! Token authentication on `$connect`: an HS256 JWT whose `sub` becomes the
-//! connection's user id.
+//! Token authentication on `$connect`: a JWT whose `sub` becomes the
+//! connection's user id, signed with the HS256 secret or with a key of an
+//! identity provider's JWKS (RS256, ES256 and their longer variants), with
+//! `iss` and `aud` checked when they are configured.
 //!
 //! Browsers cannot set headers on a WebSocket handshake, so the token comes
 //! either in the `token` query parameter or as one of the subprotocols offered
 //! in `Sec-WebSocket-Protocol` (`new WebSocket(url, ["airwave", token])`).
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use std::time::Duration;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::JwtSecret;
+use crate::jwks::JwksCache;
+use crate::{Config, Error};
 
 /// The subprotocol Airwave answers with when a client offers it.
 pub const SUBPROTOCOL: &str = "airwave";
@@ -26,8 +32,15 @@ pub enum TokenRejection {
     Expired,
     NotYetValid,
     BadSignature,
-    /// Signed correctly, but without a usable `sub` or `exp`, or with another algorithm.
+    /// Signed correctly, but without a usable `sub` or `exp`.
     InvalidClaims,
+    /// An algorithm this deployment does not accept for it (an HS256 token
+    /// where only a JWKS is configured, or a key used with another algorithm).
+    WrongAlgorithm,
+    /// Its `kid` is not among the identity provider's keys, even after a refetch.
+    UnknownKey,
+    WrongIssuer,
+    WrongAudience,
 }
 
 impl TokenRejection {
@@ -39,6 +52,10 @@ impl TokenRejection {
             TokenRejection::NotYetValid => "token_not_yet_valid",
             TokenRejection::BadSignature => "token_bad_signature",
             TokenRejection::InvalidClaims => "token_invalid_claims",
+            TokenRejection::WrongAlgorithm => "token_wrong_algorithm",
+            TokenRejection::UnknownKey => "token_unknown_key",
+            TokenRejection::WrongIssuer => "token_wrong_issuer",
+            TokenRejection::WrongAudience => "token_wrong_audience",
         }
     }
 }
@@ -49,46 +66,125 @@ struct Claims {
     sub: Option<String>,
 }
 
-/// Checks tokens against one secret.
-pub struct TokenVerifier {
-    key: DecodingKey,
-    validation: Validation,
+/// Algorithms a JWKS key may sign with; HMAC never comes from a JWKS.
+const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Checks `$connect` tokens. Built once per cold start, so the identity
+/// provider's keys are fetched once and kept across invocations.
+pub struct Authenticator {
+    secret: Option<DecodingKey>,
+    jwks: Option<JwksCache>,
+    issuer: Option<String>,
+    audience: Vec<String>,
 }
 
-impl std::fmt::Debug for TokenVerifier {
+impl std::fmt::Debug for Authenticator {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("TokenVerifier { .. }")
+        formatter
+            .debug_struct("Authenticator")
+            .field("hs256", &self.secret.is_some())
+            .field("jwks", &self.jwks)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
     }
 }
 
-impl TokenVerifier {
-    pub fn new(secret: &JwtSecret) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+impl Authenticator {
+    /// From the configuration; `None` when authentication is off.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, Error> {
+        let auth = &config.auth;
+        if !config.authentication_enabled() {
+            return Ok(None);
+        }
+        let jwks = match &auth.jwks_url {
+            Some(url) => Some(
+                JwksCache::new(url, Duration::from_secs(auth.jwks_min_refetch_seconds)).map_err(|message| {
+                    Error::ConfigInvalid {
+                        variable: crate::config::JWKS_URL,
+                        value: format!("{url} ({message})"),
+                        expected: "an https URL of a JWKS document",
+                    }
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Some(Authenticator {
+            secret: config
+                .jwt_secret
+                .as_ref()
+                .map(|secret: &JwtSecret| DecodingKey::from_secret(secret.as_bytes())),
+            jwks,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+        }))
+    }
+
+    /// The token's `sub`, or why it was refused. Only a token whose key id is
+    /// not known yet costs a network call (at most one per refetch interval).
+    pub async fn verify(&self, token: &str) -> Result<String, TokenRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        let key = if header.alg == Algorithm::HS256 {
+            self.secret.clone().ok_or(TokenRejection::WrongAlgorithm)?
+        } else if ASYMMETRIC.contains(&header.alg) {
+            let jwks = self.jwks.as_ref().ok_or(TokenRejection::WrongAlgorithm)?;
+            let kid = header.kid.as_deref().ok_or(TokenRejection::Malformed)?;
+            let key = jwks.key(kid).await.ok_or(TokenRejection::UnknownKey)?;
+            if key.algorithm.is_some_and(|algorithm| algorithm != header.alg) {
+                return Err(TokenRejection::WrongAlgorithm);
+            }
+            key.key
+        } else {
+            return Err(TokenRejection::WrongAlgorithm);
+        };
+        let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        // No audience is configured; checking `aud` would refuse every token
-        // that carries one, which most identity providers' tokens do.
-        validation.validate_aud = false;
-        TokenVerifier {
-            key: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+        // A configured issuer or audience must be present, not only right when present.
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
         }
-    }
-
-    /// The token's `sub`, or why it was refused.
-    pub fn verify(&self, token: &str) -> Result<String, TokenRejection> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => TokenRejection::Expired,
-                ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
-                ErrorKind::InvalidSignature => TokenRejection::BadSignature,
-                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-                    TokenRejection::Malformed
-                }
-                _ => TokenRejection::InvalidClaims,
-            })?;
+        if !self.audience.is_empty() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        match &self.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        if self.audience.is_empty() {
+            // No audience configured: checking `aud` would refuse every token
+            // that carries one, which most identity providers' tokens do.
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audience);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| match error.kind() {
+            ErrorKind::ExpiredSignature => TokenRejection::Expired,
+            ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+            ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+            ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+            ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
+            ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                TokenRejection::Malformed
+            }
+            ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenRejection::WrongIssuer,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenRejection::WrongAudience,
+            _ => TokenRejection::InvalidClaims,
+        })?;
         let subject = data.claims.sub.as_deref().unwrap_or_default().trim();
         if subject.is_empty() || subject.len() > 256 {
             return Err(TokenRejection::InvalidClaims);
@@ -146,18 +242,22 @@ mod tests {
         .unwrap()
     }
 
-    fn verifier() -> TokenVerifier {
-        TokenVerifier::new(&JwtSecret::new(SECRET))
+    fn verifier() -> Authenticator {
+        let config = Config {
+            jwt_secret: Some(JwtSecret::new(SECRET)),
+            ..Config::default()
+        };
+        Authenticator::from_config(&config).unwrap().unwrap()
     }
 
-    #[test]
-    fn a_valid_token_yields_its_subject() {
+    #[tokio::test]
+    async fn a_valid_token_yields_its_subject() {
         let token = sign(json!({"sub": "user-1", "exp": now() + 600}), SECRET);
-        assert_eq!(verifier().verify(&token), Ok("user-1".to_owned()));
+        assert_eq!(verifier().verify(&token).await, Ok("user-1".to_owned()));
     }
 
-    #[test]
-    fn each_bad_token_is_refused_with_its_reason() {
+    #[tokio::test]
+    async fn each_bad_token_is_refused_with_its_reason() {
         let cases = [
             ("garbage", TokenRejection::Malformed),
             ("a.b.c", TokenRejection::Malformed),
@@ -183,24 +283,59 @@ mod tests {
             (&sign(json!({"sub": "u"}), SECRET), TokenRejection::InvalidClaims),
         ];
         for (token, expected) in cases {
-            assert_eq!(verifier().verify(token), Err(expected), "{token}");
+            assert_eq!(verifier().verify(token).await, Err(expected), "{token}");
         }
     }
 
-    #[test]
-    fn a_token_with_an_audience_is_accepted() {
+    #[tokio::test]
+    async fn a_token_with_an_audience_is_accepted_when_none_is_configured() {
         let token = sign(json!({"sub": "user-2", "exp": now() + 600, "aud": "airwave"}), SECRET);
-        assert_eq!(verifier().verify(&token), Ok("user-2".to_owned()));
+        assert_eq!(verifier().verify(&token).await, Ok("user-2".to_owned()));
     }
 
-    #[test]
-    fn a_token_signed_with_another_algorithm_is_refused() {
+    #[tokio::test]
+    async fn a_configured_issuer_and_audience_are_required() {
+        let config = Config {
+            jwt_secret: Some(JwtSecret::new(SECRET)),
+            auth: crate::config::AuthSettings {
+                issuer: Some("https://issuer.example".into()),
+                audience: vec!["airwave".into()],
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let strict = Authenticator::from_config(&config).unwrap().unwrap();
+        let claims = |iss: &str, aud: &str| json!({"sub": "u", "exp": now() + 600, "iss": iss, "aud": aud});
+        let good = sign(claims("https://issuer.example", "airwave"), SECRET);
+        assert_eq!(strict.verify(&good).await, Ok("u".to_owned()));
+        let other_issuer = sign(claims("https://other.example", "airwave"), SECRET);
+        assert_eq!(strict.verify(&other_issuer).await, Err(TokenRejection::WrongIssuer));
+        let other_audience = sign(claims("https://issuer.example", "another-app"), SECRET);
+        assert_eq!(strict.verify(&other_audience).await, Err(TokenRejection::WrongAudience));
+        let no_issuer = sign(json!({"sub": "u", "exp": now() + 600, "aud": "airwave"}), SECRET);
+        assert_eq!(strict.verify(&no_issuer).await, Err(TokenRejection::WrongIssuer));
+    }
+
+    #[tokio::test]
+    async fn a_token_signed_with_another_algorithm_is_refused() {
         let token = encode(
             &Header::new(Algorithm::HS512),
             &json!({"sub": "u", "exp": now() + 600}),
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap();
-        assert!(verifier().verify(&token).is_err());
+        assert_eq!(verifier().verify(&token).await, Err(TokenRejection::WrongAlgorithm));
+        // `alg: none` has no signature to check and is never accepted.
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(r#"{"sub":"u","exp":9999999999}"#)
+        );
+        assert_eq!(verifier().verify(&none).await, Err(TokenRejection::Malformed));
+    }
+
+    fn b64(text: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
     }
 }

@@ -19,6 +19,10 @@ pub const MAX_CONNECTIONS_PER_USER: &str = "AIRWAVE_MAX_CONNECTIONS_PER_USER";
 pub const MAX_CONNECTIONS_PER_IP: &str = "AIRWAVE_MAX_CONNECTIONS_PER_IP";
 pub const JWT_SECRET: &str = "AIRWAVE_JWT_SECRET";
 pub const ALLOW_STATS: &str = "AIRWAVE_ALLOW_STATS";
+pub const JWKS_URL: &str = "AIRWAVE_JWKS_URL";
+pub const JWT_ISSUER: &str = "AIRWAVE_JWT_ISSUER";
+pub const JWT_AUDIENCE: &str = "AIRWAVE_JWT_AUDIENCE";
+pub const JWKS_MIN_REFETCH_SECONDS: &str = "AIRWAVE_JWKS_MIN_REFETCH_SECONDS";
 pub const HISTORY_TABLE: &str = "AIRWAVE_HISTORY_TABLE";
 pub const HISTORY_SIZE: &str = "AIRWAVE_HISTORY_SIZE";
 pub const HISTORY_TTL_SECONDS: &str = "AIRWAVE_HISTORY_TTL_SECONDS";
@@ -45,6 +49,10 @@ pub const ALL_VARIABLES: &[&str] = &[
     HISTORY_TABLE,
     HISTORY_SIZE,
     HISTORY_TTL_SECONDS,
+    JWKS_URL,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    JWKS_MIN_REFETCH_SECONDS,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -95,6 +103,14 @@ const CAP_FORM: &str = "a whole number of open connections, 0 for no cap";
 const HISTORY_SIZE_FORM: &str =
     "a whole number of messages per channel from 0 (no positions, history or recovery) to 10000";
 const HISTORY_TTL_FORM: &str = "whole seconds from 60 to 604800 (7 days)";
+const JWKS_URL_FORM: &str =
+    "the https URL of the identity provider's JWKS, such as https://cognito-idp.{region}.amazonaws.com/{pool}/.well-known/jwks.json (http only for localhost)";
+const ISSUER_FORM: &str = "the issuer tokens must name in iss, such as https://example.auth0.com/";
+const AUDIENCE_FORM: &str = "one audience, or several separated by commas, that tokens must name in aud";
+const REFETCH_FORM: &str = "whole seconds from 1 to 3600 between fetches of the JWKS for an unknown key id";
+/// One refetch a minute at most: key rotation is picked up within a minute,
+/// and tokens with made-up key ids cannot flood the identity provider.
+pub const DEFAULT_JWKS_MIN_REFETCH_SECONDS: u64 = 60;
 const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +134,29 @@ pub struct Config {
     /// Whether clients may send the `stats` action.
     pub allow_stats: bool,
     pub history: HistorySettings,
+    /// Tokens from identity providers, and the claims every token must carry.
+    pub auth: AuthSettings,
+}
+
+/// JWKS verification and the `iss` / `aud` checks; see [`crate::auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    /// Empty: `aud` is not checked.
+    pub audience: Vec<String>,
+    pub jwks_min_refetch_seconds: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwks_url: None,
+            issuer: None,
+            audience: Vec::new(),
+            jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
+        }
+    }
 }
 
 /// Channel positions and the history that recovery replays from.
@@ -207,6 +246,7 @@ impl Default for Config {
             jwt_secret: None,
             allow_stats: false,
             history: HistorySettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -330,6 +370,47 @@ impl Config {
             },
         };
 
+        let auth = AuthSettings {
+            jwks_url: match read(JWKS_URL) {
+                Some(value) => Some(parse_jwks_url(value)?),
+                None => None,
+            },
+            issuer: match read(JWT_ISSUER) {
+                Some(value) if value.len() <= 512 => Some(value),
+                Some(value) => {
+                    return Err(Error::ConfigInvalid {
+                        variable: JWT_ISSUER,
+                        value,
+                        expected: ISSUER_FORM,
+                    })
+                }
+                None => None,
+            },
+            audience: match read(JWT_AUDIENCE) {
+                Some(value) => {
+                    let audience: Vec<String> = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|part| !part.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    if audience.is_empty() || audience.iter().any(|part| part.len() > 512) {
+                        return Err(Error::ConfigInvalid {
+                            variable: JWT_AUDIENCE,
+                            value,
+                            expected: AUDIENCE_FORM,
+                        });
+                    }
+                    audience
+                }
+                None => Vec::new(),
+            },
+            jwks_min_refetch_seconds: match read(JWKS_MIN_REFETCH_SECONDS) {
+                Some(value) => parse_in_range(JWKS_MIN_REFETCH_SECONDS, value, 1..=3_600, REFETCH_FORM)?,
+                None => DEFAULT_JWKS_MIN_REFETCH_SECONDS,
+            },
+        };
+
         Ok(Config {
             connections_table,
             messages_table,
@@ -345,6 +426,7 @@ impl Config {
             jwt_secret,
             allow_stats,
             history,
+            auth,
         })
     }
 
@@ -353,16 +435,21 @@ impl Config {
     /// caps; the message function reads the caps just to report them in stats,
     /// and the template does not give it the secret.
     pub fn require_admission_settings(&self) -> Result<(), Error> {
-        if self.admission.max_connections_per_user > 0 && self.jwt_secret.is_none() {
+        if self.admission.max_connections_per_user > 0 && !self.authentication_enabled() {
             // Without tokens there are no users, and a cap that silently does
             // nothing is worse than a refusal to start.
             return Err(Error::ConfigInvalid {
                 variable: MAX_CONNECTIONS_PER_USER,
                 value: self.admission.max_connections_per_user.to_string(),
-                expected: "0 unless AIRWAVE_JWT_SECRET is set: the per-user cap counts authenticated users",
+                expected: "0 unless AIRWAVE_JWT_SECRET or AIRWAVE_JWKS_URL is set: the per-user cap counts authenticated users",
             });
         }
         Ok(())
+    }
+
+    /// Whether `$connect` requires a token: an HS256 secret, a JWKS, or both.
+    pub fn authentication_enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.auth.jwks_url.is_some()
     }
 
     /// The Management API endpoint, for the functions that post to connections.
@@ -418,6 +505,23 @@ fn parse_bool(variable: &'static str, value: String) -> Result<bool, Error> {
             value,
             expected: BOOL_FORM,
         }),
+    }
+}
+
+/// https, or http only to this machine (a local identity provider in tests).
+fn parse_jwks_url(value: String) -> Result<String, Error> {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| value.starts_with(prefix));
+    let well_formed = value.len() <= 2_048 && !value.contains(char::is_whitespace);
+    if well_formed && (value.starts_with("https://") || local) && value.parse::<hyper::Uri>().is_ok() {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: JWKS_URL,
+            value,
+            expected: JWKS_URL_FORM,
+        })
     }
 }
 

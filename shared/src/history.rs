@@ -4,7 +4,7 @@
 //!
 //! History table (`channel` partition key, `entry` sort key), three kinds of item:
 //! - `head`: the channel's `epoch` and latest `offset`. A new head (a new
-//!   channel, or one whose head expired after [`HEAD_TTL_SECONDS`] without a
+//!   channel, or one whose head expired [`HEAD_TTL_SECONDS`] after its last
 //!   message) gets a new epoch, which tells clients their offsets no longer apply.
 //! - `o#<offset, 20 digits>`: one message at that offset, kept for the history TTL.
 //! - `m#<message_id>`: which position a message got, so a retried or
@@ -20,10 +20,12 @@ use airwave_protocol::{MessageFrame, Position};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use crate::message::MessageRecord;
-use crate::store::{is_conditional_check_failure, number, read_number, DynamoStore, Item, Transaction};
+use crate::store::{
+    conflict_backoff, is_conditional_check_failure, number, read_number, DynamoStore, Item, Transaction,
+};
 use crate::Error;
 
-/// A head lives this long after its channel's last message or subscribe.
+/// A head lives this long after its channel's last message (or its start).
 pub const HEAD_TTL_SECONDS: i64 = 30 * 86_400;
 /// A position claim outlives every retry of its stream record (Lambda gives
 /// up on a record after an hour; the stream keeps it 24 hours).
@@ -31,6 +33,11 @@ const CLAIM_TTL_SECONDS: i64 = 86_400;
 /// Tries at assigning a position while other shards move the head.
 const ASSIGN_ATTEMPTS: u32 = 20;
 const HEAD: &str = "head";
+/// The head may be (re)started: none, or one past its TTL that DynamoDB has not
+/// deleted yet (or, written by hand, without one).
+const HEAD_IS_GONE: &str = "attribute_not_exists(entry) OR attribute_not_exists(expires_at) OR expires_at <= :now";
+/// History entries per page of a recovery's read.
+const READ_PAGE_ITEMS: i32 = 50;
 
 fn offset_entry(offset: u64) -> String {
     format!("o#{offset:020}")
@@ -109,15 +116,17 @@ pub trait ChannelHistory: Send + Sync {
         now_epoch_seconds: i64,
     ) -> impl Future<Output = Result<Position, Error>> + Send;
 
-    /// The unexpired entries at offsets `from..=to` of `epoch`, in order.
+    /// The unexpired entries at offsets `from..=to` of `epoch`, in order;
+    /// `None` as soon as their frames pass `max_bytes`, so a stale `since`
+    /// cannot make one subscribe read more than one reply can carry.
     fn read_history(
         &self,
         channel: &str,
         epoch: &str,
-        from: u64,
-        to: u64,
+        range: (u64, u64),
+        max_bytes: usize,
         now_epoch_seconds: i64,
-    ) -> impl Future<Output = Result<Vec<MessageFrame>, Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Vec<MessageFrame>>, Error>> + Send;
 }
 
 /// Answers a subscribe that carried `since`, within `max_bytes` of frames.
@@ -135,15 +144,14 @@ pub async fn recover<H: ChannelHistory>(
         RecoveryPlan::Impossible(reason) => return Ok(Recovery::Impossible(reason)),
         RecoveryPlan::Read { from, to } => (from, to),
     };
-    let entries = history
-        .read_history(channel, &head.epoch, from, to, now_epoch_seconds)
-        .await?;
+    let Some(entries) = history
+        .read_history(channel, &head.epoch, (from, to), max_bytes, now_epoch_seconds)
+        .await?
+    else {
+        return Ok(Recovery::Impossible("over_the_replay_bound"));
+    };
     if entries.len() as u64 != to - from + 1 {
         return Ok(Recovery::Impossible("history_expired"));
-    }
-    let bytes: usize = entries.iter().map(|entry| entry.to_text().len()).sum();
-    if bytes > max_bytes {
-        return Ok(Recovery::Impossible("over_the_replay_bound"));
     }
     Ok(Recovery::Recovered(entries))
 }
@@ -231,7 +239,7 @@ impl ChannelHistory for DynamoStore {
                 key: message.message_id.clone(),
                 source,
             })?;
-        for _ in 0..ASSIGN_ATTEMPTS {
+        for attempt in 0..ASSIGN_ATTEMPTS {
             let head = match self.get_history_item(channel, HEAD).await? {
                 Some(item) if read_number(&item, "expires_at").is_some_and(|expires| expires > now) => {
                     Some(self.decode_position(channel, &item)?)
@@ -254,11 +262,7 @@ impl ChannelHistory for DynamoStore {
                         (":offset", AttributeValue::N(previous.offset.to_string())),
                     ],
                 )?,
-                None => self.history_put(
-                    head_item,
-                    "attribute_not_exists(entry) OR expires_at <= :now",
-                    &[(":now", number(now))],
-                )?,
+                None => self.history_put(head_item, HEAD_IS_GONE, &[(":now", number(now))])?,
             };
             let mut claim = Self::history_key(channel, &claim_key);
             position_attributes(
@@ -283,7 +287,8 @@ impl ChannelHistory for DynamoStore {
             {
                 Transaction::Committed => return Ok(position),
                 // Claimed before: a retry or a second delivery keeps its position.
-                Transaction::ConditionFailed { index: 1 } => {
+                // (Checked first: on a busy channel the head has moved too.)
+                Transaction::ConditionFailed { failed, .. } if failed.contains(&1) => {
                     let claim = self
                         .get_history_item(channel, &claim_key)
                         .await?
@@ -295,7 +300,7 @@ impl ChannelHistory for DynamoStore {
                     return self.decode_position(channel, &claim);
                 }
                 // Another shard moved the head first: read it again.
-                Transaction::ConditionFailed { .. } => continue,
+                Transaction::ConditionFailed { .. } => conflict_backoff(attempt).await,
             }
         }
         Err(Error::DynamoDb {
@@ -306,42 +311,46 @@ impl ChannelHistory for DynamoStore {
     }
 
     async fn channel_head(&self, channel: &str, now: i64) -> Result<Position, Error> {
-        if let Some(item) = self.get_history_item(channel, HEAD).await? {
-            if read_number(&item, "expires_at").is_some_and(|expires| expires > now) {
-                return self.decode_position(channel, &item);
+        for attempt in 0..ASSIGN_ATTEMPTS {
+            if let Some(item) = self.get_history_item(channel, HEAD).await? {
+                if read_number(&item, "expires_at").is_some_and(|expires| expires > now) {
+                    return self.decode_position(channel, &item);
+                }
+            }
+            let position = Position::new(new_epoch(), 0);
+            let mut head = Self::history_key(channel, HEAD);
+            position_attributes(&mut head, &position, now + HEAD_TTL_SECONDS);
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.history_table)
+                .set_item(Some(head))
+                .condition_expression(HEAD_IS_GONE)
+                .expression_attribute_values(":now", number(now))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(position),
+                // Someone else started it at the same moment: read theirs.
+                Err(error) if is_conditional_check_failure(&error) => conflict_backoff(attempt).await,
+                Err(error) => return Err(Error::dynamodb("PutItem", &self.history_table, error)),
             }
         }
-        let position = Position::new(new_epoch(), 0);
-        let mut head = Self::history_key(channel, HEAD);
-        position_attributes(&mut head, &position, now + HEAD_TTL_SECONDS);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.history_table)
-            .set_item(Some(head))
-            .condition_expression("attribute_not_exists(entry) OR expires_at <= :now")
-            .expression_attribute_values(":now", number(now))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(position),
-            // Someone else started it at the same moment: theirs stands.
-            Err(error) if is_conditional_check_failure(&error) => match self.get_history_item(channel, HEAD).await? {
-                Some(item) => self.decode_position(channel, &item),
-                None => Ok(position),
-            },
-            Err(error) => Err(Error::dynamodb("PutItem", &self.history_table, error)),
-        }
+        Err(Error::DynamoDb {
+            operation: "PutItem",
+            table: self.history_table.clone(),
+            message: format!("channel {channel}'s head could be neither read nor started"),
+        })
     }
 
     async fn read_history(
         &self,
         channel: &str,
         epoch: &str,
-        from: u64,
-        to: u64,
+        (from, to): (u64, u64),
+        max_bytes: usize,
         now: i64,
-    ) -> Result<Vec<MessageFrame>, Error> {
+    ) -> Result<Option<Vec<MessageFrame>>, Error> {
         let mut pages = self
             .client
             .query()
@@ -351,9 +360,11 @@ impl ChannelHistory for DynamoStore {
             .expression_attribute_values(":from", AttributeValue::S(offset_entry(from)))
             .expression_attribute_values(":to", AttributeValue::S(offset_entry(to)))
             .consistent_read(true)
+            .limit(READ_PAGE_ITEMS)
             .into_paginator()
             .send();
         let mut frames = Vec::new();
+        let mut bytes = 0usize;
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| Error::dynamodb("Query", &self.history_table, error))?;
             for item in page.items.unwrap_or_default() {
@@ -378,15 +389,20 @@ impl ChannelHistory for DynamoStore {
                     }
                     None => serde_json::Value::Null,
                 };
-                frames.push(MessageFrame {
+                let frame = MessageFrame {
                     id: message_id,
                     channel: Some(channel.to_owned()),
                     data,
                     position: Some(position),
-                });
+                };
+                bytes += frame.to_text().len();
+                if bytes > max_bytes {
+                    return Ok(None);
+                }
+                frames.push(frame);
             }
         }
-        Ok(frames)
+        Ok(Some(frames))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fanout;
 pub mod handlers;
 pub mod history;
+pub mod jwks;
 pub mod message;
 pub mod store;
 pub mod telemetry;

@@ -156,9 +156,10 @@ const RECLAIM_BATCH: i32 = 25;
 
 /// Why a transaction was cancelled, from its per-item reasons.
 enum Cancellation {
-    /// Item `index` failed its condition.
+    /// Item `index` (the first) failed its condition; `failed` lists every one that did.
     ConditionFailed {
         index: usize,
+        failed: Vec<usize>,
     },
     /// Another transaction touched the same items; trying again is right.
     Conflict,
@@ -168,9 +169,11 @@ enum Cancellation {
 /// How a transaction ended when DynamoDB answered.
 pub(crate) enum Transaction {
     Committed,
-    /// Item `index` failed its condition; nothing was written.
+    /// Item `index` (the first) failed its condition, with every item in
+    /// `failed` that did; nothing was written.
     ConditionFailed {
         index: usize,
+        failed: Vec<usize>,
     },
 }
 
@@ -178,11 +181,14 @@ fn cancellation<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsE
     match error.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
             let reasons = cancelled.cancellation_reasons();
-            if let Some(index) = reasons
+            let failed: Vec<usize> = reasons
                 .iter()
-                .position(|reason| reason.code() == Some("ConditionalCheckFailed"))
-            {
-                return Some(Cancellation::ConditionFailed { index });
+                .enumerate()
+                .filter(|(_, reason)| reason.code() == Some("ConditionalCheckFailed"))
+                .map(|(index, _)| index)
+                .collect();
+            if let Some(&index) = failed.first() {
+                return Some(Cancellation::ConditionFailed { index, failed });
             }
             if reasons
                 .iter()
@@ -197,7 +203,7 @@ fn cancellation<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsE
 }
 
 /// Full-jitter backoff between transaction attempts: up to 10 ms, 20 ms, ... 640 ms.
-async fn conflict_backoff(attempt: u32) {
+pub(crate) async fn conflict_backoff(attempt: u32) {
     let ceiling_ms = 10u64 << attempt.min(6);
     tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=ceiling_ms))).await;
 }
@@ -320,7 +326,9 @@ impl DynamoStore {
                 Err(error) => error,
             };
             match cancellation(&error) {
-                Some(Cancellation::ConditionFailed { index }) => return Ok(Transaction::ConditionFailed { index }),
+                Some(Cancellation::ConditionFailed { index, failed }) => {
+                    return Ok(Transaction::ConditionFailed { index, failed })
+                }
                 Some(Cancellation::Conflict) if attempt + 1 < TRANSACTION_ATTEMPTS => conflict_backoff(attempt).await,
                 _ => return Err(Error::dynamodb("TransactWriteItems", table, error)),
             }
@@ -671,6 +679,10 @@ impl ConnectionStore for DynamoStore {
                     .key_condition_expression("channel = :channel")
                     .expression_attribute_values(":channel", AttributeValue::S(channel.to_owned()))
                     .projection_expression("connection_id, expires_at")
+                    // Consistent, so a subscription written before a subscribe
+                    // read the channel's head is always listed for the messages
+                    // after it (what recovery relies on). Twice the read units.
+                    .consistent_read(true)
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
@@ -774,8 +786,8 @@ impl ConnectionStore for DynamoStore {
         match self.transact(&self.admission_table, items).await? {
             Transaction::Committed => Ok(AdmitOutcome::Admitted),
             // The record exists: a repeated $connect of an admitted connection.
-            Transaction::ConditionFailed { index: 0 } => Ok(AdmitOutcome::Admitted),
-            Transaction::ConditionFailed { index } => {
+            Transaction::ConditionFailed { index: 0, .. } => Ok(AdmitOutcome::Admitted),
+            Transaction::ConditionFailed { index, .. } => {
                 let slot = slots.get(index - 1).ok_or_else(|| Error::DynamoDb {
                     operation: "TransactWriteItems",
                     table: self.admission_table.clone(),

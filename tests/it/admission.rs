@@ -32,19 +32,6 @@ fn token_for(user: &str) -> String {
 }
 
 /// A `$connect` with the token in the query string, API Gateway style.
-fn connect_with_token(
-    connection_id: &str,
-    source_ip: &str,
-    token: &str,
-) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
-    let mut event = connect_event(connection_id, source_ip);
-    let mut payload = serde_json::to_value(&event.payload).unwrap();
-    payload["queryStringParameters"] = json!({ "token": token });
-    payload["multiValueQueryStringParameters"] = json!({ "token": [token] });
-    event.payload = serde_json::from_value(payload).unwrap();
-    event
-}
-
 fn at_time(
     mut event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
     request_time_ms: i64,
@@ -67,10 +54,11 @@ async fn connect_all(
     tables: &TestTables,
     events: Vec<LambdaEvent<ApiGatewayWebsocketProxyRequest>>,
 ) -> Vec<ApiGatewayProxyResponse> {
+    let authenticator = airwave_tests::authenticator(&tables.config);
     join_all(
         events
             .into_iter()
-            .map(|event| handle_connect(&tables.store, &tables.config, event)),
+            .map(|event| handle_connect(&tables.store, authenticator.as_ref(), &tables.config, event)),
     )
     .await
     .into_iter()
@@ -197,7 +185,7 @@ async fn a_hundred_concurrent_connects_of_one_user_leave_exactly_the_cap_open_an
     .await;
     let alice = token_for("alice");
     let events = (0..100)
-        .map(|i| connect_with_token(&format!("alice-{i:03}="), "198.51.100.20", &alice))
+        .map(|i| airwave_tests::connect_event_with_token(&format!("alice-{i:03}="), "198.51.100.20", &alice))
         .collect();
     let responses = connect_all(&tables, events).await;
     let (admitted, refused) = statuses(&responses);
@@ -211,7 +199,11 @@ async fn a_hundred_concurrent_connects_of_one_user_leave_exactly_the_cap_open_an
     // Another user is not affected by alice's cap.
     let bob = connect_all(
         &tables,
-        vec![connect_with_token("bob-000=", "198.51.100.20", &token_for("bob"))],
+        vec![airwave_tests::connect_event_with_token(
+            "bob-000=",
+            "198.51.100.20",
+            &token_for("bob"),
+        )],
     )
     .await;
     assert_eq!(bob[0].status_code, 200);
@@ -227,7 +219,7 @@ async fn a_hundred_concurrent_connects_of_one_user_leave_exactly_the_cap_open_an
     assert_eq!(counter(&tables, "open#user#alice").await, Some(4));
 
     let events = (0..20)
-        .map(|i| connect_with_token(&format!("alice-again-{i:02}="), "198.51.100.20", &alice))
+        .map(|i| airwave_tests::connect_event_with_token(&format!("alice-again-{i:02}="), "198.51.100.20", &alice))
         .collect();
     let (admitted, _) = statuses(&connect_all(&tables, events).await);
     assert_eq!(admitted, 1);
@@ -400,11 +392,11 @@ async fn every_bad_token_gets_401_and_writes_nothing_and_a_good_tokens_sub_is_st
         ("missing", connect_event("no-token=", "198.51.100.60")),
         (
             "malformed",
-            connect_with_token("malformed=", "198.51.100.60", "not-a-jwt"),
+            airwave_tests::connect_event_with_token("malformed=", "198.51.100.60", "not-a-jwt"),
         ),
         (
             "expired",
-            connect_with_token(
+            airwave_tests::connect_event_with_token(
                 "expired=",
                 "198.51.100.60",
                 &token(json!({"sub": "eve", "exp": now - 3600})),
@@ -412,7 +404,7 @@ async fn every_bad_token_gets_401_and_writes_nothing_and_a_good_tokens_sub_is_st
         ),
         (
             "not yet valid",
-            connect_with_token(
+            airwave_tests::connect_event_with_token(
                 "early=",
                 "198.51.100.60",
                 &token(json!({"sub": "eve", "exp": now + 7200, "nbf": now + 3600})),
@@ -420,11 +412,11 @@ async fn every_bad_token_gets_401_and_writes_nothing_and_a_good_tokens_sub_is_st
         ),
         (
             "wrongly signed",
-            connect_with_token("forged=", "198.51.100.60", &wrong_key),
+            airwave_tests::connect_event_with_token("forged=", "198.51.100.60", &wrong_key),
         ),
     ];
     for (case, event) in cases {
-        let response = handle_connect(&tables.store, &tables.config, event).await.unwrap();
+        let response = tables.connect(event).await;
         assert_eq!(response.status_code, 401, "{case}");
     }
     assert!(tables.stored_connection_ids().await.is_empty());
@@ -448,7 +440,7 @@ async fn every_bad_token_gets_401_and_writes_nothing_and_a_good_tokens_sub_is_st
     payload["headers"]["Sec-WebSocket-Protocol"] = json!(offered);
     payload["multiValueHeaders"]["Sec-WebSocket-Protocol"] = json!([offered]);
     event.payload = serde_json::from_value(payload).unwrap();
-    let response = handle_connect(&tables.store, &tables.config, event).await.unwrap();
+    let response = tables.connect(event).await;
     assert_eq!(response.status_code, 200);
     assert_eq!(
         response
@@ -525,8 +517,10 @@ async fn the_admission_path_costs_the_documented_number_of_dynamodb_round_trips(
         async move {
             let before = counter.0.load(Ordering::SeqCst);
             let id = format!("{}=", uuid::Uuid::new_v4().simple());
-            let event = connect_with_token(&id, "198.51.100.80", &token_for("counted"));
-            let response = handle_connect(&store, &config, event).await.unwrap();
+            let event = airwave_tests::connect_event_with_token(&id, "198.51.100.80", &token_for("counted"));
+            let response = handle_connect(&store, airwave_tests::authenticator(&config).as_ref(), &config, event)
+                .await
+                .unwrap();
             (response.status_code, counter.0.load(Ordering::SeqCst) - before)
         }
     };
@@ -575,8 +569,14 @@ async fn a_disconnect_costs_one_round_trip_and_one_more_for_giving_slots_back() 
         let requests = requests.clone();
         async move {
             let id = format!("{}=", uuid::Uuid::new_v4().simple());
-            let event = connect_with_token(&id, "198.51.100.81", &token_for("leaving"));
-            assert_eq!(handle_connect(&store, &config, event).await.unwrap().status_code, 200);
+            let event = airwave_tests::connect_event_with_token(&id, "198.51.100.81", &token_for("leaving"));
+            assert_eq!(
+                handle_connect(&store, airwave_tests::authenticator(&config).as_ref(), &config, event)
+                    .await
+                    .unwrap()
+                    .status_code,
+                200
+            );
             let before = requests.0.load(Ordering::SeqCst);
             handle_disconnect(&store, disconnect_event(&id)).await.unwrap();
             let cost = requests.0.load(Ordering::SeqCst) - before;
@@ -632,11 +632,16 @@ async fn stats_report_open_connections_users_caps_free_slots_and_throttled_attem
         ("b1=", "ben", "198.51.100.92"),
     ]
     .into_iter()
-    .map(|(id, user, ip)| at_time(connect_with_token(id, ip, &token_for(user)), now_ms))
+    .map(|(id, user, ip)| {
+        at_time(
+            airwave_tests::connect_event_with_token(id, ip, &token_for(user)),
+            now_ms,
+        )
+    })
     // Five attempts from one IP: three counted in, two throttled.
     .chain((0..5).map(|i| {
         at_time(
-            connect_with_token(&format!("c{i}="), "198.51.100.93", &token_for("cy")),
+            airwave_tests::connect_event_with_token(&format!("c{i}="), "198.51.100.93", &token_for("cy")),
             now_ms,
         )
     }))

@@ -10,9 +10,7 @@ async fn connect_stores_the_record_with_its_ttl_and_source_ip() {
     let tables = TestTables::create().await;
     let before = epoch_seconds_now();
 
-    let response = handle_connect(&tables.store, &tables.config, connect_event("conn-A=", "198.51.100.23"))
-        .await
-        .unwrap();
+    let response = tables.connect(connect_event("conn-A=", "198.51.100.23")).await;
     let after = epoch_seconds_now();
 
     assert_eq!(response.status_code, 200);
@@ -45,13 +43,7 @@ async fn the_ttl_follows_the_configuration() {
     tables.config.connection_ttl_seconds = 600;
     let before = epoch_seconds_now();
 
-    handle_connect(
-        &tables.store,
-        &tables.config,
-        connect_event("conn-short=", "198.51.100.23"),
-    )
-    .await
-    .unwrap();
+    tables.connect(connect_event("conn-short=", "198.51.100.23")).await;
 
     let record = tables
         .store
@@ -68,7 +60,7 @@ async fn connect_without_a_connection_id_is_refused_and_stores_nothing() {
     let mut event = connect_event("ignored", "198.51.100.23");
     event.payload.request_context.connection_id = None;
 
-    let response = handle_connect(&tables.store, &tables.config, event).await.unwrap();
+    let response = tables.connect(event).await;
 
     assert_eq!(response.status_code, 400);
     assert!(tables.stored_connection_ids().await.is_empty());
@@ -80,7 +72,7 @@ async fn connect_without_a_source_ip_is_refused_and_stores_nothing() {
     let mut event = connect_event("conn-no-ip=", "ignored");
     event.payload.request_context.identity.source_ip = None;
 
-    let response = handle_connect(&tables.store, &tables.config, event).await.unwrap();
+    let response = tables.connect(event).await;
 
     assert_eq!(response.status_code, 400);
     assert!(tables.stored_connection_ids().await.is_empty());
@@ -92,9 +84,14 @@ async fn connect_fails_loudly_when_the_table_is_missing() {
     tables.config.connections_table = "no-such-table".to_owned();
     let store = airwave_shared::DynamoStore::new(tables.dynamodb.clone(), &tables.config);
 
-    let error = handle_connect(&store, &tables.config, connect_event("conn-B=", "198.51.100.23"))
-        .await
-        .unwrap_err();
+    let error = handle_connect(
+        &store,
+        airwave_tests::authenticator(&tables.config).as_ref(),
+        &tables.config,
+        connect_event("conn-B=", "198.51.100.23"),
+    )
+    .await
+    .unwrap_err();
 
     let message = error.to_string();
     assert!(
@@ -106,12 +103,8 @@ async fn connect_fails_loudly_when_the_table_is_missing() {
 #[tokio::test]
 async fn disconnect_removes_the_record_and_is_idempotent() {
     let tables = TestTables::create().await;
-    handle_connect(&tables.store, &tables.config, connect_event("conn-A=", "198.51.100.23"))
-        .await
-        .unwrap();
-    handle_connect(&tables.store, &tables.config, connect_event("conn-B=", "198.51.100.24"))
-        .await
-        .unwrap();
+    tables.connect(connect_event("conn-A=", "198.51.100.23")).await;
+    tables.connect(connect_event("conn-B=", "198.51.100.24")).await;
 
     let first = handle_disconnect(&tables.store, disconnect_event("conn-A="))
         .await

@@ -19,7 +19,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-const GUARD: Duration = Duration::from_secs(30);
+/// Generous: the tests of this file share one local DynamoDB that applies one
+/// request at a time, and CI machines are slow. A passing test never waits it out.
+const GUARD: Duration = Duration::from_secs(120);
 
 async fn stack_with(configure: impl FnOnce(&mut airwave_shared::Config)) -> LocalStack {
     let tables = TestTables::create_with(|config| {
@@ -44,12 +46,15 @@ fn message(id: &str, channel: &str, n: u64) -> MessageRecord {
 fn quick_client(url: &str) -> (Client, Events) {
     let config = ClientConfig::new(url)
         .unwrap()
+        // Enough attempts to outlast a slow machine while `$connect` refuses.
         .with_backoff(Backoff::new(
             Duration::from_millis(200),
             2.0,
             Duration::from_secs(1),
-            20,
+            200,
         ))
+        // A slow local DynamoDB must not look like a dead socket.
+        .with_request_timeout(Duration::from_secs(60))
         .with_rng_seed(7);
     Client::new(config)
 }
@@ -63,6 +68,7 @@ async fn collect(events: &mut Events, count: usize) -> (Vec<Message>, Vec<String
             match events.recv().await {
                 Some(Event::Message(message)) => messages.push(message),
                 Some(Event::RecoveryFailed { channel }) => failed.push(channel),
+                Some(Event::Failed(error)) => panic!("the client gave up: {error}"),
                 Some(_) => {}
                 None => break,
             }

@@ -3,6 +3,11 @@
 
 pub mod stack;
 
+/// The authenticator the connect function builds at cold start, for `config`.
+pub fn authenticator(config: &Config) -> Option<airwave_shared::auth::Authenticator> {
+    airwave_shared::auth::Authenticator::from_config(config).expect("a valid authentication setup")
+}
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -105,10 +110,22 @@ impl TestTables {
         }
     }
 
+    /// `$connect` through the real handler, with the authenticator the connect
+    /// function builds for this configuration.
+    pub async fn connect(
+        &self,
+        event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
+    ) -> airwave_shared::aws_lambda_events::apigw::ApiGatewayProxyResponse {
+        airwave_shared::handlers::handle_connect(&self.store, authenticator(&self.config).as_ref(), &self.config, event)
+            .await
+            .expect("the connect handler answers")
+    }
+
     /// A browser connects: the real `$connect` handler admits it.
     pub async fn admit(&self, connection_id: &str) {
         let response = airwave_shared::handlers::handle_connect(
             &self.store,
+            authenticator(&self.config).as_ref(),
             &self.config,
             connect_event(connection_id, "198.51.100.23"),
         )
@@ -198,6 +215,20 @@ fn websocket_event(
 /// A `$connect` event as API Gateway sends it, for this id and source IP.
 pub fn connect_event(connection_id: &str, source_ip: &str) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
     websocket_event(CONNECT_EVENT, connection_id, source_ip)
+}
+
+/// A `$connect` event carrying `token` in its query string.
+pub fn connect_event_with_token(
+    connection_id: &str,
+    source_ip: &str,
+    token: &str,
+) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {
+    let mut event = connect_event(connection_id, source_ip);
+    let mut payload = serde_json::to_value(&event.payload).expect("an event serialises");
+    payload["queryStringParameters"] = serde_json::json!({ "token": token });
+    payload["multiValueQueryStringParameters"] = serde_json::json!({ "token": [token] });
+    event.payload = serde_json::from_value(payload).expect("the event reads back");
+    event
 }
 
 /// A `$disconnect` event as API Gateway sends it, for this id.

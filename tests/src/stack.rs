@@ -14,6 +14,7 @@ use airwave_gateway::{
     Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, RunningGateway, StackModel, StartingPosition,
     StreamOptions, StreamPoller,
 };
+use airwave_shared::auth::Authenticator;
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::handlers::{
     handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
@@ -28,6 +29,8 @@ use crate::TestTables;
 pub struct InProcessFunctions {
     pub store: DynamoStore,
     pub config: airwave_shared::Config,
+    /// Built once, as the connect function does at cold start.
+    pub authenticator: Option<Authenticator>,
     pub fanout: OnceLock<FanOut>,
     /// Connections whose `$disconnect` API Gateway "never delivers": a client
     /// connecting with `?vanish=1` marks itself.
@@ -75,7 +78,10 @@ impl InProcessFunctions {
                         }
                     }
                 }
-                answer(function, handle_connect(&self.store, &self.config, event).await)
+                answer(
+                    function,
+                    handle_connect(&self.store, self.authenticator.as_ref(), &self.config, event).await,
+                )
             }
             "disconnect" => {
                 let event = websocket(event)?;
@@ -138,6 +144,7 @@ impl LocalStack {
         let names = tables.local_names();
         let functions = Arc::new(InProcessFunctions {
             store: tables.store.clone(),
+            authenticator: crate::authenticator(&tables.config),
             config: tables.config.clone(),
             fanout: OnceLock::new(),
             lost_disconnects: Mutex::new(HashSet::new()),

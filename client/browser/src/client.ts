@@ -1,155 +1,39 @@
 import { backoffDelay, CircuitBreaker, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 import { AirwaveError } from "./errors.js";
+import { defaultLifecycle } from "./lifecycle.js";
+import { ChannelOrder, type RecoveryReason } from "./ordering.js";
 import {
   isMessageFrame,
   isPosition,
   parseFrame,
-  REPLY_TYPE,
   type ClientRequest,
-  type ErrorCode,
   type MessageFrame,
-  type Position,
   type ReplyFor,
   type ReplyFrame,
-  type RequestId,
   type Stats,
   type SubscribedFrame,
 } from "./protocol.js";
 import { RecentIds } from "./recent.js";
+import { PendingRequests } from "./requests.js";
+import type {
+  AirwaveOptions,
+  ChannelMessage,
+  ClientEvents,
+  ClientStats,
+  ConnectionState,
+  Lifecycle,
+  MessageHandler,
+  RecoveryEvent,
+  SocketConstructor,
+  SocketLike,
+  Timers,
+  Unsubscribe,
+} from "./types.js";
 
-export type ConnectionState = "connecting" | "open" | "reconnecting" | "gave_up" | "closed";
-
-/** The part of the browser's WebSocket the client uses. */
-export interface SocketLike {
-  readonly readyState: number;
-  readonly protocol: string;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-}
-
-export type SocketConstructor = new (url: string, protocols?: string | string[]) => SocketLike;
-
-export interface Timers {
-  setTimeout(callback: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-/** Page lifecycle signals: online/offline and visibility. */
-export interface Lifecycle {
-  isOnline(): boolean;
-  isHidden(): boolean;
-  /** Registers the listeners; returns a function that removes them. */
-  listen(handlers: { online(): void; offline(): void; visibility(): void }): () => void;
-}
-
-export interface AirwaveOptions {
-  url: string;
-  /** Called before every attempt, so an expired token is replaced rather than retried. */
-  getToken?: () => Promise<string | null | undefined> | string | null | undefined;
-  /** Where the token goes: a subprotocol (recommended: it stays out of URLs and logs) or the `token` query parameter. */
-  tokenIn?: "subprotocol" | "query";
-  backoff?: Partial<BackoffOptions>;
-  /** Failures within `breakerWindowMs` that make the client give up (0: off). Default 20 in 60 s. */
-  breakerThreshold?: number;
-  breakerWindowMs?: number;
-  /** A socket counts as healthy (and resets the backoff) after a pong, a message, or this long open. Default 5 s. */
-  healthyAfterMs?: number;
-  /** A handshake not done by then is abandoned. Default 10 s. */
-  connectTimeoutMs?: number;
-  /** Ping period. Default 180 s: under API Gateway's 10-minute idle timeout even when a hidden tab's timers run late. */
-  pingIntervalMs?: number;
-  /** A ping unanswered this long replaces the socket. Default 10 s. */
-  pongTimeoutMs?: number;
-  /** Default timeout of each request. Default 10 s. */
-  requestTimeoutMs?: number;
-  /** Requests made while disconnected wait (up to their timeout) in a queue this long; past it they fail. Default 100. */
-  maxQueued?: number;
-  /** How long a gap in a channel's offsets may stay open before the client re-fetches it. Default 2 s. */
-  gapTimeoutMs?: number;
-  /** Message ids remembered for duplicate detection. Default 1000. */
-  dedupeCapacity?: number;
-  /** A page hidden longer than this is checked at once when it is shown again. Default 30 s. */
-  wakeCheckAfterMs?: number;
-  WebSocket?: SocketConstructor;
-  timers?: Timers;
-  now?: () => number;
-  random?: () => number;
-  lifecycle?: Lifecycle | null;
-  debug?: (message: string, detail?: unknown) => void;
-}
-
-export interface ChannelMessage<T = unknown> {
-  id: string;
-  channel: string | null;
-  data: T;
-  position: Position | null;
-}
-
-export type MessageHandler<T = unknown> = (data: T, message: ChannelMessage<T>) => void;
-
-export interface RecoveryEvent {
-  channel: string;
-  recovered: boolean;
-  /** `gap`: a missing offset could not be re-fetched; `epoch`: the channel's history was reset. */
-  reason?: "reconnect" | "gap" | "epoch";
-}
-
-export interface ClientStats {
-  state: ConnectionState;
-  /** Sockets created since the client was made. */
-  socketsOpened: number;
-  attempt: number;
-  reconnects: number;
-  messagesReceived: number;
-  duplicatesDropped: number;
-  gapsRefetched: number;
-  recoveryFailures: number;
-  /** Subscribe requests sent (first subscriptions, resubscribes, gap re-fetches). */
-  subscribeRequests: number;
-  pendingRequests: number;
-  queuedRequests: number;
-  /** Per channel: the last delivered position, messages buffered past a gap, and whether the current socket's subscription is confirmed. */
-  channels: Record<string, { position: Position | null; buffered: number; subscribed: boolean }>;
-}
-
-interface ClientEvents {
-  state: (state: ConnectionState, previous: ConnectionState) => void;
-  recovery: (event: RecoveryEvent) => void;
-  /** Messages sent to every connection (no channel). */
-  broadcast: (message: ChannelMessage) => void;
-  error: (error: AirwaveError) => void;
-}
-
-export type Unsubscribe = (() => void) & {
-  /** Settles when the server confirmed the (first) subscription. */
-  ready: Promise<void>;
-};
-
-interface PendingRequest {
-  id: number;
-  request: ClientRequest;
-  resolve: (reply: ReplyFrame) => void;
-  reject: (error: AirwaveError) => void;
-  timer: unknown;
-  /** Sent on the current socket (vs. queued waiting for one). */
-  sent: boolean;
-  /** Internal requests (pings, resubscribes) are not queued: they belong to one socket. */
-  internal: boolean;
-}
-
-interface ChannelState {
+/** One subscribed channel: its handlers, its ordering, and its standing with the server. */
+interface Subscription {
   handlers: Set<MessageHandler>;
-  last: Position | null;
-  /** Out-of-order messages waiting for the gap before them, by offset. */
-  buffer: Map<number, MessageFrame>;
-  /** Messages that arrived while a subscribe was in flight. */
-  held: MessageFrame[];
-  awaiting: boolean;
-  gapTimer: unknown;
+  order: ChannelOrder;
   unsubscribeTimer: unknown;
   ready: Promise<void>;
   settleReady: (error?: AirwaveError) => void;
@@ -159,26 +43,6 @@ interface ChannelState {
 }
 
 const OPEN = 1;
-
-function defaultLifecycle(): Lifecycle | null {
-  const win = (globalThis as { window?: Window }).window;
-  const doc = (globalThis as { document?: Document }).document;
-  if (!win || !doc) return null;
-  return {
-    isOnline: () => (typeof navigator === "undefined" ? true : navigator.onLine !== false),
-    isHidden: () => doc.visibilityState === "hidden",
-    listen(handlers) {
-      win.addEventListener("online", handlers.online);
-      win.addEventListener("offline", handlers.offline);
-      doc.addEventListener("visibilitychange", handlers.visibility);
-      return () => {
-        win.removeEventListener("online", handlers.online);
-        win.removeEventListener("offline", handlers.offline);
-        doc.removeEventListener("visibilitychange", handlers.visibility);
-      };
-    },
-  };
-}
 
 /**
  * One logical connection to an Airwave endpoint: at most one socket at a time,
@@ -198,6 +62,7 @@ export class AirwaveClient {
   private readonly getToken: AirwaveOptions["getToken"];
   private readonly breaker: CircuitBreaker;
   private readonly recent: RecentIds;
+  private readonly requests: PendingRequests;
 
   private current: ConnectionState = "closed";
   private socket: SocketLike | null = null;
@@ -215,11 +80,7 @@ export class AirwaveClient {
   private stopListening: (() => void) | null = null;
   private openWaiters: { resolve: () => void; reject: (error: AirwaveError) => void }[] = [];
 
-  private nextId = 1;
-  /** Servers from before request ids refuse an `id` field; then requests go without one. */
-  private sendIds = true;
-  private readonly pending = new Map<number, PendingRequest>();
-  private readonly channels = new Map<string, ChannelState>();
+  private readonly channels = new Map<string, Subscription>();
   private readonly listeners: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = {
     state: new Set(),
     recovery: new Set(),
@@ -270,6 +131,7 @@ export class AirwaveClient {
     this.getToken = options.getToken;
     this.breaker = new CircuitBreaker(this.options.breakerThreshold, this.options.breakerWindowMs);
     this.recent = new RecentIds(this.options.dedupeCapacity);
+    this.requests = new PendingRequests(this.timers, this.options.maxQueued, (message) => this.debug(message));
   }
 
   get state(): ConnectionState {
@@ -307,7 +169,7 @@ export class AirwaveClient {
   close(): void {
     this.clearConnectionTimers();
     this.dropSocket(1000, "client closed");
-    this.failRequests(new AirwaveError("closed", "the client was closed"), () => true);
+    this.requests.failAll(new AirwaveError("closed", "the client was closed"));
     this.setState("closed");
     this.rejectWaiters(new AirwaveError("closed", "the client was closed"));
     this.stopListening?.();
@@ -318,31 +180,17 @@ export class AirwaveClient {
   subscribe<T = unknown>(channel: string, handler: MessageHandler<T>): Unsubscribe {
     let state = this.channels.get(channel);
     if (!state) {
-      let settle: (error?: AirwaveError) => void = () => {};
-      const ready = new Promise<void>((resolve, reject) => {
-        settle = (error) => (error ? reject(error) : resolve());
-      });
-      // A caller that ignores `ready` must not see an unhandled rejection.
-      ready.catch(() => {});
-      state = {
-        handlers: new Set(),
-        last: null,
-        buffer: new Map(),
-        held: [],
-        awaiting: false,
-        gapTimer: null,
-        unsubscribeTimer: null,
-        ready,
-        settleReady: settle,
-        confirmed: false,
-        live: false,
-      };
+      state = this.createSubscription(channel);
       this.channels.set(channel, state);
       if (this.current === "open") this.sendSubscribe(channel, state, "reconnect");
     } else if (state.unsubscribeTimer !== null) {
       // Unsubscribed and subscribed again in one go (React StrictMode): keep the subscription.
       this.timers.clearTimeout(state.unsubscribeTimer);
       state.unsubscribeTimer = null;
+      // A socket that opened meanwhile skipped this channel as leaving: subscribe on it now.
+      if (this.current === "open" && !state.live && !state.order.subscribing) {
+        this.sendSubscribe(channel, state, "reconnect");
+      }
     }
     const entry = handler as MessageHandler;
     state.handlers.add(entry);
@@ -384,16 +232,14 @@ export class AirwaveClient {
   stats(): ClientStats {
     const channels: ClientStats["channels"] = {};
     for (const [name, state] of this.channels) {
-      channels[name] = { position: state.last, buffered: state.buffer.size, subscribed: state.live };
+      channels[name] = { position: state.order.last, buffered: state.order.buffered, subscribed: state.live };
     }
-    let queued = 0;
-    for (const request of this.pending.values()) if (!request.sent) queued += 1;
     return {
       state: this.current,
       attempt: this.attempt,
       ...this.counters,
-      pendingRequests: this.pending.size - queued,
-      queuedRequests: queued,
+      pendingRequests: this.requests.inFlight,
+      queuedRequests: this.requests.queued,
       channels,
     };
   }
@@ -503,9 +349,7 @@ export class AirwaveClient {
     for (const [channel, state] of this.channels) {
       if (state.unsubscribeTimer === null) this.sendSubscribe(channel, state, "reconnect");
     }
-    for (const request of this.pending.values()) {
-      if (!request.sent) this.transmit(request);
-    }
+    if (this.socket) this.requests.sendQueued(this.socket);
     const waiters = this.openWaiters;
     this.openWaiters = [];
     for (const waiter of waiters) waiter.resolve();
@@ -523,16 +367,10 @@ export class AirwaveClient {
     if (generation !== this.generation) return;
     this.clearConnectionTimers();
     this.dropSocket(4000, "abandoned");
-    this.failRequests(
-      new AirwaveError("disconnected", "the connection was lost before the reply"),
-      (request) => request.sent || request.internal,
-    );
+    this.requests.failSent(new AirwaveError("disconnected", "the connection was lost before the reply"));
     for (const state of this.channels.values()) {
-      // Resubscribing with `since` after the reconnect re-fetches any gap.
-      state.awaiting = false;
       state.live = false;
-      this.timers.clearTimeout(state.gapTimer);
-      state.gapTimer = null;
+      state.order.disconnected();
     }
     if (this.current === "closed" || this.current === "gave_up") return;
     if (this.breaker.fail(this.now())) {
@@ -561,7 +399,7 @@ export class AirwaveClient {
     this.debug(`giving up: ${why}`);
     this.setState("gave_up");
     const error = new AirwaveError("gave_up", `gave up connecting: ${why}`);
-    this.failRequests(error, () => true);
+    this.requests.failAll(error);
     this.rejectWaiters(error);
   }
 
@@ -677,79 +515,11 @@ export class AirwaveClient {
   // --- requests -----------------------------------------------------------
 
   private sendRequest(request: ClientRequest, timeoutMs: number, internal: boolean): Promise<ReplyFrame> {
-    return new Promise<ReplyFrame>((resolve, reject) => {
-      if (this.current === "closed" || this.current === "gave_up") {
-        reject(new AirwaveError("not_connected", `not connected (${this.current})`));
-        return;
-      }
-      const open = this.current === "open" && this.socket !== null && this.socket.readyState === OPEN;
-      if (!open && !internal) {
-        let queued = 0;
-        for (const pending of this.pending.values()) if (!pending.sent) queued += 1;
-        if (queued >= this.options.maxQueued) {
-          reject(new AirwaveError("queue_full", `${queued} requests already wait for a connection`));
-          return;
-        }
-      }
-      const id = this.nextId++;
-      const pending: PendingRequest = {
-        id,
-        request,
-        resolve,
-        reject,
-        internal,
-        sent: false,
-        timer: this.timers.setTimeout(() => {
-          if (this.pending.delete(id)) {
-            reject(new AirwaveError("timeout", `no reply to ${request.action} within ${timeoutMs} ms`, id));
-          }
-        }, timeoutMs),
-      };
-      this.pending.set(id, pending);
-      if (open) this.transmit(pending);
-      else if (internal) this.settle(pending, new AirwaveError("disconnected", "no open socket"));
-    });
-  }
-
-  private transmit(pending: PendingRequest): void {
-    if (!this.socket) return;
-    pending.sent = true;
-    try {
-      this.socket.send(JSON.stringify(this.sendIds ? { ...pending.request, id: pending.id } : pending.request));
-    } catch (error) {
-      this.settle(pending, new AirwaveError("disconnected", `send failed: ${String(error)}`));
+    if (this.current === "closed" || this.current === "gave_up") {
+      return Promise.reject(new AirwaveError("not_connected", `not connected (${this.current})`));
     }
-  }
-
-  private settle(pending: PendingRequest, outcome: ReplyFrame | AirwaveError): void {
-    if (!this.pending.delete(pending.id)) return;
-    this.timers.clearTimeout(pending.timer);
-    if (outcome instanceof AirwaveError) pending.reject(outcome);
-    else if (outcome.type === "error") {
-      pending.reject(new AirwaveError(outcome.code, outcome.message, pending.id));
-    } else pending.resolve(outcome);
-  }
-
-  private failRequests(error: AirwaveError, which: (request: PendingRequest) => boolean): void {
-    for (const request of [...this.pending.values()]) {
-      if (which(request)) this.settle(request, new AirwaveError(error.code, error.message, request.id));
-    }
-  }
-
-  /** The request a reply answers: by id, or (servers without request ids) the oldest of the matching kind. */
-  private findRequest(reply: ReplyFrame): PendingRequest | undefined {
-    if (typeof reply.id === "number") {
-      const byId = this.pending.get(reply.id);
-      if (byId?.sent) return byId;
-    }
-    for (const request of this.pending.values()) {
-      if (!request.sent) continue;
-      if (reply.type === "error") return request;
-      if (REPLY_TYPE[request.request.action] !== reply.type) continue;
-      if ("channel" in reply && "channel" in request.request && reply.channel !== request.request.channel) continue;
-      return request;
-    }
-    return undefined;
+    const open = this.current === "open" && this.socket !== null && this.socket.readyState === OPEN;
+    return this.requests.send(request, timeoutMs, internal, open ? this.socket : null);
   }
 
   // --- frames -------------------------------------------------------------
@@ -779,10 +549,11 @@ export class AirwaveClient {
       this.onReply(frame as unknown as ReplyFrame);
     } else if (type === undefined && typeof frame.message === "string") {
       // API Gateway's own error: no request id, so it answers the oldest request.
-      const oldest = [...this.pending.values()].find((request) => request.sent);
-      const error = new AirwaveError("internal_error", `the server failed: ${frame.message}`, oldest?.id);
-      if (oldest) this.settle(oldest, error);
-      else this.emitError(error);
+      const message = frame.message;
+      const unclaimed = this.requests.failOldest(
+        (id) => new AirwaveError("internal_error", `the server failed: ${message}`, id),
+      );
+      if (unclaimed) this.emitError(unclaimed);
     } else {
       this.debug(`ignored a frame of unknown type ${String(type)}`, frame);
     }
@@ -793,42 +564,55 @@ export class AirwaveClient {
   }
 
   private onReply(reply: ReplyFrame): void {
-    const request = this.findRequest(reply);
+    const answered = this.requests.answer(reply, this.socket);
     if (reply.type === "error" && reply.code === "unknown_connection") {
       // The server forgot this connection: only a new one helps.
-      if (request) this.settle(request, reply);
       this.handleFailure(this.generation);
       return;
     }
-    if (!request) {
-      this.debug("a reply no request waits for", reply);
-      return;
-    }
-    if (
-      reply.type === "error" &&
-      reply.code === "invalid_request" &&
-      this.sendIds &&
-      /unknown field `id`/.test(reply.message)
-    ) {
-      // An older server: send this request again, and the next ones, without ids.
-      this.debug("the server does not know request ids; sending without them");
-      this.sendIds = false;
-      this.transmit(request);
-      return;
-    }
-    this.settle(request, reply);
+    if (!answered) this.debug("a reply no request waits for", reply);
   }
 
   // --- channels -----------------------------------------------------------
 
-  private removeHandler(channel: string, state: ChannelState, handler: MessageHandler): void {
+  private createSubscription(channel: string): Subscription {
+    let settle: (error?: AirwaveError) => void = () => {};
+    const ready = new Promise<void>((resolve, reject) => {
+      settle = (error) => (error ? reject(error) : resolve());
+    });
+    // A caller that ignores `ready` must not see an unhandled rejection.
+    ready.catch(() => {});
+    const handlers = new Set<MessageHandler>();
+    const subscription: Subscription = {
+      handlers,
+      order: new ChannelOrder(
+        { recent: this.recent, timers: this.timers, gapTimeoutMs: this.options.gapTimeoutMs },
+        {
+          deliver: (message) => this.deliver(channel, handlers, message),
+          duplicate: () => {
+            this.counters.duplicatesDropped += 1;
+          },
+          recovery: (recovered, reason) => this.reportRecovery(channel, recovered, reason),
+          gap: () => this.onGap(channel, subscription),
+        },
+      ),
+      unsubscribeTimer: null,
+      ready,
+      settleReady: settle,
+      confirmed: false,
+      live: false,
+    };
+    return subscription;
+  }
+
+  private removeHandler(channel: string, state: Subscription, handler: MessageHandler): void {
     if (!state.handlers.delete(handler) || state.handlers.size > 0) return;
     if (state.unsubscribeTimer !== null) return;
     // Deferred one tick: a subscribe right after (a React remount) cancels it, so the server sees nothing.
     state.unsubscribeTimer = this.timers.setTimeout(() => {
       state.unsubscribeTimer = null;
       if (this.channels.get(channel) !== state || state.handlers.size > 0) return;
-      this.timers.clearTimeout(state.gapTimer);
+      state.order.dispose();
       this.channels.delete(channel);
       state.settleReady(new AirwaveError("closed", "unsubscribed"));
       if (this.current === "open") {
@@ -837,21 +621,23 @@ export class AirwaveClient {
     }, 0);
   }
 
-  private sendSubscribe(channel: string, state: ChannelState, reason: "reconnect" | "gap"): void {
-    const since = state.last;
-    state.awaiting = true;
+  private sendSubscribe(channel: string, state: Subscription, reason: RecoveryReason): void {
+    const since = state.order.subscribe();
     this.counters.subscribeRequests += 1;
     const request: ClientRequest = since ? { action: "subscribe", channel, since } : { action: "subscribe", channel };
     this.sendRequest(request, this.options.requestTimeoutMs, true).then(
       (reply) => {
-        if (this.channels.get(channel) === state) this.onSubscribed(channel, state, reply as SubscribedFrame, since, reason);
+        if (this.channels.get(channel) !== state) return;
+        state.live = true;
+        state.order.subscribed(reply as SubscribedFrame, since, reason);
+        if (!state.confirmed) {
+          state.confirmed = true;
+          state.settleReady();
+        }
       },
       (error: AirwaveError) => {
         if (this.channels.get(channel) !== state) return;
-        state.awaiting = false;
-        const held = state.held;
-        state.held = [];
-        for (const message of held) this.accept(channel, state, message);
+        state.order.subscribeFailed();
         if (error.code === "disconnected") return; // resubscribed after the reconnect
         this.emitError(new AirwaveError(error.code, `subscribe to ${channel}: ${error.message}`, error.requestId));
         if (!state.confirmed) state.settleReady(error);
@@ -859,38 +645,12 @@ export class AirwaveClient {
     );
   }
 
-  private onSubscribed(
-    channel: string,
-    state: ChannelState,
-    reply: SubscribedFrame,
-    since: Position | null,
-    reason: "reconnect" | "gap",
-  ): void {
-    state.awaiting = false;
-    state.live = true;
-    const position = isPosition(reply.position) ? reply.position : null;
-    if (since && reply.recovered === false) {
-      // Recovery impossible: hand over what we have, in order, and start again from `position`.
-      this.flushBuffer(channel, state);
-      state.last = position;
-      this.reportRecovery(channel, false, reason);
-    } else if (since && reply.recovered === true) {
-      for (const message of reply.publications ?? []) this.accept(channel, state, message);
-      if (position && state.last && position.epoch === state.last.epoch && position.offset > state.last.offset) {
-        state.last = position;
-      }
-      this.reportRecovery(channel, true, reason);
-    } else if (!since) {
-      state.last = position;
-    }
-    if (!state.confirmed) {
-      state.confirmed = true;
-      state.settleReady();
-    }
-    const held = state.held;
-    state.held = [];
-    for (const message of held) this.accept(channel, state, message);
-    if (state.buffer.size > 0 && state.gapTimer === null) this.startGapTimer(channel, state);
+  /** A gap stayed open: re-fetch it now, unless the resubscribe after a reconnect will. */
+  private onGap(channel: string, state: Subscription): void {
+    if (this.channels.get(channel) !== state || this.current !== "open") return;
+    this.counters.gapsRefetched += 1;
+    this.debug(`gap on ${channel} after ${state.order.last?.offset}; re-fetching`);
+    this.sendSubscribe(channel, state, "gap");
   }
 
   private reportRecovery(channel: string, recovered: boolean, reason: RecoveryEvent["reason"]): void {
@@ -920,102 +680,17 @@ export class AirwaveClient {
       this.debug(`a message for ${channel}, which has no subscriber`);
       return;
     }
-    if (state.awaiting) {
-      state.held.push(raw);
-      return;
-    }
-    this.accept(channel, state, raw);
+    state.order.receive(raw);
   }
 
-  /** The ordering rule: deliver the next offset, drop old ones, buffer those past a gap. */
-  private accept(channel: string, state: ChannelState, message: MessageFrame): void {
-    if (this.recent.has(message.id)) {
-      this.counters.duplicatesDropped += 1;
-      return;
-    }
-    const position = isPosition(message.position) ? message.position : null;
-    const last = state.last;
-    if (!position || !last) {
-      // No positions (an older server, or none known yet): id-only dedupe, arrival order.
-      this.deliver(channel, state, message);
-      if (position) state.last = position;
-      return;
-    }
-    if (position.epoch !== last.epoch) {
-      // The channel's history was reset: what we hold cannot be completed.
-      this.flushBuffer(channel, state);
-      this.reportRecovery(channel, false, "epoch");
-      this.deliver(channel, state, message);
-      state.last = position;
-      return;
-    }
-    if (position.offset <= last.offset) {
-      this.counters.duplicatesDropped += 1;
-      return;
-    }
-    if (position.offset > last.offset + 1) {
-      if (state.buffer.has(position.offset)) this.counters.duplicatesDropped += 1;
-      else state.buffer.set(position.offset, message);
-      if (state.gapTimer === null && !state.awaiting) this.startGapTimer(channel, state);
-      return;
-    }
-    this.deliver(channel, state, message);
-    state.last = position;
-    let next = state.buffer.get(position.offset + 1);
-    while (next && state.last) {
-      state.buffer.delete(state.last.offset + 1);
-      this.deliverIfNew(channel, state, next);
-      state.last = { epoch: state.last.epoch, offset: state.last.offset + 1 };
-      next = state.buffer.get(state.last.offset + 1);
-    }
-    if (state.buffer.size === 0 && state.gapTimer !== null) {
-      this.timers.clearTimeout(state.gapTimer);
-      state.gapTimer = null;
-    }
-  }
-
-  private startGapTimer(channel: string, state: ChannelState): void {
-    state.gapTimer = this.timers.setTimeout(() => {
-      state.gapTimer = null;
-      if (this.channels.get(channel) !== state || state.buffer.size === 0) return;
-      if (this.current !== "open") return; // the resubscribe after the reconnect re-fetches it
-      this.counters.gapsRefetched += 1;
-      this.debug(`gap on ${channel} after ${state.last?.offset}; re-fetching`);
-      this.sendSubscribe(channel, state, "gap");
-    }, this.options.gapTimeoutMs);
-  }
-
-  /** Delivers every buffered message in offset order and moves `last` past them. */
-  private flushBuffer(channel: string, state: ChannelState): void {
-    const offsets = [...state.buffer.keys()].sort((a, b) => a - b);
-    for (const offset of offsets) {
-      const message = state.buffer.get(offset);
-      if (!message) continue;
-      this.deliverIfNew(channel, state, message);
-      if (isPosition(message.position)) state.last = message.position;
-    }
-    state.buffer.clear();
-    if (state.gapTimer !== null) this.timers.clearTimeout(state.gapTimer);
-    state.gapTimer = null;
-  }
-
-  private deliverIfNew(channel: string, state: ChannelState, message: MessageFrame): void {
-    if (this.recent.has(message.id)) {
-      this.counters.duplicatesDropped += 1;
-      return;
-    }
-    this.deliver(channel, state, message);
-  }
-
-  private deliver(channel: string, state: ChannelState, message: MessageFrame): void {
-    this.recent.add(message.id);
+  private deliver(channel: string, handlers: Set<MessageHandler>, message: MessageFrame): void {
     const delivered: ChannelMessage = {
       id: message.id,
       channel,
       data: message.data ?? null,
       position: isPosition(message.position) ? message.position : null,
     };
-    for (const handler of [...state.handlers]) {
+    for (const handler of [...handlers]) {
       try {
         handler(delivered.data, delivered);
       } catch (error) {
@@ -1025,5 +700,3 @@ export class AirwaveClient {
     }
   }
 }
-
-export type { ErrorCode, RequestId };

@@ -1,17 +1,17 @@
-export {
-  AirwaveClient,
-  type AirwaveOptions,
-  type ChannelMessage,
-  type ClientStats,
-  type ConnectionState,
-  type Lifecycle,
-  type MessageHandler,
-  type RecoveryEvent,
-  type SocketConstructor,
-  type SocketLike,
-  type Timers,
-  type Unsubscribe,
-} from "./client.js";
+export { AirwaveClient } from "./client.js";
+export type {
+  AirwaveOptions,
+  ChannelMessage,
+  ClientStats,
+  ConnectionState,
+  Lifecycle,
+  MessageHandler,
+  RecoveryEvent,
+  SocketConstructor,
+  SocketLike,
+  Timers,
+  Unsubscribe,
+} from "./types.js";
 export { AirwaveError } from "./errors.js";
 export { backoffDelay, CircuitBreaker, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 export { RecentIds } from "./recent.js";

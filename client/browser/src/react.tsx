@@ -1,7 +1,8 @@
 // React bindings. The core (./index) knows nothing of React; this file only
 // owns one AirwaveClient per provider and exposes it through context.
 import { createContext, useContext, useEffect, useRef, useState, type ReactNode } from "react";
-import { AirwaveClient, type AirwaveOptions, type ChannelMessage, type ConnectionState } from "./client.js";
+import { AirwaveClient } from "./client.js";
+import type { AirwaveOptions, ChannelMessage, ConnectionState } from "./types.js";
 
 const AirwaveContext = createContext<AirwaveClient | null>(null);
 

@@ -205,6 +205,26 @@ describe("requests", () => {
     expect(await result).toBe("uuid-9");
   });
 
+  it("sends every request refused for its id again, when several were in flight", async () => {
+    const h = harness();
+    const errors: AirwaveError[] = [];
+    h.client.on("error", (e) => errors.push(e));
+    const a = h.client.subscribe("a", () => {});
+    const b = h.client.subscribe("b", () => {});
+    const socket = await opened(h);
+    const refusal = { type: "error", code: "invalid_request", message: "invalid subscribe request: unknown field `id`" };
+    socket.receive(refusal);
+    socket.receive(refusal);
+    expect(socket.requests("subscribe").slice(2)).toEqual([
+      { action: "subscribe", channel: "a" },
+      { action: "subscribe", channel: "b" },
+    ]);
+    socket.receive({ type: "subscribed", channel: "a" });
+    socket.receive({ type: "subscribed", channel: "b" });
+    await Promise.all([a.ready, b.ready]);
+    expect(errors).toEqual([]);
+  });
+
   it("rejects with an AirwaveError carrying the server's code", async () => {
     const h = harness();
     const socket = await opened(h);
@@ -313,6 +333,21 @@ describe("subscriptions", () => {
     await h.clock.advance(10);
     expect(socket.requests("subscribe").length).toBe(1);
     expect(socket.requests("unsubscribe").length).toBe(0);
+  });
+
+  it("subscribes on a socket that opened between an unsubscribe and the subscribe that cancelled it", async () => {
+    const h = harness();
+    const off = h.client.subscribe("c", () => {});
+    const connected = h.client.connect();
+    await flush();
+    off();
+    h.socket().accept(); // skips "c": it is leaving
+    await connected;
+    expect(h.socket().requests("subscribe").length).toBe(0);
+    h.client.subscribe("c", () => {});
+    await h.clock.advance(10);
+    expect(h.socket().requests("subscribe")).toMatchObject([{ channel: "c" }]);
+    expect(h.socket().requests("unsubscribe").length).toBe(0);
   });
 
   it("delivers broadcasts (no channel) to broadcast listeners, deduplicated", async () => {

@@ -42,6 +42,21 @@ fn parameter_combinations() -> Vec<(&'static str, BTreeMap<String, String>)> {
     vec![
         ("defaults", set(&[])),
         ("authentication on", set(&[("JwtSecret", &secret)])),
+        (
+            "tokens from an identity provider",
+            set(&[
+                (
+                    "JwksUrl",
+                    "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example/.well-known/jwks.json",
+                ),
+                (
+                    "JwtIssuer",
+                    "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example",
+                ),
+                ("JwtAudience", "client-id-1,client-id-2"),
+                ("MaxConnectionsPerUser", "3"),
+            ]),
+        ),
         ("total cap", set(&[("MaxConnections", "1000")])),
         ("per-IP cap", set(&[("MaxConnectionsPerIp", "20")])),
         (

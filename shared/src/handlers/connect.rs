@@ -5,7 +5,7 @@ use tracing::Instrument;
 
 use super::route_response;
 use crate::admission::{self, AdmitOutcome, CapScope, Slot};
-use crate::auth::{self, TokenVerifier};
+use crate::auth::{self, Authenticator};
 use crate::connection::ConnectionRecord;
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
@@ -22,8 +22,13 @@ use crate::{Config, Error};
 /// for an event without a connection id or source IP (API Gateway always sends
 /// both). A store failure is returned as an error: API Gateway refuses the
 /// handshake with 500 and the client retries later.
+///
+/// `authenticator` is `None` when authentication is off; build it once per
+/// cold start ([`Authenticator::from_config`]) so an identity provider's keys
+/// stay cached between invocations.
 pub async fn handle_connect<S: ConnectionStore>(
     store: &S,
+    authenticator: Option<&Authenticator>,
     config: &Config,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<ApiGatewayProxyResponse, Error> {
@@ -44,11 +49,11 @@ pub async fn handle_connect<S: ConnectionStore>(
             return Ok(refuse(&Refusal::bad_event("missing_source_ip")));
         };
 
-        let user_id = match &config.jwt_secret {
+        let user_id = match authenticator {
             None => None,
-            Some(secret) => {
+            Some(authenticator) => {
                 let verified = match auth::token_from_request(request) {
-                    Some(token) => TokenVerifier::new(secret).verify(&token),
+                    Some(token) => authenticator.verify(&token).await,
                     None => Err(auth::TokenRejection::Missing),
                 };
                 match verified {

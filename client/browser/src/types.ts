@@ -1,0 +1,116 @@
+// The client's public shapes: its options, its environment, what it reports.
+import type { BackoffOptions } from "./backoff.js";
+import type { AirwaveError } from "./errors.js";
+import type { Position } from "./protocol.js";
+
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "gave_up" | "closed";
+
+/** The part of the browser's WebSocket the client uses. */
+export interface SocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type SocketConstructor = new (url: string, protocols?: string | string[]) => SocketLike;
+
+export interface Timers {
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** Page lifecycle signals: online/offline and visibility. */
+export interface Lifecycle {
+  isOnline(): boolean;
+  isHidden(): boolean;
+  /** Registers the listeners; returns a function that removes them. */
+  listen(handlers: { online(): void; offline(): void; visibility(): void }): () => void;
+}
+
+export interface AirwaveOptions {
+  url: string;
+  /** Called before every attempt, so an expired token is replaced rather than retried. */
+  getToken?: () => Promise<string | null | undefined> | string | null | undefined;
+  /** Where the token goes: a subprotocol (recommended: it stays out of URLs and logs) or the `token` query parameter. */
+  tokenIn?: "subprotocol" | "query";
+  backoff?: Partial<BackoffOptions>;
+  /** Failures within `breakerWindowMs` that make the client give up (0: off). Default 20 in 60 s. */
+  breakerThreshold?: number;
+  breakerWindowMs?: number;
+  /** A socket counts as healthy (and resets the backoff) after a pong, a message, or this long open. Default 5 s. */
+  healthyAfterMs?: number;
+  /** A handshake not done by then is abandoned. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Ping period. Default 180 s: under API Gateway's 10-minute idle timeout even when a hidden tab's timers run late. */
+  pingIntervalMs?: number;
+  /** A ping unanswered this long replaces the socket. Default 10 s. */
+  pongTimeoutMs?: number;
+  /** Default timeout of each request. Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Requests made while disconnected wait (up to their timeout) in a queue this long; past it they fail. Default 100. */
+  maxQueued?: number;
+  /** How long a gap in a channel's offsets may stay open before the client re-fetches it. Default 2 s. */
+  gapTimeoutMs?: number;
+  /** Message ids remembered for duplicate detection. Default 1000. */
+  dedupeCapacity?: number;
+  /** A page hidden longer than this is checked at once when it is shown again. Default 30 s. */
+  wakeCheckAfterMs?: number;
+  WebSocket?: SocketConstructor;
+  timers?: Timers;
+  now?: () => number;
+  random?: () => number;
+  lifecycle?: Lifecycle | null;
+  debug?: (message: string, detail?: unknown) => void;
+}
+
+export interface ChannelMessage<T = unknown> {
+  id: string;
+  channel: string | null;
+  data: T;
+  position: Position | null;
+}
+
+export type MessageHandler<T = unknown> = (data: T, message: ChannelMessage<T>) => void;
+
+export interface RecoveryEvent {
+  channel: string;
+  recovered: boolean;
+  /** `gap`: a missing offset could not be re-fetched; `epoch`: the channel's history was reset. */
+  reason?: "reconnect" | "gap" | "epoch";
+}
+
+export interface ClientStats {
+  state: ConnectionState;
+  /** Sockets created since the client was made. */
+  socketsOpened: number;
+  attempt: number;
+  reconnects: number;
+  messagesReceived: number;
+  duplicatesDropped: number;
+  gapsRefetched: number;
+  recoveryFailures: number;
+  /** Subscribe requests sent (first subscriptions, resubscribes, gap re-fetches). */
+  subscribeRequests: number;
+  pendingRequests: number;
+  queuedRequests: number;
+  /** Per channel: the last delivered position, messages buffered past a gap, and whether the current socket's subscription is confirmed. */
+  channels: Record<string, { position: Position | null; buffered: number; subscribed: boolean }>;
+}
+
+export interface ClientEvents {
+  state: (state: ConnectionState, previous: ConnectionState) => void;
+  recovery: (event: RecoveryEvent) => void;
+  /** Messages sent to every connection (no channel). */
+  broadcast: (message: ChannelMessage) => void;
+  error: (error: AirwaveError) => void;
+}
+
+export type Unsubscribe = (() => void) & {
+  /** Settles when the server confirmed the (first) subscription. */
+  ready: Promise<void>;
+};

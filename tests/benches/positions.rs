@@ -1,0 +1,154 @@
+//! `make bench`, second part: what channel positions and history cost per
+//! message on the broadcast path. The real stream handler broadcasts batches
+//! of channel messages to one subscriber through the local Management API (no
+//! added latency), with positions off (`AIRWAVE_HISTORY_SIZE=0`, the path
+//! before positions existed) and on (the default), against the local
+//! DynamoDB. It counts the DynamoDB requests by operation with an SDK
+//! interceptor and times the whole run.
+//!
+//! Settings (environment): BENCH_POSITION_MESSAGES (default 300).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use airwave_local::{Faults, LocalManagementApi, Options};
+use airwave_shared::handlers::handle_stream_batch;
+use airwave_shared::{ConnectionStore, DynamoStore};
+use airwave_tests::{insert_record, stream_event, TestTables};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use serde_json::json;
+
+/// DynamoDB requests by operation (`X-Amz-Target`).
+#[derive(Debug, Clone, Default)]
+struct OperationCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Intercept for OperationCounter {
+    fn name(&self) -> &'static str {
+        "OperationCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.rsplit('.').next())
+            .unwrap_or("unknown")
+            .to_owned();
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(operation).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+struct Run {
+    elapsed_ms: f64,
+    requests: BTreeMap<String, u64>,
+}
+
+async fn run(history_size: u64, messages: usize) -> Run {
+    let tables = TestTables::create_with(|config| config.history.size = history_size).await;
+    tables.admit("bench-subscriber=").await;
+    tables
+        .store
+        .subscribe(
+            "bench-subscriber=",
+            "bench",
+            10,
+            airwave_shared::time::epoch_seconds_now(),
+        )
+        .await
+        .expect("subscribe");
+    let gateway = LocalManagementApi::start_with(Options {
+        latency: std::time::Duration::ZERO,
+        faults: Faults::default(),
+    })
+    .await
+    .expect("start the local Management API");
+    gateway.connect("bench-subscriber=");
+    let fanout = tables.fanout(&gateway.endpoint(), 64);
+    let counter = OperationCounter::default();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&tables.sdk_config)
+            .interceptor(counter.clone())
+            .build(),
+    );
+    let store = DynamoStore::new(client, &tables.config);
+    let records: Vec<_> = (0..messages)
+        .map(|n| {
+            insert_record(
+                &format!("{:012}", n + 1),
+                json!({
+                    "message_id": {"S": format!("bench-{history_size}-{n}")},
+                    "channel": {"S": "bench"},
+                    "payload": {"M": {"n": {"N": n.to_string()}}},
+                }),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in records.chunks(100) {
+        let response = handle_stream_batch(&store, &tables.config.history, &fanout, stream_event(batch.to_vec()))
+            .await
+            .expect("a stream batch");
+        assert!(response.batch_item_failures.is_empty(), "every record is broadcast");
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    assert_eq!(
+        gateway.received("bench-subscriber=").len(),
+        messages,
+        "one delivery per message"
+    );
+    let requests = counter.0.lock().map(|counts| counts.clone()).unwrap_or_default();
+    Run { elapsed_ms, requests }
+}
+
+fn per_message(requests: &BTreeMap<String, u64>, operation: &str, messages: usize) -> f64 {
+    requests.get(operation).copied().unwrap_or(0) as f64 / messages as f64
+}
+
+#[tokio::main]
+async fn main() {
+    let messages: usize = std::env::var("BENCH_POSITION_MESSAGES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(300);
+    println!("positions and history: {messages} channel messages, one subscriber, local DynamoDB");
+    println!(
+        "{:>10} {:>10} {:>9} {:>9} {:>9} {:>12} {:>12} {:>10}",
+        "positions", "ms/msg", "Query", "GetItem", "Scan", "TransactW", "other", "WCU/msg"
+    );
+    for (label, size) in [("off", 0), ("on", airwave_shared::config::DEFAULT_HISTORY_SIZE)] {
+        let result = run(size, messages).await;
+        let known = ["Query", "GetItem", "Scan", "TransactWriteItems"];
+        let other: u64 = result
+            .requests
+            .iter()
+            .filter(|(operation, _)| !known.contains(&operation.as_str()))
+            .map(|(_, count)| count)
+            .sum();
+        let transactions = per_message(&result.requests, "TransactWriteItems", messages);
+        // Each transaction writes three small items (head, claim, entry) at
+        // twice the write units of a plain write.
+        let write_units = transactions * 3.0 * 2.0;
+        println!(
+            "{:>10} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>12.2} {:>12} {:>10.1}",
+            label,
+            result.elapsed_ms / messages as f64,
+            per_message(&result.requests, "Query", messages),
+            per_message(&result.requests, "GetItem", messages),
+            per_message(&result.requests, "Scan", messages),
+            transactions,
+            other,
+            write_units,
+        );
+    }
+}
