@@ -178,3 +178,67 @@ async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
     assert_eq!(printed[0], json!({"id": "m1", "channel": "c", "data": {"n": 1}}));
     assert_eq!(printed[1]["id"], "m2", "m1 is printed once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_resubscribes_from_its_last_position_and_prints_a_line_when_recovery_failed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let mut server = TestServer::start().await;
+    // The first subscribe starts at offset 4 of epoch "e"; the one after the
+    // drop is told that what was missed cannot be recovered.
+    server.script(
+        "subscribe",
+        Some(json!({"type": "subscribed", "channel": "c", "position": {"epoch": "e", "offset": 4}})),
+    );
+    server.script(
+        "subscribe",
+        Some(json!({"type": "subscribed", "channel": "c", "position": {"epoch": "e", "offset": 900}, "recovered": false})),
+    );
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_airwave"))
+            .args(["listen", &server.url(), "--channel", "c"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    server.wait_frame(|f| f.connection == 1 && f.channel() == "c").await;
+    server.push(
+        json!({"type": "message", "id": "m5", "channel": "c", "data": 5, "position": {"epoch": "e", "offset": 5}}),
+    );
+    let first: Value = serde_json::from_str(&within("a line", line_rx.recv()).await.unwrap()).unwrap();
+    assert_eq!(first["id"], "m5");
+    server.drop_all();
+    let resubscribe = server.wait_frame(|f| f.connection == 2 && f.channel() == "c").await;
+    assert_eq!(
+        resubscribe.value["since"],
+        json!({"epoch": "e", "offset": 5}),
+        "it asks for what came after the last message it printed"
+    );
+    let notice: Value = serde_json::from_str(&within("a line", line_rx.recv()).await.unwrap()).unwrap();
+    assert_eq!(notice, json!({"event": "recovery_failed", "channel": "c"}));
+    // Messages go on from the new position.
+    server.push(json!({"type": "message", "id": "m901", "channel": "c", "data": 901, "position": {"epoch": "e", "offset": 901}}));
+    let next: Value = serde_json::from_str(&within("a line", line_rx.recv()).await.unwrap()).unwrap();
+    assert_eq!(next["id"], "m901");
+}

@@ -120,13 +120,16 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// The stats action is off.
     StatsForbidden,
+    /// The connection may not subscribe to this channel: another user's
+    /// personal channel, or one its token's claims do not allow.
+    ChannelForbidden,
     #[serde(untagged)]
     Other(String),
 }
 
 impl ErrorCode {
     /// Every code this protocol defines.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownAction,
         ErrorCode::InvalidRequest,
@@ -136,6 +139,7 @@ impl ErrorCode {
         ErrorCode::PublishForbidden,
         ErrorCode::MessageTooLarge,
         ErrorCode::StatsForbidden,
+        ErrorCode::ChannelForbidden,
     ];
 
     /// The wire name, also the metric label.
@@ -150,6 +154,7 @@ impl ErrorCode {
             ErrorCode::PublishForbidden => "publish_forbidden",
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::StatsForbidden => "stats_forbidden",
+            ErrorCode::ChannelForbidden => "channel_forbidden",
             ErrorCode::Other(code) => code,
         }
     }
@@ -174,6 +179,7 @@ mod tests {
             | ErrorCode::PublishForbidden
             | ErrorCode::MessageTooLarge
             | ErrorCode::StatsForbidden
+            | ErrorCode::ChannelForbidden
             | ErrorCode::Other(_) => {}
         }
     }

@@ -64,6 +64,16 @@ impl TokenRejection {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Who a valid token says the connection is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    /// The channel patterns of the token's channels claim, when it has one.
+    pub allowed_channels: Option<Vec<String>>,
 }
 
 /// Algorithms a JWKS key may sign with; HMAC never comes from a JWKS.
@@ -86,6 +96,7 @@ pub struct Authenticator {
     jwks: Option<JwksCache>,
     issuer: Option<String>,
     audience: Vec<String>,
+    channels_claim: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -127,12 +138,14 @@ impl Authenticator {
             jwks,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
+            channels_claim: auth.channels_claim.clone(),
         }))
     }
 
-    /// The token's `sub`, or why it was refused. Only a token whose key id is
-    /// not known yet costs a network call (at most one per refetch interval).
-    pub async fn verify(&self, token: &str) -> Result<String, TokenRejection> {
+    /// Who the token says the connection is, or why it was refused. Only a
+    /// token whose key id is not known yet costs a network call (at most one
+    /// per refetch interval).
+    pub async fn identify(&self, token: &str) -> Result<Identity, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         let key = if header.alg == Algorithm::HS256 {
             self.secret.clone().ok_or(TokenRejection::WrongAlgorithm)?
@@ -189,7 +202,19 @@ impl Authenticator {
         if subject.is_empty() || subject.len() > 256 {
             return Err(TokenRejection::InvalidClaims);
         }
-        Ok(subject.to_owned())
+        let allowed_channels = match data.claims.other.get(&self.channels_claim) {
+            None => None,
+            Some(value) => Some(crate::permissions::patterns_from_claim(value).ok_or(TokenRejection::InvalidClaims)?),
+        };
+        Ok(Identity {
+            user_id: subject.to_owned(),
+            allowed_channels,
+        })
+    }
+
+    /// The token's `sub`, or why it was refused.
+    pub async fn verify(&self, token: &str) -> Result<String, TokenRejection> {
+        self.identify(token).await.map(|identity| identity.user_id)
     }
 }
 

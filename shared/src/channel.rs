@@ -4,12 +4,14 @@ use crate::Error;
 
 pub const MAX_CHANNEL_NAME_BYTES: usize = 64;
 
-/// A channel name is 1 to 64 characters of `A-Z a-z 0-9 _ - . :`, so it is
-/// safe as a DynamoDB key, in a log line and in a URL.
+/// A channel name is 1 to 64 characters of `A-Z a-z 0-9 _ - . : | @`, so it is
+/// safe as a DynamoDB key and in a log line. `|` and `@` are there because
+/// identity providers put them in user ids (`auth0|5f…`), which personal
+/// channels (`user:{sub}`) carry.
 pub fn validate_channel_name(name: &str) -> Result<(), Error> {
     let valid_characters = name
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '|' | '@'));
     if !name.is_empty() && name.len() <= MAX_CHANNEL_NAME_BYTES && valid_characters {
         Ok(())
     } else {
@@ -26,7 +28,15 @@ mod tests {
 
     #[test]
     fn ordinary_names_are_accepted() {
-        for name in ["prices", "room:42", "eu-west.alerts", "a", &"x".repeat(64)] {
+        for name in [
+            "prices",
+            "room:42",
+            "eu-west.alerts",
+            "a",
+            &"x".repeat(64),
+            "user:auth0|5f1c",
+            "user:a@b.c",
+        ] {
             assert!(validate_channel_name(name).is_ok(), "{name}");
         }
     }

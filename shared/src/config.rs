@@ -23,6 +23,7 @@ pub const JWKS_URL: &str = "AIRWAVE_JWKS_URL";
 pub const JWT_ISSUER: &str = "AIRWAVE_JWT_ISSUER";
 pub const JWT_AUDIENCE: &str = "AIRWAVE_JWT_AUDIENCE";
 pub const JWKS_MIN_REFETCH_SECONDS: &str = "AIRWAVE_JWKS_MIN_REFETCH_SECONDS";
+pub const CHANNELS_CLAIM: &str = "AIRWAVE_CHANNELS_CLAIM";
 pub const HISTORY_TABLE: &str = "AIRWAVE_HISTORY_TABLE";
 pub const HISTORY_SIZE: &str = "AIRWAVE_HISTORY_SIZE";
 pub const HISTORY_TTL_SECONDS: &str = "AIRWAVE_HISTORY_TTL_SECONDS";
@@ -53,6 +54,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     JWT_ISSUER,
     JWT_AUDIENCE,
     JWKS_MIN_REFETCH_SECONDS,
+    CHANNELS_CLAIM,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -111,6 +113,8 @@ const REFETCH_FORM: &str = "whole seconds from 1 to 3600 between fetches of the 
 /// One refetch a minute at most: key rotation is picked up within a minute,
 /// and tokens with made-up key ids cannot flood the identity provider.
 pub const DEFAULT_JWKS_MIN_REFETCH_SECONDS: u64 = 60;
+pub const DEFAULT_CHANNELS_CLAIM: &str = "channels";
+const CLAIM_FORM: &str = "a claim name: 1 to 128 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'";
 const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,8 @@ pub struct AuthSettings {
     /// Empty: `aud` is not checked.
     pub audience: Vec<String>,
     pub jwks_min_refetch_seconds: u64,
+    /// The token claim listing the channels a connection may subscribe to.
+    pub channels_claim: String,
 }
 
 impl Default for AuthSettings {
@@ -155,6 +161,7 @@ impl Default for AuthSettings {
             issuer: None,
             audience: Vec::new(),
             jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
+            channels_claim: DEFAULT_CHANNELS_CLAIM.to_owned(),
         }
     }
 }
@@ -408,6 +415,24 @@ impl Config {
             jwks_min_refetch_seconds: match read(JWKS_MIN_REFETCH_SECONDS) {
                 Some(value) => parse_in_range(JWKS_MIN_REFETCH_SECONDS, value, 1..=3_600, REFETCH_FORM)?,
                 None => DEFAULT_JWKS_MIN_REFETCH_SECONDS,
+            },
+            channels_claim: match read(CHANNELS_CLAIM) {
+                Some(value)
+                    if value.len() <= 128
+                        && value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')) =>
+                {
+                    value
+                }
+                Some(value) => {
+                    return Err(Error::ConfigInvalid {
+                        variable: CHANNELS_CLAIM,
+                        value,
+                        expected: CLAIM_FORM,
+                    })
+                }
+                None => DEFAULT_CHANNELS_CLAIM.to_owned(),
             },
         };
 

@@ -30,6 +30,10 @@ pub struct ConnectionRecord {
     pub slot_user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_ip: Option<String>,
+    /// The channel patterns the token's claim allows (see [`crate::permissions`]);
+    /// `None` when the token had no such claim, or there was no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_channels: Option<Vec<String>>,
 }
 
 /// The part of a connection record the fan-out reads: the key and the expiry.

@@ -46,7 +46,7 @@ pub enum Error {
         limit: usize,
     },
 
-    #[error("channel name {name:?} ({length} bytes) is invalid; expected 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.' or ':'")]
+    #[error("channel name {name:?} ({length} bytes) is invalid; expected 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.', ':', '|' or '@'")]
     InvalidChannel { name: String, length: usize },
 
     #[error("the Management API circuit breaker is open after {failures} failed posts of the last {window}")]

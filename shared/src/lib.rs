@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod history;
 pub mod jwks;
 pub mod message;
+pub mod permissions;
 pub mod store;
 pub mod telemetry;
 pub mod time;

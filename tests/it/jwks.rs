@@ -166,6 +166,7 @@ fn authenticator(url: &str, refetch_seconds: u64) -> Authenticator {
             issuer: Some(ISSUER.to_owned()),
             audience: vec![AUDIENCE.to_owned()],
             jwks_min_refetch_seconds: refetch_seconds,
+            ..AuthSettings::default()
         },
         ..Config::default()
     };

@@ -22,7 +22,8 @@ export type ServerErrorCode =
   | "unknown_connection"
   | "publish_forbidden"
   | "message_too_large"
-  | "stats_forbidden";
+  | "stats_forbidden"
+  | "channel_forbidden";
 
 /** Codes this client raises itself, for failures that never reached a server reply. */
 export type ClientErrorCode =

@@ -99,6 +99,7 @@ describe("protocol/schema.json", () => {
       "publish_forbidden",
       "message_too_large",
       "stats_forbidden",
+      "channel_forbidden",
     ] satisfies import("../src/index.js").ServerErrorCode[];
     expect(codes.sort()).toEqual(known.sort());
   });

@@ -49,15 +49,15 @@ pub async fn handle_connect<S: ConnectionStore>(
             return Ok(refuse(&Refusal::bad_event("missing_source_ip")));
         };
 
-        let user_id = match authenticator {
+        let identity = match authenticator {
             None => None,
             Some(authenticator) => {
                 let verified = match auth::token_from_request(request) {
-                    Some(token) => authenticator.verify(&token).await,
+                    Some(token) => authenticator.identify(&token).await,
                     None => Err(auth::TokenRejection::Missing),
                 };
                 match verified {
-                    Ok(subject) => Some(subject),
+                    Ok(identity) => Some(identity),
                     Err(rejection) => {
                         return Ok(refuse(&Refusal {
                             status: 401,
@@ -70,6 +70,10 @@ pub async fn handle_connect<S: ConnectionStore>(
                     }
                 }
             }
+        };
+        let (user_id, allowed_channels) = match identity {
+            Some(identity) => (Some(identity.user_id), identity.allowed_channels),
+            None => (None, None),
         };
         if let Some(user_id) = &user_id {
             tracing::Span::current().record("user_id", user_id.as_str());
@@ -121,6 +125,7 @@ pub async fn handle_connect<S: ConnectionStore>(
             connection_id,
             source_ip: source_ip.clone(),
             user_id: user_id.clone(),
+            allowed_channels,
             connected_at_ms,
             expires_at: epoch_seconds_now() + config.connection_ttl_seconds as i64,
             domain_name: context.domain_name.clone(),

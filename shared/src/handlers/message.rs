@@ -11,6 +11,7 @@ use super::route_response;
 use crate::channel::validate_channel_name;
 use crate::history::{recover, ChannelHistory, Recovery};
 use crate::message::{MessageRecord, MAX_FRAME_BYTES};
+use crate::permissions::may_subscribe;
 use crate::store::{ConnectionStore, SubscribeOutcome};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
@@ -140,6 +141,16 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
         Request::Subscribe { channel, since } => {
             if let Err(error) = validate_channel_name(&channel) {
                 return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
+            }
+            // Checked on the record, before anything is written: who the
+            // connection is and what its token allows were stored at $connect.
+            match store.get_connection(connection_id).await? {
+                Some(record) if !record.is_expired(now) => {
+                    if let Err(refusal) = may_subscribe(&record, &channel) {
+                        return Ok(error_reply(ErrorCode::ChannelForbidden, refusal.explain()));
+                    }
+                }
+                _ => return Ok(unknown_connection()),
             }
             match store
                 .subscribe(connection_id, &channel, config.max_channels_per_connection, now)
