@@ -271,6 +271,7 @@ mod tests {
             channel: Some("c".into()),
             data: json!(offset),
             position: Some(Position::new("e", offset)),
+            publisher: None,
         }
     }
 
@@ -385,6 +386,7 @@ mod tests {
             channel: None,
             data: json!(1),
             position: None,
+            publisher: None,
         };
         assert_eq!(order.message(broadcast, Instant::now()).messages.len(), 1);
     }

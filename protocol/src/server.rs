@@ -17,6 +17,10 @@ pub struct MessageFrame {
     pub data: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
+    /// The user id of the connection that published it, when a client with
+    /// one did (absent for producers' messages and anonymous publishers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
 }
 
 /// Every frame the server sends.
@@ -130,6 +134,7 @@ mod tests {
             channel: Some("prices".into()),
             data: json!({"price": offset}),
             position: Some(Position::new("e", offset)),
+            publisher: None,
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Identity {
     pub user_id: String,
     /// The channel patterns of the token's channels claim, when it has one.
     pub allowed_channels: Option<Vec<String>>,
+    /// The patterns of its publish claim, when it has one.
+    pub allowed_publish: Option<Vec<String>>,
 }
 
 /// Algorithms a JWKS key may sign with; HMAC never comes from a JWKS.
@@ -97,6 +99,7 @@ pub struct Authenticator {
     issuer: Option<String>,
     audience: Vec<String>,
     channels_claim: String,
+    publish_claim: String,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -139,6 +142,7 @@ impl Authenticator {
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
             channels_claim: auth.channels_claim.clone(),
+            publish_claim: auth.publish_claim.clone(),
         }))
     }
 
@@ -202,13 +206,16 @@ impl Authenticator {
         if subject.is_empty() || subject.len() > 256 {
             return Err(TokenRejection::InvalidClaims);
         }
-        let allowed_channels = match data.claims.other.get(&self.channels_claim) {
-            None => None,
-            Some(value) => Some(crate::permissions::patterns_from_claim(value).ok_or(TokenRejection::InvalidClaims)?),
+        let patterns = |claim: &str| match data.claims.other.get(claim) {
+            None => Ok(None),
+            Some(value) => crate::permissions::patterns_from_claim(value)
+                .map(Some)
+                .ok_or(TokenRejection::InvalidClaims),
         };
         Ok(Identity {
             user_id: subject.to_owned(),
-            allowed_channels,
+            allowed_channels: patterns(&self.channels_claim)?,
+            allowed_publish: patterns(&self.publish_claim)?,
         })
     }
 

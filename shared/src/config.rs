@@ -24,6 +24,7 @@ pub const JWT_ISSUER: &str = "AIRWAVE_JWT_ISSUER";
 pub const JWT_AUDIENCE: &str = "AIRWAVE_JWT_AUDIENCE";
 pub const JWKS_MIN_REFETCH_SECONDS: &str = "AIRWAVE_JWKS_MIN_REFETCH_SECONDS";
 pub const CHANNELS_CLAIM: &str = "AIRWAVE_CHANNELS_CLAIM";
+pub const PUBLISH_CLAIM: &str = "AIRWAVE_PUBLISH_CLAIM";
 pub const HISTORY_TABLE: &str = "AIRWAVE_HISTORY_TABLE";
 pub const HISTORY_SIZE: &str = "AIRWAVE_HISTORY_SIZE";
 pub const HISTORY_TTL_SECONDS: &str = "AIRWAVE_HISTORY_TTL_SECONDS";
@@ -55,6 +56,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     JWT_AUDIENCE,
     JWKS_MIN_REFETCH_SECONDS,
     CHANNELS_CLAIM,
+    PUBLISH_CLAIM,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -114,6 +116,7 @@ const REFETCH_FORM: &str = "whole seconds from 1 to 3600 between fetches of the 
 /// and tokens with made-up key ids cannot flood the identity provider.
 pub const DEFAULT_JWKS_MIN_REFETCH_SECONDS: u64 = 60;
 pub const DEFAULT_CHANNELS_CLAIM: &str = "channels";
+pub const DEFAULT_PUBLISH_CLAIM: &str = "publish";
 const CLAIM_FORM: &str = "a claim name: 1 to 128 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'";
 const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
 
@@ -152,6 +155,8 @@ pub struct AuthSettings {
     pub jwks_min_refetch_seconds: u64,
     /// The token claim listing the channels a connection may subscribe to.
     pub channels_claim: String,
+    /// The token claim listing the channels a connection may publish to.
+    pub publish_claim: String,
 }
 
 impl Default for AuthSettings {
@@ -162,6 +167,7 @@ impl Default for AuthSettings {
             audience: Vec::new(),
             jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
             channels_claim: DEFAULT_CHANNELS_CLAIM.to_owned(),
+            publish_claim: DEFAULT_PUBLISH_CLAIM.to_owned(),
         }
     }
 }
@@ -417,22 +423,12 @@ impl Config {
                 None => DEFAULT_JWKS_MIN_REFETCH_SECONDS,
             },
             channels_claim: match read(CHANNELS_CLAIM) {
-                Some(value)
-                    if value.len() <= 128
-                        && value
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')) =>
-                {
-                    value
-                }
-                Some(value) => {
-                    return Err(Error::ConfigInvalid {
-                        variable: CHANNELS_CLAIM,
-                        value,
-                        expected: CLAIM_FORM,
-                    })
-                }
+                Some(value) => parse_claim_name(CHANNELS_CLAIM, value)?,
                 None => DEFAULT_CHANNELS_CLAIM.to_owned(),
+            },
+            publish_claim: match read(PUBLISH_CLAIM) {
+                Some(value) => parse_claim_name(PUBLISH_CLAIM, value)?,
+                None => DEFAULT_PUBLISH_CLAIM.to_owned(),
             },
         };
 
@@ -530,6 +526,22 @@ fn parse_bool(variable: &'static str, value: String) -> Result<bool, Error> {
             value,
             expected: BOOL_FORM,
         }),
+    }
+}
+
+fn parse_claim_name(variable: &'static str, value: String) -> Result<String, Error> {
+    let valid = value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+    if valid {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: CLAIM_FORM,
+        })
     }
 }
 

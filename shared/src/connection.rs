@@ -34,6 +34,9 @@ pub struct ConnectionRecord {
     /// `None` when the token had no such claim, or there was no token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_channels: Option<Vec<String>>,
+    /// The channel patterns the token's publish claim allows; `None` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_publish: Option<Vec<String>>,
 }
 
 /// The part of a connection record the fan-out reads: the key and the expiry.

@@ -275,6 +275,9 @@ impl ChannelHistory for DynamoStore {
             position_attributes(&mut entry, &position, now + history_ttl_seconds as i64);
             entry.insert("message_id".to_owned(), AttributeValue::S(message.message_id.clone()));
             entry.insert("payload".to_owned(), payload.clone());
+            if let Some(publisher) = &message.published_by_user {
+                entry.insert("publisher".to_owned(), AttributeValue::S(publisher.clone()));
+            }
             // An entry left by an earlier epoch at this offset is replaced.
             let entry_write = self.history_put(
                 entry,
@@ -394,6 +397,10 @@ impl ChannelHistory for DynamoStore {
                     channel: Some(channel.to_owned()),
                     data,
                     position: Some(position),
+                    publisher: match item.get("publisher") {
+                        Some(AttributeValue::S(publisher)) => Some(publisher.clone()),
+                        _ => None,
+                    },
                 };
                 bytes += frame.to_text().len();
                 if bytes > max_bytes {

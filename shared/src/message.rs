@@ -25,6 +25,9 @@ pub struct MessageRecord {
     /// The connection that published it, when a client did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_by: Option<String>,
+    /// That connection's user id, when it had one: receivers see it as `publisher`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_by_user: Option<String>,
 }
 
 impl MessageRecord {
@@ -36,6 +39,7 @@ impl MessageRecord {
             channel: self.channel.clone(),
             data: self.payload.clone(),
             position,
+            publisher: self.published_by_user.clone(),
         }
     }
 
@@ -76,13 +80,14 @@ mod tests {
             payload: json!({"symbol": "ABC", "price": 12.5}),
             expires_at: None,
             published_by: Some("conn-1".into()),
+            published_by_user: Some("alice".into()),
         };
         let frame: serde_json::Value =
             serde_json::from_slice(&record.to_frame(Some(Position::new("e1", 7))).unwrap()).unwrap();
         assert_eq!(
             frame,
             json!({"type": "message", "id": "m-1", "channel": "prices", "data": {"symbol": "ABC", "price": 12.5},
-                   "position": {"epoch": "e1", "offset": 7}})
+                   "position": {"epoch": "e1", "offset": 7}, "publisher": "alice"})
         );
     }
 
@@ -94,6 +99,7 @@ mod tests {
             payload: json!("x".repeat(MAX_FRAME_BYTES)),
             expires_at: None,
             published_by: None,
+            published_by_user: None,
         };
         match record.to_frame(None) {
             Err(Error::FrameTooLarge {

@@ -9,8 +9,16 @@
 //!   give each token the claim (an empty list leaves only the personal channel).
 //! - Without authentication there are no users, so no personal channels: a
 //!   `user:` channel is refused and every other channel is open.
+//!
+//! Publishing from clients (when the deployment allows it at all) needs a
+//! right from the token's publish claim, with the same patterns; publishing to
+//! every connection needs the entry [`EVERYONE`]. Without authentication any
+//! connection may publish anywhere but to personal channels.
 
 use crate::connection::ConnectionRecord;
+
+/// The publish-claim entry that allows a message to every connection.
+pub const EVERYONE: &str = "$everyone";
 
 /// The prefix of personal channels.
 pub const PERSONAL_PREFIX: &str = "user:";
@@ -27,6 +35,8 @@ pub enum Refusal {
     PersonalChannel,
     /// Not among the channels the token's claim allows.
     NotInClaims,
+    /// An authenticated connection whose token has no publish right for it.
+    NoPublishRight,
 }
 
 impl Refusal {
@@ -34,6 +44,9 @@ impl Refusal {
         match self {
             Refusal::PersonalChannel => "a personal channel (user:{sub}) is only for the user whose token has that sub",
             Refusal::NotInClaims => "the connection's token does not allow this channel",
+            Refusal::NoPublishRight => {
+                "the connection's token has no right to publish here ($everyone for every connection)"
+            }
         }
     }
 }
@@ -57,6 +70,26 @@ pub fn may_subscribe(record: &ConnectionRecord, channel: &str) -> Result<(), Ref
         None => Ok(()),
         Some(patterns) if patterns.iter().any(|pattern| matches(pattern, channel)) => Ok(()),
         Some(_) => Err(Refusal::NotInClaims),
+    }
+}
+
+/// Whether the connection `record` may publish to `channel` (`None`: every connection).
+pub fn may_publish(record: &ConnectionRecord, channel: Option<&str>) -> Result<(), Refusal> {
+    let Some(_user) = record.user_id.as_deref() else {
+        return match channel {
+            Some(channel) if channel.starts_with(PERSONAL_PREFIX) => Err(Refusal::PersonalChannel),
+            _ => Ok(()),
+        };
+    };
+    let rights = record.allowed_publish.as_deref().unwrap_or_default();
+    let allowed = match channel {
+        None => rights.iter().any(|right| right == EVERYONE),
+        Some(channel) => rights.iter().any(|right| right != EVERYONE && matches(right, channel)),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refusal::NoPublishRight)
     }
 }
 
@@ -101,7 +134,31 @@ mod tests {
             slot_user: None,
             slot_ip: None,
             allowed_channels: allowed.map(|patterns| patterns.iter().map(|p| p.to_string()).collect()),
+            allowed_publish: None,
         }
+    }
+
+    #[test]
+    fn publishing_needs_a_right_per_channel_and_a_separate_one_for_everyone() {
+        let mut writer = record(Some("w"), None);
+        assert_eq!(may_publish(&writer, Some("chat:1")), Err(Refusal::NoPublishRight));
+        writer.allowed_publish = Some(vec!["chat:*".into()]);
+        assert_eq!(may_publish(&writer, Some("chat:1")), Ok(()));
+        assert_eq!(may_publish(&writer, Some("prices")), Err(Refusal::NoPublishRight));
+        assert_eq!(may_publish(&writer, None), Err(Refusal::NoPublishRight));
+        writer.allowed_publish = Some(vec!["*".into()]);
+        assert_eq!(
+            may_publish(&writer, None),
+            Err(Refusal::NoPublishRight),
+            "* is every channel, not everyone"
+        );
+        writer.allowed_publish = Some(vec![EVERYONE.into()]);
+        assert_eq!(may_publish(&writer, None), Ok(()));
+        assert_eq!(may_publish(&writer, Some("chat:1")), Err(Refusal::NoPublishRight));
+        let anonymous = record(None, None);
+        assert_eq!(may_publish(&anonymous, Some("chat:1")), Ok(()));
+        assert_eq!(may_publish(&anonymous, None), Ok(()));
+        assert_eq!(may_publish(&anonymous, Some("user:w")), Err(Refusal::PersonalChannel));
     }
 
     #[test]

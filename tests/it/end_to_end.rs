@@ -99,6 +99,7 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
         payload: json!({"price": 12.5}),
         expires_at: None,
         published_by: None,
+        published_by_user: None,
     };
     tables.store.put_message(&message).await.unwrap();
 

@@ -123,6 +123,7 @@ async fn an_expired_but_undeleted_record_receives_nothing_and_is_deleted() {
             slot_user: None,
             slot_ip: None,
             allowed_channels: None,
+            allowed_publish: None,
         })
         .await
         .unwrap();

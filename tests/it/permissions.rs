@@ -143,3 +143,121 @@ async fn without_authentication_personal_channels_do_not_exist_and_the_rest_are_
         Reply::Subscribed { .. }
     ));
 }
+
+async fn publish(tables: &TestTables, id: &str, channel: Option<&str>) -> Reply {
+    let mut body = json!({"action": "publish", "data": {"n": 1}});
+    if let Some(channel) = channel {
+        body["channel"] = json!(channel);
+    }
+    let response = handle_message(&tables.store, &tables.config, message_event(id, &body.to_string()))
+        .await
+        .unwrap();
+    let Some(airwave_shared::aws_lambda_events::encodings::Body::Text(text)) = response.body else {
+        panic!("a text reply");
+    };
+    serde_json::from_str(&text).unwrap()
+}
+
+fn publish_refused(reply: &Reply) -> bool {
+    matches!(
+        reply,
+        Reply::Error {
+            code: ErrorCode::PublishForbidden,
+            ..
+        }
+    )
+}
+
+#[tokio::test]
+async fn publishing_needs_the_tokens_right_for_the_channel_and_a_separate_one_for_everyone() {
+    let tables = tables(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.allow_client_publish = true;
+    })
+    .await;
+    connect(&tables, "reader=", json!({"sub": "reader"})).await;
+    connect(&tables, "writer=", json!({"sub": "writer", "publish": ["chat:*"]})).await;
+    connect(
+        &tables,
+        "announcer=",
+        json!({"sub": "announcer", "publish": "$everyone"}),
+    )
+    .await;
+
+    assert!(publish_refused(&publish(&tables, "reader=", Some("chat:1")).await));
+    assert!(matches!(
+        publish(&tables, "writer=", Some("chat:1")).await,
+        Reply::Published { .. }
+    ));
+    assert!(publish_refused(&publish(&tables, "writer=", Some("prices")).await));
+    assert!(publish_refused(&publish(&tables, "writer=", None).await));
+    assert!(matches!(
+        publish(&tables, "announcer=", None).await,
+        Reply::Published { .. }
+    ));
+    assert!(publish_refused(&publish(&tables, "announcer=", Some("chat:1")).await));
+
+    // Exactly the two allowed messages were stored, each naming its publisher.
+    let mut stored: Vec<(Value, Value)> = tables
+        .stored_messages()
+        .await
+        .into_iter()
+        .map(|message| (message["published_by_user"].clone(), message["channel"].clone()))
+        .collect();
+    stored.sort_by_key(|(user, _)| user.to_string());
+    assert_eq!(
+        stored,
+        vec![(json!("announcer"), Value::Null), (json!("writer"), json!("chat:1"))]
+    );
+}
+
+#[tokio::test]
+async fn receivers_see_who_published_over_real_sockets() {
+    use airwave_client::{Client, ClientConfig, Event};
+    use airwave_tests::stack::LocalStack;
+    use std::time::Duration;
+
+    let tables = tables(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.allow_client_publish = true;
+    })
+    .await;
+    let stack = LocalStack::start(tables, airwave_gateway::GatewayOptions::default()).await;
+    let token = |claims: Value| {
+        let mut claims = claims;
+        claims["exp"] = json!(epoch_seconds_now() + 600);
+        signed_token(SECRET, &claims)
+    };
+    let guard = Duration::from_secs(60);
+    let subscriber_config = ClientConfig::new(&stack.ws_url())
+        .unwrap()
+        .with_token(&token(json!({"sub": "reader"})));
+    let (subscriber, mut events) = Client::new(subscriber_config);
+    tokio::time::timeout(guard, subscriber.subscribe("chat:1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let publisher_config = ClientConfig::new(&stack.ws_url())
+        .unwrap()
+        .with_token(&token(json!({"sub": "writer", "publish": ["chat:*"]})));
+    let (publisher, _publisher_events) = Client::new(publisher_config);
+    tokio::time::timeout(guard, publisher.publish(Some("chat:1"), json!("hi")))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let message = tokio::time::timeout(guard, async {
+        loop {
+            if let Some(Event::Message(message)) = events.recv().await {
+                return message;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(message.publisher.as_deref(), Some("writer"));
+    assert_eq!(message.data, json!("hi"));
+    subscriber.close().await;
+    publisher.close().await;
+    stack.shutdown().await;
+}

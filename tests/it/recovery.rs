@@ -39,6 +39,7 @@ fn message(id: &str, channel: &str, n: u64) -> MessageRecord {
         payload: json!({ "n": n }),
         expires_at: None,
         published_by: None,
+        published_by_user: None,
     }
 }
 

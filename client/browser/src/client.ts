@@ -671,7 +671,13 @@ export class AirwaveClient {
         this.counters.duplicatesDropped += 1;
         return;
       }
-      const message: ChannelMessage = { id: raw.id, channel: null, data: raw.data ?? null, position: null };
+      const message: ChannelMessage = {
+        id: raw.id,
+        channel: null,
+        data: raw.data ?? null,
+        position: null,
+        publisher: typeof raw.publisher === "string" ? raw.publisher : null,
+      };
       for (const listener of this.listeners.broadcast) listener(message);
       return;
     }
@@ -689,6 +695,7 @@ export class AirwaveClient {
       channel,
       data: message.data ?? null,
       position: isPosition(message.position) ? message.position : null,
+      publisher: typeof message.publisher === "string" ? message.publisher : null,
     };
     for (const handler of [...handlers]) {
       try {

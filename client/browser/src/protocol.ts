@@ -54,6 +54,8 @@ export interface MessageFrame {
   channel?: string | null;
   data?: unknown;
   position?: Position | null;
+  /** The publisher's user id, when a client with one published it. */
+  publisher?: string | null;
 }
 
 export interface Stats {

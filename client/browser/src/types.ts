@@ -73,6 +73,8 @@ export interface ChannelMessage<T = unknown> {
   channel: string | null;
   data: T;
   position: Position | null;
+  /** The publisher's user id, when an authenticated client published it. */
+  publisher: string | null;
 }
 
 export type MessageHandler<T = unknown> = (data: T, message: ChannelMessage<T>) => void;

@@ -71,9 +71,13 @@ pub async fn handle_connect<S: ConnectionStore>(
                 }
             }
         };
-        let (user_id, allowed_channels) = match identity {
-            Some(identity) => (Some(identity.user_id), identity.allowed_channels),
-            None => (None, None),
+        let (user_id, allowed_channels, allowed_publish) = match identity {
+            Some(identity) => (
+                Some(identity.user_id),
+                identity.allowed_channels,
+                identity.allowed_publish,
+            ),
+            None => (None, None, None),
         };
         if let Some(user_id) = &user_id {
             tracing::Span::current().record("user_id", user_id.as_str());
@@ -126,6 +130,7 @@ pub async fn handle_connect<S: ConnectionStore>(
             source_ip: source_ip.clone(),
             user_id: user_id.clone(),
             allowed_channels,
+            allowed_publish,
             connected_at_ms,
             expires_at: epoch_seconds_now() + config.connection_ttl_seconds as i64,
             domain_name: context.domain_name.clone(),

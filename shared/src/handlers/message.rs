@@ -11,7 +11,7 @@ use super::route_response;
 use crate::channel::validate_channel_name;
 use crate::history::{recover, ChannelHistory, Recovery};
 use crate::message::{MessageRecord, MAX_FRAME_BYTES};
-use crate::permissions::may_subscribe;
+use crate::permissions::{may_publish, may_subscribe};
 use crate::store::{ConnectionStore, SubscribeOutcome};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
@@ -184,12 +184,20 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
             if let Some(Err(error)) = channel.as_deref().map(validate_channel_name) {
                 return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
             }
+            let record = match store.get_connection(connection_id).await? {
+                Some(record) if !record.is_expired(now) => record,
+                _ => return Ok(unknown_connection()),
+            };
+            if let Err(refusal) = may_publish(&record, channel.as_deref()) {
+                return Ok(error_reply(ErrorCode::PublishForbidden, refusal.explain()));
+            }
             let message = MessageRecord {
                 message_id: uuid::Uuid::new_v4().to_string(),
                 channel,
                 payload: data,
                 expires_at: Some(now + PUBLISHED_MESSAGE_TTL_SECONDS),
                 published_by: Some(connection_id.to_owned()),
+                published_by_user: record.user_id.clone(),
             };
             // Refuse here what API Gateway would refuse to deliver later.
             if let Err(error) = message.check_frame_size() {
