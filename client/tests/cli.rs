@@ -125,33 +125,33 @@ async fn bench_counts_refused_listeners_and_reports_incomplete_delivery() {
     assert!(summary.to_string().contains("delivered    10 / expected 16"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
+/// Kills the listener even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `airwave` with `args`; its stdout lines come back over the channel
+/// (read on a plain thread).
+fn listen(args: &[&str]) -> (KillOnDrop, tokio::sync::mpsc::UnboundedReceiver<String>) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    /// Kills the listener even when an assertion fails first.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    let mut server = TestServer::start().await;
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_airwave"))
-            .args(["listen", &server.url(), "--channel", "a", "--channel", "b"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    // stdout is read on a plain thread; lines come back over a channel.
     let stdout = child.0.stdout.take().unwrap();
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line_tx.send(line).is_err() {
@@ -159,6 +159,13 @@ async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
             }
         }
     });
+    (child, line_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
+    let mut server = TestServer::start().await;
+    let (child, mut line_rx) = listen(&["listen", &server.url(), "--channel", "a", "--channel", "b"]);
 
     server.wait_frame(|f| f.connection == 1 && f.channel() == "b").await;
     server.push_message("m1", json!({"n": 1}));
@@ -181,17 +188,6 @@ async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_resubscribes_from_its_last_position_and_prints_a_line_when_recovery_failed() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     let mut server = TestServer::start().await;
     // The first subscribe starts at offset 4 of epoch "e"; the one after the
     // drop is told that what was missed cannot be recovered.
@@ -203,24 +199,7 @@ async fn listen_resubscribes_from_its_last_position_and_prints_a_line_when_recov
         "subscribe",
         Some(json!({"type": "subscribed", "channel": "c", "position": {"epoch": "e", "offset": 900}, "recovered": false})),
     );
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_airwave"))
-            .args(["listen", &server.url(), "--channel", "c"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (_child, mut line_rx) = listen(&["listen", &server.url(), "--channel", "c"]);
 
     server.wait_frame(|f| f.connection == 1 && f.channel() == "c").await;
     server.push(

@@ -28,15 +28,19 @@ async fn connect(tables: &TestTables, id: &str, mut claims: Value) {
     assert_eq!(tables.connect(event).await.status_code, 200, "{id}");
 }
 
-async fn subscribe(tables: &TestTables, id: &str, channel: &str) -> Reply {
-    let body = json!({"action": "subscribe", "channel": channel}).to_string();
-    let response = handle_message(&tables.store, &tables.config, message_event(id, &body))
+/// One frame from `id` through the real `$default` handler, and its reply.
+async fn send(tables: &TestTables, id: &str, body: &Value) -> Reply {
+    let response = handle_message(&tables.store, &tables.config, message_event(id, &body.to_string()))
         .await
         .unwrap();
     let Some(airwave_shared::aws_lambda_events::encodings::Body::Text(text)) = response.body else {
         panic!("a text reply");
     };
     serde_json::from_str(&text).unwrap()
+}
+
+async fn subscribe(tables: &TestTables, id: &str, channel: &str) -> Reply {
+    send(tables, id, &json!({"action": "subscribe", "channel": channel})).await
 }
 
 fn refused(reply: &Reply) -> bool {
@@ -149,13 +153,7 @@ async fn publish(tables: &TestTables, id: &str, channel: Option<&str>) -> Reply 
     if let Some(channel) = channel {
         body["channel"] = json!(channel);
     }
-    let response = handle_message(&tables.store, &tables.config, message_event(id, &body.to_string()))
-        .await
-        .unwrap();
-    let Some(airwave_shared::aws_lambda_events::encodings::Body::Text(text)) = response.body else {
-        panic!("a text reply");
-    };
-    serde_json::from_str(&text).unwrap()
+    send(tables, id, &body).await
 }
 
 fn publish_refused(reply: &Reply) -> bool {
