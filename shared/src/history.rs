@@ -164,6 +164,15 @@ impl DynamoStore {
         ])
     }
 
+    /// The channel's head, unless there is none or it is past its TTL (which
+    /// DynamoDB may not have deleted yet): either way the channel starts again.
+    async fn live_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
+        match self.get_history_item(channel, HEAD).await? {
+            Some(item) if is_live(&item, now) => self.decode_position(channel, &item).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     async fn get_history_item(&self, channel: &str, entry: &str) -> Result<Option<Item>, Error> {
         let output = self
             .client
@@ -218,6 +227,11 @@ impl DynamoStore {
     }
 }
 
+/// Whether a history item is still before its TTL (`expires_at`).
+fn is_live(item: &Item, now: i64) -> bool {
+    read_number(item, "expires_at").is_some_and(|expires| expires > now)
+}
+
 fn position_attributes(item: &mut Item, position: &Position, expires_at: i64) {
     item.insert("epoch".to_owned(), AttributeValue::S(position.epoch.clone()));
     item.insert("offset".to_owned(), AttributeValue::N(position.offset.to_string()));
@@ -240,13 +254,7 @@ impl ChannelHistory for DynamoStore {
                 source,
             })?;
         for attempt in 0..ASSIGN_ATTEMPTS {
-            let head = match self.get_history_item(channel, HEAD).await? {
-                Some(item) if read_number(&item, "expires_at").is_some_and(|expires| expires > now) => {
-                    Some(self.decode_position(channel, &item)?)
-                }
-                // A head past its TTL that DynamoDB has not deleted yet is gone.
-                _ => None,
-            };
+            let head = self.live_head(channel, now).await?;
             let position = match &head {
                 Some(head) => head.next(),
                 None => Position::new(new_epoch(), 1),
@@ -315,10 +323,8 @@ impl ChannelHistory for DynamoStore {
 
     async fn channel_head(&self, channel: &str, now: i64) -> Result<Position, Error> {
         for attempt in 0..ASSIGN_ATTEMPTS {
-            if let Some(item) = self.get_history_item(channel, HEAD).await? {
-                if read_number(&item, "expires_at").is_some_and(|expires| expires > now) {
-                    return self.decode_position(channel, &item);
-                }
+            if let Some(head) = self.live_head(channel, now).await? {
+                return Ok(head);
             }
             let position = Position::new(new_epoch(), 0);
             let mut head = Self::history_key(channel, HEAD);
@@ -371,7 +377,7 @@ impl ChannelHistory for DynamoStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| Error::dynamodb("Query", &self.history_table, error))?;
             for item in page.items.unwrap_or_default() {
-                if read_number(&item, "expires_at").is_none_or(|expires| expires <= now) {
+                if !is_live(&item, now) {
                     continue;
                 }
                 let position = self.decode_position(channel, &item)?;

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::route_response;
 use crate::channel::validate_channel_name;
+use crate::connection::ConnectionRecord;
 use crate::history::{recover, ChannelHistory, Recovery};
 use crate::message::{MessageRecord, MAX_FRAME_BYTES};
 use crate::permissions::{may_publish, may_subscribe};
@@ -144,13 +145,11 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
             }
             // Checked on the record, before anything is written: who the
             // connection is and what its token allows were stored at $connect.
-            match store.get_connection(connection_id).await? {
-                Some(record) if !record.is_expired(now) => {
-                    if let Err(refusal) = may_subscribe(&record, &channel) {
-                        return Ok(error_reply(ErrorCode::ChannelForbidden, refusal.explain()));
-                    }
-                }
-                _ => return Ok(unknown_connection()),
+            let Some(record) = live_record(store, connection_id, now).await? else {
+                return Ok(unknown_connection());
+            };
+            if let Err(refusal) = may_subscribe(&record, &channel) {
+                return Ok(error_reply(ErrorCode::ChannelForbidden, refusal.explain()));
             }
             match store
                 .subscribe(connection_id, &channel, config.max_channels_per_connection, now)
@@ -184,9 +183,8 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
             if let Some(Err(error)) = channel.as_deref().map(validate_channel_name) {
                 return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
             }
-            let record = match store.get_connection(connection_id).await? {
-                Some(record) if !record.is_expired(now) => record,
-                _ => return Ok(unknown_connection()),
+            let Some(record) = live_record(store, connection_id, now).await? else {
+                return Ok(unknown_connection());
             };
             if let Err(refusal) = may_publish(&record, channel.as_deref()) {
                 return Ok(error_reply(ErrorCode::PublishForbidden, refusal.explain()));
@@ -304,6 +302,18 @@ async fn subscribed<H: ChannelHistory>(
         recovered,
         publications,
     })
+}
+
+/// The connection's record, unless it is gone or past its TTL.
+async fn live_record<S: ConnectionStore>(
+    store: &S,
+    connection_id: &str,
+    now: i64,
+) -> Result<Option<ConnectionRecord>, Error> {
+    Ok(store
+        .get_connection(connection_id)
+        .await?
+        .filter(|record| !record.is_expired(now)))
 }
 
 fn unknown_connection() -> Reply {
