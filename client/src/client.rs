@@ -760,6 +760,7 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
             }
             Handled::Protocol
         }
+        Incoming::Closing { code, message } => Handled::Replace(format!("server closing: {code:?}: {message}")),
         Incoming::Reply { id, reply } => {
             let gone = reply
                 .error_code()

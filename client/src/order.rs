@@ -272,6 +272,7 @@ mod tests {
             data: json!(offset),
             position: Some(Position::new("e", offset)),
             publisher: None,
+            to_user: None,
         }
     }
 
@@ -387,6 +388,7 @@ mod tests {
             data: json!(1),
             position: None,
             publisher: None,
+            to_user: None,
         };
         assert_eq!(order.message(broadcast, Instant::now()).messages.len(), 1);
     }

@@ -15,7 +15,7 @@ mod server;
 pub use position::Position;
 pub use reply::{ErrorCode, Reply, ReplyFrame, Stats};
 pub use request::{ClientFrame, Request, RequestId};
-pub use server::{parse_server_frame, Incoming, MessageFrame, ServerFrame};
+pub use server::{parse_server_frame, Closing, Incoming, MessageFrame, ServerFrame};
 
 /// The JSON Schema of every frame, both directions, as committed in
 /// `protocol/schema.json`.

@@ -95,6 +95,11 @@ pub struct Stats {
     pub window_seconds: u64,
     /// Attempts refused by the per-IP throttle in the current window, all IPs.
     pub throttled_attempts_in_window: u64,
+    /// When these figures were counted (epoch seconds). Counting scans the
+    /// tables, so the server counts at most once per interval and answers
+    /// every other request from that count.
+    #[serde(default)]
+    pub as_of: i64,
 }
 
 /// Why a request was refused. A client that meets a code it does not know
@@ -123,13 +128,22 @@ pub enum ErrorCode {
     /// The connection may not subscribe to this channel: another user's
     /// personal channel, or one its token's claims do not allow.
     ChannelForbidden,
+    /// The connection's token has expired: the server refuses its requests,
+    /// stops sending it messages and closes it. Reconnect with a fresh token.
+    TokenExpired,
+    /// The connection publishes faster than its allowance; retry later.
+    RateLimited,
+    /// Sent in a `closing` frame: the user opened a connection past their cap,
+    /// and this one, their oldest, was closed to make room. Do not reconnect
+    /// on your own, or the two would evict each other in turn.
+    Evicted,
     #[serde(untagged)]
     Other(String),
 }
 
 impl ErrorCode {
     /// Every code this protocol defines.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownAction,
         ErrorCode::InvalidRequest,
@@ -140,6 +154,9 @@ impl ErrorCode {
         ErrorCode::MessageTooLarge,
         ErrorCode::StatsForbidden,
         ErrorCode::ChannelForbidden,
+        ErrorCode::TokenExpired,
+        ErrorCode::RateLimited,
+        ErrorCode::Evicted,
     ];
 
     /// The wire name, also the metric label.
@@ -155,6 +172,9 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message_too_large",
             ErrorCode::StatsForbidden => "stats_forbidden",
             ErrorCode::ChannelForbidden => "channel_forbidden",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Evicted => "evicted",
             ErrorCode::Other(code) => code,
         }
     }
@@ -180,6 +200,9 @@ mod tests {
             | ErrorCode::MessageTooLarge
             | ErrorCode::StatsForbidden
             | ErrorCode::ChannelForbidden
+            | ErrorCode::TokenExpired
+            | ErrorCode::RateLimited
+            | ErrorCode::Evicted
             | ErrorCode::Other(_) => {}
         }
     }
@@ -191,9 +214,9 @@ mod tests {
             assert_eq!(wire, json!(code.as_str()));
             assert_eq!(serde_json::from_value::<ErrorCode>(wire).unwrap(), code);
         }
-        let newer: ErrorCode = serde_json::from_value(json!("rate_limited")).unwrap();
-        assert_eq!(newer, ErrorCode::Other("rate_limited".into()));
-        assert_eq!(newer.as_str(), "rate_limited");
+        let newer: ErrorCode = serde_json::from_value(json!("slow_down")).unwrap();
+        assert_eq!(newer, ErrorCode::Other("slow_down".into()));
+        assert_eq!(newer.as_str(), "slow_down");
     }
 
     #[test]

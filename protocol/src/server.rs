@@ -2,7 +2,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Position, Reply, ReplyFrame, RequestId};
+use crate::{ErrorCode, Position, Reply, ReplyFrame, RequestId};
 
 /// A message pushed to subscribers. `id` is the message's own id, the same in
 /// every delivery of it, so a client drops the duplicates that at-least-once
@@ -21,6 +21,11 @@ pub struct MessageFrame {
     /// one did (absent for producers' messages and anonymous publishers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
+    /// Set when a producer addressed the message to one user rather than a
+    /// channel: every open connection of that user gets it, and no other.
+    /// Such a message has no channel and no position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_user: Option<String>,
 }
 
 /// Every frame the server sends.
@@ -34,6 +39,9 @@ pub enum ServerFrame {
     Batch(TaggedBatch),
     /// The reply to a request.
     Reply(ReplyFrame),
+    /// `{"type": "closing", "code": ..., "message": ...}`: the server is about
+    /// to close this connection, and why (`token_expired`, `evicted`).
+    Closing(Closing),
     /// API Gateway's own answer when a route's function failed:
     /// `{"message": "Internal server error", "connectionId": ..., "requestId": ...}`.
     /// It has no `type` and carries no request id.
@@ -51,6 +59,19 @@ pub struct TaggedMessage {
 #[serde(tag = "type", rename = "batch")]
 pub struct TaggedBatch {
     pub messages: Vec<MessageFrame>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename = "closing")]
+pub struct Closing {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Closing {
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(&ServerFrame::Closing(self.clone())).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -91,6 +112,11 @@ pub enum Incoming {
     GatewayError {
         message: String,
     },
+    /// The server is closing this connection, and says why.
+    Closing {
+        code: ErrorCode,
+        message: String,
+    },
     /// A well-formed JSON object of a type this client does not know, kept for
     /// logging, so a newer server can add frames without breaking older clients.
     Other(Value),
@@ -111,6 +137,13 @@ pub fn parse_server_frame(text: &str) -> Result<Incoming, serde_json::Error> {
             Ok(Incoming::Reply {
                 id: frame.id,
                 reply: frame.reply,
+            })
+        }
+        Some("closing") => {
+            let closing: Closing = serde_json::from_value(value)?;
+            Ok(Incoming::Closing {
+                code: closing.code,
+                message: closing.message,
             })
         }
         None if value.get("message").is_some_and(Value::is_string) => {
@@ -135,6 +168,7 @@ mod tests {
             data: json!({"price": offset}),
             position: Some(Position::new("e", offset)),
             publisher: None,
+            to_user: None,
         }
     }
 
@@ -198,6 +232,26 @@ mod tests {
             parse_server_frame(frame).unwrap(),
             Incoming::GatewayError {
                 message: "Internal server error".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_closing_frame_says_why() {
+        let text = Closing {
+            code: ErrorCode::TokenExpired,
+            message: "expired".into(),
+        }
+        .to_text();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({"type": "closing", "code": "token_expired", "message": "expired"})
+        );
+        assert_eq!(
+            parse_server_frame(&text).unwrap(),
+            Incoming::Closing {
+                code: ErrorCode::TokenExpired,
+                message: "expired".into()
             }
         );
     }

@@ -407,6 +407,7 @@ impl ChannelHistory for DynamoStore {
                         Some(AttributeValue::S(publisher)) => Some(publisher.clone()),
                         _ => None,
                     },
+                    to_user: None,
                 };
                 bytes += frame.to_text().len();
                 if bytes > max_bytes {

@@ -40,6 +40,7 @@ impl MessageRecord {
             data: self.payload.clone(),
             position,
             publisher: self.published_by_user.clone(),
+            to_user: None,
         }
     }
 

@@ -249,6 +249,7 @@ async fn read_stats<S: ConnectionStore>(store: &S, config: &Config, now: i64) ->
         connect_attempts_per_ip: limits.attempts_per_ip,
         window_seconds: limits.window_seconds,
         throttled_attempts_in_window: throttled,
+        as_of: now,
     })
 }
 
