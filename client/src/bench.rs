@@ -291,6 +291,11 @@ async fn open_listener(
                     warn!(error = %e, "a listener gave up");
                     return;
                 }
+                // More listeners than the per-user cap allows: the oldest make room.
+                Event::Evicted { message } => {
+                    warn!(%message, "a listener was evicted");
+                    return;
+                }
                 Event::Disconnected { .. } | Event::Reconnected | Event::RecoveryFailed { .. } => {}
             }
         }

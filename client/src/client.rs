@@ -7,11 +7,13 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
@@ -19,6 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request as HandshakeRequest;
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -29,7 +35,9 @@ use crate::backoff::Backoff;
 use crate::dedup::RecentIds;
 use crate::error::Error;
 use crate::order::{ChannelOrder, Notice};
-use crate::protocol::{answers, parse_frame, ClientFrame, Incoming, Message, Reply, Request, RequestId, Stats};
+use crate::protocol::{
+    answers, parse_frame, ClientFrame, ErrorCode, Incoming, Message, Reply, Request, RequestId, Stats,
+};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -53,15 +61,29 @@ pub enum Event {
     /// from the channel's current position; the application should reload the
     /// channel's state.
     RecoveryFailed { channel: String },
-    /// Reconnecting failed for good (permanent refusal or retries exhausted). A later request
-    /// or [`Client::connect`] starts over with a fresh retry budget.
+    /// The server closed the connection because the user opened more than their cap allows and
+    /// this was their oldest. The client stays disconnected: requests fail with
+    /// [`Error::Evicted`] until [`Client::connect`] is called on purpose.
+    Evicted { message: String },
+    /// Reconnecting failed for good (permanent refusal, retries exhausted, or a fixed token that
+    /// expired). A later request or [`Client::connect`] starts over with a fresh retry budget.
     Failed(Error),
+}
+
+/// Where the token of each connection attempt comes from.
+#[derive(Clone, Default)]
+enum Credentials {
+    #[default]
+    None,
+    Fixed(Arc<str>),
+    Provider(Arc<dyn Fn() -> BoxFuture<'static, Result<String, Error>> + Send + Sync>),
 }
 
 /// Settings of a [`Client`]. Built from a URL, then adjusted with the `with_*` methods.
 #[derive(Clone)]
 pub struct ClientConfig {
     url: Url,
+    credentials: Credentials,
     backoff: Backoff,
     ping_interval: Duration,
     request_timeout: Duration,
@@ -90,6 +112,7 @@ impl ClientConfig {
         }
         Ok(ClientConfig {
             url,
+            credentials: Credentials::None,
             backoff: Backoff::default(),
             ping_interval: Self::DEFAULT_PING_INTERVAL,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
@@ -99,9 +122,45 @@ impl ClientConfig {
         })
     }
 
-    /// Adds the `token` query parameter the `$connect` authoriser reads.
-    pub fn with_token(mut self, token: &str) -> Self {
-        self.url.query_pairs_mut().append_pair("token", token);
+    /// One token for every connection. A JWT goes in the `Sec-WebSocket-Protocol` header
+    /// (offered as `airwave, <token>`), anything else in the `token` query parameter; the
+    /// `$connect` authoriser reads either. A fixed token cannot be renewed: when the server
+    /// says it expired, the client stops with [`Error::TokenExpired`].
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.credentials = Credentials::Fixed(token.into().into());
+        self
+    }
+
+    /// Gets the token from `provider` before every connection attempt (the first connect,
+    /// every reconnect and every retry), so a token that expired is replaced by a fresh one.
+    /// When the server says the token expired, the client reconnects at once instead of
+    /// waiting its backoff. A provider that fails, or takes longer than the connect timeout,
+    /// counts as a failed attempt. The token goes where [`ClientConfig::with_token`] puts it.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), airwave_client::Error> {
+    /// use airwave_client::ClientConfig;
+    ///
+    /// async fn fetch_token() -> Result<String, std::io::Error> {
+    ///     // e.g. ask the identity provider for a new access token
+    ///     Ok("header.payload.signature".to_owned())
+    /// }
+    ///
+    /// let config = ClientConfig::new("wss://example.com/prod")?.with_token_provider(fetch_token);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.credentials = Credentials::Provider(Arc::new(move || {
+            provider()
+                .map(|token| token.map_err(|e| Error::Token(Arc::from(e.into()))))
+                .boxed()
+        }));
         self
     }
 
@@ -139,7 +198,7 @@ impl ClientConfig {
         self
     }
 
-    /// The URL connected to, token included.
+    /// The URL connected to. The token is not in it: it is added to each connection attempt.
     pub fn url(&self) -> &Url {
         &self.url
     }
@@ -170,6 +229,59 @@ impl ClientConfig {
         shown.set_query(None);
         shown.to_string()
     }
+
+    /// Whether a connection whose token expired can come back with a fresh one.
+    fn renews_tokens(&self) -> bool {
+        matches!(self.credentials, Credentials::Provider(_))
+    }
+
+    /// The token for the next connection attempt.
+    async fn token(&self) -> Result<Option<String>, Error> {
+        match &self.credentials {
+            Credentials::None => Ok(None),
+            Credentials::Fixed(token) => Ok(Some(token.to_string())),
+            Credentials::Provider(provider) => match tokio::time::timeout(self.connect_timeout, provider()).await {
+                Ok(token) => token.map(Some),
+                Err(_) => Err(Error::Timeout("getting a token")),
+            },
+        }
+    }
+
+    /// The handshake of one connection attempt. A token shaped like a JWT is offered as a
+    /// subprotocol, after `airwave` which the server selects, so it stays out of URLs (and
+    /// the access logs that keep them); any other token cannot be a subprotocol (or would not
+    /// be recognised as one) and goes in the query string.
+    fn handshake(&self, token: Option<&str>) -> Result<HandshakeRequest, Error> {
+        let mut url = self.url.clone();
+        let offer = token.filter(|token| is_jwt_shaped(token)).and_then(|token| {
+            let mut offer = HeaderValue::from_str(&format!("{SUBPROTOCOL}, {token}")).ok()?;
+            offer.set_sensitive(true);
+            Some(offer)
+        });
+        if let (Some(token), None) = (token, &offer) {
+            url.query_pairs_mut().append_pair("token", token);
+        }
+        let mut request = url.as_str().into_client_request().map_err(|e| match e {
+            tungstenite::Error::Url(e) => Error::InvalidUrl(e.to_string()),
+            e => Error::Connect(Arc::new(e)),
+        })?;
+        if let Some(offer) = offer {
+            request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, offer);
+        }
+        Ok(request)
+    }
+}
+
+/// The subprotocol the server selects when a client offers it beside its token.
+const SUBPROTOCOL: &str = "airwave";
+
+/// Three dot-separated base64url parts, as the server looks for among offered subprotocols;
+/// these characters are all valid in a subprotocol name.
+fn is_jwt_shaped(token: &str) -> bool {
+    token.split('.').count() == 3
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl fmt::Debug for ClientConfig {
@@ -210,6 +322,8 @@ struct Shared {
     duplicates: AtomicU64,
     events: mpsc::UnboundedSender<Event>,
     rng: Mutex<StdRng>,
+    /// Set when the server evicted the connection: requests fail instead of reconnecting.
+    evicted: Mutex<Option<String>>,
 }
 
 struct Running {
@@ -241,6 +355,7 @@ impl Client {
             duplicates: AtomicU64::new(0),
             events,
             rng: Mutex::new(rng),
+            evicted: Mutex::new(None),
         };
         let inner = Inner {
             shared: Arc::new(shared),
@@ -256,7 +371,11 @@ impl Client {
     /// Opens the socket unless one is open or being opened (then it waits for that one). The
     /// first attempt is immediate; failures are retried per the [`Backoff`], except permanent
     /// ones (401, 403, bad URL) which return at once.
+    ///
+    /// After an [`Event::Evicted`] this is the only way back: the new connection may evict the
+    /// user's oldest one in turn.
     pub async fn connect(&self) -> Result<(), Error> {
+        lock(&self.inner.shared.evicted).take();
         self.commands().await.map(drop)
     }
 
@@ -372,10 +491,13 @@ impl Client {
                 return Ok(running.commands.clone());
             }
         }
+        if let Some(message) = lock(&self.inner.shared.evicted).clone() {
+            return Err(Error::Evicted { message });
+        }
         let shared = Arc::clone(&self.inner.shared);
         // Retries spent getting this socket count against the reconnects that may follow it.
         let mut retry = 0;
-        let socket = connect_with_retry(&shared, None, &mut retry).await?;
+        let socket = connect_with_retry(&shared, true, None, &mut retry).await?;
         debug!(url = %shared.config.display_url(), "connected");
         let (commands, receiver) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = oneshot::channel();
@@ -412,16 +534,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Opens one socket. A fresh connect (no `last` error) sends its first attempt at once; a
-/// reconnect (`last` says why the socket dropped) waits its jittered delay before every attempt,
-/// so that all the clients that lost their socket at once do not come back at once.
+/// Opens one socket, getting a token before every attempt. With `immediate` (a fresh connect,
+/// or a token that expired) the first attempt goes at once; otherwise (a reconnect, `last` says
+/// why the socket dropped) every attempt waits its jittered delay, so that all the clients that
+/// lost their socket at once do not come back at once.
 ///
 /// `retry` is the position in the backoff schedule. It carries over between reconnects and is
 /// only reset by the caller once a socket has proved healthy, so a server that accepts the
 /// handshake and then drops every socket at once still exhausts the bound instead of being
 /// retried forever.
-async fn connect_with_retry(shared: &Shared, mut last: Option<Error>, retry: &mut u32) -> Result<Socket, Error> {
-    let immediate = last.is_none();
+async fn connect_with_retry(
+    shared: &Shared,
+    immediate: bool,
+    mut last: Option<Error>,
+    retry: &mut u32,
+) -> Result<Socket, Error> {
     let mut wait_first = !immediate;
     loop {
         if wait_first {
@@ -439,7 +566,11 @@ async fn connect_with_retry(shared: &Shared, mut last: Option<Error>, retry: &mu
             *retry += 1;
         }
         wait_first = true;
-        match open(&shared.config).await {
+        let attempt = async {
+            let token = shared.config.token().await?;
+            open(&shared.config, token.as_deref()).await
+        };
+        match attempt.await {
             Ok(socket) => return Ok(socket),
             Err(e) if e.is_permanent() => return Err(e),
             Err(e) => {
@@ -450,7 +581,7 @@ async fn connect_with_retry(shared: &Shared, mut last: Option<Error>, retry: &mu
     }
 }
 
-async fn open(config: &ClientConfig) -> Result<Socket, Error> {
+async fn open(config: &ClientConfig, token: Option<&str>) -> Result<Socket, Error> {
     let connector = match config.url.scheme() {
         "wss" => Some(Connector::Rustls(tls_config()?)),
         _ => None,
@@ -458,7 +589,7 @@ async fn open(config: &ClientConfig) -> Result<Socket, Error> {
     // A small read buffer: the frames are small and `bench` holds thousands of sockets.
     let ws_config = WebSocketConfig::default().read_buffer_size(16 * 1024);
     let handshake = tokio_tungstenite::connect_async_tls_with_config(
-        config.url.as_str(),
+        config.handshake(token)?,
         Some(ws_config),
         true, // no Nagle: frames are small and latency is what `bench` measures
         connector,
@@ -545,6 +676,16 @@ enum Outcome {
         reason: String,
         healthy: bool,
     },
+    /// The server refused the token as expired (a `closing` frame or a refused request);
+    /// `healthy` as for `Dropped`, counting the frames before that one.
+    TokenExpired {
+        message: String,
+        healthy: bool,
+    },
+    /// The server closed the connection for good.
+    Evicted {
+        message: String,
+    },
 }
 
 /// The actor: owns the socket until shutdown or until reconnecting fails for good.
@@ -558,23 +699,58 @@ async fn run(
     let mut queue = VecDeque::new();
     // Channels kept from an earlier actor that gave up are subscribed again on a fresh start.
     resubscribe(&shared, &mut queue);
+    // Whether the last reconnect went at once for an expired token, with no working socket
+    // since: then the next expiry waits its backoff, or a provider that hands out stale tokens
+    // would have the client reconnect in a tight loop.
+    let mut prompt_spent = false;
     loop {
-        let (reason, healthy) = match drive(&shared, &mut socket, &mut commands, &mut shutdown, &mut queue).await {
+        let (reason, healthy, expired) = match drive(&shared, &mut socket, &mut commands, &mut shutdown, &mut queue)
+            .await
+        {
             Outcome::Shutdown => {
                 abandon(socket).await;
                 fail_all(&mut queue, &mut commands, &Error::Closed);
                 return;
             }
-            Outcome::Dropped { reason, healthy } => (reason, healthy),
+            Outcome::Evicted { message } => {
+                warn!(%message, "evicted by the server, not reconnecting");
+                // Before the queue fails, so a request racing in fails the same way.
+                *lock(&shared.evicted) = Some(message.clone());
+                abandon(socket).await;
+                fail_all(
+                    &mut queue,
+                    &mut commands,
+                    &Error::Evicted {
+                        message: message.clone(),
+                    },
+                );
+                let _ = shared.events.send(Event::Evicted { message });
+                return;
+            }
+            Outcome::Dropped { reason, healthy } => (reason, healthy, None),
+            Outcome::TokenExpired { message, healthy } => (format!("token expired: {message}"), healthy, Some(message)),
         };
-        warn!(%reason, healthy, "connection lost, reconnecting");
         // The old socket may still be open (a missed pong, a failed send): close it before the
         // next one opens, so the client never holds two.
         abandon(socket).await;
         if healthy {
             retry = 0;
+            prompt_spent = false;
         }
         requeue_after_drop(&mut queue);
+        if let (Some(message), false) = (&expired, shared.config.renews_tokens()) {
+            // The same token would only be refused again.
+            let error = Error::TokenExpired {
+                message: message.clone(),
+            };
+            warn!(error = %error, "giving up on the connection");
+            fail_all(&mut queue, &mut commands, &error);
+            let _ = shared.events.send(Event::Failed(error));
+            return;
+        }
+        let immediate = expired.is_some() && !prompt_spent;
+        prompt_spent |= immediate;
+        warn!(%reason, healthy, immediate, "connection lost, reconnecting");
         let _ = shared.events.send(Event::Disconnected { reason: reason.clone() });
         let last = Some(Error::Connect(Arc::new(tungstenite::Error::Io(std::io::Error::other(
             reason,
@@ -584,7 +760,7 @@ async fn run(
                 fail_all(&mut queue, &mut commands, &Error::Closed);
                 return;
             }
-            result = connect_with_retry(&shared, last, &mut retry) => result,
+            result = connect_with_retry(&shared, immediate, last, &mut retry) => result,
         };
         match reconnected {
             Ok(next) => {
@@ -680,6 +856,8 @@ async fn drive(
                     Handled::Protocol => healthy = true,
                     Handled::Ignored => {}
                     Handled::Replace(reason) => return Outcome::Dropped { reason, healthy },
+                    Handled::TokenExpired(message) => return Outcome::TokenExpired { message, healthy },
+                    Handled::Evicted(message) => return Outcome::Evicted { message },
                 },
                 Some(Ok(WsMessage::Close(frame))) => {
                     let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
@@ -742,6 +920,10 @@ enum Handled {
     Ignored,
     /// The connection must be replaced, for this reason.
     Replace(String),
+    /// The token expired: replace the connection with one that has a fresh token.
+    TokenExpired(String),
+    /// The server is closing the connection and it must not come back.
+    Evicted(String),
 }
 
 fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Handled {
@@ -760,11 +942,25 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
             }
             Handled::Protocol
         }
-        Incoming::Closing { code, message } => Handled::Replace(format!("server closing: {code:?}: {message}")),
+        Incoming::Closing { code, message } => match code {
+            ErrorCode::TokenExpired => Handled::TokenExpired(message),
+            ErrorCode::Evicted => Handled::Evicted(message),
+            code => {
+                // A reason this client does not act on: come back as after any close.
+                warn!(code = code.as_str(), %message, "the server is closing the connection");
+                Handled::Replace(format!("closed by the server ({}): {message}", code.as_str()))
+            }
+        },
         Incoming::Reply { id, reply } => {
-            let gone = reply
-                .error_code()
-                .is_some_and(|code| code.as_str() == "unknown_connection");
+            let gone = reply.error_code() == Some(&ErrorCode::UnknownConnection);
+            // The request fails with the code; a new socket with a new token replaces this one.
+            let expired = match &reply {
+                Reply::Error {
+                    code: ErrorCode::TokenExpired,
+                    message,
+                } => Some(message.clone()),
+                _ => None,
+            };
             let matched = queue.front().is_some_and(|p| {
                 p.sent_at.is_some()
                     && match &id {
@@ -777,9 +973,9 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
                 debug!(?reply, "reply matches no pending request (late after a timeout?)");
             } else if let Some(pending) = queue.pop_front() {
                 match (&reply, &pending.request) {
-                    // A lost record is no refusal: the channel is subscribed
-                    // again (with its position) on the new socket.
-                    (Reply::Error { .. }, Request::Subscribe { .. }) if gone => {}
+                    // A lost record or an expired token is no refusal of the channel:
+                    // it is subscribed again (with its position) on the new socket.
+                    (Reply::Error { .. }, Request::Subscribe { .. }) if gone || expired.is_some() => {}
                     (Reply::Error { .. }, Request::Subscribe { channel, .. }) => {
                         lock(&shared.subscriptions).remove(channel);
                         lock(&shared.order).unsubscribed(channel);
@@ -809,6 +1005,8 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
             // The server lost this connection's record (TTL): only a new socket registers again.
             if gone {
                 Handled::Replace("the server no longer knows this connection".to_owned())
+            } else if let Some(message) = expired {
+                Handled::TokenExpired(message)
             } else {
                 Handled::Protocol
             }
@@ -924,7 +1122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_checks_the_url_and_adds_the_token_as_a_query_parameter() {
+    fn config_checks_the_url_and_puts_a_jwt_in_the_subprotocols_and_other_tokens_in_the_query() {
         assert!(matches!(
             ClientConfig::new("http://example.com"),
             Err(Error::InvalidUrl(_))
@@ -933,9 +1131,32 @@ mod tests {
         let config = ClientConfig::new("wss://example.com/prod?x=1")
             .unwrap()
             .with_token("a b&c");
-        assert_eq!(config.url().as_str(), "wss://example.com/prod?x=1&token=a+b%26c");
+        let request = config.handshake(Some("a b&c")).unwrap();
+        assert_eq!(request.uri(), "wss://example.com/prod?x=1&token=a+b%26c");
+        assert!(request.headers().get(SEC_WEBSOCKET_PROTOCOL).is_none());
+        assert_eq!(config.url().as_str(), "wss://example.com/prod?x=1");
         assert_eq!(config.display_url(), "wss://example.com/prod");
         assert!(!format!("{config:?}").contains("token"));
+
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.sig-_0";
+        let config = ClientConfig::new("wss://example.com/prod").unwrap().with_token(jwt);
+        let request = config.handshake(Some(jwt)).unwrap();
+        assert_eq!(request.uri(), "wss://example.com/prod");
+        let offered = request.headers().get(SEC_WEBSOCKET_PROTOCOL).unwrap();
+        assert_eq!(offered.to_str().unwrap(), format!("airwave, {jwt}"));
+        // Neither the config nor the request shows the token when printed.
+        assert!(offered.is_sensitive());
+        assert!(!format!("{request:?}").contains("sig-_0"));
+        assert!(!format!("{config:?}").contains("sig-_0"));
+    }
+
+    #[test]
+    fn only_three_base64url_parts_make_a_jwt() {
+        assert!(is_jwt_shaped("a.b.c"));
+        assert!(!is_jwt_shaped("a.b"));
+        assert!(!is_jwt_shaped("a.b.c.d"));
+        assert!(!is_jwt_shaped("a b.c.d"));
+        assert!(!is_jwt_shaped("a.b,c.d"));
     }
 
     #[test]

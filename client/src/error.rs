@@ -39,6 +39,19 @@ pub enum Error {
     /// The server sent a reply this request cannot have (a protocol mismatch).
     #[error("unexpected reply: {0}")]
     UnexpectedReply(String),
+    /// The token provider failed (or took longer than the connect timeout). Retried with the
+    /// backoff like a failed connection attempt.
+    #[error("could not get a token: {0}")]
+    Token(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The connection's token expired and the client has no token provider to get a fresh one
+    /// ([`ClientConfig::with_token`](crate::ClientConfig::with_token) is fixed), so it stopped.
+    #[error("the token expired and a fixed token cannot be renewed: {message}")]
+    TokenExpired { message: String },
+    /// The server closed this connection to make room for a newer one of the same user (over the
+    /// per-user connection cap). The client does not reconnect by itself, or the two connections
+    /// would evict each other in turn; [`Client::connect`](crate::Client::connect) does, on purpose.
+    #[error("evicted by the server, not reconnecting: {message}")]
+    Evicted { message: String },
 }
 
 impl Error {
@@ -47,16 +60,32 @@ impl Error {
     /// retry policy that already gave up.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::InvalidUrl(_) | Error::Tls(_) | Error::GaveUp { .. } | Error::Closed => true,
+            Error::InvalidUrl(_)
+            | Error::Tls(_)
+            | Error::GaveUp { .. }
+            | Error::Closed
+            | Error::TokenExpired { .. }
+            | Error::Evicted { .. } => true,
             Error::Handshake { status } => (400..500).contains(status) && *status != 408 && *status != 429,
             _ => false,
+        }
+    }
+
+    /// The protocol's error code when the server refused (`rate_limited`, `token_expired`,
+    /// `evicted`, ...), as on the wire.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Server { code, .. } => Some(code),
+            Error::TokenExpired { .. } => Some("token_expired"),
+            Error::Evicted { .. } => Some("evicted"),
+            _ => None,
         }
     }
 }
 
 fn handshake_message(status: u16) -> String {
     match status {
-        401 => "handshake refused: 401 Unauthorized (missing or wrong --token)".to_owned(),
+        401 => "handshake refused: 401 Unauthorized (missing, wrong or expired token)".to_owned(),
         403 => "handshake refused: 403 Forbidden (over a connection cap, or not allowed)".to_owned(),
         429 => "handshake refused: 429 Too Many Requests (throttled)".to_owned(),
         s => format!("handshake refused with HTTP status {s}"),
@@ -77,5 +106,18 @@ mod tests {
         }
         assert!(!Error::Timeout("connecting").is_permanent());
         assert!(Error::InvalidUrl("x".into()).is_permanent());
+        assert!(Error::Evicted { message: String::new() }.is_permanent());
+        assert!(!Error::Token(Arc::new(std::io::Error::other("idp down"))).is_permanent());
+    }
+
+    #[test]
+    fn refusals_carry_their_wire_code() {
+        let limited = Error::Server {
+            code: "rate_limited".into(),
+            message: "slow down".into(),
+        };
+        assert_eq!(limited.code(), Some("rate_limited"));
+        assert_eq!(Error::Evicted { message: String::new() }.code(), Some("evicted"));
+        assert_eq!(Error::Disconnected.code(), None);
     }
 }

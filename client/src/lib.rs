@@ -7,6 +7,11 @@
 //! channel's messages in position order ([`ChannelOrder`]) and, after a reconnect, recovers what
 //! the channel published meanwhile.
 //!
+//! With [`ClientConfig::with_token_provider`] it gets a fresh token before every connection
+//! attempt, and when the server says the token expired it reconnects at once with a new one. When
+//! the server evicts the connection (the user went over their connection cap) it does not come
+//! back by itself: it emits [`Event::Evicted`] and stays disconnected.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), airwave_client::Error> {
 //! use airwave_client::{Client, ClientConfig, Event};

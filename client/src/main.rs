@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use airwave_client::bench::{self, BenchConfig};
-use airwave_client::{Backoff, Client, ClientConfig, Error, Event, Reply, Request};
+use airwave_client::{Backoff, Client, ClientConfig, Error, ErrorCode, Event, Reply, Request};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -77,7 +77,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ConnectionArgs {
-    /// Sent as the `token` query parameter.
+    /// Sent in the Sec-WebSocket-Protocol header when it is a JWT, else as the `token` query
+    /// parameter. When it expires the command stops: a fixed token cannot be renewed.
     #[arg(long, env = "AIRWAVE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Seconds between keep-alive pings (API Gateway drops connections idle for 10 minutes).
@@ -224,25 +225,43 @@ async fn listen(config: ClientConfig, channels: &[String]) -> Result<ExitCode, E
                     return Ok(ExitCode::SUCCESS);
                 }
             }
+            Some(Event::Evicted { message }) => {
+                // On stdout too: what reads the messages learns why they stopped.
+                out(&serde_json::json!({"event": "evicted", "message": message}).to_string());
+                return Err(Error::Evicted { message });
+            }
             Some(Event::Failed(e)) => return Err(e),
             None => return Ok(ExitCode::SUCCESS),
         }
     }
 }
 
-/// Prints a reply; an error reply is printed too and makes the exit code non-zero.
+/// Prints a reply; an error reply is printed too, explained on stderr, and makes the exit code
+/// non-zero.
 fn print_reply(reply: &Reply, pretty: bool) -> Result<ExitCode, Error> {
+    let mut value = serde_json::to_value(reply).map_err(|e| Error::UnexpectedReply(e.to_string()))?;
+    // A server older than `as_of` gives none, which reads as 0: leave it out rather than print 1970.
+    if matches!(reply, Reply::Stats(stats) if stats.as_of == 0) {
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("as_of");
+        }
+    }
     let text = if pretty {
-        serde_json::to_string_pretty(reply)
+        serde_json::to_string_pretty(&value)
     } else {
-        serde_json::to_string(reply)
+        serde_json::to_string(&value)
     };
     out(&text.map_err(|e| Error::UnexpectedReply(e.to_string()))?);
-    Ok(if matches!(reply, Reply::Error { .. }) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let Reply::Error { code, message } = reply else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let hint = match code {
+        ErrorCode::RateLimited => " (over this connection's publish allowance; try again later)",
+        ErrorCode::TokenExpired => " (pass a fresh --token)",
+        _ => "",
+    };
+    eprintln!("airwave: refused: {}: {message}{hint}", code.as_str());
+    Ok(ExitCode::FAILURE)
 }
 
 /// Writes one line to stdout; `false` when stdout is closed (no panic on a broken pipe).

@@ -157,9 +157,14 @@ impl ChannelOrder {
         delivery
     }
 
-    /// A pushed message.
+    /// A pushed message. Messages to everyone and messages addressed to the user (`to_user`)
+    /// belong to no channel's order and are delivered as they come.
     pub fn message(&mut self, message: MessageFrame, now: Instant) -> Delivery {
         let mut delivery = Delivery::default();
+        if message.to_user.is_some() {
+            delivery.messages.push(message);
+            return delivery;
+        }
         let (Some(channel), Some(position)) = (message.channel.clone(), message.position.clone()) else {
             delivery.messages.push(message);
             return delivery;
@@ -300,6 +305,25 @@ mod tests {
         assert_eq!(offsets(&order.message(at(2), now)), Vec::<u64>::new());
         assert_eq!(order.duplicates(), 1);
         assert_eq!(order.since("c"), Some(Position::new("e", 3)));
+    }
+
+    #[test]
+    fn a_message_to_the_user_goes_out_at_once_while_the_channel_waits_for_its_gap() {
+        let mut order = ChannelOrder::new(Duration::from_secs(2));
+        subscribed_at(&mut order, 0);
+        let now = Instant::now();
+        assert!(order.message(at(2), now).messages.is_empty());
+        let personal = MessageFrame {
+            id: "u-1".into(),
+            channel: None,
+            data: json!("hi"),
+            position: None,
+            publisher: None,
+            to_user: Some("alice".into()),
+        };
+        assert_eq!(order.message(personal.clone(), now).messages, vec![personal]);
+        // It took no place in the channel's order.
+        assert_eq!(offsets(&order.message(at(1), now)), vec![1, 2]);
     }
 
     #[test]

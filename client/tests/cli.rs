@@ -55,12 +55,52 @@ async fn publish_prints_the_reply_and_fails_on_an_error_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_over_the_rate_limit_says_so_and_exits_non_zero() {
+    let server = TestServer::start().await;
+    server.script(
+        "publish",
+        Some(json!({"type": "error", "code": "rate_limited", "message": "over 10 a second"})),
+    );
+    let output = airwave(args(&["publish", &server.url(), "{}"])).await;
+    assert!(!output.status.success());
+    assert_eq!(
+        stdout_json(&output),
+        json!({"type": "error", "code": "rate_limited", "message": "over 10 a second"})
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rate_limited") && stderr.contains("try again later"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_prints_the_reply() {
     let server = TestServer::start().await;
     let output = airwave(args(&["stats", &server.url(), "--token", "t"])).await;
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(stdout_json(&output)["type"], "stats");
+    let stats = stdout_json(&output);
+    assert_eq!(stats["type"], "stats");
+    assert_eq!(stats["as_of"], 1_700_000_000, "when the server counted");
     assert_eq!(server.uris(), ["/test?token=t"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_from_a_server_without_as_of_leaves_it_out() {
+    let server = TestServer::start().await;
+    server.script(
+        "stats",
+        Some(
+            json!({"type": "stats", "open_connections": 1, "distinct_users": 0, "max_connections": 0,
+                    "max_connections_per_user": 0, "max_connections_per_ip": 0, "free_slots": null,
+                    "connect_attempts_per_ip": 0, "window_seconds": 60, "throttled_attempts_in_window": 0}),
+        ),
+    );
+    let output = airwave(args(&["stats", &server.url()])).await;
+    assert!(output.status.success(), "{output:?}");
+    let stats = stdout_json(&output);
+    assert_eq!(stats["open_connections"], 1);
+    assert!(stats.get("as_of").is_none(), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,10 +175,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// Waits for the listener to exit by itself.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        within("the listener to exit", async {
+            loop {
+                if let Some(status) = self.0.try_wait().unwrap() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+}
+
 /// Starts `airwave` with `args`; its stdout lines come back over the channel
-/// (read on a plain thread).
-fn listen(args: &[&str]) -> (KillOnDrop, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    use std::io::{BufRead, BufReader};
+/// (read on a plain thread), its stderr in the shared string.
+fn listen(
+    args: &[&str],
+) -> (
+    KillOnDrop,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::{BufRead, BufReader, Read};
     use std::process::{Command, Stdio};
 
     let mut child = KillOnDrop(
@@ -146,7 +207,7 @@ fn listen(args: &[&str]) -> (KillOnDrop, tokio::sync::mpsc::UnboundedReceiver<St
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
@@ -159,13 +220,22 @@ fn listen(args: &[&str]) -> (KillOnDrop, tokio::sync::mpsc::UnboundedReceiver<St
             }
         }
     });
-    (child, line_rx)
+    let mut stderr = child.0.stderr.take().unwrap();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let written = std::sync::Arc::clone(&errors);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            written.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    (child, line_rx, errors)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_prints_each_message_once_as_a_json_line_across_reconnects() {
     let mut server = TestServer::start().await;
-    let (child, mut line_rx) = listen(&["listen", &server.url(), "--channel", "a", "--channel", "b"]);
+    let (child, mut line_rx, _) = listen(&["listen", &server.url(), "--channel", "a", "--channel", "b"]);
 
     server.wait_frame(|f| f.connection == 1 && f.channel() == "b").await;
     server.push_message("m1", json!({"n": 1}));
@@ -199,7 +269,7 @@ async fn listen_resubscribes_from_its_last_position_and_prints_a_line_when_recov
         "subscribe",
         Some(json!({"type": "subscribed", "channel": "c", "position": {"epoch": "e", "offset": 900}, "recovered": false})),
     );
-    let (_child, mut line_rx) = listen(&["listen", &server.url(), "--channel", "c"]);
+    let (_child, mut line_rx, _) = listen(&["listen", &server.url(), "--channel", "c"]);
 
     server.wait_frame(|f| f.connection == 1 && f.channel() == "c").await;
     server.push(
@@ -220,4 +290,24 @@ async fn listen_resubscribes_from_its_last_position_and_prints_a_line_when_recov
     server.push(json!({"type": "message", "id": "m901", "channel": "c", "data": 901, "position": {"epoch": "e", "offset": 901}}));
     let next: Value = serde_json::from_str(&within("a line", line_rx.recv()).await.unwrap()).unwrap();
     assert_eq!(next["id"], "m901");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_prints_messages_to_the_user_and_a_line_when_evicted_then_exits_non_zero() {
+    let mut server = TestServer::start().await;
+    let (mut child, mut line_rx, stderr) = listen(&["listen", &server.url(), "--channel", "c"]);
+    server.wait_frame(|f| f.connection == 1 && f.channel() == "c").await;
+
+    server.push(json!({"type": "message", "id": "u1", "data": {"n": 1}, "to_user": "alice"}));
+    let personal: Value = serde_json::from_str(&within("a line", line_rx.recv()).await.unwrap()).unwrap();
+    assert_eq!(personal, json!({"id": "u1", "data": {"n": 1}, "to_user": "alice"}));
+
+    server.close_all_with("evicted", "over the per-user cap");
+    let notice: Value = serde_json::from_str(&within("a line", line_rx.recv()).await.unwrap()).unwrap();
+    assert_eq!(notice, json!({"event": "evicted", "message": "over the per-user cap"}));
+    let status = child.exited().await;
+    assert!(!status.success(), "{status:?}");
+    let stderr = stderr.lock().unwrap().clone();
+    assert!(stderr.contains("evicted"), "{stderr}");
+    assert_eq!(server.accepted(), 1, "it did not reconnect");
 }

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use airwave_client::{Backoff, Client, ClientConfig, Error, Event, Events, Reply, Request};
@@ -31,6 +33,22 @@ async fn wait_reconnected(events: &mut Events) {
         Event::Reconnected => {}
         other => panic!("expected Reconnected, got {other:?}"),
     }
+}
+
+/// `config` with a token provider that hands out `h.t1.s`, `h.t2.s`, ... (shaped like JWTs),
+/// and the count of its calls.
+fn with_fresh_tokens(config: ClientConfig) -> (ClientConfig, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let config = config.with_token_provider(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, std::io::Error>(format!("h.t{n}.s")) }
+    });
+    (config, calls)
+}
+
+fn offer(token: &str) -> Option<String> {
+    Some(format!("airwave, {token}"))
 }
 
 async fn next_message_id(events: &mut Events) -> String {
@@ -275,11 +293,229 @@ async fn reconnecting_stops_after_the_bound_and_a_later_request_starts_over() {
 }
 
 #[tokio::test]
-async fn the_token_goes_in_the_query_string() {
+async fn a_token_that_is_no_jwt_goes_in_the_query_string() {
     let server = TestServer::start().await;
     let (client, _events) = Client::new(server.config().with_token("s3cr3t &x"));
     within("connect", client.connect()).await.unwrap();
     assert_eq!(server.uris(), ["/test?token=s3cr3t+%26x"]);
+    assert_eq!(server.offers(), [None]);
+}
+
+#[tokio::test]
+async fn a_jwt_is_offered_as_a_subprotocol_and_kept_out_of_the_url() {
+    let server = TestServer::start().await;
+    let (client, _events) = Client::new(server.config().with_token("h.p.s"));
+    // The handshake completes with the server selecting `airwave`, and the socket works.
+    within("stats", client.stats()).await.unwrap();
+    assert_eq!(server.uris(), ["/test"]);
+    assert_eq!(server.offers(), [offer("h.p.s")]);
+}
+
+#[tokio::test]
+async fn the_token_provider_is_asked_before_every_attempt() {
+    let server = TestServer::start_with(Handshake::RefuseFirst(2, 503), Duration::ZERO).await;
+    let (config, calls) = with_fresh_tokens(server.config());
+    let (client, _events) = Client::new(config);
+    within("connect", client.connect()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(server.offers(), [offer("h.t1.s"), offer("h.t2.s"), offer("h.t3.s")]);
+}
+
+#[tokio::test]
+async fn a_failing_token_provider_is_retried_like_a_failed_attempt() {
+    let server = TestServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let config = server.config().with_token_provider(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n {
+                0 => Err("identity provider unavailable"),
+                _ => Ok("h.p.s".to_owned()),
+            }
+        }
+    });
+    let (client, _events) = Client::new(config);
+    within("connect", client.connect()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.accepted(), 1, "no socket without a token");
+}
+
+#[tokio::test]
+async fn an_expired_token_is_replaced_at_once_with_a_fresh_one() {
+    let mut server = TestServer::start().await;
+    server.refuse_reused_tokens();
+    // An hour of backoff: only an attempt that skips it can reconnect before the test's guard.
+    let hour = Duration::from_secs(3600);
+    let (config, calls) = with_fresh_tokens(server.config().with_backoff(Backoff::new(hour, 2.0, hour, 4)));
+    let (client, mut events) = Client::new(config);
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+
+    server.close_all_with("token_expired", "the token expired");
+    match next_connection_event(&mut events).await {
+        Event::Disconnected { reason } => assert!(reason.contains("token expired"), "{reason}"),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(matches!(next_connection_event(&mut events).await, Event::Reconnected));
+    let frame = server.wait_frame(|f| f.connection == 2).await;
+    assert_eq!((frame.action(), frame.channel()), ("subscribe", "alpha"));
+    assert_eq!(within("stats", client.stats()).await.unwrap().open_connections, 2);
+    // The second handshake carried a new token (the server refuses a reused one).
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.offers(), [offer("h.t1.s"), offer("h.t2.s")]);
+    assert_eq!(server.accepted(), 2, "one reconnect");
+}
+
+#[tokio::test]
+async fn a_request_refused_for_an_expired_token_fails_with_the_code_and_the_client_comes_back() {
+    let server = TestServer::start().await;
+    server.refuse_reused_tokens();
+    server.script(
+        "stats",
+        Some(json!({"type": "error", "code": "token_expired", "message": "expired"})),
+    );
+    let (config, calls) = with_fresh_tokens(server.config());
+    let (client, mut events) = Client::new(config);
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+
+    let error = within("stats", client.stats()).await.unwrap_err();
+    assert_eq!(error.code(), Some("token_expired"), "{error:?}");
+    wait_reconnected(&mut events).await;
+    assert_eq!(client.subscriptions(), ["alpha"]);
+    assert_eq!(within("stats", client.stats()).await.unwrap().open_connections, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn fresh_tokens_refused_from_the_start_are_not_retried_at_once_forever() {
+    let server = TestServer::start().await;
+    let (config, calls) = with_fresh_tokens(server.config());
+    let (client, mut events) = Client::new(config);
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+    // Every later socket has its first request refused, as with a provider handing out
+    // tokens that are already past their expiry.
+    for _ in 0..10 {
+        server.script(
+            "subscribe",
+            Some(json!({"type": "error", "code": "token_expired", "message": "expired"})),
+        );
+    }
+    server.close_all_with("token_expired", "the token expired");
+    loop {
+        match next_connection_event(&mut events).await {
+            Event::Disconnected { .. } | Event::Reconnected => continue,
+            Event::Failed(Error::GaveUp { .. }) => break,
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+    // The prompt reconnect, then the 4 retries of the policy.
+    assert_eq!(server.accepted(), 1 + 1 + 4);
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn a_fixed_token_that_expired_stops_the_client_instead_of_reconnecting_with_it() {
+    let server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config().with_token("h.p.s"));
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+    server.close_all_with("token_expired", "the token expired");
+    match next_connection_event(&mut events).await {
+        Event::Failed(Error::TokenExpired { message }) => assert_eq!(message, "the token expired"),
+        other => panic!("expected Failed(TokenExpired), got {other:?}"),
+    }
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn an_evicted_client_stays_disconnected_until_connect_is_called() {
+    let mut server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config());
+    within("subscribe", client.subscribe("alpha")).await.unwrap();
+
+    server.close_all_with("evicted", "over the per-user cap");
+    match next_connection_event(&mut events).await {
+        Event::Evicted { message } => assert_eq!(message, "over the per-user cap"),
+        other => panic!("expected Evicted, got {other:?}"),
+    }
+    // Generous: the test backoff (at most 40 ms a retry) would have reconnected long before.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(server.accepted(), 1);
+    assert!(events.try_recv().is_err(), "no reconnect was attempted");
+    let error = within("stats", client.stats()).await.unwrap_err();
+    assert!(matches!(&error, Error::Evicted { .. }), "{error:?}");
+    assert!(error.to_string().contains("evicted"), "{error}");
+    assert_eq!(server.accepted(), 1, "a request does not reconnect either");
+
+    // Connecting on purpose does, and brings the channel back.
+    within("connect", client.connect()).await.unwrap();
+    let frame = server.wait_frame(|f| f.connection == 2).await;
+    assert_eq!((frame.action(), frame.channel()), ("subscribe", "alpha"));
+    within("stats", client.stats()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_closing_frame_for_another_reason_reconnects_as_after_any_close() {
+    let server = TestServer::start().await;
+    let (client, mut events) = Client::new(server.config());
+    within("connect", client.connect()).await.unwrap();
+    server.close_all_with("maintenance", "deploying");
+    match next_connection_event(&mut events).await {
+        Event::Disconnected { reason } => assert!(reason.contains("maintenance"), "{reason}"),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(matches!(next_connection_event(&mut events).await, Event::Reconnected));
+    assert_eq!(within("stats", client.stats()).await.unwrap().open_connections, 2);
+}
+
+#[tokio::test]
+async fn a_publish_over_the_rate_limit_fails_with_rate_limited() {
+    let server = TestServer::start().await;
+    server.script(
+        "publish",
+        Some(json!({"type": "error", "code": "rate_limited", "message": "over 10 a second"})),
+    );
+    let (client, _events) = Client::new(server.config());
+    let error = within("publish", client.publish(Some("c"), json!(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Server { code, message } if code == "rate_limited" && message == "over 10 a second"),
+        "{error:?}"
+    );
+    assert_eq!(error.code(), Some("rate_limited"));
+    assert!(!error.is_permanent());
+    // Not a reason to drop the connection: the next publish goes through on it.
+    within("publish", client.publish(Some("c"), json!(2))).await.unwrap();
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_message_addressed_to_the_user_is_delivered_without_waiting_for_a_channel() {
+    let server = TestServer::start().await;
+    server.script(
+        "subscribe",
+        Some(json!({"type": "subscribed", "channel": "c", "position": {"epoch": "e", "offset": 4}})),
+    );
+    let (client, mut events) = Client::new(server.config());
+    within("subscribe", client.subscribe("c")).await.unwrap();
+    // Offset 6 waits for 5; the message to the user does not wait with it.
+    server.push(
+        json!({"type": "message", "id": "m6", "channel": "c", "data": 6, "position": {"epoch": "e", "offset": 6}}),
+    );
+    server.push(json!({"type": "message", "id": "u1", "data": {"hello": "alice"}, "to_user": "alice"}));
+    server.push(
+        json!({"type": "message", "id": "m5", "channel": "c", "data": 5, "position": {"epoch": "e", "offset": 5}}),
+    );
+    let mut delivered = Vec::new();
+    while delivered.len() < 3 {
+        if let Event::Message(message) = within("a message", events.recv()).await.expect("events closed") {
+            delivered.push(message);
+        }
+    }
+    let ids: Vec<&str> = delivered.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["u1", "m5", "m6"]);
+    assert_eq!(delivered[0].to_user.as_deref(), Some("alice"));
+    assert_eq!(delivered[0].data, json!({"hello": "alice"}));
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ FUNCTIONS = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::Serv
 # the grep below so a new call in the store shows up as a failing test.
 DYNAMODB_ACTIONS_BY_BINARY = {
     "connect": {
+        ("connections", "dynamodb:GetItem"),
         ("connections", "dynamodb:PutItem"),
         ("connections", "dynamodb:DeleteItem"),
         ("connections-index", "dynamodb:Query"),
@@ -37,8 +38,10 @@ DYNAMODB_ACTIONS_BY_BINARY = {
     "message": {
         ("connections", "dynamodb:GetItem"),
         ("connections", "dynamodb:UpdateItem"),
+        ("connections", "dynamodb:DeleteItem"),
         ("connections", "dynamodb:Scan"),
         ("admission", "dynamodb:GetItem"),
+        ("admission", "dynamodb:UpdateItem"),
         ("admission", "dynamodb:Scan"),
         ("subscriptions", "dynamodb:PutItem"),
         ("subscriptions", "dynamodb:UpdateItem"),
@@ -54,6 +57,7 @@ DYNAMODB_ACTIONS_BY_BINARY = {
         ("admission", "dynamodb:UpdateItem"),
         ("connections", "dynamodb:DeleteItem"),
         ("connections", "dynamodb:UpdateItem"),
+        ("connections-index", "dynamodb:Query"),
         ("subscriptions", "dynamodb:Query"),
         ("subscriptions", "dynamodb:DeleteItem"),
         ("history", "dynamodb:GetItem"),
@@ -183,7 +187,7 @@ class TemplateMatchesTheCode(unittest.TestCase):
             self.assertEqual(granted, DYNAMODB_ACTIONS_BY_BINARY[binary_of(function)], name)
 
     def test_the_store_makes_no_dynamodb_call_the_table_above_does_not_know(self):
-        source = "".join((ROOT / "shared/src" / name).read_text() for name in ("store.rs", "history.rs"))
+        source = "".join(path.read_text() for path in sorted((ROOT / "shared/src").rglob("*.rs")))
         calls = set(re.findall(r"\.(\w+)\(\)\s*\n\s*\.table_name", source))
         # Transaction items name their table the same way: Put::builder()...
         calls |= {f"{kind.lower()}_item" for kind in re.findall(r"\b(Put|Update|Delete)::builder\(\)", source)}
@@ -191,15 +195,21 @@ class TemplateMatchesTheCode(unittest.TestCase):
         declared = {action for actions in DYNAMODB_ACTIONS_BY_BINARY.values() for _, action in actions}
         self.assertEqual(used, declared)
 
-    def test_posting_is_limited_to_this_apis_connections(self):
-        grants = [
-            s for s in statements(FUNCTIONS["StreamProcessorFunction"]) if "execute-api:ManageConnections" in listed(s["Action"])
-        ]
-        self.assertEqual(len(grants), 1)
-        self.assertTrue(grants[0]["Resource"]["Fn::Sub"].endswith("${WebSocketApi}/${StageName}/POST/@connections/*"))
+    def test_posting_and_closing_are_limited_to_this_apis_connections(self):
+        # The stream-processor posts and closes pruned connections; $connect
+        # closes evicted ones, $default those whose token expired.
+        closers = {"StreamProcessorFunction", "ConnectFunction", "MessageFunction"}
         for name, function in FUNCTIONS.items():
-            if name != "StreamProcessorFunction":
+            grants = [s for s in statements(function) if "execute-api:ManageConnections" in listed(s["Action"])]
+            if name not in closers:
                 self.assertFalse(any("execute-api" in a for s in statements(function) for a in listed(s["Action"])), name)
+                continue
+            self.assertEqual(len(grants), 1, name)
+            resources = sorted(r["Fn::Sub"].rsplit("}/", 1)[-1] for r in listed(grants[0]["Resource"]))
+            self.assertEqual(resources, ["DELETE/@connections/*", "POST/@connections/*"], name)
+            for resource in listed(grants[0]["Resource"]):
+                self.assertIn("${WebSocketApi}/${StageName}/", resource["Fn::Sub"], name)
+            self.assertIn("AIRWAVE_MANAGEMENT_ENDPOINT", environment(function), name)
 
     def test_environment_variables_match_the_configuration_both_ways(self):
         known = config_variables() | {"RUST_LOG"}

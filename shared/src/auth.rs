@@ -14,7 +14,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::JwtSecret;
+use crate::config::{JwtSecret, OperatorClaim};
 use crate::jwks::JwksCache;
 use crate::{Config, Error};
 
@@ -64,6 +64,9 @@ impl TokenRejection {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
+    /// Required and checked by the validation; seconds, possibly fractional.
+    #[serde(default)]
+    exp: Option<f64>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
 }
@@ -76,6 +79,11 @@ pub struct Identity {
     pub allowed_channels: Option<Vec<String>>,
     /// The patterns of its publish claim, when it has one.
     pub allowed_publish: Option<Vec<String>>,
+    /// When the token stops being valid (epoch seconds, `exp` plus the
+    /// leeway): the connection it opened is closed then.
+    pub token_expires_at: i64,
+    /// Whether the token carries the operator right (the `stats` action).
+    pub operator: bool,
 }
 
 /// Algorithms a JWKS key may sign with; HMAC never comes from a JWKS.
@@ -100,6 +108,7 @@ pub struct Authenticator {
     audience: Vec<String>,
     channels_claim: String,
     publish_claim: String,
+    operator_claim: OperatorClaim,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -143,6 +152,7 @@ impl Authenticator {
             audience: auth.audience.clone(),
             channels_claim: auth.channels_claim.clone(),
             publish_claim: auth.publish_claim.clone(),
+            operator_claim: auth.operator_claim.clone(),
         }))
     }
 
@@ -212,16 +222,30 @@ impl Authenticator {
                 .map(Some)
                 .ok_or(TokenRejection::InvalidClaims),
         };
+        let expires = data.claims.exp.ok_or(TokenRejection::InvalidClaims)?;
         Ok(Identity {
             user_id: subject.to_owned(),
             allowed_channels: patterns(&self.channels_claim)?,
             allowed_publish: patterns(&self.publish_claim)?,
+            token_expires_at: (expires as i64).saturating_add(LEEWAY_SECONDS as i64),
+            operator: grants_operator(&self.operator_claim, data.claims.other.get(&self.operator_claim.claim)),
         })
     }
 
     /// The token's `sub`, or why it was refused.
     pub async fn verify(&self, token: &str) -> Result<String, TokenRejection> {
         self.identify(token).await.map(|identity| identity.user_id)
+    }
+}
+
+/// Whether a token's operator claim gives the operator right.
+fn grants_operator(rule: &OperatorClaim, claim: Option<&serde_json::Value>) -> bool {
+    use serde_json::Value;
+    match (&rule.value, claim) {
+        (None, Some(Value::Bool(true))) => true,
+        (Some(wanted), Some(Value::String(value))) => value == wanted,
+        (Some(wanted), Some(Value::Array(values))) => values.iter().any(|value| value.as_str() == Some(wanted)),
+        _ => false,
     }
 }
 

@@ -28,6 +28,11 @@ pub const PUBLISH_CLAIM: &str = "AIRWAVE_PUBLISH_CLAIM";
 pub const HISTORY_TABLE: &str = "AIRWAVE_HISTORY_TABLE";
 pub const HISTORY_SIZE: &str = "AIRWAVE_HISTORY_SIZE";
 pub const HISTORY_TTL_SECONDS: &str = "AIRWAVE_HISTORY_TTL_SECONDS";
+pub const OPERATOR_CLAIM: &str = "AIRWAVE_OPERATOR_CLAIM";
+pub const PUBLISH_RATE_LIMIT: &str = "AIRWAVE_PUBLISH_RATE_LIMIT";
+pub const PUBLISH_RATE_WINDOW_SECONDS: &str = "AIRWAVE_PUBLISH_RATE_WINDOW_SECONDS";
+pub const USER_CAP_MODE: &str = "AIRWAVE_USER_CAP_MODE";
+pub const STATS_MAX_AGE_SECONDS: &str = "AIRWAVE_STATS_MAX_AGE_SECONDS";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -57,6 +62,11 @@ pub const ALL_VARIABLES: &[&str] = &[
     JWKS_MIN_REFETCH_SECONDS,
     CHANNELS_CLAIM,
     PUBLISH_CLAIM,
+    OPERATOR_CLAIM,
+    PUBLISH_RATE_LIMIT,
+    PUBLISH_RATE_WINDOW_SECONDS,
+    USER_CAP_MODE,
+    STATS_MAX_AGE_SECONDS,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -119,6 +129,17 @@ pub const DEFAULT_CHANNELS_CLAIM: &str = "channels";
 pub const DEFAULT_PUBLISH_CLAIM: &str = "publish";
 const CLAIM_FORM: &str = "a claim name: 1 to 128 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'";
 const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
+const OPERATOR_CLAIM_FORM: &str =
+    "a claim name (the claim must be true), or claim=value (the claim must be that string or a list holding it), such as cognito:groups=operators";
+const PUBLISH_RATE_FORM: &str = "a whole number of publishes per connection per window, 0 for no limit";
+const USER_CAP_MODE_FORM: &str = "refuse (a new connection over the per-user cap is refused) or evict_oldest (the user's oldest connection is closed to make room)";
+const STATS_MAX_AGE_FORM: &str = "whole seconds from 1 to 3600 that one count of the stats is answered from";
+pub const DEFAULT_OPERATOR_CLAIM: &str = "operator";
+/// A chat message every half second on average, in bursts of up to 20.
+pub const DEFAULT_PUBLISH_RATE_LIMIT: u64 = 20;
+pub const DEFAULT_PUBLISH_RATE_WINDOW_SECONDS: u64 = 10;
+/// Counting scans two tables; once a minute bounds what repeated calls cost.
+pub const DEFAULT_STATS_MAX_AGE_SECONDS: u64 = 60;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -143,6 +164,59 @@ pub struct Config {
     pub history: HistorySettings,
     /// Tokens from identity providers, and the claims every token must carry.
     pub auth: AuthSettings,
+    /// Client publishes each connection may make per window.
+    pub publish_rate: PublishRate,
+    /// What a full per-user cap does to a new connection.
+    pub user_cap_mode: UserCapMode,
+    /// How long one count of the stats is answered from.
+    pub stats_max_age_seconds: u64,
+}
+
+/// The per-connection publish allowance: `limit` publishes in each fixed
+/// window of `window_seconds`; a limit of 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishRate {
+    pub limit: u64,
+    pub window_seconds: u64,
+}
+
+impl Default for PublishRate {
+    fn default() -> Self {
+        PublishRate {
+            limit: DEFAULT_PUBLISH_RATE_LIMIT,
+            window_seconds: DEFAULT_PUBLISH_RATE_WINDOW_SECONDS,
+        }
+    }
+}
+
+/// What `$connect` does when a user already has as many connections as the
+/// per-user cap allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserCapMode {
+    /// Refuse the new connection (403).
+    #[default]
+    Refuse,
+    /// Close the user's oldest connection and admit the new one: a user who
+    /// opens a new tab expects it to work.
+    EvictOldest,
+}
+
+/// The token claim that gives the operator right (the `stats` action).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorClaim {
+    pub claim: String,
+    /// `None`: the claim must be `true`. `Some(v)`: the claim must be the
+    /// string `v` or a list holding it (group claims such as `cognito:groups`).
+    pub value: Option<String>,
+}
+
+impl Default for OperatorClaim {
+    fn default() -> Self {
+        OperatorClaim {
+            claim: DEFAULT_OPERATOR_CLAIM.to_owned(),
+            value: None,
+        }
+    }
 }
 
 /// JWKS verification and the `iss` / `aud` checks; see [`crate::auth`].
@@ -157,6 +231,7 @@ pub struct AuthSettings {
     pub channels_claim: String,
     /// The token claim listing the channels a connection may publish to.
     pub publish_claim: String,
+    pub operator_claim: OperatorClaim,
 }
 
 impl Default for AuthSettings {
@@ -168,6 +243,7 @@ impl Default for AuthSettings {
             jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
             channels_claim: DEFAULT_CHANNELS_CLAIM.to_owned(),
             publish_claim: DEFAULT_PUBLISH_CLAIM.to_owned(),
+            operator_claim: OperatorClaim::default(),
         }
     }
 }
@@ -260,6 +336,9 @@ impl Default for Config {
             allow_stats: false,
             history: HistorySettings::default(),
             auth: AuthSettings::default(),
+            publish_rate: PublishRate::default(),
+            user_cap_mode: UserCapMode::default(),
+            stats_max_age_seconds: DEFAULT_STATS_MAX_AGE_SECONDS,
         }
     }
 }
@@ -430,6 +509,35 @@ impl Config {
                 Some(value) => parse_claim_name(PUBLISH_CLAIM, value)?,
                 None => DEFAULT_PUBLISH_CLAIM.to_owned(),
             },
+            operator_claim: match read(OPERATOR_CLAIM) {
+                Some(value) => parse_operator_claim(value)?,
+                None => OperatorClaim::default(),
+            },
+        };
+        let publish_rate = PublishRate {
+            limit: match read(PUBLISH_RATE_LIMIT) {
+                Some(value) => parse_in_range(PUBLISH_RATE_LIMIT, value, 0..=1_000_000, PUBLISH_RATE_FORM)?,
+                None => defaults.publish_rate.limit,
+            },
+            window_seconds: match read(PUBLISH_RATE_WINDOW_SECONDS) {
+                Some(value) => parse_in_range(PUBLISH_RATE_WINDOW_SECONDS, value, 1..=3_600, WINDOW_FORM)?,
+                None => defaults.publish_rate.window_seconds,
+            },
+        };
+        let user_cap_mode = match read(USER_CAP_MODE).as_deref() {
+            None | Some("refuse") => UserCapMode::Refuse,
+            Some("evict_oldest") => UserCapMode::EvictOldest,
+            Some(other) => {
+                return Err(Error::ConfigInvalid {
+                    variable: USER_CAP_MODE,
+                    value: other.to_owned(),
+                    expected: USER_CAP_MODE_FORM,
+                })
+            }
+        };
+        let stats_max_age_seconds = match read(STATS_MAX_AGE_SECONDS) {
+            Some(value) => parse_in_range(STATS_MAX_AGE_SECONDS, value, 1..=3_600, STATS_MAX_AGE_FORM)?,
+            None => defaults.stats_max_age_seconds,
         };
 
         Ok(Config {
@@ -448,6 +556,9 @@ impl Config {
             allow_stats,
             history,
             auth,
+            publish_rate,
+            user_cap_mode,
+            stats_max_age_seconds,
         })
     }
 
@@ -464,6 +575,17 @@ impl Config {
                 value: self.admission.max_connections_per_user.to_string(),
                 expected: "0 unless AIRWAVE_JWT_SECRET or AIRWAVE_JWKS_URL is set: the per-user cap counts authenticated users",
             });
+        }
+        if self.user_cap_mode == UserCapMode::EvictOldest {
+            if self.admission.max_connections_per_user == 0 {
+                return Err(Error::ConfigInvalid {
+                    variable: USER_CAP_MODE,
+                    value: "evict_oldest".to_owned(),
+                    expected: "refuse unless AIRWAVE_MAX_CONNECTIONS_PER_USER is above 0: eviction makes room under the per-user cap",
+                });
+            }
+            // Evicting closes the oldest connection through the Management API.
+            self.require_management_endpoint()?;
         }
         Ok(())
     }
@@ -543,6 +665,23 @@ fn parse_claim_name(variable: &'static str, value: String) -> Result<String, Err
             expected: CLAIM_FORM,
         })
     }
+}
+
+fn parse_operator_claim(value: String) -> Result<OperatorClaim, Error> {
+    let invalid = |value: String| Error::ConfigInvalid {
+        variable: OPERATOR_CLAIM,
+        value,
+        expected: OPERATOR_CLAIM_FORM,
+    };
+    let (claim, role) = match value.split_once('=') {
+        Some((claim, role)) => (claim.to_owned(), Some(role.to_owned())),
+        None => (value.clone(), None),
+    };
+    let claim = parse_claim_name(OPERATOR_CLAIM, claim).map_err(|_| invalid(value.clone()))?;
+    if claim.is_empty() || role.as_ref().is_some_and(|role| role.is_empty() || role.len() > 256) {
+        return Err(invalid(value));
+    }
+    Ok(OperatorClaim { claim, value: role })
 }
 
 /// https, or http only to this machine (a local identity provider in tests).

@@ -37,6 +37,13 @@ pub struct ConnectionRecord {
     /// The channel patterns the token's publish claim allows; `None` without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_publish: Option<Vec<String>>,
+    /// When the connection's token expires (epoch seconds). `expires_at` never
+    /// goes past it, so the fan-out stops delivering to the connection then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<i64>,
+    /// The token carries the operator right (the `stats` action).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
 }
 
 /// The part of a connection record the fan-out reads: the key and the expiry.
@@ -55,6 +62,12 @@ impl ConnectionTarget {
 impl ConnectionRecord {
     pub fn is_expired(&self, now_epoch_seconds: i64) -> bool {
         self.expires_at <= now_epoch_seconds
+    }
+
+    /// Whether the connection's token has expired by `now_epoch_seconds`.
+    pub fn token_expired(&self, now_epoch_seconds: i64) -> bool {
+        self.token_expires_at
+            .is_some_and(|expires_at| expires_at <= now_epoch_seconds)
     }
 
     /// The counter keys this connection holds a slot in.

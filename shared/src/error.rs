@@ -52,6 +52,13 @@ pub enum Error {
     #[error("the Management API circuit breaker is open after {failures} failed posts of the last {window}")]
     BreakerOpen { failures: usize, window: usize },
 
+    #[error("Management API {operation} for connection {connection_id} failed: {message}")]
+    Management {
+        operation: &'static str,
+        connection_id: String,
+        message: String,
+    },
+
     #[error("the event is missing {field}")]
     EventField { field: Cow<'static, str> },
 
@@ -84,6 +91,7 @@ impl Error {
             Error::FrameTooLarge { .. } => "FrameTooLarge",
             Error::InvalidChannel { .. } => "InvalidChannel",
             Error::BreakerOpen { .. } => "BreakerOpen",
+            Error::Management { .. } => "Management",
             Error::EventField { .. } => "EventField",
             Error::EventDecode(_) => "EventDecode",
         }

@@ -15,7 +15,11 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures::StreamExt;
 use tracing::Instrument;
 
-use crate::connection::ConnectionTarget;
+use airwave_protocol::ErrorCode;
+
+use crate::closer::{close_with_reason, delete_connection};
+use crate::connection::{ConnectionRecord, ConnectionTarget};
+use crate::message::Audience;
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
@@ -252,15 +256,16 @@ impl FanOut {
         self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Posts `frame` to the subscribers of `channel`, or to every connection
-    /// when there is none. Fails if the targets cannot be listed or the breaker
+    /// Posts `frame` to the message's audience: a channel's subscribers, one
+    /// user's connections, or every connection. Fails if the targets cannot be listed or the breaker
     /// is open; per-connection failures are counted in the report instead.
     pub async fn broadcast<S: ConnectionStore>(
         &self,
         store: &S,
-        channel: Option<&str>,
+        audience: Audience<'_>,
         frame: &[u8],
     ) -> Result<FanOutReport, Error> {
+        let channel = audience.channel();
         // An open breaker is waited out (it is short) rather than failed at
         // once: Lambda retries a stream batch without delay, and failing fast
         // would burn its retries inside one cooldown.
@@ -283,7 +288,7 @@ impl FanOut {
             }
         }
         let now = epoch_seconds_now();
-        let targets = store.list_targets(channel).await?;
+        let targets = store.list_targets(audience).await?;
         let list_ms = started.elapsed().as_millis() as u64;
         let attempts_before = self.attempts.0.load(Ordering::Relaxed);
         let initial = FanOutReport {
@@ -300,7 +305,7 @@ impl FanOut {
         report.retries = attempts.saturating_sub(report.posts());
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
-            channel = channel.unwrap_or_default(),
+            audience = ?audience,
             targets = report.targets,
             delivered = report.delivered,
             gone = report.gone,
@@ -336,8 +341,9 @@ impl FanOut {
         async {
             if target.is_expired(now) {
                 match store.remove_expired_connection(&target.connection_id, now).await {
-                    Ok(Some(_)) => {
+                    Ok(Some(record)) => {
                         tracing::info!(expires_at = target.expires_at, "pruned an expired connection");
+                        self.close_expired(&record, now).await;
                         return Outcome::Expired;
                     }
                     // Refreshed after the listing, or already removed: the post
@@ -358,6 +364,27 @@ impl FanOut {
         }
         .instrument(span)
         .await
+    }
+
+    /// Closes the socket of a pruned record: with a `closing` frame when its
+    /// token expired (the client reconnects with a fresh one), silently when
+    /// it went unpinged past its TTL (it is most likely gone already).
+    async fn close_expired(&self, record: &ConnectionRecord, now: i64) {
+        let closed = if record.token_expired(now) {
+            close_with_reason(
+                &self.client,
+                &record.connection_id,
+                &[],
+                ErrorCode::TokenExpired,
+                "the connection's token has expired; reconnect with a fresh token",
+            )
+            .await
+        } else {
+            delete_connection(&self.client, &record.connection_id).await
+        };
+        if let Err(error) = closed {
+            tracing::warn!(error = %error, "could not close a pruned connection");
+        }
     }
 
     async fn post<S: ConnectionStore>(

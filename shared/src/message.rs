@@ -28,9 +28,47 @@ pub struct MessageRecord {
     /// That connection's user id, when it had one: receivers see it as `publisher`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_by_user: Option<String>,
+    /// Addresses the message to one user instead of a channel: every open
+    /// connection of that user receives it. A message has a channel or a
+    /// user, never both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_user: Option<String>,
+}
+
+/// Who a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// The channel's subscribers.
+    Channel(&'a str),
+    /// Every open connection of one user.
+    User(&'a str),
+    /// Every connection.
+    Everyone,
+}
+
+impl<'a> Audience<'a> {
+    pub fn channel(self) -> Option<&'a str> {
+        match self {
+            Audience::Channel(channel) => Some(channel),
+            _ => None,
+        }
+    }
 }
 
 impl MessageRecord {
+    /// Who the message goes to, or why it can go to no one.
+    pub fn audience(&self) -> Result<Audience<'_>, &'static str> {
+        match (self.channel.as_deref(), self.to_user.as_deref()) {
+            (Some(_), Some(_)) => Err("a message names a channel or a to_user, not both"),
+            (None, Some(user)) if user.is_empty() || user.len() > 256 => {
+                Err("to_user must be a user id (the token's sub) of 1 to 256 bytes")
+            }
+            (None, Some(user)) => Ok(Audience::User(user)),
+            (Some(channel), None) => Ok(Audience::Channel(channel)),
+            (None, None) => Ok(Audience::Everyone),
+        }
+    }
+
     /// What a client receives for this message: the id lets it drop the
     /// duplicates at-least-once delivery allows, the position orders it.
     pub fn frame(&self, position: Option<Position>) -> MessageFrame {
@@ -40,7 +78,7 @@ impl MessageRecord {
             data: self.payload.clone(),
             position,
             publisher: self.published_by_user.clone(),
-            to_user: None,
+            to_user: self.to_user.clone(),
         }
     }
 
@@ -82,6 +120,7 @@ mod tests {
             expires_at: None,
             published_by: Some("conn-1".into()),
             published_by_user: Some("alice".into()),
+            to_user: None,
         };
         let frame: serde_json::Value =
             serde_json::from_slice(&record.to_frame(Some(Position::new("e1", 7))).unwrap()).unwrap();
@@ -101,6 +140,7 @@ mod tests {
             expires_at: None,
             published_by: None,
             published_by_user: None,
+            to_user: None,
         };
         match record.to_frame(None) {
             Err(Error::FrameTooLarge {

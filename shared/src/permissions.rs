@@ -135,6 +135,8 @@ mod tests {
             slot_ip: None,
             allowed_channels: allowed.map(|patterns| patterns.iter().map(|p| p.to_string()).collect()),
             allowed_publish: None,
+            token_expires_at: None,
+            operator: false,
         }
     }
 

@@ -21,6 +21,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, Select, TransactWriteItem, Update,
 };
@@ -28,7 +29,10 @@ use aws_sdk_dynamodb::Client;
 
 use crate::admission::{AdmissionCounts, AdmitOutcome, Slot};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
-use crate::message::MessageRecord;
+use crate::message::{Audience, MessageRecord};
+
+/// The connections table's keys-only index of authenticated connections by user.
+pub const USER_INDEX: &str = "by_user";
 use crate::{Config, Error};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -54,8 +58,9 @@ pub trait ConnectionStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
 
     /// Moves a live connection's expiry (and its subscriptions') to
-    /// `expires_at`. `None` when the record is gone or already expired: an
-    /// expired record is treated as gone, never revived.
+    /// `expires_at`, or to its token's expiry when that comes first. `None`
+    /// when the record is gone or already expired: an expired record is
+    /// treated as gone, never revived.
     fn refresh_connection(
         &self,
         connection_id: &str,
@@ -92,10 +97,12 @@ pub trait ConnectionStore: Send + Sync {
     /// Removes `channel` from a connection's subscriptions; idempotent.
     fn unsubscribe(&self, connection_id: &str, channel: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// The targets of a message: the subscribers of `channel`, or every
-    /// connection when there is none. Expired ones are included so the caller
+    /// The targets of a message: the subscribers of a channel (one key
+    /// query), the connections of one user (one query of the `by_user`
+    /// index), or every connection. Expired ones are included so the caller
     /// can prune them; items that cannot be decoded are logged and left out.
-    fn list_targets(&self, channel: Option<&str>) -> impl Future<Output = Result<Vec<ConnectionTarget>, Error>> + Send;
+    fn list_targets(&self, audience: Audience<'_>)
+        -> impl Future<Output = Result<Vec<ConnectionTarget>, Error>> + Send;
 
     /// Writes a message to the messages table, which streams it to every target.
     fn put_message(&self, message: &MessageRecord) -> impl Future<Output = Result<(), Error>> + Send;
@@ -242,7 +249,15 @@ impl DynamoStore {
         }
     }
 
-    fn connection_key(connection_id: &str) -> Item {
+    pub(crate) fn admission_table(&self) -> &str {
+        &self.admission_table
+    }
+
+    pub(crate) fn connections_table(&self) -> &str {
+        &self.connections_table
+    }
+
+    pub(crate) fn connection_key(connection_id: &str) -> Item {
         HashMap::from([("connection_id".to_owned(), AttributeValue::S(connection_id.to_owned()))])
     }
 
@@ -280,7 +295,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn delete_subscriptions(&self, record: &ConnectionRecord) -> Result<(), Error> {
+    pub(crate) async fn delete_subscriptions_of(&self, record: &ConnectionRecord) -> Result<(), Error> {
         let deletions = record
             .channels
             .iter()
@@ -304,6 +319,48 @@ impl DynamoStore {
             Ok(_) => Ok(()),
             Err(error) if is_conditional_check_failure(&error) => Ok(()),
             Err(error) => Err(Error::dynamodb("UpdateItem", &self.subscriptions_table, error)),
+        }
+    }
+
+    /// `SET expires_at` on a live record (and, with `within_token`, only up to
+    /// its token's expiry). `Err` holds the record as it stood when a
+    /// condition failed (`None`: no record).
+    async fn set_expiry(
+        &self,
+        connection_id: &str,
+        expires_at: i64,
+        now_epoch_seconds: i64,
+        within_token: bool,
+    ) -> Result<Result<Option<ConnectionRecord>, Option<ConnectionRecord>>, Error> {
+        let condition = if within_token {
+            "attribute_exists(connection_id) AND expires_at > :now AND \
+             (attribute_not_exists(token_expires_at) OR token_expires_at >= :expires_at)"
+        } else {
+            "attribute_exists(connection_id) AND expires_at > :now"
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.connections_table)
+            .set_key(Some(Self::connection_key(connection_id)))
+            .update_expression("SET expires_at = :expires_at")
+            .condition_expression(condition)
+            .expression_attribute_values(":expires_at", number(expires_at))
+            .expression_attribute_values(":now", number(now_epoch_seconds))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Ok(self.decode_returned(connection_id, output.attributes)?)),
+            Err(error) if is_conditional_check_failure(&error) => {
+                let old_item = match error.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(refusal) => refusal.item,
+                    _ => None,
+                };
+                Ok(Err(self.decode_returned(connection_id, old_item)?))
+            }
+            Err(error) => Err(Error::dynamodb("UpdateItem", &self.connections_table, error)),
         }
     }
 
@@ -341,7 +398,12 @@ impl DynamoStore {
     }
 
     /// `ADD open_count :delta` on a counter, as a transaction item.
-    fn counter_update(&self, counter_key: &str, delta: i64, cap: Option<u64>) -> Result<TransactWriteItem, Error> {
+    pub(crate) fn counter_update(
+        &self,
+        counter_key: &str,
+        delta: i64,
+        cap: Option<u64>,
+    ) -> Result<TransactWriteItem, Error> {
         let mut update = Update::builder()
             .table_name(&self.admission_table)
             .set_key(Some(Self::admission_key(counter_key)))
@@ -413,7 +475,7 @@ impl DynamoStore {
         }
         match self.transact(&self.admission_table, items).await? {
             Transaction::Committed => {
-                self.delete_subscriptions(record).await?;
+                self.delete_subscriptions_of(record).await?;
                 Ok(true)
             }
             Transaction::ConditionFailed { .. } => Ok(false),
@@ -447,7 +509,7 @@ impl DynamoStore {
             Ok(output) => {
                 let record = self.decode_returned(connection_id, output.attributes)?;
                 if let Some(record) = &record {
-                    self.delete_subscriptions(record).await?;
+                    self.delete_subscriptions_of(record).await?;
                 }
                 Ok(record)
             }
@@ -548,24 +610,25 @@ impl ConnectionStore for DynamoStore {
         expires_at: i64,
         now_epoch_seconds: i64,
     ) -> Result<Option<ConnectionRecord>, Error> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.connections_table)
-            .set_key(Some(Self::connection_key(connection_id)))
-            .update_expression("SET expires_at = :expires_at")
-            .condition_expression("attribute_exists(connection_id) AND expires_at > :now")
-            .expression_attribute_values(":expires_at", AttributeValue::N(expires_at.to_string()))
-            .expression_attribute_values(":now", AttributeValue::N(now_epoch_seconds.to_string()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        let record = match result {
-            Ok(output) => self.decode_returned(connection_id, output.attributes)?,
-            Err(error) if is_conditional_check_failure(&error) => return Ok(None),
-            Err(error) => return Err(Error::dynamodb("UpdateItem", &self.connections_table, error)),
+        // One write while the token outlives the new expiry; near the token's
+        // end the refusal hands back the record, and a second write stops the
+        // expiry at the token's.
+        let record = match self
+            .set_expiry(connection_id, expires_at, now_epoch_seconds, true)
+            .await?
+        {
+            Ok(record) => record,
+            Err(Some(old)) if !old.is_expired(now_epoch_seconds) => match old.token_expires_at {
+                Some(token_expires_at) if token_expires_at < expires_at => self
+                    .set_expiry(connection_id, token_expires_at, now_epoch_seconds, false)
+                    .await?
+                    .unwrap_or(None),
+                _ => None,
+            },
+            Err(_) => None,
         };
         if let Some(record) = &record {
+            let expires_at = record.expires_at;
             let refreshes = record
                 .channels
                 .iter()
@@ -666,12 +729,31 @@ impl ConnectionStore for DynamoStore {
         }
     }
 
-    async fn list_targets(&self, channel: Option<&str>) -> Result<Vec<ConnectionTarget>, Error> {
+    async fn list_targets(&self, audience: Audience<'_>) -> Result<Vec<ConnectionTarget>, Error> {
         // Only the key and the expiry are read: the cost of a read is per 4 KB,
         // and the fan-out needs nothing else.
         let mut targets = Vec::new();
-        match channel {
-            Some(channel) => {
+        match audience {
+            Audience::User(user_id) => {
+                // A keys-only index: the connection id and the expiry are its
+                // keys, so the query reads nothing else. Eventually consistent,
+                // like every index: a connection admitted a moment ago may be
+                // missed.
+                let mut pages = self
+                    .client
+                    .query()
+                    .table_name(&self.connections_table)
+                    .index_name(USER_INDEX)
+                    .key_condition_expression("user_id = :user")
+                    .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|error| Error::dynamodb("Query", &self.connections_table, error))?;
+                    self.decode_targets(&self.connections_table, page.items.unwrap_or_default(), &mut targets);
+                }
+            }
+            Audience::Channel(channel) => {
                 let mut pages = self
                     .client
                     .query()
@@ -690,7 +772,7 @@ impl ConnectionStore for DynamoStore {
                     self.decode_targets(&self.subscriptions_table, page.items.unwrap_or_default(), &mut targets);
                 }
             }
-            None => {
+            Audience::Everyone => {
                 let mut pages = self
                     .client
                     .scan()

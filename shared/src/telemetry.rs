@@ -16,6 +16,10 @@ pub mod metric {
     /// The same, with the dimension `reason`.
     pub const CONNECTIONS_REFUSED_BY_REASON: &str = "ConnectionsRefusedByReason";
     pub const DISCONNECTS: &str = "Disconnects";
+    /// Connections the server closed, with the dimension `reason` (`token_expired`, `evicted`).
+    pub const CONNECTIONS_CLOSED: &str = "ConnectionsClosed";
+    /// Publishes refused by the per-connection rate limit.
+    pub const PUBLISH_RATE_LIMITED: &str = "PublishRateLimited";
     /// Connect attempts refused by the per-IP throttle (also counted in ConnectionsRefused).
     pub const CONNECT_THROTTLED: &str = "ConnectThrottled";
     /// Slots of expired connections given back (on a full cap, or by the reaper).

@@ -6,6 +6,7 @@
 //! own. Settings (environment): BENCH_SIZES (default "1000,10000"),
 //! BENCH_LATENCY_MS (default 20).
 
+use airwave_shared::message::Audience;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -118,7 +119,7 @@ async fn run_child(spec: &str) {
     .expect("a frame");
 
     let report = fanout
-        .broadcast(&tables.store, None, &frame)
+        .broadcast(&tables.store, Audience::Everyone, &frame)
         .await
         .expect("the broadcast lists its targets");
 

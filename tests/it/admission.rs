@@ -2,6 +2,7 @@
 //! DynamoDB: given these limits, when these clients connect, then exactly these
 //! are admitted, the rest are refused with the right status, and slots come back.
 
+use airwave_shared::message::Audience;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -58,7 +59,7 @@ async fn connect_all(
     join_all(
         events
             .into_iter()
-            .map(|event| handle_connect(&tables.store, authenticator.as_ref(), &tables.config, event)),
+            .map(|event| handle_connect(&tables.store, authenticator.as_ref(), None, &tables.config, event)),
     )
     .await
     .into_iter()
@@ -262,7 +263,7 @@ async fn a_connection_that_answered_410_frees_its_slot() {
     // The socket is gone without a $disconnect: the gateway answers 410.
     let report = tables
         .fanout(&gateway.endpoint(), 4)
-        .broadcast(&tables.store, None, br#"{"type":"message"}"#)
+        .broadcast(&tables.store, Audience::Everyone, br#"{"type":"message"}"#)
         .await
         .unwrap();
     assert_eq!(report.gone, 1);
@@ -518,9 +519,15 @@ async fn the_admission_path_costs_the_documented_number_of_dynamodb_round_trips(
             let before = counter.0.load(Ordering::SeqCst);
             let id = format!("{}=", uuid::Uuid::new_v4().simple());
             let event = airwave_tests::connect_event_with_token(&id, "198.51.100.80", &token_for("counted"));
-            let response = handle_connect(&store, airwave_tests::authenticator(&config).as_ref(), &config, event)
-                .await
-                .unwrap();
+            let response = handle_connect(
+                &store,
+                airwave_tests::authenticator(&config).as_ref(),
+                None,
+                &config,
+                event,
+            )
+            .await
+            .unwrap();
             (response.status_code, counter.0.load(Ordering::SeqCst) - before)
         }
     };
@@ -571,10 +578,16 @@ async fn a_disconnect_costs_one_round_trip_and_one_more_for_giving_slots_back() 
             let id = format!("{}=", uuid::Uuid::new_v4().simple());
             let event = airwave_tests::connect_event_with_token(&id, "198.51.100.81", &token_for("leaving"));
             assert_eq!(
-                handle_connect(&store, airwave_tests::authenticator(&config).as_ref(), &config, event)
-                    .await
-                    .unwrap()
-                    .status_code,
+                handle_connect(
+                    &store,
+                    airwave_tests::authenticator(&config).as_ref(),
+                    None,
+                    &config,
+                    event
+                )
+                .await
+                .unwrap()
+                .status_code,
                 200
             );
             let before = requests.0.load(Ordering::SeqCst);
@@ -633,10 +646,15 @@ async fn stats_report_open_connections_users_caps_free_slots_and_throttled_attem
     ]
     .into_iter()
     .map(|(id, user, ip)| {
-        at_time(
-            airwave_tests::connect_event_with_token(id, ip, &token_for(user)),
-            now_ms,
-        )
+        // a1= asks for the stats below: its token carries the operator right.
+        let token = match id {
+            "a1=" => airwave_tests::signed_token(
+                SECRET,
+                &serde_json::json!({"sub": user, "exp": airwave_shared::time::epoch_seconds_now() + 600, "operator": true}),
+            ),
+            _ => token_for(user),
+        };
+        at_time(airwave_tests::connect_event_with_token(id, ip, &token), now_ms)
     })
     // Five attempts from one IP: three counted in, two throttled.
     .chain((0..5).map(|i| {
@@ -651,6 +669,7 @@ async fn stats_report_open_connections_users_caps_free_slots_and_throttled_attem
 
     let response = airwave_shared::handlers::handle_message(
         &tables.store,
+        None,
         &tables.config,
         airwave_tests::message_event("a1=", r#"{"action":"stats"}"#),
     )
@@ -675,6 +694,7 @@ async fn stats_report_open_connections_users_caps_free_slots_and_throttled_attem
     forbidden.allow_stats = false;
     let response = airwave_shared::handlers::handle_message(
         &tables.store,
+        None,
         &forbidden,
         airwave_tests::message_event("a1=", r#"{"action":"stats"}"#),
     )

@@ -2,6 +2,7 @@
 //! the local Management API: channels, transient faults, partial batch
 //! failures, the concurrency bound and the circuit breaker.
 
+use airwave_shared::message::Audience;
 use std::time::Duration;
 
 use airwave_local::{Faults, LocalManagementApi, Options};
@@ -20,7 +21,7 @@ async fn connect(tables: &TestTables, gateway: &LocalManagementApi, connection_i
 
 async fn subscribe(tables: &TestTables, connection_id: &str, channel: &str) {
     let body = json!({"action": "subscribe", "channel": channel}).to_string();
-    handle_message(&tables.store, &tables.config, message_event(connection_id, &body))
+    handle_message(&tables.store, None, &tables.config, message_event(connection_id, &body))
         .await
         .unwrap();
 }
@@ -111,7 +112,10 @@ async fn with_transient_500s_and_429s_every_live_connection_still_receives_the_m
     }
     let fanout = tables.fanout(&gateway.endpoint(), 16);
 
-    let report = fanout.broadcast(&tables.store, None, br#"{"id":"m"}"#).await.unwrap();
+    let report = fanout
+        .broadcast(&tables.store, Audience::Everyone, br#"{"id":"m"}"#)
+        .await
+        .unwrap();
 
     let counts = gateway.post_counts();
     assert!(
@@ -199,7 +203,10 @@ async fn in_flight_posts_never_exceed_the_configured_bound() {
     }
     let fanout = tables.fanout(&gateway.endpoint(), 6);
 
-    let report = fanout.broadcast(&tables.store, None, b"{}").await.unwrap();
+    let report = fanout
+        .broadcast(&tables.store, Audience::Everyone, b"{}")
+        .await
+        .unwrap();
 
     assert_eq!(report.delivered, 150);
     let peak = gateway.max_in_flight();
@@ -257,7 +264,7 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
         requests <= (window + concurrency) * attempts as usize,
         "{requests} requests reached a failing endpoint"
     );
-    let again = fanout.broadcast(&tables.store, None, b"{}").await;
+    let again = fanout.broadcast(&tables.store, Audience::Everyone, b"{}").await;
     assert!(matches!(again, Err(Error::BreakerOpen { .. })), "{again:?}");
     assert_eq!(gateway.post_count(), requests, "an open breaker posts nothing");
 }

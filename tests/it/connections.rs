@@ -87,6 +87,7 @@ async fn connect_fails_loudly_when_the_table_is_missing() {
     let error = handle_connect(
         &store,
         airwave_tests::authenticator(&tables.config).as_ref(),
+        None,
         &tables.config,
         connect_event("conn-B=", "198.51.100.23"),
     )

@@ -70,7 +70,7 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
     for i in 0..CLIENTS {
         let config = ClientConfig::new(&url)
             .unwrap()
-            .with_token(&token_for(&format!("user-{i}")));
+            .with_token(token_for(&format!("user-{i}")));
         let (client, events) = Client::new(config);
         let channel = if i % 2 == 0 { "red" } else { "blue" };
         tokio::time::timeout(GUARD, client.subscribe(channel))
@@ -100,6 +100,7 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
         expires_at: None,
         published_by: None,
         published_by_user: None,
+        to_user: None,
     };
     tables.store.put_message(&message).await.unwrap();
 

@@ -5,6 +5,7 @@ use airwave_local::LocalManagementApi;
 use airwave_protocol::MessageFrame;
 use airwave_shared::connection::ConnectionRecord;
 use airwave_shared::handlers::handle_stream_batch;
+use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{ConnectionStore, DynamoStore, FanOut};
 use airwave_tests::{insert_record, message_image, stream_batch_fixture, stream_event, LogCapture, TestTables};
@@ -88,7 +89,7 @@ async fn a_stale_id_answered_410_is_deleted_during_the_same_fan_out() {
 
     let report = stack
         .fanout
-        .broadcast(&stack.tables.store, None, b"{\"hello\":1}")
+        .broadcast(&stack.tables.store, Audience::Everyone, b"{\"hello\":1}")
         .await
         .unwrap();
 
@@ -124,11 +125,17 @@ async fn an_expired_but_undeleted_record_receives_nothing_and_is_deleted() {
             slot_ip: None,
             allowed_channels: None,
             allowed_publish: None,
+            token_expires_at: None,
+            operator: false,
         })
         .await
         .unwrap();
 
-    let report = stack.fanout.broadcast(&stack.tables.store, None, b"{}").await.unwrap();
+    let report = stack
+        .fanout
+        .broadcast(&stack.tables.store, Audience::Everyone, b"{}")
+        .await
+        .unwrap();
 
     assert_eq!((report.targets, report.delivered, report.expired), (2, 1, 1));
     assert!(stack.gateway.received("expired=").is_empty());

@@ -187,7 +187,7 @@ async fn rs256_and_es256_tokens_are_verified_against_the_providers_jwks_over_htt
     let authenticator = airwave_tests::authenticator(&tables.config);
     for (id, key, user) in [("rsa=", &rsa, "alice"), ("ec=", &ec, "bob")] {
         let event = connect_event_with_token(id, "198.51.100.7", &key.sign(&claims(user)));
-        let response = handle_connect(&tables.store, authenticator.as_ref(), &tables.config, event)
+        let response = handle_connect(&tables.store, authenticator.as_ref(), None, &tables.config, event)
             .await
             .unwrap();
         assert_eq!(response.status_code, 200, "{id}");

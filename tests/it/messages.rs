@@ -2,13 +2,14 @@
 //! client sends, what it gets back, and what changes in the tables.
 
 use airwave_shared::handlers::{handle_message, ErrorCode, Reply};
+use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::ConnectionStore;
 use airwave_tests::{message_event, TestTables};
 use serde_json::json;
 
 async fn send(tables: &TestTables, connection_id: &str, body: &str) -> Reply {
-    let response = handle_message(&tables.store, &tables.config, message_event(connection_id, body))
+    let response = handle_message(&tables.store, None, &tables.config, message_event(connection_id, body))
         .await
         .unwrap();
     assert_eq!(response.status_code, 200);
@@ -54,7 +55,7 @@ async fn ping_answers_pong_and_refreshes_the_ttl_of_the_connection_and_its_subsc
     assert!(expires_at >= before + 3_600);
     let record = tables.store.get_connection("alice=").await.unwrap().unwrap();
     assert_eq!(record.expires_at, expires_at);
-    let targets = tables.store.list_targets(Some("prices")).await.unwrap();
+    let targets = tables.store.list_targets(Audience::Channel("prices")).await.unwrap();
     assert_eq!(targets.len(), 1);
     assert_eq!(targets[0].expires_at, expires_at, "the subscription's expiry follows");
 }

@@ -30,9 +30,14 @@ async fn connect(tables: &TestTables, id: &str, mut claims: Value) {
 
 /// One frame from `id` through the real `$default` handler, and its reply.
 async fn send(tables: &TestTables, id: &str, body: &Value) -> Reply {
-    let response = handle_message(&tables.store, &tables.config, message_event(id, &body.to_string()))
-        .await
-        .unwrap();
+    let response = handle_message(
+        &tables.store,
+        None,
+        &tables.config,
+        message_event(id, &body.to_string()),
+    )
+    .await
+    .unwrap();
     let Some(airwave_shared::aws_lambda_events::encodings::Body::Text(text)) = response.body else {
         panic!("a text reply");
     };
@@ -229,7 +234,7 @@ async fn receivers_see_who_published_over_real_sockets() {
     let guard = Duration::from_secs(60);
     let subscriber_config = ClientConfig::new(&stack.ws_url())
         .unwrap()
-        .with_token(&token(json!({"sub": "reader"})));
+        .with_token(token(json!({"sub": "reader"})));
     let (subscriber, mut events) = Client::new(subscriber_config);
     tokio::time::timeout(guard, subscriber.subscribe("chat:1"))
         .await
@@ -237,7 +242,7 @@ async fn receivers_see_who_published_over_real_sockets() {
         .unwrap();
     let publisher_config = ClientConfig::new(&stack.ws_url())
         .unwrap()
-        .with_token(&token(json!({"sub": "writer", "publish": ["chat:*"]})));
+        .with_token(token(json!({"sub": "writer", "publish": ["chat:*"]})));
     let (publisher, _publisher_events) = Client::new(publisher_config);
     tokio::time::timeout(guard, publisher.publish(Some("chat:1"), json!("hi")))
         .await
@@ -258,4 +263,124 @@ async fn receivers_see_who_published_over_real_sockets() {
     subscriber.close().await;
     publisher.close().await;
     stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_publish_rate_limit_admits_exactly_its_allowance_under_concurrent_publishes() {
+    let tables = tables(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.allow_client_publish = true;
+        config.publish_rate = airwave_shared::config::PublishRate {
+            limit: 5,
+            window_seconds: 3_600,
+        };
+    })
+    .await;
+    connect(&tables, "chatty=", json!({"sub": "chatty", "publish": ["chat:*"]})).await;
+    connect(&tables, "quiet=", json!({"sub": "quiet", "publish": ["chat:*"]})).await;
+
+    let replies = futures::future::join_all((0..30).map(|_| publish(&tables, "chatty=", Some("chat:1")))).await;
+    let published = replies
+        .iter()
+        .filter(|reply| matches!(reply, Reply::Published { .. }))
+        .count();
+    let limited = replies
+        .iter()
+        .filter(|reply| {
+            matches!(
+                reply,
+                Reply::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!((published, limited), (5, 25), "{replies:?}");
+    // Each connection has its own allowance.
+    assert!(matches!(
+        publish(&tables, "quiet=", Some("chat:1")).await,
+        Reply::Published { .. }
+    ));
+    // Only the admitted publishes were stored.
+    assert_eq!(tables.stored_messages().await.len(), 6);
+}
+
+async fn stats(tables: &TestTables, id: &str) -> Reply {
+    send(tables, id, &json!({"action": "stats"})).await
+}
+
+#[tokio::test]
+async fn stats_need_the_operator_right_and_one_count_answers_repeated_calls() {
+    let tables = tables(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.allow_stats = true;
+        config.stats_max_age_seconds = 3_600;
+    })
+    .await;
+    connect(&tables, "user=", json!({"sub": "user"})).await;
+    connect(&tables, "claims-false=", json!({"sub": "sneaky", "operator": "true"})).await;
+    connect(&tables, "ops=", json!({"sub": "ops", "operator": true})).await;
+
+    for id in ["user=", "claims-false="] {
+        assert!(
+            matches!(
+                stats(&tables, id).await,
+                Reply::Error {
+                    code: ErrorCode::StatsForbidden,
+                    ..
+                }
+            ),
+            "{id}"
+        );
+    }
+    let Reply::Stats(first) = stats(&tables, "ops=").await else {
+        panic!("the operator gets the stats");
+    };
+    assert_eq!(first.open_connections, 3);
+    // More connections and more calls: the tables are not counted again
+    // while the first count is fresh.
+    connect(&tables, "late=", json!({"sub": "late"})).await;
+    for _ in 0..3 {
+        assert_eq!(stats(&tables, "ops=").await, Reply::Stats(first.clone()));
+    }
+}
+
+#[tokio::test]
+async fn a_stale_count_is_counted_again_and_group_claims_can_name_operators() {
+    let tables = tables(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.allow_stats = true;
+        config.stats_max_age_seconds = 1;
+        config.auth.operator_claim = airwave_shared::config::OperatorClaim {
+            claim: "cognito:groups".into(),
+            value: Some("operators".into()),
+        };
+    })
+    .await;
+    connect(
+        &tables,
+        "ops=",
+        json!({"sub": "ops", "cognito:groups": ["staff", "operators"]}),
+    )
+    .await;
+    connect(&tables, "staff=", json!({"sub": "staff", "cognito:groups": ["staff"]})).await;
+    assert!(matches!(
+        stats(&tables, "staff=").await,
+        Reply::Error {
+            code: ErrorCode::StatsForbidden,
+            ..
+        }
+    ));
+    let Reply::Stats(first) = stats(&tables, "ops=").await else {
+        panic!("a member of the operators group gets the stats");
+    };
+    assert_eq!(first.open_connections, 2);
+    connect(&tables, "late=", json!({"sub": "late"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let Reply::Stats(second) = stats(&tables, "ops=").await else {
+        panic!("stats again");
+    };
+    assert_eq!(second.open_connections, 3);
+    assert!(second.as_of > first.as_of);
 }

@@ -40,6 +40,7 @@ fn message(id: &str, channel: &str, n: u64) -> MessageRecord {
         expires_at: None,
         published_by: None,
         published_by_user: None,
+        to_user: None,
     }
 }
 

@@ -116,9 +116,15 @@ impl TestTables {
         &self,
         event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
     ) -> airwave_shared::aws_lambda_events::apigw::ApiGatewayProxyResponse {
-        airwave_shared::handlers::handle_connect(&self.store, authenticator(&self.config).as_ref(), &self.config, event)
-            .await
-            .expect("the connect handler answers")
+        airwave_shared::handlers::handle_connect(
+            &self.store,
+            authenticator(&self.config).as_ref(),
+            None,
+            &self.config,
+            event,
+        )
+        .await
+        .expect("the connect handler answers")
     }
 
     /// A browser connects: the real `$connect` handler admits it.
@@ -126,6 +132,7 @@ impl TestTables {
         let response = airwave_shared::handlers::handle_connect(
             &self.store,
             authenticator(&self.config).as_ref(),
+            None,
             &self.config,
             connect_event(connection_id, "198.51.100.23"),
         )

@@ -19,7 +19,7 @@ use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::handlers::{
     handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
 };
-use airwave_shared::{DynamoStore, FanOut};
+use airwave_shared::{Closer, DynamoStore, FanOut};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -32,6 +32,8 @@ pub struct InProcessFunctions {
     /// Built once, as the connect function does at cold start.
     pub authenticator: Option<Authenticator>,
     pub fanout: OnceLock<FanOut>,
+    /// The Management API client `$connect` and `$default` close connections with.
+    pub closer: OnceLock<Closer>,
     /// Connections whose `$disconnect` API Gateway "never delivers": a client
     /// connecting with `?vanish=1` marks itself.
     pub lost_disconnects: Mutex<HashSet<String>>,
@@ -80,7 +82,14 @@ impl InProcessFunctions {
                 }
                 answer(
                     function,
-                    handle_connect(&self.store, self.authenticator.as_ref(), &self.config, event).await,
+                    handle_connect(
+                        &self.store,
+                        self.authenticator.as_ref(),
+                        self.closer.get(),
+                        &self.config,
+                        event,
+                    )
+                    .await,
                 )
             }
             "disconnect" => {
@@ -93,7 +102,7 @@ impl InProcessFunctions {
             }
             "message" => answer(
                 function,
-                handle_message(&self.store, &self.config, websocket(event)?).await,
+                handle_message(&self.store, self.closer.get(), &self.config, websocket(event)?).await,
             ),
             "stream-processor" => {
                 let fanout = self.fanout.get().ok_or_else(|| failed(function, "no fan-out yet"))?;
@@ -147,6 +156,7 @@ impl LocalStack {
             authenticator: crate::authenticator(&tables.config),
             config: tables.config.clone(),
             fanout: OnceLock::new(),
+            closer: OnceLock::new(),
             lost_disconnects: Mutex::new(HashSet::new()),
             refuse_connects: AtomicBool::new(false),
         });
@@ -154,6 +164,9 @@ impl LocalStack {
             .await
             .expect("start the local gateway");
         let _ = functions.fanout.set(tables.fanout(&gateway.management_endpoint(), 16));
+        let _ = functions
+            .closer
+            .set(Closer::new(&tables.sdk_config, &gateway.management_endpoint()));
         let streams = aws_sdk_dynamodbstreams::Client::new(&tables.sdk_config);
         let poller = StreamPoller::start(
             &tables.dynamodb,

@@ -1,4 +1,5 @@
 import { backoffDelay, CircuitBreaker, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
+import { closingAction, endsConnection } from "./closing.js";
 import { AirwaveError } from "./errors.js";
 import { defaultLifecycle } from "./lifecycle.js";
 import { ChannelOrder, type RecoveryReason } from "./ordering.js";
@@ -7,6 +8,7 @@ import {
   isPosition,
   parseFrame,
   type ClientRequest,
+  type ErrorCode,
   type MessageFrame,
   type ReplyFor,
   type ReplyFrame,
@@ -20,6 +22,7 @@ import type {
   ChannelMessage,
   ClientEvents,
   ClientStats,
+  ClosingEvent,
   ConnectionState,
   Lifecycle,
   MessageHandler,
@@ -70,6 +73,8 @@ export class AirwaveClient {
   private generation = 0;
   private attempt = 0;
   private healthy = false;
+  /** A prompt reconnect after `token_expired` was spent and no socket has proved healthy since. */
+  private expiryRetried = false;
   private retryTimer: unknown = null;
   private connectTimer: unknown = null;
   private healthyTimer: unknown = null;
@@ -85,6 +90,8 @@ export class AirwaveClient {
     state: new Set(),
     recovery: new Set(),
     broadcast: new Set(),
+    user: new Set(),
+    closing: new Set(),
     error: new Set(),
   };
   private counters = {
@@ -152,13 +159,11 @@ export class AirwaveClient {
   connect(): Promise<void> {
     if (this.current === "open") return Promise.resolve();
     const opened = new Promise<void>((resolve, reject) => this.openWaiters.push({ resolve, reject }));
-    if (this.current === "closed" || this.current === "gave_up") {
-      this.start();
-    }
+    if (this.stopped) this.start();
     return opened;
   }
 
-  /** Starts over now: a fresh attempt budget and breaker, a new socket. */
+  /** Starts over now (also after `gave_up` or `evicted`): a fresh attempt budget and breaker, a new socket. */
   reconnect(): Promise<void> {
     const opened = new Promise<void>((resolve, reject) => this.openWaiters.push({ resolve, reject }));
     this.start();
@@ -167,13 +172,7 @@ export class AirwaveClient {
 
   /** Closes the connection for good (until `connect()` again). Subscriptions are kept for that. */
   close(): void {
-    this.clearConnectionTimers();
-    this.dropSocket(1000, "client closed");
-    this.requests.failAll(new AirwaveError("closed", "the client was closed"));
-    this.setState("closed");
-    this.rejectWaiters(new AirwaveError("closed", "the client was closed"));
-    this.stopListening?.();
-    this.stopListening = null;
+    this.stop("closed", new AirwaveError("closed", "the client was closed"));
   }
 
   /** Subscribes `handler` to `channel`; returns the function that unsubscribes it. */
@@ -254,9 +253,14 @@ export class AirwaveClient {
 
   // --- connection ---------------------------------------------------------
 
+  /** States in which nothing reconnects until `connect()` or `reconnect()`. */
+  private get stopped(): boolean {
+    return this.current === "closed" || this.current === "gave_up" || this.current === "evicted";
+  }
+
   private start(): void {
-    this.clearConnectionTimers();
-    this.dropSocket(1000, "starting over");
+    const replaced = new AirwaveError("disconnected", "the connection was replaced before the reply");
+    this.endSocket(1000, "starting over", replaced);
     this.attempt = 0;
     this.breaker.reset();
     if (!this.stopListening && this.lifecycle) {
@@ -287,7 +291,7 @@ export class AirwaveClient {
       this.handleFailure(generation);
       return;
     }
-    if (generation !== this.generation || this.current === "closed" || this.current === "gave_up") return;
+    if (generation !== this.generation || this.stopped) return;
     // Never two sockets: whatever was there is closed before the new one opens.
     this.dropSocket(1000, "replaced");
     let url = this.options.url;
@@ -360,35 +364,36 @@ export class AirwaveClient {
     if (this.healthy) return;
     this.healthy = true;
     this.attempt = 0;
+    this.expiryRetried = false;
   }
 
-  /** The socket of `generation` failed to open or was lost. */
-  private handleFailure(generation: number): void {
+  /**
+   * The socket of `generation` failed to open or was lost. `prompt`: try
+   * again at once, outside the backoff schedule and the breaker.
+   */
+  private handleFailure(generation: number, prompt = false): void {
     if (generation !== this.generation) return;
-    this.clearConnectionTimers();
-    this.dropSocket(4000, "abandoned");
-    this.requests.failSent(new AirwaveError("disconnected", "the connection was lost before the reply"));
-    for (const state of this.channels.values()) {
-      state.live = false;
-      state.order.disconnected();
+    this.endSocket(4000, "abandoned", new AirwaveError("disconnected", "the connection was lost before the reply"));
+    if (this.stopped) return;
+    let delay = 0;
+    if (!prompt) {
+      if (this.breaker.fail(this.now())) {
+        this.giveUp(`${this.breaker.recentFailures} failures within ${this.options.breakerWindowMs} ms`);
+        return;
+      }
+      if (this.attempt >= this.options.backoff.maxAttempts) {
+        this.giveUp(`${this.attempt} attempts failed`);
+        return;
+      }
+      delay = backoffDelay(this.attempt, this.options.backoff, this.random);
+      this.attempt += 1;
     }
-    if (this.current === "closed" || this.current === "gave_up") return;
-    if (this.breaker.fail(this.now())) {
-      this.giveUp(`${this.breaker.recentFailures} failures within ${this.options.breakerWindowMs} ms`);
-      return;
-    }
-    if (this.attempt >= this.options.backoff.maxAttempts) {
-      this.giveUp(`${this.attempt} attempts failed`);
-      return;
-    }
-    const delay = backoffDelay(this.attempt, this.options.backoff, this.random);
-    this.attempt += 1;
     this.setState("reconnecting");
     if (this.lifecycle && !this.lifecycle.isOnline()) {
       this.waitingForOnline = true;
       return;
     }
-    this.debug(`reconnect attempt ${this.attempt} in ${delay} ms`);
+    this.debug(prompt ? "reconnecting at once" : `reconnect attempt ${this.attempt} in ${delay} ms`);
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = null;
       void this.openSocket();
@@ -401,6 +406,32 @@ export class AirwaveClient {
     const error = new AirwaveError("gave_up", `gave up connecting: ${why}`);
     this.requests.failAll(error);
     this.rejectWaiters(error);
+  }
+
+  /** Stays down until `connect()` or `reconnect()`: `close()`, or evicted by the server. */
+  private stop(state: "closed" | "evicted", error: AirwaveError): void {
+    this.endSocket(1000, state === "closed" ? "client closed" : "evicted", error);
+    this.requests.failAll(error);
+    this.setState(state);
+    this.rejectWaiters(error);
+    this.stopListening?.();
+    this.stopListening = null;
+  }
+
+  /**
+   * Ends everything tied to the current socket, however it ends (lost,
+   * abandoned, replaced, closed): its timers and handlers, the requests sent
+   * on it (`error`), and its channels' standing, so the next socket
+   * resubscribes them from a clean slate.
+   */
+  private endSocket(code: number, reason: string, error: AirwaveError): void {
+    this.clearConnectionTimers();
+    this.dropSocket(code, reason);
+    this.requests.failSent(error);
+    for (const state of this.channels.values()) {
+      state.live = false;
+      state.order.disconnected();
+    }
   }
 
   private dropSocket(code: number, reason: string): void {
@@ -515,7 +546,7 @@ export class AirwaveClient {
   // --- requests -----------------------------------------------------------
 
   private sendRequest(request: ClientRequest, timeoutMs: number, internal: boolean): Promise<ReplyFrame> {
-    if (this.current === "closed" || this.current === "gave_up") {
+    if (this.stopped) {
       return Promise.reject(new AirwaveError("not_connected", `not connected (${this.current})`));
     }
     const open = this.current === "open" && this.socket !== null && this.socket.readyState === OPEN;
@@ -547,6 +578,9 @@ export class AirwaveClient {
       type === "error"
     ) {
       this.onReply(frame as unknown as ReplyFrame);
+    } else if (type === "closing") {
+      const code = typeof frame.code === "string" ? frame.code : "unknown";
+      this.onClosing(code, typeof frame.message === "string" ? frame.message : "");
     } else if (type === undefined && typeof frame.message === "string") {
       // API Gateway's own error: no request id, so it answers the oldest request.
       const message = frame.message;
@@ -559,6 +593,27 @@ export class AirwaveClient {
     }
   }
 
+  /** The server is about to close this socket (it no longer serves it): act now rather than at the close. */
+  private onClosing(code: ErrorCode, message: string): void {
+    const generation = this.generation;
+    this.debug(`the server is closing the connection: ${code}: ${message}`);
+    const event: ClosingEvent = { code, message };
+    for (const listener of this.listeners.closing) listener(event);
+    // A listener may have closed or restarted the client.
+    if (generation !== this.generation || this.stopped) return;
+    const action = closingAction(code);
+    if (action === "stop") {
+      this.stop("evicted", new AirwaveError("evicted", `evicted: ${message}`));
+    } else if (action === "renew") {
+      // One prompt retry; expiring again before a socket proved healthy means backoff, not a loop.
+      const prompt = !this.expiryRetried;
+      this.expiryRetried = true;
+      this.handleFailure(generation, prompt);
+    } else {
+      this.handleFailure(generation);
+    }
+  }
+
   private onActivity(): void {
     this.markHealthy();
   }
@@ -568,6 +623,11 @@ export class AirwaveClient {
     if (reply.type === "error" && reply.code === "unknown_connection") {
       // The server forgot this connection: only a new one helps.
       this.handleFailure(this.generation);
+      return;
+    }
+    if (reply.type === "error" && endsConnection(reply.code)) {
+      // The closing frame may be on its way; this socket is done either way.
+      this.onClosing(reply.code, reply.message);
       return;
     }
     if (!answered) this.debug("a reply no request waits for", reply);
@@ -665,20 +725,16 @@ export class AirwaveClient {
       return;
     }
     this.counters.messagesReceived += 1;
-    const channel = typeof raw.channel === "string" ? raw.channel : null;
+    const toUser = typeof raw.to_user === "string";
+    const channel = typeof raw.channel === "string" && !toUser ? raw.channel : null;
     if (channel === null) {
+      // To a user or to everyone: no positions, so id dedupe and arrival order only.
       if (!this.recent.add(raw.id)) {
         this.counters.duplicatesDropped += 1;
         return;
       }
-      const message: ChannelMessage = {
-        id: raw.id,
-        channel: null,
-        data: raw.data ?? null,
-        position: null,
-        publisher: typeof raw.publisher === "string" ? raw.publisher : null,
-      };
-      for (const listener of this.listeners.broadcast) listener(message);
+      const message = toChannelMessage(raw, null);
+      for (const listener of toUser ? this.listeners.user : this.listeners.broadcast) listener(message);
       return;
     }
     const state = this.channels.get(channel);
@@ -690,13 +746,7 @@ export class AirwaveClient {
   }
 
   private deliver(channel: string, handlers: Set<MessageHandler>, message: MessageFrame): void {
-    const delivered: ChannelMessage = {
-      id: message.id,
-      channel,
-      data: message.data ?? null,
-      position: isPosition(message.position) ? message.position : null,
-      publisher: typeof message.publisher === "string" ? message.publisher : null,
-    };
+    const delivered = toChannelMessage(message, channel);
     for (const handler of [...handlers]) {
       try {
         handler(delivered.data, delivered);
@@ -706,4 +756,16 @@ export class AirwaveClient {
       }
     }
   }
+}
+
+/** The application's view of a message frame; only a channel message has a position. */
+function toChannelMessage(frame: MessageFrame, channel: string | null): ChannelMessage {
+  return {
+    id: frame.id,
+    channel,
+    data: frame.data ?? null,
+    position: channel !== null && isPosition(frame.position) ? frame.position : null,
+    publisher: typeof frame.publisher === "string" ? frame.publisher : null,
+    toUser: typeof frame.to_user === "string" ? frame.to_user : null,
+  };
 }

@@ -23,7 +23,13 @@ export type ServerErrorCode =
   | "publish_forbidden"
   | "message_too_large"
   | "stats_forbidden"
-  | "channel_forbidden";
+  | "channel_forbidden"
+  /** The token expired: the server refuses the connection's requests and closes it. */
+  | "token_expired"
+  /** Publishing faster than the connection's allowance; the app may retry later. */
+  | "rate_limited"
+  /** The user's oldest connection, closed to make room under their connection cap. */
+  | "evicted";
 
 /** Codes this client raises itself, for failures that never reached a server reply. */
 export type ClientErrorCode =
@@ -56,6 +62,8 @@ export interface MessageFrame {
   position?: Position | null;
   /** The publisher's user id, when a client with one published it. */
   publisher?: string | null;
+  /** Set when a producer addressed the message to one user: then no channel and no position. */
+  to_user?: string | null;
 }
 
 export interface Stats {
@@ -68,6 +76,8 @@ export interface Stats {
   connect_attempts_per_ip: number;
   window_seconds: number;
   throttled_attempts_in_window: number;
+  /** When the server counted these (epoch seconds); it counts at most once per interval. Absent from older servers. */
+  as_of?: number;
 }
 
 interface Replied {
@@ -103,6 +113,13 @@ export interface ErrorFrame extends Replied {
 
 export type ReplyFrame = PongFrame | SubscribedFrame | UnsubscribedFrame | PublishedFrame | StatsFrame | ErrorFrame;
 
+/** The server is about to close the connection, and says why (`token_expired`, `evicted`, or a newer code). */
+export interface ClosingFrame {
+  type: "closing";
+  code: ErrorCode;
+  message: string;
+}
+
 /** API Gateway's own answer when a route's function failed; it has no `type` and no request id. */
 export interface GatewayErrorFrame {
   message: string;
@@ -114,6 +131,7 @@ export type ServerFrame =
   | (MessageFrame & { type: "message" })
   | { type: "batch"; messages: MessageFrame[] }
   | ReplyFrame
+  | ClosingFrame
   | GatewayErrorFrame;
 
 /** The reply type each request's answer carries. */

@@ -1,9 +1,13 @@
 // The client's public shapes: its options, its environment, what it reports.
 import type { BackoffOptions } from "./backoff.js";
 import type { AirwaveError } from "./errors.js";
-import type { Position } from "./protocol.js";
+import type { ErrorCode, Position } from "./protocol.js";
 
-export type ConnectionState = "connecting" | "open" | "reconnecting" | "gave_up" | "closed";
+/**
+ * `evicted`: the server closed this, the user's oldest connection, to stay
+ * under their cap; nothing reconnects until `connect()` or `reconnect()`.
+ */
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "gave_up" | "closed" | "evicted";
 
 /** The part of the browser's WebSocket the client uses. */
 export interface SocketLike {
@@ -34,7 +38,7 @@ export interface Lifecycle {
 
 export interface AirwaveOptions {
   url: string;
-  /** Called before every attempt, so an expired token is replaced rather than retried. */
+  /** Called before every attempt (also the prompt one after `token_expired`), so an expired token is replaced rather than retried. */
   getToken?: () => Promise<string | null | undefined> | string | null | undefined;
   /** Where the token goes: a subprotocol (recommended: it stays out of URLs and logs) or the `token` query parameter. */
   tokenIn?: "subprotocol" | "query";
@@ -75,6 +79,8 @@ export interface ChannelMessage<T = unknown> {
   position: Position | null;
   /** The publisher's user id, when an authenticated client published it. */
   publisher: string | null;
+  /** The user a producer addressed the message to (then `channel` and `position` are null); null for other messages. */
+  toUser: string | null;
 }
 
 export type MessageHandler<T = unknown> = (data: T, message: ChannelMessage<T>) => void;
@@ -84,6 +90,13 @@ export interface RecoveryEvent {
   recovered: boolean;
   /** `gap`: a missing offset could not be re-fetched; `epoch`: the channel's history was reset. */
   reason?: "reconnect" | "gap" | "epoch";
+}
+
+/** A `closing` frame: the server is about to close the connection, and why. */
+export interface ClosingEvent {
+  /** `token_expired`, `evicted`, or a code a newer server added. */
+  code: ErrorCode;
+  message: string;
 }
 
 export interface ClientStats {
@@ -107,8 +120,12 @@ export interface ClientStats {
 export interface ClientEvents {
   state: (state: ConnectionState, previous: ConnectionState) => void;
   recovery: (event: RecoveryEvent) => void;
-  /** Messages sent to every connection (no channel). */
+  /** Messages sent to every connection (no channel, no `toUser`). */
   broadcast: (message: ChannelMessage) => void;
+  /** Messages a producer addressed to this connection's user (`toUser` set), in arrival order. */
+  user: (message: ChannelMessage) => void;
+  /** The server said it is closing the connection, before the client acts on it. */
+  closing: (event: ClosingEvent) => void;
   error: (error: AirwaveError) => void;
 }
 

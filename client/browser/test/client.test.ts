@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { AirwaveError } from "../src/index.js";
-import { answerSubscribe, flush, harness, opened } from "./fakes.js";
+import { AirwaveError, type ChannelMessage } from "../src/index.js";
+import { answerSubscribe, flush, harness, msg, opened, pos } from "./fakes.js";
 
 describe("one logical connection", () => {
   it("shares one socket however often connect() is called", async () => {
@@ -80,6 +80,35 @@ describe("state machine", () => {
     await again;
     expect(h.sockets.length).toBe(4);
     expect(h.client.state).toBe("open");
+  });
+
+  it("reconnect() while open ends the old socket exactly as a loss would", async () => {
+    const h = harness();
+    const errors: AirwaveError[] = [];
+    h.client.on("error", (e) => errors.push(e));
+    const socket = await opened(h);
+    const got: unknown[] = [];
+    h.client.subscribe("c", (d) => got.push(d));
+    await answerSubscribe(socket, "c", { position: pos(1) });
+    const d = h.client.subscribe("d", () => {}); // its subscribe is still in flight
+    let failure: unknown;
+    h.client.publish("c", 1).catch((e: unknown) => (failure = e));
+    const again = h.client.reconnect();
+    await flush();
+    expect(socket.closedWith).toBe(1000);
+    expect(failure).toMatchObject({ code: "disconnected" });
+    expect(h.client.stats().channels.c?.subscribed).toBe(false);
+    socket.receive(msg("late", "c", 2)); // the old socket is deaf now
+    h.socket().accept();
+    await again;
+    expect(h.socket().lastRequest("subscribe")).toMatchObject({ channel: "d" });
+    await answerSubscribe(h.socket(), "c", { position: pos(1) });
+    await answerSubscribe(h.socket(), "d");
+    await d.ready;
+    await h.clock.advance(60_000); // past every timeout the old socket's requests had
+    expect(errors).toEqual([]);
+    expect(got).toEqual([]);
+    expect(h.client.stats()).toMatchObject({ state: "open", pendingRequests: 0, channels: { c: { subscribed: true } } });
   });
 
   it("does not reset the schedule for a socket that opened and closed at once", async () => {
@@ -235,6 +264,39 @@ describe("requests", () => {
     expect((error as AirwaveError).code).toBe("publish_forbidden");
   });
 
+  it("rejects a publish refused as rate_limited and keeps the connection for a later retry", async () => {
+    const h = harness();
+    const socket = await opened(h);
+    const result = h.client.publish("c", 1);
+    socket.receive({ type: "error", code: "rate_limited", message: "slow down", id: socket.lastRequest("publish").id });
+    await expect(result).rejects.toMatchObject({ code: "rate_limited" });
+    expect(h.client.state).toBe("open");
+    const retry = h.client.publish("c", 1);
+    socket.receive({ type: "published", message_id: "m1", id: socket.lastRequest("publish").id });
+    expect(await retry).toBe("m1");
+    expect(h.sockets.length).toBe(1);
+  });
+
+  it("passes on when the server counted its stats (as_of)", async () => {
+    const h = harness();
+    const socket = await opened(h);
+    const result = h.client.serverStats();
+    socket.receive({
+      type: "stats",
+      id: socket.lastRequest("stats").id,
+      open_connections: 2,
+      distinct_users: 1,
+      max_connections: 0,
+      max_connections_per_user: 0,
+      max_connections_per_ip: 0,
+      connect_attempts_per_ip: 0,
+      window_seconds: 60,
+      throttled_attempts_in_window: 0,
+      as_of: 1_700_000_000,
+    });
+    expect(await result).toMatchObject({ open_connections: 2, as_of: 1_700_000_000 });
+  });
+
   it("keeps unknown error codes as strings", async () => {
     const h = harness();
     const socket = await opened(h);
@@ -358,5 +420,30 @@ describe("subscriptions", () => {
     socket.receive({ type: "message", id: "b1", data: 1 });
     socket.receive({ type: "message", id: "b1", data: 1 });
     expect(got).toEqual(["b1"]);
+  });
+
+  it("delivers messages addressed to the user to user listeners only, in arrival order", async () => {
+    const h = harness();
+    const socket = await opened(h);
+    const user: ChannelMessage[] = [];
+    const broadcasts: string[] = [];
+    const onChannel: unknown[] = [];
+    h.client.on("user", (m) => user.push(m));
+    h.client.on("broadcast", (m) => broadcasts.push(m.id));
+    h.client.subscribe("c", (data) => onChannel.push(data));
+    // c's subscribe is in flight, which holds channel messages; a user message is not held.
+    socket.receive({ type: "message", id: "u1", data: { hi: 1 }, to_user: "alice" });
+    socket.receive({
+      type: "batch",
+      messages: [
+        { id: "u2", data: 2, to_user: "alice" },
+        { id: "u1", data: { hi: 1 }, to_user: "alice" }, // a duplicate delivery
+      ],
+    });
+    socket.receive({ type: "message", id: "b1", data: 3 });
+    expect(user.map((m) => m.id)).toEqual(["u1", "u2"]);
+    expect(user[0]).toEqual({ id: "u1", channel: null, data: { hi: 1 }, position: null, publisher: null, toUser: "alice" });
+    expect(broadcasts).toEqual(["b1"]);
+    expect(onChannel).toEqual([]);
   });
 });

@@ -5,12 +5,13 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import Ajv2020 from "ajv/dist/2020.js";
 import { describe, expect, it } from "vitest";
+import type { ClosingFrame, MessageFrame, ServerErrorCode, Stats } from "../src/index.js";
 import { harness, opened } from "./fakes.js";
 
 const schemaPath = fileURLToPath(new URL("../../../protocol/schema.json", import.meta.url));
 const schema = JSON.parse(readFileSync(schemaPath, "utf8")) as {
   client: Record<string, unknown>;
-  server: Record<string, unknown>;
+  server: Record<string, unknown> & { $defs: Record<string, { properties?: Record<string, unknown> }> };
 };
 // The schema names formats such as uint64 that only say how Rust stores a number.
 const ajv = new Ajv2020({ strict: false, validateFormats: false });
@@ -54,6 +55,7 @@ describe("protocol/schema.json", () => {
     const samples: unknown[] = [
       { type: "message", id: "m", channel: "prices", data: { price: 1 }, position: { epoch: "e1", offset: 45 } },
       { type: "message", id: "m", data: "to everyone" },
+      { type: "message", id: "m", data: "to one user", to_user: "alice" },
       { type: "batch", messages: [{ id: "a", channel: "c", data: 1, position: { epoch: "e", offset: 1 } }] },
       { type: "pong", expires_at: 1700000000, id: 1 },
       {
@@ -78,12 +80,49 @@ describe("protocol/schema.json", () => {
         connect_attempts_per_ip: 0,
         window_seconds: 60,
         throttled_attempts_in_window: 0,
+        as_of: 1700000000,
       },
       { type: "error", code: "invalid_channel", message: "bad", id: 6 },
+      { type: "error", code: "rate_limited", message: "slow down", id: 7 },
+      { type: "closing", code: "token_expired", message: "the token expired" },
+      { type: "closing", code: "evicted", message: "too many connections" },
+      { type: "closing", code: "a_future_code", message: "new" },
       { type: "error", code: "a_future_code", message: "new" },
       { message: "Internal server error", connectionId: "abc", requestId: "def" },
     ];
     for (const sample of samples) expectValid(validateServer, sample);
+    // A closing frame without its reason fits no frame (the check itself works).
+    expect(validateServer({ type: "closing", code: "evicted" })).toBe(false);
+  });
+
+  it("has exactly the fields the client's types read", () => {
+    // Records over every key of the types: the compiler makes these lists complete.
+    const message: Record<keyof MessageFrame, true> = {
+      id: true,
+      channel: true,
+      data: true,
+      position: true,
+      publisher: true,
+      to_user: true,
+    };
+    const stats: Record<keyof Stats, true> = {
+      open_connections: true,
+      distinct_users: true,
+      max_connections: true,
+      max_connections_per_user: true,
+      max_connections_per_ip: true,
+      free_slots: true,
+      connect_attempts_per_ip: true,
+      window_seconds: true,
+      throttled_attempts_in_window: true,
+      as_of: true,
+    };
+    const closing: Record<Exclude<keyof ClosingFrame, "type">, true> = { code: true, message: true };
+    const fields = (def: string) => Object.keys(schema.server.$defs[def]?.properties ?? {}).sort();
+    expect(fields("MessageFrame")).toEqual(Object.keys(message).sort());
+    expect(fields("message")).toEqual(Object.keys(message).sort());
+    expect(fields("Stats")).toEqual(Object.keys(stats).sort());
+    expect(fields("closing")).toEqual(Object.keys(closing).sort());
   });
 
   it("names every error code the client's types know", () => {
@@ -100,7 +139,10 @@ describe("protocol/schema.json", () => {
       "message_too_large",
       "stats_forbidden",
       "channel_forbidden",
-    ] satisfies import("../src/index.js").ServerErrorCode[];
+      "token_expired",
+      "rate_limited",
+      "evicted",
+    ] satisfies ServerErrorCode[];
     expect(codes.sort()).toEqual(known.sort());
   });
 });

@@ -1,6 +1,7 @@
 //! A tiny Airwave stand-in on 127.0.0.1 for the tests: real TCP and WebSocket, counts accepted
-//! connections, records every frame, answers the protocol, and can refuse handshakes, drop
-//! sockets, push frames and fan published messages out to subscribers.
+//! connections, records every frame and every handshake's token, answers the protocol, and can
+//! refuse handshakes (or reused tokens), drop or close sockets, push frames and fan published
+//! messages out to subscribers.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -16,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Failure guard only: nothing in the tests should come anywhere near it.
@@ -61,8 +62,13 @@ impl Frame {
 #[derive(Debug, Clone)]
 enum Control {
     DropAll,
+    /// A close frame, as the Management API's `DeleteConnection` ends a socket.
+    CloseAll,
     Push(String),
-    Publish { channel: Option<String>, frame: String },
+    Publish {
+        channel: Option<String>,
+        frame: String,
+    },
 }
 
 struct State {
@@ -70,6 +76,12 @@ struct State {
     handshake: Mutex<Handshake>,
     handshake_delay: Duration,
     uris: Mutex<Vec<String>>,
+    /// The `Sec-WebSocket-Protocol` offer of every handshake, in order.
+    offers: Mutex<Vec<Option<String>>>,
+    /// Refuse (401) a handshake whose token an earlier one carried, as the real server refuses
+    /// a token that expired.
+    refuse_reused_tokens: std::sync::atomic::AtomicBool,
+    tokens_seen: Mutex<HashSet<String>>,
     /// Per action, replies to use instead of the normal one; `None` means stay silent.
     scripted: Mutex<HashMap<String, VecDeque<Option<Value>>>>,
     published: AtomicUsize,
@@ -100,6 +112,9 @@ impl TestServer {
             handshake: Mutex::new(handshake),
             handshake_delay,
             uris: Mutex::new(Vec::new()),
+            offers: Mutex::new(Vec::new()),
+            refuse_reused_tokens: std::sync::atomic::AtomicBool::new(false),
+            tokens_seen: Mutex::new(HashSet::new()),
             scripted: Mutex::new(HashMap::new()),
             published: AtomicUsize::new(0),
             closed_by_client: Mutex::new(Vec::new()),
@@ -151,6 +166,16 @@ impl TestServer {
         self.state.uris.lock().unwrap().clone()
     }
 
+    /// The `Sec-WebSocket-Protocol` header of every handshake, in order.
+    pub fn offers(&self) -> Vec<Option<String>> {
+        self.state.offers.lock().unwrap().clone()
+    }
+
+    /// From now on a handshake carrying a token already seen is refused with 401.
+    pub fn refuse_reused_tokens(&self) {
+        self.state.refuse_reused_tokens.store(true, Ordering::SeqCst);
+    }
+
     /// The next frame with `action` gets `reply` (`None`: no reply at all) instead of the usual.
     pub fn script(&self, action: &str, reply: Option<Value>) {
         self.state
@@ -174,6 +199,13 @@ impl TestServer {
 
     pub fn push_message(&self, id: &str, data: Value) {
         self.push(json!({"type": "message", "id": id, "channel": "c", "data": data}));
+    }
+
+    /// What the real server does to end a connection: a `closing` frame saying why, then the
+    /// socket is closed.
+    pub fn close_all_with(&self, code: &str, message: &str) {
+        self.push(json!({"type": "closing", "code": code, "message": message}));
+        let _ = self.state.control.send(Control::CloseAll);
     }
 
     /// The next frame from any connection.
@@ -225,8 +257,34 @@ async fn handle(tcp: TcpStream, number: usize, state: Arc<State>, frames: mpsc::
         Handshake::Refuse(status) => Some(status),
         Handshake::RefuseFirst(n, status) => (number <= n).then_some(status),
     };
-    let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         state.uris.lock().unwrap().push(request.uri().to_string());
+        let offer = request
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|offer| offer.to_str().ok())
+            .map(str::to_owned);
+        state.offers.lock().unwrap().push(offer.clone());
+        let offered: Vec<&str> = offer.iter().flat_map(|o| o.split(',')).map(str::trim).collect();
+        // Where the real server looks: the query parameter, then a JWT-shaped subprotocol.
+        let token = request
+            .uri()
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|pair| pair.strip_prefix("token="))
+            .or_else(|| offered.iter().copied().find(|p| p.split('.').count() == 3));
+        let reused = token.is_some_and(|token| !state.tokens_seen.lock().unwrap().insert(token.to_owned()));
+        let refuse = match refuse {
+            None if reused && state.refuse_reused_tokens.load(Ordering::SeqCst) => Some(401),
+            refuse => refuse,
+        };
+        // As `$connect` answers: a client that offered `airwave` gets it selected.
+        if offered.contains(&"airwave") {
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static("airwave"));
+        }
         match refuse {
             None => Ok(response),
             Some(status) => {
@@ -278,6 +336,10 @@ async fn handle(tcp: TcpStream, number: usize, state: Arc<State>, frames: mpsc::
             }
             control = control.recv() => match control {
                 Ok(Control::DropAll) | Err(broadcast::error::RecvError::Closed) => return,
+                Ok(Control::CloseAll) => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
                 Ok(Control::Push(text)) => {
                     if ws.send(Message::text(text)).await.is_err() {
                         return;
@@ -326,7 +388,8 @@ fn normal_reply(
             // Which connection answered, in a field of the real stats reply.
             json!({"type": "stats", "open_connections": number, "distinct_users": 0, "max_connections": 0,
                    "max_connections_per_user": 0, "max_connections_per_ip": 0, "free_slots": null,
-                   "connect_attempts_per_ip": 0, "window_seconds": 60, "throttled_attempts_in_window": 0})
+                   "connect_attempts_per_ip": 0, "window_seconds": 60, "throttled_attempts_in_window": 0,
+                   "as_of": 1_700_000_000})
         }
         _ => json!({"type": "error", "code": "unknown_action", "message": "unknown action"}),
     }

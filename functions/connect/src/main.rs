@@ -1,9 +1,13 @@
-//! The `$connect` route: stores the connection record with its TTL.
+//! The `$connect` route: authenticates, admits and stores the connection record.
+
+// The handler's future nests the SDK's transaction futures deeper than the
+// compiler's default layout query depth.
+#![recursion_limit = "256"]
 
 use airwave_shared::auth::Authenticator;
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::handlers::handle_connect;
-use airwave_shared::{clients, telemetry, Config, DynamoStore};
+use airwave_shared::{clients, telemetry, Closer, Config, DynamoStore};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
@@ -15,8 +19,20 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let authenticator = Authenticator::from_config(&config)?;
     let sdk_config = clients::load_sdk_config().await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
+    // Only evictions close connections; `require_admission_settings` made sure
+    // the endpoint is there when they are on.
+    let closer = config
+        .management_endpoint
+        .as_deref()
+        .map(|endpoint| Closer::new(&sdk_config, endpoint));
     lambda_runtime::run(service_fn(|event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
-        metrics.flushed(handle_connect(&store, authenticator.as_ref(), &config, event))
+        metrics.flushed(handle_connect(
+            &store,
+            authenticator.as_ref(),
+            closer.as_ref(),
+            &config,
+            event,
+        ))
     }))
     .await
 }

@@ -64,6 +64,25 @@ fn parameter_combinations() -> Vec<(&'static str, BTreeMap<String, String>)> {
             set(&[("MaxConnectionsPerUser", "5"), ("JwtSecret", &secret)]),
         ),
         (
+            "per-user cap evicting the oldest connection",
+            set(&[
+                ("MaxConnectionsPerUser", "2"),
+                ("JwtSecret", &secret),
+                ("UserCapMode", "evict_oldest"),
+            ]),
+        ),
+        (
+            "operators from a group claim, publishing without a rate limit",
+            set(&[
+                ("JwtSecret", &secret),
+                ("OperatorClaim", "cognito:groups=operators"),
+                ("AllowClientPublish", "true"),
+                ("PublishRateLimit", "0"),
+                ("AllowStats", "true"),
+                ("StatsMaxAgeSeconds", "5"),
+            ]),
+        ),
+        (
             "everything on",
             set(&[
                 ("JwtSecret", &secret),

@@ -6,11 +6,15 @@ use tracing::Instrument;
 use super::route_response;
 use crate::admission::{self, AdmitOutcome, CapScope, Slot};
 use crate::auth::{self, Authenticator};
+use crate::config::UserCapMode;
 use crate::connection::ConnectionRecord;
+use crate::eviction::{EvictOutcome, Eviction};
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
 use crate::time::{epoch_millis_now, epoch_seconds_now};
+use crate::Closer;
 use crate::{Config, Error};
+use airwave_protocol::ErrorCode;
 
 /// `$connect`: authenticates, throttles, checks the caps and stores the
 /// connection with its TTL. The order is the cheapest refusal first: a bad
@@ -26,9 +30,14 @@ use crate::{Config, Error};
 /// `authenticator` is `None` when authentication is off; build it once per
 /// cold start ([`Authenticator::from_config`]) so an identity provider's keys
 /// stay cached between invocations.
-pub async fn handle_connect<S: ConnectionStore>(
+///
+/// With `AIRWAVE_USER_CAP_MODE=evict_oldest`, a full per-user cap admits the
+/// new connection in place of the user's oldest, which `closer` then closes
+/// with a `closing` frame saying `evicted`.
+pub async fn handle_connect<S: ConnectionStore + Eviction>(
     store: &S,
     authenticator: Option<&Authenticator>,
+    closer: Option<&Closer>,
     config: &Config,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<ApiGatewayProxyResponse, Error> {
@@ -71,13 +80,15 @@ pub async fn handle_connect<S: ConnectionStore>(
                 }
             }
         };
-        let (user_id, allowed_channels, allowed_publish) = match identity {
+        let (user_id, allowed_channels, allowed_publish, token_expires_at, operator) = match identity {
             Some(identity) => (
                 Some(identity.user_id),
                 identity.allowed_channels,
                 identity.allowed_publish,
+                Some(identity.token_expires_at),
+                identity.operator,
             ),
-            None => (None, None, None),
+            None => (None, None, None, None, false),
         };
         if let Some(user_id) = &user_id {
             tracing::Span::current().record("user_id", user_id.as_str());
@@ -132,7 +143,11 @@ pub async fn handle_connect<S: ConnectionStore>(
             allowed_channels,
             allowed_publish,
             connected_at_ms,
-            expires_at: epoch_seconds_now() + config.connection_ttl_seconds as i64,
+            // Never past the token: the fan-out stops at the record's expiry.
+            expires_at: (epoch_seconds_now() + config.connection_ttl_seconds as i64)
+                .min(token_expires_at.unwrap_or(i64::MAX)),
+            token_expires_at,
+            operator,
             domain_name: context.domain_name.clone(),
             stage: context.stage.clone(),
             channels: Vec::new(),
@@ -140,15 +155,19 @@ pub async fn handle_connect<S: ConnectionStore>(
             slot_user: slot_key(CapScope::User),
             slot_ip: slot_key(CapScope::Ip),
         };
-        if let Some((slot, open)) = admit(store, &record, &slots).await? {
-            return Ok(refuse(&Refusal {
-                status: 403,
-                reason: cap_reason(slot.scope),
-                source_ip: Some(&source_ip),
-                user_id: user_id.as_deref(),
-                limit: Some(slot.cap),
-                current: Some(open),
-            }));
+        match admit(store, config.user_cap_mode, &record, &slots).await? {
+            Admission::Admitted => {}
+            Admission::Evicted(old) => close_evicted(closer, &old, limits.max_connections_per_user).await,
+            Admission::Refused { slot, open } => {
+                return Ok(refuse(&Refusal {
+                    status: 403,
+                    reason: cap_reason(slot.scope),
+                    source_ip: Some(&source_ip),
+                    user_id: user_id.as_deref(),
+                    limit: Some(slot.cap),
+                    current: Some(open),
+                }))
+            }
         }
         tracing::info!(
             expires_at = record.expires_at,
@@ -173,30 +192,82 @@ pub async fn handle_connect<S: ConnectionStore>(
     .await
 }
 
+/// How taking the slots ended.
+enum Admission {
+    Admitted,
+    /// Admitted in place of this connection of the same user.
+    Evicted(Box<ConnectionRecord>),
+    /// `slot` is full; `open` is its count when it was read.
+    Refused {
+        slot: Slot,
+        open: u64,
+    },
+}
+
+/// Evictions tried per connect: each races other connects of the same user.
+const EVICTION_ROUNDS: u32 = 3;
+
 /// Takes the slots. When a cap is full, gives back the slots of expired
 /// connections in that cap's scope and tries again, once per cap, since the
-/// next try may find another cap full. Answers the full slot and its count
-/// when the connection is refused.
-async fn admit<S: ConnectionStore>(
+/// next try may find another cap full. A full per-user cap in evict mode then
+/// swaps the user's oldest connection for this one.
+async fn admit<S: ConnectionStore + Eviction>(
     store: &S,
+    mode: UserCapMode,
     record: &ConnectionRecord,
     slots: &[Slot],
-) -> Result<Option<(Slot, u64)>, Error> {
+) -> Result<Admission, Error> {
     let mut reclaimed: Vec<CapScope> = Vec::new();
+    let mut evictions = 0;
     loop {
         let (slot, open) = match store.admit_connection(record, slots).await? {
-            AdmitOutcome::Admitted => return Ok(None),
+            AdmitOutcome::Admitted => return Ok(Admission::Admitted),
             AdmitOutcome::CapReached { slot, open } => (slot, open),
         };
-        if reclaimed.contains(&slot.scope) {
-            return Ok(Some((slot, open)));
+        if !reclaimed.contains(&slot.scope) {
+            reclaimed.push(slot.scope);
+            let released = store.reclaim_expired_slots(&slot, epoch_seconds_now()).await?;
+            if released > 0 {
+                metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
+                continue;
+            }
         }
-        reclaimed.push(slot.scope);
-        let released = store.reclaim_expired_slots(&slot, epoch_seconds_now()).await?;
-        if released == 0 {
-            return Ok(Some((slot, open)));
+        if slot.scope != CapScope::User || mode != UserCapMode::EvictOldest || evictions == EVICTION_ROUNDS {
+            return Ok(Admission::Refused { slot, open });
         }
-        metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
+        evictions += 1;
+        match store
+            .admit_by_evicting(record, slots, &slot, epoch_seconds_now())
+            .await?
+        {
+            EvictOutcome::Evicted(old) => return Ok(Admission::Evicted(old)),
+            EvictOutcome::AlreadyAdmitted => return Ok(Admission::Admitted),
+            // The user's connections went away meanwhile: there may be room now.
+            EvictOutcome::NoCandidate => continue,
+            // A full cap's count is its cap.
+            EvictOutcome::CapReached { slot } => {
+                let open = slot.cap;
+                return Ok(Admission::Refused { slot, open });
+            }
+        }
+    }
+}
+
+/// Tells the evicted connection why and closes it. Its record and slot are
+/// already gone, so a failure here only leaves a socket that receives nothing.
+async fn close_evicted(closer: Option<&Closer>, old: &ConnectionRecord, cap: u64) {
+    tracing::info!(evicted = %old.connection_id, connected_at_ms = old.connected_at_ms, "evicted the user's oldest connection");
+    let Some(closer) = closer else {
+        tracing::warn!(evicted = %old.connection_id, "no Management API endpoint: the evicted connection stays open until it next sends");
+        return;
+    };
+    let message =
+        format!("this user opened more than {cap} connections; this one, the oldest, was closed to make room");
+    if let Err(error) = closer
+        .close(&old.connection_id, &[], ErrorCode::Evicted, &message)
+        .await
+    {
+        tracing::error!(evicted = %old.connection_id, error = %error, "could not close an evicted connection");
     }
 }
 

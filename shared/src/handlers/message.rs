@@ -13,9 +13,12 @@ use crate::connection::ConnectionRecord;
 use crate::history::{recover, ChannelHistory, Recovery};
 use crate::message::{MessageRecord, MAX_FRAME_BYTES};
 use crate::permissions::{may_publish, may_subscribe};
+use crate::rate::{publish_window, PublishAllowance};
+use crate::stats::{cached_stats, StatsSnapshots};
 use crate::store::{ConnectionStore, SubscribeOutcome};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
+use crate::Closer;
 use crate::{Config, Error};
 
 /// How long a client-published message stays in the messages table.
@@ -39,8 +42,12 @@ fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
 /// A client mistake gets an `error` frame that says what was wrong and changes
 /// nothing; the connection stays open. A store failure is returned as an error
 /// so Lambda counts it, and API Gateway tells the client "Internal server error".
-pub async fn handle_message<S: ConnectionStore + ChannelHistory>(
+///
+/// A connection whose token has expired is refused with `token_expired`,
+/// removed, told why in a `closing` frame and closed through `closer`.
+pub async fn handle_message<S: ConnectionStore + ChannelHistory + PublishAllowance + StatsSnapshots>(
     store: &S,
+    closer: Option<&Closer>,
     config: &Config,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
 ) -> Result<ApiGatewayProxyResponse, Error> {
@@ -63,6 +70,9 @@ pub async fn handle_message<S: ConnectionStore + ChannelHistory>(
             }
             Err(reply) => reply,
         };
+        if reply.reply.error_code() == Some(&ErrorCode::TokenExpired) {
+            close_expired(store, closer, connection_id, &reply).await?;
+        }
         Ok(route_response(200, &reply.to_text()))
     }
     .instrument(span)
@@ -124,7 +134,37 @@ fn parse_request(body: &str) -> Result<ClientFrame, ReplyFrame> {
     })
 }
 
-async fn execute<S: ConnectionStore + ChannelHistory>(
+/// Removes a connection whose token expired (giving its slots back) and closes
+/// it. The reply goes out before the `closing` frame: once the connection is
+/// closed, API Gateway has nowhere to send the route's response.
+async fn close_expired<S: ConnectionStore>(
+    store: &S,
+    closer: Option<&Closer>,
+    connection_id: &str,
+    reply: &ReplyFrame,
+) -> Result<(), Error> {
+    store.remove_connection(connection_id).await?;
+    let Some(closer) = closer else {
+        tracing::warn!("no Management API endpoint (AIRWAVE_MANAGEMENT_ENDPOINT): the expired connection stays open until API Gateway closes it");
+        return Ok(());
+    };
+    if let Err(error) = closer
+        .close(
+            connection_id,
+            &[reply.to_text()],
+            ErrorCode::TokenExpired,
+            TOKEN_EXPIRED,
+        )
+        .await
+    {
+        // Its record is gone, so it receives nothing and its next request is
+        // refused; the client reconnects then.
+        tracing::error!(error = %error, "could not close a connection whose token expired");
+    }
+    Ok(())
+}
+
+async fn execute<S: ConnectionStore + ChannelHistory + PublishAllowance + StatsSnapshots>(
     store: &S,
     config: &Config,
     connection_id: &str,
@@ -135,8 +175,14 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
         Request::Ping => {
             let expires_at = now + config.connection_ttl_seconds as i64;
             match store.refresh_connection(connection_id, expires_at, now).await? {
-                Some(_) => Reply::Pong { expires_at },
-                None => unknown_connection(),
+                Some(record) => Reply::Pong {
+                    expires_at: record.expires_at,
+                },
+                // Rare: one read to say whether the token expired or the record is gone.
+                None => match live_record(store, connection_id, now).await? {
+                    Ok(_) => unknown_connection(),
+                    Err(refusal) => refusal,
+                },
             }
         }
         Request::Subscribe { channel, since } => {
@@ -145,8 +191,9 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
             }
             // Checked on the record, before anything is written: who the
             // connection is and what its token allows were stored at $connect.
-            let Some(record) = live_record(store, connection_id, now).await? else {
-                return Ok(unknown_connection());
+            let record = match live_record(store, connection_id, now).await? {
+                Ok(record) => record,
+                Err(refusal) => return Ok(refusal),
             };
             if let Err(refusal) = may_subscribe(&record, &channel) {
                 return Ok(error_reply(ErrorCode::ChannelForbidden, refusal.explain()));
@@ -183,11 +230,29 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
             if let Some(Err(error)) = channel.as_deref().map(validate_channel_name) {
                 return Ok(error_reply(ErrorCode::InvalidChannel, error.to_string()));
             }
-            let Some(record) = live_record(store, connection_id, now).await? else {
-                return Ok(unknown_connection());
+            let record = match live_record(store, connection_id, now).await? {
+                Ok(record) => record,
+                Err(refusal) => return Ok(refusal),
             };
             if let Err(refusal) = may_publish(&record, channel.as_deref()) {
                 return Ok(error_reply(ErrorCode::PublishForbidden, refusal.explain()));
+            }
+            let rate = &config.publish_rate;
+            if rate.limit > 0 {
+                let (window, counter_expires_at) = publish_window(rate, now);
+                if !store
+                    .take_publish(connection_id, window, rate.limit, counter_expires_at)
+                    .await?
+                {
+                    metrics::counter!(metric::PUBLISH_RATE_LIMITED).increment(1);
+                    return Ok(error_reply(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "a connection may publish {} times per {} s; try again in the next window",
+                            rate.limit, rate.window_seconds
+                        ),
+                    ));
+                }
             }
             let message = MessageRecord {
                 message_id: uuid::Uuid::new_v4().to_string(),
@@ -196,6 +261,7 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
                 expires_at: Some(now + PUBLISHED_MESSAGE_TTL_SECONDS),
                 published_by: Some(connection_id.to_owned()),
                 published_by_user: record.user_id.clone(),
+                to_user: None,
             };
             // Refuse here what API Gateway would refuse to deliver later.
             if let Err(error) = message.check_frame_size() {
@@ -219,38 +285,28 @@ async fn execute<S: ConnectionStore + ChannelHistory>(
                     "the stats action is off here (AIRWAVE_ALLOW_STATS)",
                 ));
             }
-            Reply::Stats(read_stats(store, config, now).await?)
+            let record = match live_record(store, connection_id, now).await? {
+                Ok(record) => record,
+                Err(refusal) => return Ok(refusal),
+            };
+            // With authentication on, every connection has a user; only an
+            // operator's token may read the stats then.
+            if record.user_id.is_some() && !record.operator {
+                return Ok(error_reply(
+                    ErrorCode::StatsForbidden,
+                    "the stats action needs a token with the operator right (AIRWAVE_OPERATOR_CLAIM)",
+                ));
+            }
+            match cached_stats(store, config, now).await? {
+                Some(stats) => Reply::Stats(stats),
+                None => error_reply(
+                    ErrorCode::RateLimited,
+                    "the stats are being counted for another request; try again in a few seconds",
+                ),
+            }
         }
     };
     Ok(reply)
-}
-
-async fn read_stats<S: ConnectionStore>(store: &S, config: &Config, now: i64) -> Result<Stats, Error> {
-    let limits = &config.admission;
-    let window = crate::admission::window_of(now.saturating_mul(1_000), limits.window_seconds);
-    let counts = store.admission_counts(window, now).await?;
-    let throttled = if limits.attempts_per_ip == 0 {
-        0
-    } else {
-        counts
-            .attempts_in_window
-            .iter()
-            .map(|attempts| attempts.saturating_sub(limits.attempts_per_ip))
-            .sum()
-    };
-    Ok(Stats {
-        open_connections: counts.open_connections,
-        distinct_users: counts.distinct_users,
-        max_connections: limits.max_connections,
-        max_connections_per_user: limits.max_connections_per_user,
-        max_connections_per_ip: limits.max_connections_per_ip,
-        free_slots: (limits.max_connections > 0)
-            .then(|| limits.max_connections.saturating_sub(counts.total_slots_taken)),
-        connect_attempts_per_ip: limits.attempts_per_ip,
-        window_seconds: limits.window_seconds,
-        throttled_attempts_in_window: throttled,
-        as_of: now,
-    })
 }
 
 /// The reply to a subscribe that took effect: the channel's position and,
@@ -305,17 +361,21 @@ async fn subscribed<H: ChannelHistory>(
     })
 }
 
-/// The connection's record, unless it is gone or past its TTL.
+/// The connection's record, or the refusal for a connection without a live
+/// one: `token_expired` when its token ran out, `unknown_connection` otherwise.
 async fn live_record<S: ConnectionStore>(
     store: &S,
     connection_id: &str,
     now: i64,
-) -> Result<Option<ConnectionRecord>, Error> {
-    Ok(store
-        .get_connection(connection_id)
-        .await?
-        .filter(|record| !record.is_expired(now)))
+) -> Result<Result<ConnectionRecord, Reply>, Error> {
+    Ok(match store.get_connection(connection_id).await? {
+        Some(record) if !record.is_expired(now) => Ok(record),
+        Some(record) if record.token_expired(now) => Err(error_reply(ErrorCode::TokenExpired, TOKEN_EXPIRED)),
+        _ => Err(unknown_connection()),
+    })
 }
+
+const TOKEN_EXPIRED: &str = "the connection's token has expired; reconnect with a fresh token";
 
 fn unknown_connection() -> Reply {
     error_reply(

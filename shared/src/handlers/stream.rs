@@ -141,6 +141,13 @@ async fn handle_record<S: ConnectionStore + ChannelHistory>(
             return RecordOutcome::Poison;
         }
     };
+    let audience = match message.audience() {
+        Ok(audience) => audience,
+        Err(reason) => {
+            tracing::error!(message_id = %message.message_id, reason, "skipping a message with no valid audience");
+            return RecordOutcome::Poison;
+        }
+    };
     if let Some(Err(error)) = message.channel.as_deref().map(crate::channel::validate_channel_name) {
         // No client can subscribe to it, and DynamoDB would refuse to query it:
         // retrying would only block the shard.
@@ -177,7 +184,7 @@ async fn handle_record<S: ConnectionStore + ChannelHistory>(
             return RecordOutcome::Poison;
         }
     };
-    match fanout.broadcast(store, message.channel.as_deref(), &frame).await {
+    match fanout.broadcast(store, audience, &frame).await {
         Ok(report) if report.skipped > 0 => {
             tracing::warn!(
                 message_id = %message.message_id,
@@ -190,6 +197,7 @@ async fn handle_record<S: ConnectionStore + ChannelHistory>(
             tracing::info!(
                 message_id = %message.message_id,
                 channel = message.channel.as_deref().unwrap_or_default(),
+                to_user = message.to_user.as_deref().unwrap_or_default(),
                 offset,
                 delivered = report.delivered,
                 failed = report.failed,
