@@ -11,7 +11,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::config::PublishRate;
-use crate::store::{is_conditional_check_failure, number, DynamoStore};
+use crate::store::{condition_held, number, DynamoStore};
 use crate::Error;
 
 pub trait PublishAllowance: Send + Sync {
@@ -53,11 +53,7 @@ impl PublishAllowance for DynamoStore {
             .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_conditional_check_failure(&error) => Ok(false),
-            Err(error) => Err(Error::dynamodb("UpdateItem", table, error)),
-        }
+        condition_held(result, table)
     }
 }
 

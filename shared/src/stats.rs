@@ -13,7 +13,7 @@ use std::future::Future;
 use airwave_protocol::Stats;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::store::{is_conditional_check_failure, number, read_number, ConnectionStore, DynamoStore};
+use crate::store::{condition_held, number, read_number, ConnectionStore, DynamoStore};
 use crate::{Config, Error};
 
 /// The admission-table item that holds the last count.
@@ -130,11 +130,7 @@ impl StatsSnapshots for DynamoStore {
             .expression_attribute_values(":now", number(now_epoch_seconds))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_conditional_check_failure(&error) => Ok(false),
-            Err(error) => Err(Error::dynamodb("UpdateItem", table, error)),
-        }
+        condition_held(result, table)
     }
 
     async fn save_stats_snapshot(&self, stats: &Stats) -> Result<(), Error> {

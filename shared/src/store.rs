@@ -574,6 +574,23 @@ where
     has_error_code(error, "ConditionalCheckFailedException")
 }
 
+/// The answer to a conditional update: `true` when it was applied, `false`
+/// when its condition did not hold; any other failure is an error.
+pub(crate) fn condition_held<T, E, R>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    table: &str,
+) -> Result<bool, Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if is_conditional_check_failure(&error) => Ok(false),
+        Err(error) => Err(Error::dynamodb("UpdateItem", table, error)),
+    }
+}
+
 impl ConnectionStore for DynamoStore {
     async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), Error> {
         let item = serde_dynamo::to_item(record).map_err(|source| Error::ItemFormat {
