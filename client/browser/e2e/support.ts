@@ -2,6 +2,7 @@
 // the demo served by Vite, a real headless Chromium, and a publisher outside
 // the browser (this package's client on Node's WebSocket).
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -24,12 +25,16 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-/** Starts `infra/with-moto.sh airwave-stack` and waits for its ready line. */
-export async function startStack(port = 0): Promise<Stack> {
+/**
+ * Starts `infra/with-moto.sh airwave-stack` and waits for its ready line.
+ * `env`: more of its options (see tests/src/bin/airwave-stack.rs), such as
+ * `AIRWAVE_STACK_SECRET`.
+ */
+export async function startStack(port = 0, env: Record<string, string> = {}): Promise<Stack> {
   const binary = process.env.AIRWAVE_STACK_BIN ?? join(repoRoot, "target/debug/airwave-stack");
   const child: ChildProcessWithoutNullStreams = spawn(join(repoRoot, "infra/with-moto.sh"), [binary], {
     cwd: repoRoot,
-    env: { ...process.env, AIRWAVE_STACK_PORT: String(port), RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    env: { ...process.env, ...env, AIRWAVE_STACK_PORT: String(port), RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["pipe", "pipe", "pipe"],
   });
   let stderr = "";
@@ -106,12 +111,15 @@ export async function deleteConnection(stack: Stack, id: string): Promise<number
   return response.status;
 }
 
-/** A publisher outside the browser. Node 20 has WebSocket behind --experimental-websocket (set by the npm script). */
-export async function publisher(url: string): Promise<AirwaveClient> {
+/**
+ * A publisher outside the browser; `token` for a stack with authentication on.
+ * Node 20 has WebSocket behind --experimental-websocket (set by the npm script).
+ */
+export async function publisher(url: string, token?: () => string): Promise<AirwaveClient> {
   if (typeof globalThis.WebSocket !== "function") {
     throw new Error("no WebSocket in this Node; run with --experimental-websocket");
   }
-  const client = new AirwaveClient({ url, lifecycle: null });
+  const client = new AirwaveClient({ url, lifecycle: null, ...(token ? { getToken: token } : {}) });
   await client.connect();
   return client;
 }
@@ -126,6 +134,29 @@ export async function startDemoServer(): Promise<{ server: ViteDevServer; url: s
   const address = server.httpServer?.address();
   if (!address || typeof address === "string") throw new Error("vite did not listen");
   return { server, url: `http://127.0.0.1:${address.port}/` };
+}
+
+/** An HS256 JWT, signed as an application's token endpoint would. */
+export function signToken(secret: string, claims: Record<string, unknown>): string {
+  const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode(claims)}`;
+  return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+}
+
+/** Serves `e2e/harness.html`: a bare page that makes one client from the settings a test passes. */
+export async function startHarnessServer(): Promise<{ server: ViteDevServer; url: string }> {
+  const server = await createServer({
+    configFile: false,
+    root: join(packageRoot, "e2e"),
+    server: { port: 0, host: "127.0.0.1", strictPort: false, hmr: false },
+    optimizeDeps: { noDiscovery: true },
+    logLevel: "warn",
+    clearScreen: false,
+  });
+  await server.listen();
+  const address = server.httpServer?.address();
+  if (!address || typeof address === "string") throw new Error("vite did not listen");
+  return { server, url: `http://127.0.0.1:${address.port}/harness.html` };
 }
 
 export interface Browser {
@@ -222,4 +253,22 @@ export async function receivedOnPage(page: Page, channel: string): Promise<Recei
         .map((m) => ({ id: m.id, channel: m.channel, data: m.data, offset: m.position?.offset ?? null })),
     channel,
   );
+}
+
+/**
+ * A new page on the harness, whose client's `getToken` calls `token` in this
+ * process (a token endpoint, as far as the page can tell).
+ */
+export async function openHarness(browser: Browser, harnessUrl: string, token: () => string): Promise<Page> {
+  const page = await browser.context.newPage();
+  page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
+  await page.exposeFunction("airwaveToken", token);
+  await page.goto(harnessUrl);
+  await page.waitForFunction(() => window.airwaveHarness !== undefined);
+  return page;
+}
+
+/** The harness page's client state ("none" before `start`). */
+export async function harnessState(page: Page): Promise<string> {
+  return page.evaluate(() => window.airwaveHarness.client?.state ?? "none");
 }

@@ -11,16 +11,26 @@
 //! the gateway holds open and the connection records in the table, so a test
 //! can count connections and close one through the Management API.
 //!
-//! Options (environment): `AIRWAVE_STACK_PORT` (default: a free port),
-//! `AIRWAVE_STACK_IDLE_TIMEOUT_SECS`, `AIRWAVE_STACK_SECRET` (turns token
-//! authentication on). Client publishing and the stats action are on.
+//! Options (environment):
+//! - `AIRWAVE_STACK_PORT` (default: a free port);
+//! - `AIRWAVE_STACK_IDLE_TIMEOUT_SECS` (default 600);
+//! - `AIRWAVE_STACK_SECRET`: turns HS256 token authentication on;
+//! - `AIRWAVE_STACK_MAX_CONNECTIONS_PER_USER`: the per-user cap (default 0,
+//!   no cap); needs the secret, since it counts users;
+//! - `AIRWAVE_STACK_USER_CAP_MODE`: what a full per-user cap does, `refuse`
+//!   (the default) or `evict_oldest` (needs a cap);
+//! - `AIRWAVE_STACK_PUBLISH_RATE_LIMIT`: client publishes per connection per
+//!   10 s (default 0, no limit: a test's publisher stands in for a backend and
+//!   sends everything through one connection).
+//!
+//! Client publishing and the stats action are on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use airwave_gateway::GatewayOptions;
-use airwave_shared::config::JwtSecret;
+use airwave_shared::config::{JwtSecret, UserCapMode};
 use airwave_tests::stack::LocalStack;
 use airwave_tests::TestTables;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,30 +86,69 @@ async fn serve_control(listener: TcpListener, stack: Arc<LocalStack>) {
     }
 }
 
+/// The options, read from the environment and checked together.
+struct Settings {
+    port: u16,
+    idle_timeout_secs: u64,
+    secret: Option<String>,
+    max_connections_per_user: u64,
+    user_cap_mode: UserCapMode,
+    publish_rate_limit: u64,
+}
+
+fn settings() -> Result<Settings, String> {
+    let port = number("AIRWAVE_STACK_PORT", 0)?;
+    let port = u16::try_from(port).map_err(|_| format!("AIRWAVE_STACK_PORT must be a port number, got {port}"))?;
+    let user_cap_mode = match setting("AIRWAVE_STACK_USER_CAP_MODE").as_deref() {
+        None | Some("refuse") => UserCapMode::Refuse,
+        Some("evict_oldest") => UserCapMode::EvictOldest,
+        Some(other) => {
+            return Err(format!(
+                "AIRWAVE_STACK_USER_CAP_MODE must be refuse or evict_oldest, got {other:?}"
+            ))
+        }
+    };
+    let settings = Settings {
+        port,
+        idle_timeout_secs: number("AIRWAVE_STACK_IDLE_TIMEOUT_SECS", 600)?,
+        secret: setting("AIRWAVE_STACK_SECRET"),
+        max_connections_per_user: number("AIRWAVE_STACK_MAX_CONNECTIONS_PER_USER", 0)?,
+        user_cap_mode,
+        publish_rate_limit: number("AIRWAVE_STACK_PUBLISH_RATE_LIMIT", 0)?,
+    };
+    // As the connect function refuses to start with them: a cap that silently
+    // does nothing would let a test pass for the wrong reason.
+    if settings.max_connections_per_user > 0 && settings.secret.is_none() {
+        return Err("AIRWAVE_STACK_MAX_CONNECTIONS_PER_USER needs AIRWAVE_STACK_SECRET (the cap counts users)".into());
+    }
+    if settings.user_cap_mode == UserCapMode::EvictOldest && settings.max_connections_per_user == 0 {
+        return Err("AIRWAVE_STACK_USER_CAP_MODE=evict_oldest needs AIRWAVE_STACK_MAX_CONNECTIONS_PER_USER".into());
+    }
+    Ok(settings)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let port = number("AIRWAVE_STACK_PORT", 0).and_then(|port| {
-        u16::try_from(port).map_err(|_| format!("AIRWAVE_STACK_PORT must be a port number, got {port}"))
-    });
-    let idle = number("AIRWAVE_STACK_IDLE_TIMEOUT_SECS", 600);
-    let (port, idle) = match (port, idle) {
-        (Ok(port), Ok(idle)) => (port, idle),
-        (Err(error), _) | (_, Err(error)) => {
+    let settings = match settings() {
+        Ok(settings) => settings,
+        Err(error) => {
             eprintln!("airwave-stack: {error}");
             return std::process::ExitCode::from(2);
         }
     };
-    let secret = setting("AIRWAVE_STACK_SECRET");
     let tables = TestTables::create_with(|config| {
         config.allow_client_publish = true;
         config.allow_stats = true;
         config.admission.attempts_per_ip = 0;
-        config.jwt_secret = secret.map(JwtSecret::new);
+        config.jwt_secret = settings.secret.map(JwtSecret::new);
+        config.admission.max_connections_per_user = settings.max_connections_per_user;
+        config.user_cap_mode = settings.user_cap_mode;
+        config.publish_rate.limit = settings.publish_rate_limit;
     })
     .await;
     let options = GatewayOptions {
-        address: SocketAddr::from(([127, 0, 0, 1], port)),
-        idle_timeout: Duration::from_secs(idle),
+        address: SocketAddr::from(([127, 0, 0, 1], settings.port)),
+        idle_timeout: Duration::from_secs(settings.idle_timeout_secs),
         ..GatewayOptions::default()
     };
     let stack = Arc::new(LocalStack::start(tables, options).await);
