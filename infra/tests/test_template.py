@@ -4,6 +4,7 @@ Run by `make test` with the project's tool environment (cfn-lint provides the
 CloudFormation-aware YAML loader).
 """
 
+import copy
 import json
 import re
 import subprocess
@@ -89,6 +90,28 @@ SDK_CALL_TO_ACTION = {
 }
 
 
+def grant_mismatches(functions):
+    """Function name -> the DynamoDB grants its code needs but lacks, and the ones it never uses."""
+    mismatches = {}
+    for name, function in functions.items():
+        granted = set()
+        for statement in statements(function):
+            for resource in listed(statement["Resource"]):
+                if isinstance(resource, dict) and resource.get("Fn::Sub") in INDEX_RESOURCES:
+                    for action in listed(statement["Action"]):
+                        granted.add((INDEX_RESOURCES[resource["Fn::Sub"]], action))
+                    continue
+                attribute = resource.get("Fn::GetAtt") if isinstance(resource, dict) else None
+                if not attribute or attribute[1] != "Arn" or attribute[0] not in TABLE_RESOURCES:
+                    continue
+                for action in listed(statement["Action"]):
+                    granted.add((TABLE_RESOURCES[attribute[0]], action))
+        needed = DYNAMODB_ACTIONS_BY_BINARY[binary_of(function)]
+        if granted != needed:
+            mismatches[name] = {"missing": needed - granted, "unused": granted - needed}
+    return mismatches
+
+
 def workspace_binaries():
     metadata = json.loads(
         subprocess.run(
@@ -171,20 +194,50 @@ class TemplateMatchesTheCode(unittest.TestCase):
                     self.assertNotEqual(resource, "*", name)
 
     def test_dynamodb_grants_are_exactly_what_each_function_calls(self):
-        for name, function in FUNCTIONS.items():
-            granted = set()
-            for statement in statements(function):
-                for resource in listed(statement["Resource"]):
-                    if isinstance(resource, dict) and resource.get("Fn::Sub") in INDEX_RESOURCES:
-                        for action in listed(statement["Action"]):
-                            granted.add((INDEX_RESOURCES[resource["Fn::Sub"]], action))
-                        continue
-                    attribute = resource.get("Fn::GetAtt") if isinstance(resource, dict) else None
-                    if not attribute or attribute[1] != "Arn" or attribute[0] not in TABLE_RESOURCES:
-                        continue
-                    for action in listed(statement["Action"]):
-                        granted.add((TABLE_RESOURCES[attribute[0]], action))
-            self.assertEqual(granted, DYNAMODB_ACTIONS_BY_BINARY[binary_of(function)], name)
+        self.assertEqual(grant_mismatches(FUNCTIONS), {})
+
+    def test_a_missing_or_unused_grant_is_caught(self):
+        # The check above must fail when the template and the code part ways.
+        for table, action in [("admission", "dynamodb:UpdateItem"), ("connections", "dynamodb:GetItem")]:
+            functions = copy.deepcopy(FUNCTIONS)
+            for statement in statements(functions["MessageFunction"]):
+                resource = statement["Resource"]
+                if isinstance(resource, dict) and TABLE_RESOURCES.get(resource.get("Fn::GetAtt", [None])[0]) == table:
+                    statement["Action"] = [a for a in listed(statement["Action"]) if a != action]
+            self.assertEqual(grant_mismatches(functions), {"MessageFunction": {"missing": {(table, action)}, "unused": set()}})
+        functions = copy.deepcopy(FUNCTIONS)
+        first = next(statements(functions["ReaperFunction"]))
+        self.assertEqual(first["Resource"], {"Fn::GetAtt": ["AdmissionTable", "Arn"]})
+        first["Action"] = listed(first["Action"]) + ["dynamodb:DeleteItem"]
+        self.assertEqual(
+            grant_mismatches(functions),
+            {"ReaperFunction": {"missing": set(), "unused": {("admission", "dynamodb:DeleteItem")}}},
+        )
+
+    def test_every_stream_mapping_may_read_exactly_its_stream(self):
+        reads = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
+        mappings = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
+        self.assertEqual(len(mappings), 2)
+        for name, mapping in mappings.items():
+            function = FUNCTIONS[mapping["Properties"]["FunctionName"]["Ref"]]
+            stream = mapping["Properties"]["EventSourceArn"]
+            granted = [set(listed(s["Action"])) for s in statements(function) if s["Resource"] == stream]
+            self.assertEqual(granted, [reads], name)
+
+    def test_the_messages_mapping_only_takes_new_messages(self):
+        filters = RESOURCES["NewMessagesMapping"]["Properties"]["FilterCriteria"]["Filters"]
+        self.assertEqual([json.loads(f["Pattern"]) for f in filters], [{"eventName": ["INSERT"]}])
+
+    def test_the_failure_queue_and_every_function_have_alarms_and_the_dashboard_shows_every_function(self):
+        alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+        watched = {d["Value"].get("Ref") if isinstance(d["Value"], dict) else d["Value"] for a in alarms for d in a["Dimensions"]}
+        for name in FUNCTIONS:
+            self.assertIn(name, watched, f"no alarm on {name}")
+        queue_alarms = [a for a in alarms if a["Namespace"] == "AWS/SQS"]
+        self.assertEqual([a["Dimensions"][0]["Value"] for a in queue_alarms], [{"Fn::GetAtt": ["StreamFailureQueue", "QueueName"]}])
+        body = RESOURCES["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        for name in FUNCTIONS:
+            self.assertIn("${%s}" % name, body, f"{name} is not on the dashboard")
 
     def test_the_store_makes_no_dynamodb_call_the_table_above_does_not_know(self):
         source = "".join(path.read_text() for path in sorted((ROOT / "shared/src").rglob("*.rs")))
