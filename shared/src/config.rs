@@ -33,6 +33,8 @@ pub const PUBLISH_RATE_LIMIT: &str = "AIRWAVE_PUBLISH_RATE_LIMIT";
 pub const PUBLISH_RATE_WINDOW_SECONDS: &str = "AIRWAVE_PUBLISH_RATE_WINDOW_SECONDS";
 pub const USER_CAP_MODE: &str = "AIRWAVE_USER_CAP_MODE";
 pub const STATS_MAX_AGE_SECONDS: &str = "AIRWAVE_STATS_MAX_AGE_SECONDS";
+pub const AWS_ATTEMPT_TIMEOUT_MS: &str = "AIRWAVE_AWS_ATTEMPT_TIMEOUT_MS";
+pub const AWS_OPERATION_TIMEOUT_MS: &str = "AIRWAVE_AWS_OPERATION_TIMEOUT_MS";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -67,6 +69,8 @@ pub const ALL_VARIABLES: &[&str] = &[
     PUBLISH_RATE_WINDOW_SECONDS,
     USER_CAP_MODE,
     STATS_MAX_AGE_SECONDS,
+    AWS_ATTEMPT_TIMEOUT_MS,
+    AWS_OPERATION_TIMEOUT_MS,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -140,6 +144,14 @@ pub const DEFAULT_PUBLISH_RATE_LIMIT: u64 = 20;
 pub const DEFAULT_PUBLISH_RATE_WINDOW_SECONDS: u64 = 10;
 /// Counting scans two tables; once a minute bounds what repeated calls cost.
 pub const DEFAULT_STATS_MAX_AGE_SECONDS: u64 = 60;
+/// A post or a DynamoDB call answers in tens of milliseconds; one that has not
+/// answered in 3 s is stuck, and trying again is better than waiting.
+pub const DEFAULT_AWS_ATTEMPT_TIMEOUT_MS: u64 = 3_000;
+/// Room for the five attempts of a post with their backoff.
+pub const DEFAULT_AWS_OPERATION_TIMEOUT_MS: u64 = 15_000;
+const ATTEMPT_TIMEOUT_FORM: &str = "whole milliseconds from 50 to 60000 that one attempt of an AWS call may take";
+const OPERATION_TIMEOUT_FORM: &str =
+    "whole milliseconds from 100 to 300000 that an AWS call may take, its retries included";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -170,6 +182,24 @@ pub struct Config {
     pub user_cap_mode: UserCapMode,
     /// How long one count of the stats is answered from.
     pub stats_max_age_seconds: u64,
+    /// The bounds on every AWS call.
+    pub aws_timeouts: AwsTimeouts,
+}
+
+/// How long one attempt of an AWS call, and the call with its retries, may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    pub attempt: std::time::Duration,
+    pub operation: std::time::Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            attempt: std::time::Duration::from_millis(DEFAULT_AWS_ATTEMPT_TIMEOUT_MS),
+            operation: std::time::Duration::from_millis(DEFAULT_AWS_OPERATION_TIMEOUT_MS),
+        }
+    }
 }
 
 /// The per-connection publish allowance: `limit` publishes in each fixed
@@ -339,6 +369,7 @@ impl Default for Config {
             publish_rate: PublishRate::default(),
             user_cap_mode: UserCapMode::default(),
             stats_max_age_seconds: DEFAULT_STATS_MAX_AGE_SECONDS,
+            aws_timeouts: AwsTimeouts::default(),
         }
     }
 }
@@ -539,6 +570,26 @@ impl Config {
             Some(value) => parse_in_range(STATS_MAX_AGE_SECONDS, value, 1..=3_600, STATS_MAX_AGE_FORM)?,
             None => defaults.stats_max_age_seconds,
         };
+        let aws_timeouts = AwsTimeouts {
+            attempt: match read(AWS_ATTEMPT_TIMEOUT_MS) {
+                Some(value) => std::time::Duration::from_millis(parse_in_range(
+                    AWS_ATTEMPT_TIMEOUT_MS,
+                    value,
+                    50..=60_000,
+                    ATTEMPT_TIMEOUT_FORM,
+                )?),
+                None => defaults.aws_timeouts.attempt,
+            },
+            operation: match read(AWS_OPERATION_TIMEOUT_MS) {
+                Some(value) => std::time::Duration::from_millis(parse_in_range(
+                    AWS_OPERATION_TIMEOUT_MS,
+                    value,
+                    100..=300_000,
+                    OPERATION_TIMEOUT_FORM,
+                )?),
+                None => defaults.aws_timeouts.operation,
+            },
+        };
 
         Ok(Config {
             connections_table,
@@ -559,6 +610,7 @@ impl Config {
             publish_rate,
             user_cap_mode,
             stats_max_age_seconds,
+            aws_timeouts,
         })
     }
 

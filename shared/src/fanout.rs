@@ -18,6 +18,7 @@ use tracing::Instrument;
 use airwave_protocol::ErrorCode;
 
 use crate::closer::{close_with_reason, delete_connection};
+use crate::config::AwsTimeouts;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
 use crate::store::ConnectionStore;
@@ -44,6 +45,10 @@ pub struct FanOutSettings {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub breaker: BreakerSettings,
+    /// Bounds on each post attempt and on each post with its retries.
+    pub timeouts: AwsTimeouts,
+    /// The wait before the second pass over the posts that failed.
+    pub second_pass_delay: Duration,
 }
 
 /// When the Management API fails broadly, posting more only adds load: once
@@ -74,6 +79,8 @@ impl From<&Config> for FanOutSettings {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             breaker: BreakerSettings::default(),
+            timeouts: config.aws_timeouts,
+            second_pass_delay: Duration::from_millis(500),
         }
     }
 }
@@ -88,8 +95,10 @@ pub struct FanOutReport {
     pub gone: usize,
     /// Past its TTL but not yet deleted by DynamoDB: not posted to, deleted.
     pub expired: usize,
-    /// Still failing after every attempt.
+    /// Still failing after every attempt of both passes.
     pub failed: usize,
+    /// Failed in the first pass, delivered in the second (counted in `delivered` too).
+    pub second_pass_delivered: usize,
     /// Not attempted because the circuit breaker was open.
     pub skipped: usize,
     /// Attempts beyond the first, summed over every post.
@@ -219,6 +228,7 @@ pub struct FanOut {
     concurrency: usize,
     attempts: AttemptCounter,
     breaker: Arc<Mutex<Breaker>>,
+    second_pass_delay: Duration,
 }
 
 impl FanOut {
@@ -241,6 +251,7 @@ impl FanOut {
             .endpoint_url(endpoint)
             .retry_config(retry)
             .retry_partition(partition)
+            .timeout_config(crate::clients::timeout_config(&settings.timeouts))
             .interceptor(attempts.clone())
             .build();
         FanOut {
@@ -248,6 +259,7 @@ impl FanOut {
             concurrency: settings.concurrency.max(1),
             attempts,
             breaker: Arc::new(Mutex::new(Breaker::new(settings.breaker))),
+            second_pass_delay: settings.second_pass_delay,
         }
     }
 
@@ -296,11 +308,23 @@ impl FanOut {
             list_ms,
             ..FanOutReport::default()
         };
+        let mut failed = Vec::new();
         let mut report = futures::stream::iter(targets)
-            .map(|target| self.deliver(store, channel, target, frame, now))
+            .map(|target| async move {
+                let retry = target.clone();
+                (retry, self.deliver(store, channel, target, frame, now).await)
+            })
             .buffer_unordered(self.concurrency)
-            .fold(initial, |report, outcome| std::future::ready(report.count(outcome)))
+            .fold(initial, |report, (target, outcome)| {
+                if outcome == Outcome::Failed {
+                    failed.push(target);
+                }
+                std::future::ready(report.count(outcome))
+            })
             .await;
+        if !failed.is_empty() {
+            self.second_pass(store, channel, failed, frame, now, &mut report).await;
+        }
         let attempts = self.attempts.0.load(Ordering::Relaxed).saturating_sub(attempts_before);
         report.retries = attempts.saturating_sub(report.posts());
         report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -311,6 +335,7 @@ impl FanOut {
             gone = report.gone,
             expired = report.expired,
             failed = report.failed,
+            second_pass_delivered = report.second_pass_delivered,
             skipped = report.skipped,
             retries = report.retries,
             list_ms = report.list_ms,
@@ -323,10 +348,46 @@ impl FanOut {
         metrics::counter!(metric::FANOUT_GONE).increment(report.gone as u64);
         metrics::counter!(metric::FANOUT_EXPIRED).increment(report.expired as u64);
         metrics::counter!(metric::FANOUT_FAILED).increment(report.failed as u64);
+        metrics::counter!(metric::FANOUT_SECOND_PASS).increment(report.second_pass_delivered as u64);
         metrics::counter!(metric::FANOUT_SKIPPED).increment(report.skipped as u64);
         metrics::counter!(metric::FANOUT_RETRIES).increment(report.retries);
         metrics::histogram!(metric::FANOUT_DURATION).record(report.elapsed_ms as f64);
         Ok(report)
+    }
+
+    /// One more try, after the rest of the broadcast and a pause, for the
+    /// posts that failed every attempt: a transient outage of a few hundred
+    /// milliseconds should not cost those connections the message. What fails
+    /// again stays failed, logged with its connection id.
+    async fn second_pass<S: ConnectionStore>(
+        &self,
+        store: &S,
+        channel: Option<&str>,
+        failed: Vec<ConnectionTarget>,
+        frame: &[u8],
+        now: i64,
+        report: &mut FanOutReport,
+    ) {
+        tokio::time::sleep(self.second_pass_delay).await;
+        let outcomes: Vec<(String, Outcome)> = futures::stream::iter(failed)
+            .map(|target| async move {
+                let connection_id = target.connection_id.clone();
+                (connection_id, self.deliver(store, channel, target, frame, now).await)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for (connection_id, outcome) in outcomes {
+            if outcome == Outcome::Failed {
+                tracing::warn!(connection_id = %connection_id, "post failed in both passes; this connection misses the message");
+                continue;
+            }
+            report.failed -= 1;
+            if outcome == Outcome::Delivered {
+                report.second_pass_delivered += 1;
+            }
+            *report = std::mem::take(report).count(outcome);
+        }
     }
 
     async fn deliver<S: ConnectionStore>(

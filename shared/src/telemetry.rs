@@ -31,6 +31,8 @@ pub mod metric {
     pub const FANOUT_GONE: &str = "FanoutGone";
     pub const FANOUT_EXPIRED: &str = "FanoutExpired";
     pub const FANOUT_FAILED: &str = "FanoutFailed";
+    /// Posts that failed the first pass and were delivered in the second.
+    pub const FANOUT_SECOND_PASS: &str = "FanoutSecondPassDelivered";
     pub const FANOUT_SKIPPED: &str = "FanoutSkipped";
     pub const FANOUT_RETRIES: &str = "FanoutRetries";
     pub const FANOUT_DURATION: &str = "FanoutDuration";

@@ -98,6 +98,7 @@ async fn with_transient_500s_and_429s_every_live_connection_still_receives_the_m
             server_error_percent: 10,
             throttle_percent: 5,
             seed: 20261122,
+            ..Faults::default()
         },
     })
     .await
@@ -223,6 +224,7 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
             server_error_percent: 100,
             throttle_percent: 0,
             seed: 1,
+            ..Faults::default()
         },
     })
     .await
@@ -246,6 +248,7 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
                 failure_ratio: 0.5,
                 cooldown: Duration::from_secs(60),
             },
+            ..FanOutSettings::from(&tables.config)
         },
     );
 
@@ -267,4 +270,115 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
     let again = fanout.broadcast(&tables.store, Audience::Everyone, b"{}").await;
     assert!(matches!(again, Err(Error::BreakerOpen { .. })), "{again:?}");
     assert_eq!(gateway.post_count(), requests, "an open breaker posts nothing");
+}
+
+/// A fan-out with `attempts` per post and the given timeouts, backoffs short.
+fn fanout_with(tables: &TestTables, gateway: &LocalManagementApi, attempts: u32, attempt_timeout: Duration) -> FanOut {
+    let settings = FanOutSettings {
+        concurrency: 8,
+        post_max_attempts: attempts,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        timeouts: airwave_shared::config::AwsTimeouts {
+            attempt: attempt_timeout,
+            operation: Duration::from_secs(30),
+        },
+        second_pass_delay: Duration::from_millis(20),
+        ..FanOutSettings::from(&tables.config)
+    };
+    FanOut::new(&tables.sdk_config, &gateway.endpoint(), settings)
+}
+
+#[tokio::test]
+async fn posts_that_fail_every_attempt_of_the_first_pass_are_delivered_in_the_second() {
+    let tables = TestTables::create().await;
+    // Every connection's first two attempts fail: the whole first pass (two
+    // attempts per post) fails, and the second pass's attempt succeeds.
+    let gateway = LocalManagementApi::start_with(Options {
+        faults: Faults {
+            fail_first_attempts: 2,
+            ..Faults::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let ids = connection_ids("flaky", 20);
+    for id in &ids {
+        connect(&tables, &gateway, id).await;
+    }
+
+    let report = fanout_with(&tables, &gateway, 2, Duration::from_secs(30))
+        .broadcast(&tables.store, Audience::Everyone, br#"{"id":"m"}"#)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (report.delivered, report.second_pass_delivered, report.failed),
+        (20, 20, 0),
+        "{report:?}"
+    );
+    for id in &ids {
+        assert_eq!(gateway.received(id).len(), 1, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn what_fails_in_both_passes_is_counted_as_failed() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start_with(Options {
+        faults: Faults {
+            fail_first_attempts: 10,
+            ..Faults::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    for id in connection_ids("down", 5) {
+        connect(&tables, &gateway, &id).await;
+    }
+
+    let report = fanout_with(&tables, &gateway, 2, Duration::from_secs(30))
+        .broadcast(&tables.store, Audience::Everyone, br#"{"id":"m"}"#)
+        .await
+        .unwrap();
+
+    assert_eq!((report.delivered, report.failed), (0, 5), "{report:?}");
+    // Two attempts in each pass.
+    assert_eq!(gateway.post_count(), 5 * 4);
+}
+
+#[tokio::test]
+async fn a_post_that_hangs_is_given_up_after_the_attempt_timeout_and_retried() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start_with(Options {
+        faults: Faults {
+            hang_first_attempts: 1,
+            ..Faults::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let ids = connection_ids("stuck", 10);
+    for id in &ids {
+        connect(&tables, &gateway, id).await;
+    }
+    let fanout = fanout_with(&tables, &gateway, 2, Duration::from_millis(300));
+
+    // Without the attempt timeout the first attempts would hang for good.
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        fanout.broadcast(&tables.store, Audience::Everyone, br#"{"id":"m"}"#),
+    )
+    .await
+    .expect("the broadcast does not hang")
+    .unwrap();
+
+    assert_eq!(gateway.post_counts().hung, 10);
+    assert_eq!((report.delivered, report.failed), (10, 0), "{report:?}");
+    for id in &ids {
+        assert_eq!(gateway.received(id).len(), 1, "{id}");
+    }
 }

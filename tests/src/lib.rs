@@ -58,6 +58,14 @@ impl TestTables {
                 table: format!("history-{suffix}"),
                 ..Default::default()
             },
+            // The local DynamoDB answers one request at a time, so under a
+            // test's hundreds of concurrent calls an answer can take longer
+            // than a production attempt timeout; retrying it would only count
+            // an attempt twice. The timeouts have tests of their own.
+            aws_timeouts: airwave_shared::config::AwsTimeouts {
+                attempt: Duration::from_secs(120),
+                operation: Duration::from_secs(300),
+            },
             ..Config::default()
         };
         configure(&mut config);
@@ -94,7 +102,7 @@ impl TestTables {
                  the local DynamoDB-compatible server and sets it"
             )
         });
-        let sdk_config = clients::sdk_config_loader()
+        let sdk_config = clients::sdk_config_loader(&config.aws_timeouts)
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "airwave-tests"))
             .endpoint_url(endpoint)

@@ -17,7 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     config.require_admission_settings()?;
     let authenticator = Authenticator::from_config(&config)?;
-    let sdk_config = clients::load_sdk_config().await;
+    let sdk_config = clients::load_sdk_config(&config.aws_timeouts).await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
     // Only evictions close connections; `require_admission_settings` made sure
     // the endpoint is there when they are on.

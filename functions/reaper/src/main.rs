@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_tracing();
     let metrics = telemetry::init_metrics("reaper");
     let config = Config::from_env()?;
-    let sdk_config = clients::load_sdk_config().await;
+    let sdk_config = clients::load_sdk_config(&config.aws_timeouts).await;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         metrics.flushed(handle_expired_connections(&store, event))

@@ -35,6 +35,12 @@ pub struct Faults {
     /// The draw is a hash of (seed, connection id, attempt number), so a run
     /// is random across connections yet the same every time.
     pub seed: u64,
+    /// The first this many post attempts to each connection are answered 500:
+    /// a transient outage that every connection sees.
+    pub fail_first_attempts: u32,
+    /// The first this many post attempts to each connection are never
+    /// answered: the request hangs until the client gives up on it.
+    pub hang_first_attempts: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,6 +58,8 @@ pub struct PostCounts {
     pub server_errors: usize,
     pub throttled: usize,
     pub too_large: usize,
+    /// Attempts held without an answer.
+    pub hung: usize,
 }
 
 #[derive(Default)]
@@ -218,13 +226,26 @@ async fn post_to_connection(
     if !shared.options.latency.is_zero() {
         tokio::time::sleep(shared.options.latency).await;
     }
-    let mut connections = shared.connections();
-    let attempt = {
+    let faults = &shared.options.faults;
+    let hangs = {
+        let mut connections = shared.connections();
         let attempts = connections.attempts.entry(connection_id.clone()).or_default();
         *attempts += 1;
-        *attempts
+        let hangs = *attempts <= faults.hang_first_attempts;
+        connections.counts.hung += usize::from(hangs);
+        hangs
     };
-    if let Some((status, error_type)) = injected_fault(&shared.options.faults, &connection_id, attempt) {
+    if hangs {
+        // Held until the client's attempt timeout drops the request.
+        return std::future::pending::<Response>().await;
+    }
+    let mut connections = shared.connections();
+    let attempt = connections.attempts.get(&connection_id).copied().unwrap_or(1);
+    if attempt <= faults.hang_first_attempts + faults.fail_first_attempts {
+        connections.counts.server_errors += 1;
+        return api_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerErrorException");
+    }
+    if let Some((status, error_type)) = injected_fault(faults, &connection_id, attempt) {
         if status == StatusCode::TOO_MANY_REQUESTS {
             connections.counts.throttled += 1;
         } else {
