@@ -918,18 +918,23 @@ impl ConnectionStore for DynamoStore {
             .map_err(|error| Error::dynamodb("Query", &self.connections_table, error))?;
         let mut released = 0;
         for item in output.items.unwrap_or_default() {
-            let connection_id = match item.get("connection_id") {
-                Some(AttributeValue::S(id)) => id.clone(),
-                _ => "<missing>".to_owned(),
+            let Some(AttributeValue::S(connection_id)) = item.get("connection_id") else {
+                tracing::error!(counter = %slot.counter_key, "skipping an index item without a connection id");
+                continue;
             };
-            // The index is eventually consistent: the release itself re-checks
-            // the expiry on the table, so a connection refreshed meanwhile stays.
-            let record = match self.decode_record(&connection_id, item) {
-                Ok(record) => record,
-                Err(error) => {
-                    tracing::error!(connection_id = %connection_id, error = %error, "skipping an index item that cannot be decoded");
+            let connection_id = connection_id.clone();
+            // Read whole: the index does not carry `channels` (a subscribe
+            // would otherwise write to every index), and the release deletes
+            // the subscriptions the record lists. The release re-checks the
+            // expiry on the table, so a connection refreshed meanwhile stays.
+            let record = match self.get_connection(&connection_id).await {
+                Ok(Some(record)) if record.is_expired(now_epoch_seconds) => record,
+                Ok(_) => continue,
+                Err(Error::ItemFormat { source, .. }) => {
+                    tracing::error!(connection_id = %connection_id, error = %source, "skipping a connection record that cannot be decoded");
                     continue;
                 }
+                Err(error) => return Err(error),
             };
             if self.release_record(&record, Some(now_epoch_seconds)).await? {
                 released += 1;

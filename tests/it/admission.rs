@@ -238,6 +238,18 @@ async fn a_connection_whose_disconnect_never_came_frees_its_slot_once_its_ttl_ha
     assert_eq!(first[0].status_code, 200);
     let refused = connect_all(&tables, vec![connect_event("second=", "198.51.100.30")]).await;
     assert_eq!(refused[0].status_code, 403);
+    for channel in ["prices", "news"] {
+        let body = serde_json::json!({"action": "subscribe", "channel": channel}).to_string();
+        airwave_shared::handlers::handle_message(
+            &tables.store,
+            None,
+            &tables.config,
+            airwave_tests::message_event("first=", &body),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(tables.stored_subscriptions().await.len(), 2);
 
     // No $disconnect ever arrives; the record's TTL passes.
     expire(&tables, "first=").await;
@@ -245,6 +257,8 @@ async fn a_connection_whose_disconnect_never_came_frees_its_slot_once_its_ttl_ha
     assert_eq!(admitted[0].status_code, 200);
     assert_eq!(tables.stored_connection_ids().await, vec!["third="]);
     assert_eq!(counter(&tables, "open#ip#198.51.100.30").await, Some(1));
+    // The reclaimed record's subscriptions went with it.
+    assert_eq!(tables.stored_subscriptions().await, Vec::<(String, String)>::new());
 }
 
 #[tokio::test]
@@ -463,6 +477,9 @@ async fn with_every_variable_unset_the_defaults_admit_normal_traffic() {
             config.subscriptions_table.clone(),
             config.admission_table.clone(),
         );
+        // The test's own timeouts: the local DynamoDB answers one request at
+        // a time, so 120 concurrent connects queue longer than production's.
+        let timeouts = config.aws_timeouts;
         *config = defaults.clone();
         (
             config.connections_table,
@@ -470,6 +487,7 @@ async fn with_every_variable_unset_the_defaults_admit_normal_traffic() {
             config.subscriptions_table,
             config.admission_table,
         ) = names;
+        config.aws_timeouts = timeouts;
     })
     .await;
     // A busy office behind one address, and visitors from many others.
