@@ -30,6 +30,11 @@ use crate::{Config, Error};
 /// record is then retried by Lambda).
 const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long after API Gateway accepted a connection a 410 may still mean "not
+/// connected yet": `$connect` may take up to its 29 s integration timeout,
+/// and the record is written before the handshake completes.
+pub const CONNECTING_WINDOW: Duration = Duration::from_secs(30);
+
 /// Retry tokens of the fan-out's own retry quota: a retry costs 5 (10 after a
 /// timeout) and every success returns one.
 const RETRY_TOKENS: usize = 50_000;
@@ -49,6 +54,8 @@ pub struct FanOutSettings {
     pub timeouts: AwsTimeouts,
     /// The wait before the second pass over the posts that failed.
     pub second_pass_delay: Duration,
+    /// A record younger than this is not pruned on 410 (see [`CONNECTING_WINDOW`]).
+    pub connecting_window: Duration,
 }
 
 /// When the Management API fails broadly, posting more only adds load: once
@@ -81,6 +88,7 @@ impl From<&Config> for FanOutSettings {
             breaker: BreakerSettings::default(),
             timeouts: config.aws_timeouts,
             second_pass_delay: Duration::from_millis(500),
+            connecting_window: CONNECTING_WINDOW,
         }
     }
 }
@@ -229,6 +237,7 @@ pub struct FanOut {
     attempts: AttemptCounter,
     breaker: Arc<Mutex<Breaker>>,
     second_pass_delay: Duration,
+    connecting_window_ms: i64,
 }
 
 impl FanOut {
@@ -260,6 +269,7 @@ impl FanOut {
             attempts,
             breaker: Arc::new(Mutex::new(Breaker::new(settings.breaker))),
             second_pass_delay: settings.second_pass_delay,
+            connecting_window_ms: i64::try_from(settings.connecting_window.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
@@ -480,7 +490,10 @@ impl FanOut {
             return Outcome::Failed;
         }
         let pruned = async {
-            let record = store.remove_connection(connection_id).await?;
+            // Not a record younger than the connecting window: API Gateway
+            // answers 410 while a handshake is still in progress as well.
+            let connected_before_ms = crate::time::epoch_millis_now().saturating_sub(self.connecting_window_ms);
+            let record = store.remove_gone_connection(connection_id, connected_before_ms).await?;
             let listed = |channel: &str| {
                 record
                     .as_ref()

@@ -84,6 +84,17 @@ pub trait ConnectionStore: Send + Sync {
         now_epoch_seconds: i64,
     ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
 
+    /// Like [`ConnectionStore::remove_connection`], for a connection API
+    /// Gateway answered 410: only if it was accepted at or before `connected_before_ms`.
+    /// API Gateway answers 410 to a connection whose handshake is still in
+    /// progress too (its `$connect` wrote the record, the upgrade has not
+    /// completed), and that one must stay.
+    fn remove_gone_connection(
+        &self,
+        connection_id: &str,
+        connected_before_ms: i64,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+
     /// Adds `channel` to a live connection's subscriptions, unless that would
     /// take it past `max_channels`. Subscribing twice is a success.
     fn subscribe(
@@ -150,6 +161,16 @@ pub trait ConnectionStore: Send + Sync {
         window: i64,
         now_epoch_seconds: i64,
     ) -> impl Future<Output = Result<AdmissionCounts, Error>> + Send;
+}
+
+/// Which records a removal may take.
+#[derive(Debug, Clone, Copy)]
+enum RemoveIf {
+    Present,
+    /// Only one still expired at this time (epoch seconds).
+    ExpiredBy(i64),
+    /// Only one accepted at or before this time (epoch milliseconds).
+    ConnectedBefore(i64),
 }
 
 /// How many times a transaction that lost a race to another one is tried:
@@ -448,15 +469,18 @@ impl DynamoStore {
     /// Deletes `record` and gives back its slots in one transaction. With
     /// `expired_by`, only if the record is still expired then. Answers whether
     /// this call removed it (false: already gone, or refreshed meanwhile).
-    async fn release_record(&self, record: &ConnectionRecord, expired_by: Option<i64>) -> Result<bool, Error> {
+    async fn release_record(&self, record: &ConnectionRecord, only: RemoveIf) -> Result<bool, Error> {
         let mut delete = Delete::builder()
             .table_name(&self.connections_table)
             .set_key(Some(Self::connection_key(&record.connection_id)));
-        delete = match expired_by {
-            Some(now) => delete
+        delete = match only {
+            RemoveIf::ExpiredBy(now) => delete
                 .condition_expression("attribute_exists(connection_id) AND expires_at <= :now")
                 .expression_attribute_values(":now", number(now)),
-            None => delete.condition_expression("attribute_exists(connection_id)"),
+            RemoveIf::ConnectedBefore(cutoff_ms) => delete
+                .condition_expression("attribute_exists(connection_id) AND connected_at_ms <= :cutoff")
+                .expression_attribute_values(":cutoff", number(cutoff_ms)),
+            RemoveIf::Present => delete.condition_expression("attribute_exists(connection_id)"),
         };
         let delete = delete
             .build()
@@ -488,7 +512,7 @@ impl DynamoStore {
     async fn remove_connection_if(
         &self,
         connection_id: &str,
-        expired_by: Option<i64>,
+        only: RemoveIf,
     ) -> Result<Option<ConnectionRecord>, Error> {
         let mut condition = String::from(
             "attribute_exists(connection_id) AND attribute_not_exists(slot_total) \
@@ -501,9 +525,16 @@ impl DynamoStore {
             .set_key(Some(Self::connection_key(connection_id)))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(now) = expired_by {
-            condition.push_str(" AND expires_at <= :now");
-            request = request.expression_attribute_values(":now", number(now));
+        match only {
+            RemoveIf::ExpiredBy(now) => {
+                condition.push_str(" AND expires_at <= :now");
+                request = request.expression_attribute_values(":now", number(now));
+            }
+            RemoveIf::ConnectedBefore(cutoff_ms) => {
+                condition.push_str(" AND connected_at_ms <= :cutoff");
+                request = request.expression_attribute_values(":cutoff", number(cutoff_ms));
+            }
+            RemoveIf::Present => {}
         }
         match request.condition_expression(condition).send().await {
             Ok(output) => {
@@ -527,7 +558,7 @@ impl DynamoStore {
                 if record.held_slots().next().is_none() {
                     return Ok(None);
                 }
-                if self.release_record(&record, expired_by).await? {
+                if self.release_record(&record, only).await? {
                     Ok(Some(record))
                 } else {
                     Ok(None)
@@ -659,7 +690,7 @@ impl ConnectionStore for DynamoStore {
     // fails in between, the orphan still carries the connection's expiry, and
     // the next message on that channel finds the id gone (410) and removes it.
     async fn remove_connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
-        self.remove_connection_if(connection_id, None).await
+        self.remove_connection_if(connection_id, RemoveIf::Present).await
     }
 
     async fn remove_expired_connection(
@@ -667,7 +698,17 @@ impl ConnectionStore for DynamoStore {
         connection_id: &str,
         now_epoch_seconds: i64,
     ) -> Result<Option<ConnectionRecord>, Error> {
-        self.remove_connection_if(connection_id, Some(now_epoch_seconds)).await
+        self.remove_connection_if(connection_id, RemoveIf::ExpiredBy(now_epoch_seconds))
+            .await
+    }
+
+    async fn remove_gone_connection(
+        &self,
+        connection_id: &str,
+        connected_before_ms: i64,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        self.remove_connection_if(connection_id, RemoveIf::ConnectedBefore(connected_before_ms))
+            .await
     }
 
     async fn subscribe(
@@ -936,7 +977,10 @@ impl ConnectionStore for DynamoStore {
                 }
                 Err(error) => return Err(error),
             };
-            if self.release_record(&record, Some(now_epoch_seconds)).await? {
+            if self
+                .release_record(&record, RemoveIf::ExpiredBy(now_epoch_seconds))
+                .await?
+            {
                 released += 1;
                 tracing::info!(
                     connection_id = %record.connection_id,

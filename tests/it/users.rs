@@ -300,3 +300,56 @@ async fn user_counter(stack: &LocalStack, user: &str) -> i64 {
         .and_then(|item| item.get("open_count")?.as_n().ok()?.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn a_connection_whose_handshake_is_in_progress_is_not_pruned_by_a_concurrent_broadcast() {
+    use airwave_shared::fanout::CONNECTING_WINDOW;
+    use airwave_shared::message::Audience;
+
+    let stack = stack_with(|_| {}).await;
+    let hold = stack.functions.connect_gate.write().await;
+    let url = format!("{}?token={}", stack.ws_url(), token("olga", epoch_seconds_now() + 600));
+    let opening = tokio::spawn(tokio_tungstenite::connect_async(url));
+    // `$connect` has written the record and waits: the handshake is not complete.
+    let id = tokio::time::timeout(GUARD, async {
+        loop {
+            if let Some(id) = stack.tables.stored_connection_ids().await.pop() {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the record is written");
+
+    // The gateway, like API Gateway, answers 410 to a connection still opening.
+    let fanout = stack
+        .tables
+        .fanout_with_connecting_window(&stack.gateway.management_endpoint(), 4, CONNECTING_WINDOW);
+    let report = fanout
+        .broadcast(
+            &stack.tables.store,
+            Audience::Everyone,
+            br#"{"type":"message","id":"early","data":1}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.targets, report.gone), (1, 1), "{report:?}");
+    assert_eq!(
+        stack.tables.stored_connection_ids().await,
+        vec![id.clone()],
+        "not pruned"
+    );
+
+    drop(hold);
+    let (mut socket, _) = opening.await.unwrap().expect("the handshake completes");
+    stack
+        .tables
+        .store
+        .put_message(&message("after", None, None))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut socket).await.id, "after");
+    assert!(stack.tables.store.get_connection(&id).await.unwrap().is_some());
+    stack.shutdown().await;
+}

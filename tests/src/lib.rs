@@ -176,11 +176,19 @@ impl TestTables {
 
     /// A fan-out to `endpoint` with the production settings but short backoffs,
     /// so retried posts do not slow the tests down.
+    ///
+    /// Connections the tests close on purpose are pruned on the 410 at once;
+    /// [`TestTables::fanout_with_connecting_window`] keeps production's window.
     pub fn fanout(&self, endpoint: &str, concurrency: usize) -> FanOut {
+        self.fanout_with_connecting_window(endpoint, concurrency, Duration::ZERO)
+    }
+
+    pub fn fanout_with_connecting_window(&self, endpoint: &str, concurrency: usize, window: Duration) -> FanOut {
         let settings = FanOutSettings {
             concurrency,
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(50),
+            connecting_window: window,
             ..FanOutSettings::from(&self.config)
         };
         FanOut::new(&self.sdk_config, endpoint, settings)

@@ -39,6 +39,9 @@ pub struct InProcessFunctions {
     pub lost_disconnects: Mutex<HashSet<String>>,
     /// While set, `$connect` answers 503: clients stay away however fast they retry.
     pub refuse_connects: AtomicBool,
+    /// While a test holds this for writing, an admitted `$connect` waits
+    /// before answering: its record is written, its handshake not complete.
+    pub connect_gate: tokio::sync::RwLock<()>,
 }
 
 fn failed(function: &str, error: impl std::fmt::Display) -> GatewayError {
@@ -80,17 +83,16 @@ impl InProcessFunctions {
                         }
                     }
                 }
-                answer(
-                    function,
-                    handle_connect(
-                        &self.store,
-                        self.authenticator.as_ref(),
-                        self.closer.get(),
-                        &self.config,
-                        event,
-                    )
-                    .await,
+                let answered = handle_connect(
+                    &self.store,
+                    self.authenticator.as_ref(),
+                    self.closer.get(),
+                    &self.config,
+                    event,
                 )
+                .await;
+                let _opening = self.connect_gate.read().await;
+                answer(function, answered)
             }
             "disconnect" => {
                 let event = websocket(event)?;
@@ -159,6 +161,7 @@ impl LocalStack {
             closer: OnceLock::new(),
             lost_disconnects: Mutex::new(HashSet::new()),
             refuse_connects: AtomicBool::new(false),
+            connect_gate: tokio::sync::RwLock::new(()),
         });
         let gateway = Gateway::start(options, model.clone(), functions.clone())
             .await
