@@ -15,6 +15,9 @@ use aws_sdk_apigatewaymanagement::Client;
 use crate::telemetry::metric;
 use crate::Error;
 
+/// What a connection whose token expired is told, in its refusal and its `closing` frame.
+pub const TOKEN_EXPIRED_MESSAGE: &str = "the connection's token has expired; reconnect with a fresh token";
+
 /// The Management API client of the functions that close connections
 /// (`$connect` for evictions, `$default` for expired tokens).
 #[derive(Debug, Clone)]

@@ -570,25 +570,23 @@ impl Config {
             Some(value) => parse_in_range(STATS_MAX_AGE_SECONDS, value, 1..=3_600, STATS_MAX_AGE_FORM)?,
             None => defaults.stats_max_age_seconds,
         };
+        let millis = |variable, range, form, default| match read(variable) {
+            Some(value) => parse_in_range(variable, value, range, form).map(std::time::Duration::from_millis),
+            None => Ok(default),
+        };
         let aws_timeouts = AwsTimeouts {
-            attempt: match read(AWS_ATTEMPT_TIMEOUT_MS) {
-                Some(value) => std::time::Duration::from_millis(parse_in_range(
-                    AWS_ATTEMPT_TIMEOUT_MS,
-                    value,
-                    50..=60_000,
-                    ATTEMPT_TIMEOUT_FORM,
-                )?),
-                None => defaults.aws_timeouts.attempt,
-            },
-            operation: match read(AWS_OPERATION_TIMEOUT_MS) {
-                Some(value) => std::time::Duration::from_millis(parse_in_range(
-                    AWS_OPERATION_TIMEOUT_MS,
-                    value,
-                    100..=300_000,
-                    OPERATION_TIMEOUT_FORM,
-                )?),
-                None => defaults.aws_timeouts.operation,
-            },
+            attempt: millis(
+                AWS_ATTEMPT_TIMEOUT_MS,
+                50..=60_000,
+                ATTEMPT_TIMEOUT_FORM,
+                defaults.aws_timeouts.attempt,
+            )?,
+            operation: millis(
+                AWS_OPERATION_TIMEOUT_MS,
+                100..=300_000,
+                OPERATION_TIMEOUT_FORM,
+                defaults.aws_timeouts.operation,
+            )?,
         };
 
         Ok(Config {

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use airwave_protocol::ErrorCode;
 
-use crate::closer::{close_with_reason, delete_connection};
+use crate::closer::{close_with_reason, delete_connection, TOKEN_EXPIRED_MESSAGE};
 use crate::config::AwsTimeouts;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
@@ -321,8 +321,8 @@ impl FanOut {
         let mut failed = Vec::new();
         let mut report = futures::stream::iter(targets)
             .map(|target| async move {
-                let retry = target.clone();
-                (retry, self.deliver(store, channel, target, frame, now).await)
+                let outcome = self.deliver(store, channel, &target, frame, now).await;
+                (target, outcome)
             })
             .buffer_unordered(self.concurrency)
             .fold(initial, |report, (target, outcome)| {
@@ -379,17 +379,17 @@ impl FanOut {
         report: &mut FanOutReport,
     ) {
         tokio::time::sleep(self.second_pass_delay).await;
-        let outcomes: Vec<(String, Outcome)> = futures::stream::iter(failed)
+        let outcomes: Vec<(ConnectionTarget, Outcome)> = futures::stream::iter(failed)
             .map(|target| async move {
-                let connection_id = target.connection_id.clone();
-                (connection_id, self.deliver(store, channel, target, frame, now).await)
+                let outcome = self.deliver(store, channel, &target, frame, now).await;
+                (target, outcome)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        for (connection_id, outcome) in outcomes {
+        for (target, outcome) in outcomes {
             if outcome == Outcome::Failed {
-                tracing::warn!(connection_id = %connection_id, "post failed in both passes; this connection misses the message");
+                tracing::warn!(connection_id = %target.connection_id, "post failed in both passes; this connection misses the message");
                 continue;
             }
             report.failed -= 1;
@@ -404,7 +404,7 @@ impl FanOut {
         &self,
         store: &S,
         channel: Option<&str>,
-        target: ConnectionTarget,
+        target: &ConnectionTarget,
         frame: &[u8],
         now: i64,
     ) -> Outcome {
@@ -447,7 +447,7 @@ impl FanOut {
                 &record.connection_id,
                 &[],
                 ErrorCode::TokenExpired,
-                "the connection's token has expired; reconnect with a fresh token",
+                TOKEN_EXPIRED_MESSAGE,
             )
             .await
         } else {

@@ -173,6 +173,17 @@ enum RemoveIf {
     ConnectedBefore(i64),
 }
 
+impl RemoveIf {
+    /// What this adds to a delete's condition: the clause, its placeholder and value.
+    fn clause(self) -> Option<(&'static str, &'static str, i64)> {
+        match self {
+            RemoveIf::Present => None,
+            RemoveIf::ExpiredBy(now) => Some((" AND expires_at <= :now", ":now", now)),
+            RemoveIf::ConnectedBefore(cutoff_ms) => Some((" AND connected_at_ms <= :cutoff", ":cutoff", cutoff_ms)),
+        }
+    }
+}
+
 /// How many times a transaction that lost a race to another one is tried:
 /// with the backoff below, about 4 s in all. A release that still fails leaves
 /// the slot to the expiry reclaim, so it is worth trying hard.
@@ -466,22 +477,19 @@ impl DynamoStore {
             .unwrap_or(0))
     }
 
-    /// Deletes `record` and gives back its slots in one transaction. With
-    /// `expired_by`, only if the record is still expired then. Answers whether
-    /// this call removed it (false: already gone, or refreshed meanwhile).
+    /// Deletes `record` and gives back its slots in one transaction, only if
+    /// `only` still holds for it. Answers whether this call removed it (false:
+    /// already gone, or refreshed meanwhile).
     async fn release_record(&self, record: &ConnectionRecord, only: RemoveIf) -> Result<bool, Error> {
         let mut delete = Delete::builder()
             .table_name(&self.connections_table)
             .set_key(Some(Self::connection_key(&record.connection_id)));
-        delete = match only {
-            RemoveIf::ExpiredBy(now) => delete
-                .condition_expression("attribute_exists(connection_id) AND expires_at <= :now")
-                .expression_attribute_values(":now", number(now)),
-            RemoveIf::ConnectedBefore(cutoff_ms) => delete
-                .condition_expression("attribute_exists(connection_id) AND connected_at_ms <= :cutoff")
-                .expression_attribute_values(":cutoff", number(cutoff_ms)),
-            RemoveIf::Present => delete.condition_expression("attribute_exists(connection_id)"),
-        };
+        let mut condition = String::from("attribute_exists(connection_id)");
+        if let Some((clause, name, value)) = only.clause() {
+            condition.push_str(clause);
+            delete = delete.expression_attribute_values(name, number(value));
+        }
+        delete = delete.condition_expression(condition);
         let delete = delete
             .build()
             .map_err(|error| self.build_error(&self.connections_table, error))?;
@@ -525,16 +533,9 @@ impl DynamoStore {
             .set_key(Some(Self::connection_key(connection_id)))
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        match only {
-            RemoveIf::ExpiredBy(now) => {
-                condition.push_str(" AND expires_at <= :now");
-                request = request.expression_attribute_values(":now", number(now));
-            }
-            RemoveIf::ConnectedBefore(cutoff_ms) => {
-                condition.push_str(" AND connected_at_ms <= :cutoff");
-                request = request.expression_attribute_values(":cutoff", number(cutoff_ms));
-            }
-            RemoveIf::Present => {}
+        if let Some((clause, name, value)) = only.clause() {
+            condition.push_str(clause);
+            request = request.expression_attribute_values(name, number(value));
         }
         match request.condition_expression(condition).send().await {
             Ok(output) => {

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::route_response;
 use crate::channel::validate_channel_name;
+use crate::closer::TOKEN_EXPIRED_MESSAGE;
 use crate::connection::ConnectionRecord;
 use crate::history::{recover, ChannelHistory, Recovery};
 use crate::message::{MessageRecord, MAX_FRAME_BYTES};
@@ -153,7 +154,7 @@ async fn close_expired<S: ConnectionStore>(
             connection_id,
             &[reply.to_text()],
             ErrorCode::TokenExpired,
-            TOKEN_EXPIRED,
+            TOKEN_EXPIRED_MESSAGE,
         )
         .await
     {
@@ -370,12 +371,10 @@ async fn live_record<S: ConnectionStore>(
 ) -> Result<Result<ConnectionRecord, Reply>, Error> {
     Ok(match store.get_connection(connection_id).await? {
         Some(record) if !record.is_expired(now) => Ok(record),
-        Some(record) if record.token_expired(now) => Err(error_reply(ErrorCode::TokenExpired, TOKEN_EXPIRED)),
+        Some(record) if record.token_expired(now) => Err(error_reply(ErrorCode::TokenExpired, TOKEN_EXPIRED_MESSAGE)),
         _ => Err(unknown_connection()),
     })
 }
-
-const TOKEN_EXPIRED: &str = "the connection's token has expired; reconnect with a fresh token";
 
 fn unknown_connection() -> Reply {
     error_reply(
