@@ -29,7 +29,7 @@ help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
 	@echo "make test   format check, clippy and every test against a local DynamoDB"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
-	@echo "make bench  fan-out benchmark (release build)"
+	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
 	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
 	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
 	@echo "make build / deploy / logs / delete   the SAM stack (STACK=$(STACK))"
@@ -128,6 +128,10 @@ dev: $(DEV_TOOLS) $(BROWSER_NPM)
 schema:
 	cargo run --quiet --locked -p airwave-protocol --bin airwave-protocol-schema > protocol/schema.json
 
-# The fan-out benchmark (release build): figures quoted in the README.
+# The benchmarks (release build), each checking the targets the README
+# quotes: the fan-out against its bound and in memory, coalescing a backlog,
+# positions, and the release binaries' size and cold start.
 bench: $(TEST_TOOLS)
-	infra/with-moto.sh cargo bench --locked -p airwave-tests --bench fanout --bench positions
+	cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
+	infra/with-moto.sh cargo bench --locked -p airwave-tests \
+		--bench fanout --bench coalescing --bench positions --bench cold_start

@@ -53,7 +53,7 @@ DYNAMODB_ACTIONS_BY_BINARY = {
         ("history", "dynamodb:Query"),
     },
     "stream-processor": {
-        ("connections", "dynamodb:Scan"),
+        ("connections-index", "dynamodb:Scan"),
         ("connections", "dynamodb:GetItem"),
         ("admission", "dynamodb:UpdateItem"),
         ("connections", "dynamodb:DeleteItem"),

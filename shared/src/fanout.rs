@@ -109,11 +109,28 @@ pub struct FanOutReport {
     pub second_pass_delivered: usize,
     /// Not attempted because the circuit breaker was open.
     pub skipped: usize,
+    /// The invocation's deadline drew near before every target was posted
+    /// to (or listed): the message must be sent again.
+    pub stopped_at_deadline: bool,
+    /// Frames each target gets (several messages share a frame).
+    pub frames: usize,
+    /// Posts made, first attempts only: a target's frames that were tried.
+    pub posts: u64,
     /// Attempts beyond the first, summed over every post.
     pub retries: u64,
-    /// Time spent listing the targets, included in `elapsed_ms`.
+    /// Time spent waiting for listing requests. Pages after the first are
+    /// read while posting, so this overlaps `elapsed_ms`.
     pub list_ms: u64,
+    /// Time until the first page of targets arrived: when posting started.
+    pub first_page_ms: u64,
     pub elapsed_ms: u64,
+}
+
+impl FanOutReport {
+    /// Whether some target did not get the message and could on a retry.
+    pub fn incomplete(&self) -> bool {
+        self.skipped > 0 || self.stopped_at_deadline
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +140,15 @@ enum Outcome {
     Expired,
     Failed,
     Skipped,
+}
+
+/// What one target's delivery came to.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    outcome: Outcome,
+    /// The first frame not delivered: where a second pass resumes.
+    resume_at: usize,
+    posts: u64,
 }
 
 impl FanOutReport {
@@ -135,10 +161,6 @@ impl FanOutReport {
             Outcome::Skipped => self.skipped += 1,
         }
         self
-    }
-
-    fn posts(&self) -> u64 {
-        (self.delivered + self.gone + self.failed) as u64
     }
 }
 
@@ -238,6 +260,17 @@ pub struct FanOut {
     breaker: Arc<Mutex<Breaker>>,
     second_pass_delay: Duration,
     connecting_window_ms: i64,
+    operation_timeout: Duration,
+}
+
+/// What the listing half of a broadcast did.
+#[derive(Debug, Default)]
+struct Listing {
+    targets: usize,
+    pages: usize,
+    list_ms: u64,
+    first_page_ms: u64,
+    stopped: bool,
 }
 
 impl FanOut {
@@ -270,6 +303,7 @@ impl FanOut {
             breaker: Arc::new(Mutex::new(Breaker::new(settings.breaker))),
             second_pass_delay: settings.second_pass_delay,
             connecting_window_ms: i64::try_from(settings.connecting_window.as_millis()).unwrap_or(i64::MAX),
+            operation_timeout: settings.timeouts.operation,
         }
     }
 
@@ -279,15 +313,42 @@ impl FanOut {
     }
 
     /// Posts `frame` to the message's audience: a channel's subscribers, one
-    /// user's connections, or every connection. Fails if the targets cannot be listed or the breaker
-    /// is open; per-connection failures are counted in the report instead.
+    /// user's connections, or every connection. Fails if the targets cannot be
+    /// listed or the breaker is open; per-connection failures are counted in
+    /// the report instead.
     pub async fn broadcast<S: ConnectionStore>(
         &self,
         store: &S,
         audience: Audience<'_>,
         frame: &[u8],
     ) -> Result<FanOutReport, Error> {
+        self.broadcast_frames(store, audience, &[frame], None).await
+    }
+
+    /// How long before an invocation's deadline a broadcast stops starting
+    /// posts: a post started then, and the prune that may follow it, each
+    /// end within the operation timeout, and the handler still has a second
+    /// to report the record for retry.
+    pub fn deadline_reserve(&self) -> Duration {
+        self.operation_timeout * 2 + Duration::from_secs(1)
+    }
+
+    /// Posts each of `frames`, in order, to every target of `audience`.
+    ///
+    /// Posting starts with the first page of targets and the next page is
+    /// read meanwhile, so memory holds two pages and the posts in flight,
+    /// whatever the number of targets. From `stop_starting_at` on no post is
+    /// started (nor page read): the report says `stopped_at_deadline` and the
+    /// caller sends the message again, rather than overrun its invocation.
+    pub async fn broadcast_frames<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
+        &self,
+        store: &S,
+        audience: Audience<'_>,
+        frames: &[F],
+        stop_starting_at: Option<Instant>,
+    ) -> Result<FanOutReport, Error> {
         let channel = audience.channel();
+        let past_stop = || stop_starting_at.is_some_and(|at| Instant::now() >= at);
         // An open breaker is waited out (it is short) rather than failed at
         // once: Lambda retries a stream batch without delay, and failing fast
         // would burn its retries inside one cooldown.
@@ -310,50 +371,95 @@ impl FanOut {
             }
         }
         let now = epoch_seconds_now();
-        let targets = store.list_targets(audience).await?;
-        let list_ms = started.elapsed().as_millis() as u64;
         let attempts_before = self.attempts.0.load(Ordering::Relaxed);
-        let initial = FanOutReport {
-            targets: targets.len(),
-            list_ms,
-            ..FanOutReport::default()
+
+        // One page waits while another is posted: the listing reads ahead by
+        // exactly one page.
+        let (pages_in, mut pages_out) = tokio::sync::mpsc::channel::<Vec<ConnectionTarget>>(1);
+        let listing = async move {
+            let mut listing = Listing::default();
+            let mut from = None;
+            loop {
+                if past_stop() {
+                    listing.stopped = true;
+                    return Ok(listing);
+                }
+                let requested = Instant::now();
+                let page = store.list_targets_page(audience, from).await?;
+                listing.list_ms += requested.elapsed().as_millis() as u64;
+                if listing.pages == 0 {
+                    listing.first_page_ms = started.elapsed().as_millis() as u64;
+                }
+                listing.pages += 1;
+                listing.targets += page.targets.len();
+                if pages_in.send(page.targets).await.is_err() {
+                    // Posting stopped at the deadline.
+                    listing.stopped = true;
+                    return Ok(listing);
+                }
+                match page.next {
+                    Some(next) => from = Some(next),
+                    None => return Ok::<_, Error>(listing),
+                }
+            }
         };
         let mut failed = Vec::new();
-        let mut report = futures::stream::iter(targets)
+        let mut not_started = false;
+        let targets = futures::stream::poll_fn(|context| pages_out.poll_recv(context)).flat_map(futures::stream::iter);
+        let posting = targets
+            .take_while(|_| {
+                let stop = past_stop();
+                not_started |= stop;
+                std::future::ready(!stop)
+            })
             .map(|target| async move {
-                let outcome = self.deliver(store, channel, &target, frame, now).await;
-                (target, outcome)
+                let delivery = self.deliver(store, channel, &target, frames, 0, now).await;
+                (target, delivery)
             })
             .buffer_unordered(self.concurrency)
-            .fold(initial, |report, (target, outcome)| {
-                if outcome == Outcome::Failed {
-                    failed.push(target);
+            .fold(FanOutReport::default(), |mut report, (target, delivery)| {
+                report.posts += delivery.posts;
+                if delivery.outcome == Outcome::Failed {
+                    failed.push((target, delivery.resume_at));
                 }
-                std::future::ready(report.count(outcome))
-            })
-            .await;
+                std::future::ready(report.count(delivery.outcome))
+            });
+        let (listing, mut report) = futures::join!(listing, posting);
+        let listing = listing?;
+        report.targets = listing.targets;
+        report.frames = frames.len();
+        report.list_ms = listing.list_ms;
+        report.first_page_ms = listing.first_page_ms;
+        report.stopped_at_deadline = listing.stopped || not_started;
         if !failed.is_empty() {
-            self.second_pass(store, channel, failed, frame, now, &mut report).await;
+            self.second_pass(store, channel, failed, frames, now, stop_starting_at, &mut report)
+                .await;
         }
         let attempts = self.attempts.0.load(Ordering::Relaxed).saturating_sub(attempts_before);
-        report.retries = attempts.saturating_sub(report.posts());
+        report.retries = attempts.saturating_sub(report.posts);
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             audience = ?audience,
             targets = report.targets,
+            pages = listing.pages,
+            frames = report.frames,
+            posts = report.posts,
             delivered = report.delivered,
             gone = report.gone,
             expired = report.expired,
             failed = report.failed,
             second_pass_delivered = report.second_pass_delivered,
             skipped = report.skipped,
+            stopped_at_deadline = report.stopped_at_deadline,
             retries = report.retries,
             list_ms = report.list_ms,
+            first_page_ms = report.first_page_ms,
             elapsed_ms = report.elapsed_ms,
             concurrency = self.concurrency,
             "fan-out finished"
         );
         metrics::counter!(metric::FANOUT_TARGETS).increment(report.targets as u64);
+        metrics::counter!(metric::FANOUT_POSTS).increment(report.posts);
         metrics::counter!(metric::FANOUT_DELIVERED).increment(report.delivered as u64);
         metrics::counter!(metric::FANOUT_GONE).increment(report.gone as u64);
         metrics::counter!(metric::FANOUT_EXPIRED).increment(report.expired as u64);
@@ -361,6 +467,9 @@ impl FanOut {
         metrics::counter!(metric::FANOUT_SECOND_PASS).increment(report.second_pass_delivered as u64);
         metrics::counter!(metric::FANOUT_SKIPPED).increment(report.skipped as u64);
         metrics::counter!(metric::FANOUT_RETRIES).increment(report.retries);
+        if report.stopped_at_deadline {
+            metrics::counter!(metric::FANOUT_STOPPED_AT_DEADLINE).increment(1);
+        }
         metrics::histogram!(metric::FANOUT_DURATION).record(report.elapsed_ms as f64);
         Ok(report)
     }
@@ -368,70 +477,97 @@ impl FanOut {
     /// One more try, after the rest of the broadcast and a pause, for the
     /// posts that failed every attempt: a transient outage of a few hundred
     /// milliseconds should not cost those connections the message. What fails
-    /// again stays failed, logged with its connection id.
-    async fn second_pass<S: ConnectionStore>(
+    /// again stays failed, logged with its connection id. With no time left
+    /// before `stop_starting_at` the pass is not made and the report says so.
+    #[allow(clippy::too_many_arguments)]
+    async fn second_pass<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
         channel: Option<&str>,
-        failed: Vec<ConnectionTarget>,
-        frame: &[u8],
+        failed: Vec<(ConnectionTarget, usize)>,
+        frames: &[F],
         now: i64,
+        stop_starting_at: Option<Instant>,
         report: &mut FanOutReport,
     ) {
+        if stop_starting_at.is_some_and(|at| Instant::now() + self.second_pass_delay >= at) {
+            report.stopped_at_deadline = true;
+            return;
+        }
         tokio::time::sleep(self.second_pass_delay).await;
-        let outcomes: Vec<(ConnectionTarget, Outcome)> = futures::stream::iter(failed)
-            .map(|target| async move {
-                let outcome = self.deliver(store, channel, &target, frame, now).await;
-                (target, outcome)
+        let deliveries: Vec<(ConnectionTarget, Delivery)> = futures::stream::iter(failed)
+            .map(|(target, resume_at)| async move {
+                let delivery = self.deliver(store, channel, &target, frames, resume_at, now).await;
+                (target, delivery)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        for (target, outcome) in outcomes {
-            if outcome == Outcome::Failed {
+        for (target, delivery) in deliveries {
+            report.posts += delivery.posts;
+            if delivery.outcome == Outcome::Failed {
                 tracing::warn!(connection_id = %target.connection_id, "post failed in both passes; this connection misses the message");
                 continue;
             }
             report.failed -= 1;
-            if outcome == Outcome::Delivered {
+            if delivery.outcome == Outcome::Delivered {
                 report.second_pass_delivered += 1;
             }
-            *report = std::mem::take(report).count(outcome);
+            *report = std::mem::take(report).count(delivery.outcome);
         }
     }
 
-    async fn deliver<S: ConnectionStore>(
+    /// Posts `frames[first_frame..]` to one target, in order, stopping at
+    /// the first that is not delivered.
+    async fn deliver<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
         channel: Option<&str>,
         target: &ConnectionTarget,
-        frame: &[u8],
+        frames: &[F],
+        first_frame: usize,
         now: i64,
-    ) -> Outcome {
+    ) -> Delivery {
         let span = tracing::debug_span!("deliver", connection_id = %target.connection_id);
         async {
+            let mut delivery = Delivery {
+                outcome: Outcome::Delivered,
+                resume_at: first_frame,
+                posts: 0,
+            };
             if target.is_expired(now) {
                 match store.remove_expired_connection(&target.connection_id, now).await {
                     Ok(Some(record)) => {
                         tracing::info!(expires_at = target.expires_at, "pruned an expired connection");
                         self.close_expired(&record, now).await;
-                        return Outcome::Expired;
+                        delivery.outcome = Outcome::Expired;
+                        return delivery;
                     }
                     // Refreshed after the listing, or already removed: the post
                     // below finds out which.
                     Ok(None) => {}
                     Err(error) => {
                         tracing::error!(error = %error, "could not prune an expired connection");
-                        return Outcome::Failed;
+                        delivery.outcome = Outcome::Failed;
+                        return delivery;
                     }
                 }
             }
-            if !self.breaker().allows_post(Instant::now()) {
-                return Outcome::Skipped;
+            for frame in frames.iter().skip(first_frame) {
+                if !self.breaker().allows_post(Instant::now()) {
+                    delivery.outcome = Outcome::Skipped;
+                    return delivery;
+                }
+                delivery.posts += 1;
+                let outcome = self.post(store, channel, &target.connection_id, frame.as_ref()).await;
+                self.breaker().record(outcome == Outcome::Failed, Instant::now());
+                if outcome != Outcome::Delivered {
+                    delivery.outcome = outcome;
+                    return delivery;
+                }
+                delivery.resume_at += 1;
             }
-            let outcome = self.post(store, channel, &target.connection_id, frame).await;
-            self.breaker().record(outcome == Outcome::Failed, Instant::now());
-            outcome
+            delivery
         }
         .instrument(span)
         .await

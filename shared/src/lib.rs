@@ -8,6 +8,7 @@ pub mod auth;
 pub mod channel;
 pub mod clients;
 pub mod closer;
+pub mod coalesce;
 pub mod config;
 pub mod connection;
 pub mod error;

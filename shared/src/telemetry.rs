@@ -27,6 +27,8 @@ pub mod metric {
     /// Client frames answered with an error, with the dimension `code`.
     pub const CLIENT_ERRORS: &str = "ClientErrors";
     pub const FANOUT_TARGETS: &str = "FanoutTargets";
+    /// Posts made (first attempts): with coalescing, fewer than messages x targets.
+    pub const FANOUT_POSTS: &str = "FanoutPosts";
     pub const FANOUT_DELIVERED: &str = "FanoutDelivered";
     pub const FANOUT_GONE: &str = "FanoutGone";
     pub const FANOUT_EXPIRED: &str = "FanoutExpired";
@@ -35,6 +37,9 @@ pub mod metric {
     pub const FANOUT_SECOND_PASS: &str = "FanoutSecondPassDelivered";
     pub const FANOUT_SKIPPED: &str = "FanoutSkipped";
     pub const FANOUT_RETRIES: &str = "FanoutRetries";
+    /// Broadcasts that stopped starting posts near the invocation's deadline
+    /// (their records are retried).
+    pub const FANOUT_STOPPED_AT_DEADLINE: &str = "FanoutStoppedAtDeadline";
     pub const FANOUT_DURATION: &str = "FanoutDuration";
     pub const BREAKER_OPENED: &str = "BreakerOpened";
     pub const STREAM_RECORDS_POISON: &str = "StreamRecordsPoison";

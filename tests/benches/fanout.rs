@@ -1,26 +1,36 @@
-//! `make bench`: the real fan-out against the local Management API with an
-//! injected per-post latency, for N registered connections, at the default
-//! concurrency, one at a time, and unbounded.
+//! `make bench`: the real fan-out (`FanOut::broadcast`, release build) to N
+//! connections through the local Management API with an injected per-post
+//! latency, listing its targets from the local DynamoDB as it goes.
 //!
-//! Each measurement runs in a fresh child process, so its peak memory is its
-//! own. Settings (environment): BENCH_SIZES (default "1000,10000"),
+//! The Management API runs in this process; each measurement runs the
+//! fan-out in a fresh child process, so its peak memory and CPU time are the
+//! fan-out's own. It checks the targets the README quotes: elapsed at most
+//! 1.1 x max(listing, N x L / C) at N = 10,000, and peak memory at N = 100,000
+//! within 10 MiB of N = 10,000.
+//!
+//! Settings (environment): BENCH_SIZES (default "1000,10000,100000"),
 //! BENCH_LATENCY_MS (default 20).
 
-use airwave_shared::message::Audience;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_shared::config::DEFAULT_FANOUT_CONCURRENCY;
 use airwave_shared::fanout::FanOutSettings;
+use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{Config, FanOut};
 use airwave_tests::TestTables;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt;
+use serde_json::{json, Value};
 
-/// Set on a child: "connections table,N,concurrency".
+/// Set on a child: "connections table,N,concurrency,endpoint".
 const CHILD_VARIABLE: &str = "AIRWAVE_BENCH_RUN";
+/// The most elapsed may exceed the bound by, at N = 10,000.
+const BOUND_FACTOR: f64 = 1.1;
+/// How much more peak memory N = 100,000 may take than N = 10,000.
+const MEMORY_GROWTH_MIB: f64 = 10.0;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -35,12 +45,31 @@ fn connection_ids(count: usize) -> Vec<String> {
     (0..count).map(|index| format!("bench-{index:06}=")).collect()
 }
 
-/// Peak resident memory of this process, in MiB.
-fn peak_rss_mib() -> Option<f64> {
+/// A field of /proc/self/status, in KiB.
+fn status_kib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user and system) this process has used.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            // utime and stime are fields 14 and 15 of the whole line.
+            Some(fields.get(10)? + fields.get(11)?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 async fn seed(tables: &TestTables, count: usize) {
@@ -81,72 +110,74 @@ async fn seed(tables: &TestTables, count: usize) {
         .await;
 }
 
-/// One measurement, in a child process: prints one table row.
+/// One measurement, in a child process: prints one JSON line.
 async fn run_child(spec: &str) {
-    let mut parts = spec.split(',');
-    let (Some(table), Some(count), Some(concurrency)) = (parts.next(), parts.next(), parts.next()) else {
-        panic!("{CHILD_VARIABLE}={spec:?} is not 'table,N,concurrency'");
+    let parts: Vec<&str> = spec.splitn(4, ',').collect();
+    let [table, count, concurrency, endpoint] = parts[..] else {
+        panic!("{CHILD_VARIABLE}={spec:?} is not 'table,N,concurrency,endpoint'");
     };
     let count: usize = count.parse().expect("N");
     let concurrency: usize = concurrency.parse().expect("concurrency");
-    let latency_ms: u64 = env_or("BENCH_LATENCY_MS", 20);
     let tables = TestTables::open(Config {
         connections_table: table.to_owned(),
         ..Config::default()
     })
     .await;
-    let gateway = LocalManagementApi::start_with(Options {
-        latency: Duration::from_millis(latency_ms),
-        faults: Faults::default(),
-    })
-    .await
-    .expect("start the local Management API");
-    for id in connection_ids(count) {
-        gateway.connect(&id);
-    }
     let fanout = FanOut::new(
         &tables.sdk_config,
-        &gateway.endpoint(),
+        endpoint,
         FanOutSettings {
             concurrency,
             ..FanOutSettings::from(&tables.config)
         },
     );
-    let frame = serde_json::to_vec(&serde_json::json!({
+    let frame = serde_json::to_vec(&json!({
         "type": "message", "id": "6f1d2c9e-bench", "channel": "prices",
         "data": {"symbol": "ABC", "price": 12.5, "note": "x".repeat(128)}
     }))
     .expect("a frame");
+    let rss_before = status_kib("VmRSS:").unwrap_or(0.0);
+    let cpu_before = cpu_time();
 
     let report = fanout
         .broadcast(&tables.store, Audience::Everyone, &frame)
         .await
         .expect("the broadcast lists its targets");
 
-    let post_ms = report.elapsed_ms.saturating_sub(report.list_ms);
-    let ideal_ms = (count as u64 * latency_ms) as f64 / concurrency as f64;
-    let label = if concurrency == DEFAULT_FANOUT_CONCURRENCY {
-        format!("default {concurrency}")
-    } else if concurrency == count {
-        format!("unbounded {concurrency}")
-    } else {
-        concurrency.to_string()
-    };
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    assert_eq!(report.targets, count, "every seeded connection is listed");
     println!(
-        "{:>6} {:>15} {:>9} {:>8} {:>8} {:>8} {:>6.2} {:>8.0} {:>9} {:>6} {:>8.1} {:>9}",
-        count,
-        label,
-        format!("{}ms", report.elapsed_ms),
-        format!("{}ms", report.list_ms),
-        format!("{post_ms}ms"),
-        format!("{ideal_ms:.0}ms"),
-        post_ms as f64 / ideal_ms.max(1.0),
-        count as f64 / (post_ms.max(1) as f64 / 1000.0),
-        report.delivered,
-        report.failed,
-        peak_rss_mib().unwrap_or(f64::NAN),
-        gateway.max_in_flight(),
+        "{}",
+        json!({
+            "elapsed_ms": report.elapsed_ms,
+            "list_ms": report.list_ms,
+            "first_page_ms": report.first_page_ms,
+            "delivered": report.delivered,
+            "failed": report.failed,
+            "posts": report.posts,
+            "cpu_us_per_post": cpu.as_micros() as f64 / report.posts.max(1) as f64,
+            "rss_before_mib": rss_before / 1024.0,
+            "peak_mib": status_kib("VmHWM:").unwrap_or(f64::NAN) / 1024.0,
+        })
     );
+}
+
+struct Row {
+    count: usize,
+    concurrency: usize,
+    result: Value,
+}
+
+impl Row {
+    fn number(&self, field: &str) -> f64 {
+        self.result[field].as_f64().unwrap_or(f64::NAN)
+    }
+
+    /// max(listing, N x L / C), in ms.
+    fn bound_ms(&self, latency_ms: u64) -> f64 {
+        let ideal = (self.count as u64 * latency_ms) as f64 / self.concurrency as f64;
+        ideal.max(self.number("list_ms"))
+    }
 }
 
 #[tokio::main]
@@ -155,52 +186,132 @@ async fn main() {
         run_child(&spec).await;
         return;
     }
-    let sizes: Vec<usize> = env_or("BENCH_SIZES", "1000,10000".to_owned())
+    let sizes: Vec<usize> = env_or("BENCH_SIZES", "1000,10000,100000".to_owned())
         .split(',')
         .map(|size| size.trim().parse().expect("BENCH_SIZES is a list of whole numbers"))
         .collect();
     let latency_ms: u64 = env_or("BENCH_LATENCY_MS", 20);
     let executable = std::env::current_exe().expect("the bench's own path");
+    let gateway = LocalManagementApi::start_with(Options {
+        latency: Duration::from_millis(latency_ms),
+        faults: Faults::default(),
+    })
+    .await
+    .expect("start the local Management API");
 
     println!("fan-out benchmark: {latency_ms} ms injected latency per post; each row is a fresh process");
     println!(
-        "{:>6} {:>15} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8} {:>9} {:>6} {:>8} {:>9}",
+        "{:>7} {:>15} {:>9} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9} {:>6} {:>9} {:>8}",
         "N",
         "concurrency",
         "elapsed",
+        "1st page",
         "list",
-        "post",
-        "ideal",
+        "bound",
         "ratio",
         "posts/s",
         "delivered",
         "failed",
         "peak MiB",
-        "in-flight"
+        "CPU µs/post"
     );
+    let mut rows = Vec::new();
     for &count in &sizes {
         let tables = TestTables::create().await;
         let seeding = Instant::now();
         seed(&tables, count).await;
+        for id in connection_ids(count) {
+            gateway.connect(&id);
+        }
         eprintln!(
             "(seeded {count} connection records in {:.1}s)",
             seeding.elapsed().as_secs_f64()
         );
-        for concurrency in [DEFAULT_FANOUT_CONCURRENCY, 1, count] {
-            let status = Command::new(&executable)
+        // One by one and unbounded only where they finish in minutes.
+        let concurrencies = match count {
+            ..=1_000 => vec![DEFAULT_FANOUT_CONCURRENCY, 1, count],
+            1_001..=10_000 => vec![DEFAULT_FANOUT_CONCURRENCY, count],
+            _ => vec![DEFAULT_FANOUT_CONCURRENCY],
+        };
+        for concurrency in concurrencies {
+            let output = Command::new(&executable)
                 .env(
                     CHILD_VARIABLE,
-                    format!("{},{count},{concurrency}", tables.config.connections_table),
+                    format!(
+                        "{},{count},{concurrency},{}",
+                        tables.config.connections_table,
+                        gateway.endpoint()
+                    ),
                 )
-                .status()
+                .output()
                 .expect("run a measurement");
             assert!(
-                status.success(),
-                "the measurement N={count} concurrency={concurrency} failed"
+                output.status.success(),
+                "the measurement N={count} concurrency={concurrency} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
             );
+            let line = String::from_utf8_lossy(&output.stdout);
+            let result: Value = line
+                .lines()
+                .rev()
+                .find_map(|line| serde_json::from_str(line).ok())
+                .expect("the measurement's result line");
+            let row = Row {
+                count,
+                concurrency,
+                result,
+            };
+            let label = if concurrency == DEFAULT_FANOUT_CONCURRENCY {
+                format!("default {concurrency}")
+            } else if concurrency == count {
+                format!("unbounded {concurrency}")
+            } else {
+                concurrency.to_string()
+            };
+            let elapsed = row.number("elapsed_ms");
+            let bound = row.bound_ms(latency_ms);
+            println!(
+                "{:>7} {:>15} {:>9} {:>10} {:>8} {:>8} {:>6.2} {:>8.0} {:>9} {:>6} {:>9.1} {:>8.1}",
+                count,
+                label,
+                format!("{elapsed:.0}ms"),
+                format!("{:.0}ms", row.number("first_page_ms")),
+                format!("{:.0}ms", row.number("list_ms")),
+                format!("{bound:.0}ms"),
+                elapsed / bound.max(1.0),
+                count as f64 / (elapsed.max(1.0) / 1000.0),
+                row.number("delivered"),
+                row.number("failed"),
+                row.number("peak_mib"),
+                row.number("cpu_us_per_post"),
+            );
+            rows.push(row);
         }
     }
-    println!("elapsed = list + post; list reads the targets from the local DynamoDB; ratio = post / ideal;");
-    println!("ideal = N x latency / concurrency; peak MiB = the process's peak resident memory, local");
-    println!("Management API server (which keeps every frame) included; in-flight = most posts it saw at once");
+    println!("elapsed includes listing; list = time spent waiting for listing pages (read while posting);");
+    println!("bound = max(list, N x latency / concurrency); ratio = elapsed / bound; peak MiB = the fan-out");
+    println!("process's peak resident memory; CPU µs/post = its user + system CPU time per post");
+
+    let default_row = |count: usize| {
+        rows.iter()
+            .find(|row| row.count == count && row.concurrency == DEFAULT_FANOUT_CONCURRENCY)
+    };
+    let mut missed = Vec::new();
+    if let Some(row) = default_row(10_000) {
+        let ratio = row.number("elapsed_ms") / row.bound_ms(latency_ms);
+        let verdict = if ratio <= BOUND_FACTOR { "met" } else { "MISSED" };
+        println!("target: N=10000 elapsed <= {BOUND_FACTOR} x bound: {ratio:.2} x, {verdict}");
+        if ratio > BOUND_FACTOR {
+            missed.push("elapsed at N=10000");
+        }
+    }
+    if let (Some(small), Some(large)) = (default_row(10_000), default_row(100_000)) {
+        let growth = large.number("peak_mib") - small.number("peak_mib");
+        let verdict = if growth <= MEMORY_GROWTH_MIB { "met" } else { "MISSED" };
+        println!("target: peak memory N=100000 within {MEMORY_GROWTH_MIB} MiB of N=10000: {growth:+.1} MiB, {verdict}");
+        if growth > MEMORY_GROWTH_MIB {
+            missed.push("memory at N=100000");
+        }
+    }
+    assert!(missed.is_empty(), "targets missed: {}", missed.join(", "));
 }

@@ -102,11 +102,18 @@ async fn run(history_size: u64, messages: usize) -> Run {
         assert!(response.batch_item_failures.is_empty(), "every record is broadcast");
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1_000.0;
-    assert_eq!(
-        gateway.received("bench-subscriber=").len(),
-        messages,
-        "one delivery per message"
-    );
+    let delivered: usize = gateway
+        .received("bench-subscriber=")
+        .iter()
+        .map(|frame| {
+            let text = std::str::from_utf8(frame).expect("a text frame");
+            match airwave_protocol::parse_server_frame(text).expect("a server frame") {
+                airwave_protocol::Incoming::Messages(batch) => batch.len(),
+                other => panic!("not a message frame: {other:?}"),
+            }
+        })
+        .sum();
+    assert_eq!(delivered, messages, "one delivery per message");
     let requests = counter.0.lock().map(|counts| counts.clone()).unwrap_or_default();
     Run { elapsed_ms, requests }
 }

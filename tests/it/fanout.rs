@@ -39,7 +39,13 @@ impl Stack {
         self.gateway
             .received(connection_id)
             .iter()
-            .map(|bytes| serde_json::from_slice(bytes).expect("a JSON frame"))
+            .flat_map(|bytes| {
+                let text = std::str::from_utf8(bytes).expect("a text frame");
+                match airwave_protocol::parse_server_frame(text).expect("a JSON frame") {
+                    airwave_protocol::Incoming::Messages(messages) => messages,
+                    other => panic!("not a message frame: {other:?}"),
+                }
+            })
             .collect()
     }
 }
@@ -296,7 +302,7 @@ async fn records_are_not_started_close_to_the_invocation_deadline() {
     ]);
     // Less time left than the handler keeps in reserve.
     let now_ms = airwave_shared::time::epoch_millis_now() as u64;
-    event.context.deadline = now_ms + airwave_shared::handlers::DEADLINE_RESERVE_MS / 2;
+    event.context.deadline = now_ms + stack.fanout.deadline_reserve().as_millis() as u64 / 2;
 
     let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
         .await
@@ -333,4 +339,174 @@ async fn an_event_without_records_is_an_error_not_a_silent_success() {
         .unwrap_err();
 
     assert!(error.to_string().contains("Records"));
+}
+
+impl Stack {
+    async fn subscribe(&self, connection_id: &str, channel: &str) {
+        self.connect(connection_id).await;
+        let outcome = self
+            .tables
+            .store
+            .subscribe(connection_id, channel, 10, epoch_seconds_now())
+            .await
+            .unwrap();
+        assert_eq!(outcome, airwave_shared::store::SubscribeOutcome::Subscribed);
+    }
+}
+
+fn channel_records(first: usize, count: usize, channel: &str) -> Vec<serde_json::Value> {
+    (first..first + count)
+        .map(|index| {
+            insert_record(
+                &index.to_string(),
+                airwave_tests::channel_message_image(&format!("msg-{index}"), channel, "x"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn consecutive_messages_for_one_channel_reach_each_subscriber_in_one_frame_in_order() {
+    let stack = Stack::start().await;
+    for id in ["alice=", "bob=", "carol="] {
+        stack.subscribe(id, "prices").await;
+    }
+    stack.subscribe("dana=", "news").await;
+    // Twenty for prices, two for news, three for prices again: three runs.
+    let mut records = channel_records(800, 20, "prices");
+    records.extend(channel_records(820, 2, "news"));
+    records.extend(channel_records(822, 3, "prices"));
+
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        stream_event(records),
+    )
+    .await
+    .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    let prices: Vec<String> = (800..820).chain(822..825).map(|index| format!("msg-{index}")).collect();
+    for id in ["alice=", "bob=", "carol="] {
+        assert_eq!(stack.gateway.received(id).len(), 2, "{id}: one frame per run");
+        let frames = stack.frames(id);
+        let ids: Vec<String> = frames.iter().map(|frame| frame.id.clone()).collect();
+        assert_eq!(ids, prices, "{id} gets every message once, in stream order");
+        let offsets: Vec<u64> = frames
+            .iter()
+            .map(|frame| frame.position.as_ref().unwrap().offset)
+            .collect();
+        assert!(offsets.windows(2).all(|pair| pair[1] == pair[0] + 1), "{offsets:?}");
+    }
+    assert_eq!(stack.gateway.received("dana=").len(), 1);
+    let news: Vec<String> = stack.frames("dana=").into_iter().map(|frame| frame.id).collect();
+    assert_eq!(news, ["msg-820", "msg-821"]);
+    assert_eq!(stack.gateway.post_count(), 3 * 2 + 1);
+}
+
+/// Writes `count` connection records straight to the table, as many
+/// `$connect`s would, and tells the gateway about them.
+async fn seed_connections(stack: &Stack, count: usize) -> Vec<String> {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let expires_at = (epoch_seconds_now() + 3_600).to_string();
+    let ids: Vec<String> = (0..count).map(|index| format!("seeded-{index:05}=")).collect();
+    for chunk in ids.chunks(25) {
+        let requests = chunk
+            .iter()
+            .map(|id| {
+                stack.gateway.connect(id);
+                let put = PutRequest::builder()
+                    .item("connection_id", AttributeValue::S(id.clone()))
+                    .item("source_ip", AttributeValue::S("198.51.100.23".into()))
+                    .item("connected_at_ms", AttributeValue::N("0".into()))
+                    .item("expires_at", AttributeValue::N(expires_at.clone()))
+                    .build()
+                    .unwrap();
+                WriteRequest::builder().put_request(put).build()
+            })
+            .collect();
+        stack
+            .tables
+            .dynamodb
+            .batch_write_item()
+            .request_items(&stack.tables.config.connections_table, requests)
+            .send()
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exactly_once() {
+    let stack = Stack::start().await;
+    let count = airwave_shared::store::TARGET_PAGE_SIZE as usize * 2 + 500;
+    let ids = seed_connections(&stack, count).await;
+
+    let report = stack
+        .fanout
+        .broadcast(&stack.tables.store, Audience::Everyone, b"{\"hello\":1}")
+        .await
+        .unwrap();
+
+    assert_eq!((report.targets, report.delivered, report.failed), (count, count, 0));
+    for id in &ids {
+        assert_eq!(stack.gateway.received(id).len(), 1, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_instead_of_overrunning() {
+    use std::time::{Duration, Instant};
+    let tables = TestTables::create().await;
+    // Each post takes 100 ms and two are in flight: 40 connections take 2 s.
+    let gateway = airwave_local::LocalManagementApi::start_with(airwave_local::Options {
+        latency: Duration::from_millis(100),
+        faults: airwave_local::Faults::default(),
+    })
+    .await
+    .unwrap();
+    let settings = airwave_shared::fanout::FanOutSettings {
+        concurrency: 2,
+        timeouts: airwave_shared::config::AwsTimeouts {
+            attempt: Duration::from_millis(300),
+            operation: Duration::from_millis(500),
+        },
+        connecting_window: Duration::ZERO,
+        ..airwave_shared::fanout::FanOutSettings::from(&tables.config)
+    };
+    let fanout = FanOut::new(&tables.sdk_config, &gateway.endpoint(), settings);
+    let stack = Stack {
+        tables,
+        gateway,
+        fanout,
+    };
+    let ids = seed_connections(&stack, 40).await;
+    let reserve = stack.fanout.deadline_reserve();
+    // Time for a few posts only before the reserve begins.
+    let left = reserve + Duration::from_millis(600);
+    let deadline = Instant::now() + left;
+    let mut event = stream_event(vec![insert_record("900", message_image("msg-900", "x"))]);
+    event.context.deadline = airwave_shared::time::epoch_millis_now() as u64 + left.as_millis() as u64;
+
+    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
+        .await
+        .unwrap();
+
+    assert!(Instant::now() < deadline, "the handler overran its deadline");
+    assert_eq!(failed_sequence_numbers(&response), ["900"]);
+    let posted = stack.gateway.post_count();
+    assert!(posted > 0 && posted < ids.len(), "{posted} posts before it stopped");
+
+    // Lambda sends the record again: everyone has it, the first ones twice
+    // (at least once, with the id to drop the copy).
+    let retry = stream_event(vec![insert_record("900", message_image("msg-900", "x"))]);
+    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, retry)
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    for id in &ids {
+        assert!(stack.frames(id).iter().any(|frame| frame.id == "msg-900"), "{id}");
+    }
 }

@@ -10,7 +10,7 @@ pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
 pub use message::{handle_message, ErrorCode, Reply, Stats, PUBLISHED_MESSAGE_TTL_SECONDS};
 pub use reaper::{handle_expired_connections, TTL_PRINCIPAL};
-pub use stream::{handle_stream_batch, DEADLINE_RESERVE_MS};
+pub use stream::handle_stream_batch;
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body;

@@ -1,3 +1,6 @@
+use std::time::{Duration, Instant};
+
+use airwave_protocol::MessageFrame;
 use aws_lambda_events::dynamodb::EventRecord;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
@@ -6,41 +9,65 @@ use tracing::Instrument;
 
 use super::{sequence_number, stream_records};
 
+use crate::coalesce::coalesce_for_api_gateway;
 use crate::config::HistorySettings;
 use crate::fanout::FanOut;
 use crate::history::ChannelHistory;
-use crate::message::MessageRecord;
+use crate::message::{Audience, MessageRecord};
 use crate::store::ConnectionStore;
 use crate::telemetry::metric;
 use crate::time::epoch_millis_now;
-
-/// Time kept back before the invocation's deadline: a record is only started
-/// with at least this much left, since a broadcast to thousands of connections
-/// takes seconds.
-pub const DEADLINE_RESERVE_MS: u64 = 20_000;
 use crate::Error;
 
-/// What became of one stream record.
-enum RecordOutcome {
-    /// Broadcast, or deliberately not (not an INSERT).
+/// What became of one stream record before its broadcast.
+enum Prepared {
+    /// Ready to send: decoded, with its position if it has one.
+    Message(Box<ReadyMessage>),
+    /// Deliberately not sent (not an INSERT).
     Done,
     /// Can never succeed (undecodable, oversized): logged and skipped, because
     /// retrying it would only block the shard behind it.
     Poison,
-    /// Could succeed later (for example the listing failed): Lambda must retry it.
+    /// Could succeed later (for example no position could be taken): Lambda
+    /// must retry it.
     Retry,
+}
+
+struct ReadyMessage {
+    record: MessageRecord,
+    frame: MessageFrame,
+}
+
+/// Consecutive messages of a batch with the same audience: one listing of
+/// their targets, and as few frames as API Gateway's message size allows.
+struct Run {
+    /// Where Lambda resumes if the run must be sent again.
+    first_sequence_number: Option<String>,
+    messages: Vec<ReadyMessage>,
+}
+
+impl Run {
+    fn audience(&self) -> Option<Audience<'_>> {
+        self.messages.first().and_then(|first| first.record.audience().ok())
+    }
 }
 
 /// Stream-processor: broadcasts every message inserted into the messages table.
 ///
 /// The event is decoded record by record, not as a whole, so one malformed
-/// record cannot fail the batch. Records are handled in stream order; at the
-/// first one that must be retried the handler stops and reports its sequence
-/// number in `batchItemFailures`: Lambda resumes the shard from there, so
-/// going on would only deliver the later records twice and out of order.
+/// record cannot fail the batch. Records are handled in stream order, and
+/// consecutive ones for the same audience are sent together: one listing of
+/// the targets and, for each target, frames that hold several messages. At
+/// the first record that must be retried the handler stops and reports its
+/// sequence number (or that of the first record of its run) in
+/// `batchItemFailures`: Lambda resumes the shard from there, so going on
+/// would only deliver the later records twice and out of order.
 ///
 /// A channel message first gets its position in the channel (see
 /// [`crate::history`]); a retried record keeps the position it got before.
+/// No post is started within [`FanOut::deadline_reserve`] of the
+/// invocation's deadline: the records not yet sent are reported for retry
+/// instead of the whole batch timing out and coming back.
 pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
     store: &S,
     history: &HistorySettings,
@@ -48,60 +75,82 @@ pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let span = tracing::info_span!("stream_batch", request_id = %event.context.request_id);
-    // Zero when the runtime gave none. A deadline already past on arrival is
-    // not Lambda's (local emulators send a fixed one): it would make every
-    // record look too late, so it is ignored.
-    let deadline_ms = match event.context.deadline {
-        deadline if deadline > 0 && deadline <= epoch_millis_now().max(0) as u64 => {
-            tracing::warn!(
-                deadline_ms = deadline,
-                "ignoring an invocation deadline that has already passed"
-            );
-            0
-        }
-        deadline => deadline,
-    };
+    let stop_starting_at = stop_starting_at(event.context.deadline, fanout.deadline_reserve());
     async {
         let records = stream_records(event.payload)?;
-        let mut response = DynamoDbEventResponse::default();
         let total = records.len();
         let mut poison = 0usize;
+        let mut run: Option<Run> = None;
+        let mut sent = Sent::default();
+        let mut retry_at: Option<Option<String>> = None;
         for raw in records {
             let sequence_number = sequence_number(&raw);
             let span = tracing::info_span!(
                 "stream_record",
                 sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),
             );
-            let near_deadline =
-                deadline_ms > 0 && (epoch_millis_now().max(0) as u64) + DEADLINE_RESERVE_MS >= deadline_ms;
-            let outcome = if near_deadline {
+            if stop_starting_at.is_some_and(|at| Instant::now() >= at) {
                 let _entered = span.enter();
                 tracing::warn!("stopping before the invocation's deadline; the rest of the batch will be retried");
-                RecordOutcome::Retry
-            } else {
-                handle_record(store, history, fanout, raw).instrument(span).await
-            };
-            match outcome {
-                RecordOutcome::Done => {}
-                RecordOutcome::Poison => poison += 1,
-                RecordOutcome::Retry => {
-                    let Some(sequence_number) = sequence_number else {
-                        // Without a sequence number Lambda cannot resume at this
-                        // record, so the whole batch has to be retried.
-                        return Err(Error::EventField {
-                            field: "dynamodb.SequenceNumber of a record that must be retried".into(),
-                        });
-                    };
-                    let mut failure = DynamoDbBatchItemFailure::default();
-                    failure.item_identifier = Some(sequence_number);
-                    response.batch_item_failures.push(failure);
+                retry_at = Some(sequence_number);
+                break;
+            }
+            let ready = match prepare_record(store, history, raw).instrument(span).await {
+                Prepared::Message(ready) => ready,
+                Prepared::Done => continue,
+                Prepared::Poison => {
+                    poison += 1;
+                    continue;
+                }
+                Prepared::Retry => {
+                    retry_at = Some(sequence_number);
                     break;
                 }
+            };
+            let same_audience = run
+                .as_ref()
+                .and_then(Run::audience)
+                .is_some_and(|audience| ready.record.audience().ok() == Some(audience));
+            if !same_audience {
+                if let Some(finished) = run.take() {
+                    if let Err(first) = send_run(store, fanout, finished, stop_starting_at, &mut sent).await {
+                        retry_at = Some(first);
+                        break;
+                    }
+                }
             }
+            run.get_or_insert_with(|| Run {
+                first_sequence_number: sequence_number,
+                messages: Vec::new(),
+            })
+            .messages
+            .push(*ready);
+        }
+        // A record to retry comes after the run still open: the run is sent
+        // first, or retried from its own first record.
+        if let Some(finished) = run.take() {
+            if let Err(first) = send_run(store, fanout, finished, stop_starting_at, &mut sent).await {
+                retry_at = Some(first);
+            }
+        }
+        let mut response = DynamoDbEventResponse::default();
+        if let Some(sequence_number) = retry_at {
+            let Some(sequence_number) = sequence_number else {
+                // Without a sequence number Lambda cannot resume at this
+                // record, so the whole batch has to be retried.
+                return Err(Error::EventField {
+                    field: "dynamodb.SequenceNumber of a record that must be retried".into(),
+                });
+            };
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number);
+            response.batch_item_failures.push(failure);
         }
         tracing::info!(
             records = total,
             poison,
+            broadcasts = sent.broadcasts,
+            messages_sent = sent.messages,
             retried = response.batch_item_failures.len(),
             "stream batch finished"
         );
@@ -113,22 +162,111 @@ pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
     .await
 }
 
-async fn handle_record<S: ConnectionStore + ChannelHistory>(
+/// When to stop starting posts, from the invocation's deadline (epoch
+/// milliseconds; zero when the runtime gave none). A deadline already past on
+/// arrival is not Lambda's (local emulators send a fixed one): it would make
+/// every record look too late, so it is ignored.
+fn stop_starting_at(deadline_ms: u64, reserve: Duration) -> Option<Instant> {
+    let now_ms = epoch_millis_now().max(0) as u64;
+    if deadline_ms == 0 {
+        return None;
+    }
+    if deadline_ms <= now_ms {
+        tracing::warn!(deadline_ms, "ignoring an invocation deadline that has already passed");
+        return None;
+    }
+    let left = Duration::from_millis(deadline_ms - now_ms);
+    Some(Instant::now() + left.saturating_sub(reserve))
+}
+
+/// What a batch sent, for its log line.
+#[derive(Default)]
+struct Sent {
+    broadcasts: usize,
+    messages: usize,
+}
+
+/// Broadcasts one run; on failure answers where Lambda must resume.
+async fn send_run<S: ConnectionStore>(
     store: &S,
-    history: &HistorySettings,
     fanout: &FanOut,
-    raw: Value,
-) -> RecordOutcome {
+    run: Run,
+    stop_starting_at: Option<Instant>,
+    sent: &mut Sent,
+) -> Result<(), Option<String>> {
+    let Some(audience) = run.audience() else {
+        return Ok(());
+    };
+    let messages: Vec<MessageFrame> = run.messages.iter().map(|ready| ready.frame.clone()).collect();
+    let frames = coalesce_for_api_gateway(&messages);
+    let first_id = run
+        .messages
+        .first()
+        .map(|ready| ready.record.message_id.as_str())
+        .unwrap_or_default();
+    let last_id = run
+        .messages
+        .last()
+        .map(|ready| ready.record.message_id.as_str())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "broadcast",
+        first_message_id = first_id,
+        last_message_id = last_id,
+        messages = messages.len(),
+        frames = frames.len(),
+    );
+    let broadcast = fanout
+        .broadcast_frames(store, audience, &frames, stop_starting_at)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    match broadcast {
+        Ok(report) if report.skipped > 0 => {
+            tracing::warn!(
+                skipped = report.skipped,
+                "the circuit breaker stopped the broadcast; its records will be retried"
+            );
+            Err(run.first_sequence_number)
+        }
+        Ok(report) if report.incomplete() => {
+            tracing::warn!(
+                delivered = report.delivered,
+                "the invocation's deadline stopped the broadcast; its records will be retried"
+            );
+            Err(run.first_sequence_number)
+        }
+        Ok(report) => {
+            sent.broadcasts += 1;
+            sent.messages += messages.len();
+            tracing::info!(
+                channel = run.messages[0].record.channel.as_deref().unwrap_or_default(),
+                to_user = run.messages[0].record.to_user.as_deref().unwrap_or_default(),
+                delivered = report.delivered,
+                failed = report.failed,
+                posts = report.posts,
+                "messages broadcast"
+            );
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "broadcast failed; its records will be retried");
+            Err(run.first_sequence_number)
+        }
+    }
+}
+
+async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings, raw: Value) -> Prepared {
     let record: EventRecord = match serde_json::from_value(raw) {
         Ok(record) => record,
         Err(error) => {
             tracing::error!(error = %error, "skipping a stream record that cannot be decoded");
-            return RecordOutcome::Poison;
+            return Prepared::Poison;
         }
     };
     if record.event_name != "INSERT" {
         tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a new message");
-        return RecordOutcome::Done;
+        return Prepared::Done;
     }
     let message: MessageRecord = match serde_dynamo::from_item(record.change.new_image) {
         Ok(message) => message,
@@ -138,27 +276,24 @@ async fn handle_record<S: ConnectionStore + ChannelHistory>(
                 error = %error,
                 "skipping a message item that cannot be decoded (it needs message_id and payload)"
             );
-            return RecordOutcome::Poison;
+            return Prepared::Poison;
         }
     };
-    let audience = match message.audience() {
-        Ok(audience) => audience,
-        Err(reason) => {
-            tracing::error!(message_id = %message.message_id, reason, "skipping a message with no valid audience");
-            return RecordOutcome::Poison;
-        }
-    };
+    if let Err(reason) = message.audience() {
+        tracing::error!(message_id = %message.message_id, reason, "skipping a message with no valid audience");
+        return Prepared::Poison;
+    }
     if let Some(Err(error)) = message.channel.as_deref().map(crate::channel::validate_channel_name) {
         // No client can subscribe to it, and DynamoDB would refuse to query it:
         // retrying would only block the shard.
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message for an invalid channel");
-        return RecordOutcome::Poison;
+        return Prepared::Poison;
     }
     // Checked before a position is taken, so no offset is spent on a message
     // that can never be sent (and recovery never replays one).
     if let Err(error) = message.check_frame_size() {
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
-        return RecordOutcome::Poison;
+        return Prepared::Poison;
     }
     let position = match message.channel.as_deref() {
         Some(channel) if history.enabled() => {
@@ -170,44 +305,12 @@ async fn handle_record<S: ConnectionStore + ChannelHistory>(
                 }
                 Err(error) => {
                     tracing::error!(message_id = %message.message_id, error = %error, "no position could be assigned; the record will be retried");
-                    return RecordOutcome::Retry;
+                    return Prepared::Retry;
                 }
             }
         }
         _ => None,
     };
-    let offset = position.as_ref().map(|position| position.offset);
-    let frame = match message.to_frame(position) {
-        Ok(frame) => frame,
-        Err(error) => {
-            tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
-            return RecordOutcome::Poison;
-        }
-    };
-    match fanout.broadcast(store, audience, &frame).await {
-        Ok(report) if report.skipped > 0 => {
-            tracing::warn!(
-                message_id = %message.message_id,
-                skipped = report.skipped,
-                "the circuit breaker stopped the broadcast; the record will be retried"
-            );
-            RecordOutcome::Retry
-        }
-        Ok(report) => {
-            tracing::info!(
-                message_id = %message.message_id,
-                channel = message.channel.as_deref().unwrap_or_default(),
-                to_user = message.to_user.as_deref().unwrap_or_default(),
-                offset,
-                delivered = report.delivered,
-                failed = report.failed,
-                "message broadcast"
-            );
-            RecordOutcome::Done
-        }
-        Err(error) => {
-            tracing::error!(message_id = %message.message_id, error = %error, "broadcast failed; the record will be retried");
-            RecordOutcome::Retry
-        }
-    }
+    let frame = message.frame(position);
+    Prepared::Message(Box::new(ReadyMessage { record: message, frame }))
 }
