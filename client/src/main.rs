@@ -8,7 +8,9 @@ use std::time::Duration;
 use airwave_client::bench::{self, BenchConfig};
 use airwave_client::{Backoff, Client, ClientConfig, Error, ErrorCode, Event, Reply, Request};
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Debug, Parser)]
 #[command(name = "airwave", version, about = "Client for Airwave's WebSocket API")]
@@ -105,11 +107,22 @@ impl ConnectionArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,airwave=info"));
+    // RUST_LOG as a level or `target=level` directives; by default warnings,
+    // and this client's own progress.
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| {
+            Targets::new()
+                .with_default(LevelFilter::WARN)
+                .with_target("airwave", LevelFilter::INFO)
+                .with_target("airwave_client", LevelFilter::INFO)
+        });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
+        .finish()
+        .with(filter)
         .init();
 
     match run(Cli::parse().command).await {

@@ -115,11 +115,14 @@ pub trait ConnectionStore: Send + Sync {
         connected_before_ms: i64,
     ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
 
-    /// Adds `channel` to a live connection's subscriptions, unless that would
-    /// take it past `max_channels`. Subscribing twice is a success.
+    /// Adds `channel` to the subscriptions of the live connection `record`
+    /// (as just read), unless that would take it past `max_channels`.
+    /// Subscribing twice is a success. The record's channel set and the
+    /// subscription item change together or not at all, against pings,
+    /// unsubscribes and disconnects running at the same time.
     fn subscribe(
         &self,
-        connection_id: &str,
+        record: &ConnectionRecord,
         channel: &str,
         max_channels: usize,
         now_epoch_seconds: i64,
@@ -236,6 +239,9 @@ impl RemoveIf {
 const TRANSACTION_ATTEMPTS: u32 = 12;
 /// How long a release marker is kept: longer than DynamoDB Streams keeps a record.
 const RELEASE_MARKER_TTL_SECONDS: i64 = 3 * 86_400;
+/// Reads and transactions a subscribe tries while the connection keeps
+/// changing under it (pings, other subscribes).
+const SUBSCRIBE_ATTEMPTS: u32 = 8;
 /// Records released per reclaim: enough to free room without a long refusal path.
 const RECLAIM_BATCH: i32 = 25;
 
@@ -760,77 +766,97 @@ impl ConnectionStore for DynamoStore {
 
     async fn subscribe(
         &self,
-        connection_id: &str,
+        record: &ConnectionRecord,
         channel: &str,
         max_channels: usize,
         now_epoch_seconds: i64,
     ) -> Result<SubscribeOutcome, Error> {
-        // The connection's channel set is updated first, under the cap, so the
-        // subscription item below is always findable from the connection.
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.connections_table)
-            .set_key(Some(Self::connection_key(connection_id)))
-            .update_expression("ADD channels :channel_set")
-            .condition_expression(
-                "attribute_exists(connection_id) AND expires_at > :now AND \
-                 (attribute_not_exists(channels) OR contains(channels, :channel) OR size(channels) < :max)",
-            )
-            .expression_attribute_values(":channel_set", AttributeValue::Ss(vec![channel.to_owned()]))
-            .expression_attribute_values(":channel", AttributeValue::S(channel.to_owned()))
-            .expression_attribute_values(":now", AttributeValue::N(now_epoch_seconds.to_string()))
-            .expression_attribute_values(":max", AttributeValue::N(max_channels.to_string()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        let record = match result {
-            Ok(output) => self.decode_returned(connection_id, output.attributes)?,
-            Err(error) if is_conditional_check_failure(&error) => {
-                // Rare path: read once to say which condition failed.
-                return Ok(match self.get_connection(connection_id).await? {
-                    Some(record) if !record.is_expired(now_epoch_seconds) => SubscribeOutcome::LimitReached,
-                    _ => SubscribeOutcome::UnknownConnection,
-                });
+        // The channel set and the subscription item change in one
+        // transaction, and only while the record keeps the expiry it was read
+        // with: a ping in between would leave the item with the old expiry,
+        // a disconnect an orphan. Either cancels it, and it is tried again on
+        // a fresh read (conflicts with other transactions are retried inside
+        // `transact`).
+        let connection_id = record.connection_id.as_str();
+        let mut seen = Some(record.clone());
+        for attempt in 0..SUBSCRIBE_ATTEMPTS {
+            let record = match seen.take() {
+                Some(record) => record,
+                None => match self.get_connection(connection_id).await? {
+                    Some(record) => record,
+                    None => return Ok(SubscribeOutcome::UnknownConnection),
+                },
+            };
+            if record.is_expired(now_epoch_seconds) {
+                return Ok(SubscribeOutcome::UnknownConnection);
             }
-            Err(error) => return Err(Error::dynamodb("UpdateItem", &self.connections_table, error)),
-        };
-        let Some(record) = record else {
-            return Ok(SubscribeOutcome::UnknownConnection);
-        };
-        let mut item = Self::subscription_key(channel, connection_id);
-        item.insert(
-            "expires_at".to_owned(),
-            AttributeValue::N(record.expires_at.to_string()),
-        );
-        self.client
-            .put_item()
-            .table_name(&self.subscriptions_table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|error| Error::dynamodb("PutItem", &self.subscriptions_table, error))?;
-        Ok(SubscribeOutcome::Subscribed)
+            let listed = record.channels.iter().any(|listed| listed == channel);
+            if !listed && record.channels.len() >= max_channels {
+                return Ok(SubscribeOutcome::LimitReached);
+            }
+            let add = Update::builder()
+                .table_name(&self.connections_table)
+                .set_key(Some(Self::connection_key(connection_id)))
+                .update_expression("ADD channels :channel_set")
+                .condition_expression(
+                    "attribute_exists(connection_id) AND expires_at = :seen AND \
+                     (attribute_not_exists(channels) OR contains(channels, :channel) OR size(channels) < :max)",
+                )
+                .expression_attribute_values(":channel_set", AttributeValue::Ss(vec![channel.to_owned()]))
+                .expression_attribute_values(":channel", AttributeValue::S(channel.to_owned()))
+                .expression_attribute_values(":seen", number(record.expires_at))
+                .expression_attribute_values(":max", AttributeValue::N(max_channels.to_string()))
+                .build()
+                .map_err(|error| self.build_error(&self.connections_table, error))?;
+            let mut item = Self::subscription_key(channel, connection_id);
+            item.insert("expires_at".to_owned(), number(record.expires_at));
+            let put = Put::builder()
+                .table_name(&self.subscriptions_table)
+                .set_item(Some(item))
+                .build()
+                .map_err(|error| self.build_error(&self.subscriptions_table, error))?;
+            let items = vec![
+                TransactWriteItem::builder().update(add).build(),
+                TransactWriteItem::builder().put(put).build(),
+            ];
+            match self.transact(&self.connections_table, items).await? {
+                Transaction::Committed => return Ok(SubscribeOutcome::Subscribed),
+                // Pinged, removed or filled up since the read: read again.
+                Transaction::ConditionFailed { .. } => conflict_backoff(attempt).await,
+            }
+        }
+        Err(Error::DynamoDb {
+            operation: "TransactWriteItems",
+            table: self.connections_table.clone(),
+            message: format!("the connection kept changing under {SUBSCRIBE_ATTEMPTS} subscribe attempts"),
+        })
     }
 
     async fn unsubscribe(&self, connection_id: &str, channel: &str) -> Result<(), Error> {
-        // Subscription first, so a failure in between never leaves an item the
-        // connection no longer points to.
-        self.delete_subscription(channel, connection_id).await?;
-        let result = self
-            .client
-            .update_item()
+        // Both in one transaction, so a concurrent subscribe of the same
+        // channel lands wholly before or wholly after.
+        let remove = Update::builder()
             .table_name(&self.connections_table)
             .set_key(Some(Self::connection_key(connection_id)))
             .update_expression("DELETE channels :channel_set")
             .condition_expression("attribute_exists(connection_id)")
             .expression_attribute_values(":channel_set", AttributeValue::Ss(vec![channel.to_owned()]))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_conditional_check_failure(&error) => Ok(()),
-            Err(error) => Err(Error::dynamodb("UpdateItem", &self.connections_table, error)),
+            .build()
+            .map_err(|error| self.build_error(&self.connections_table, error))?;
+        let delete = Delete::builder()
+            .table_name(&self.subscriptions_table)
+            .set_key(Some(Self::subscription_key(channel, connection_id)))
+            .build()
+            .map_err(|error| self.build_error(&self.subscriptions_table, error))?;
+        let items = vec![
+            TransactWriteItem::builder().update(remove).build(),
+            TransactWriteItem::builder().delete(delete).build(),
+        ];
+        match self.transact(&self.connections_table, items).await? {
+            Transaction::Committed => Ok(()),
+            // No record (disconnected, or pruned): only an item it may have
+            // left behind remains to delete.
+            Transaction::ConditionFailed { .. } => self.delete_subscription(channel, connection_id).await,
         }
     }
 

@@ -3,7 +3,9 @@
 
 use std::future::Future;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The CloudWatch namespace every Airwave metric is published under.
 pub const METRICS_NAMESPACE: &str = "Airwave";
@@ -50,18 +52,28 @@ pub mod metric {
     pub const POSITIONS_ASSIGNED: &str = "PositionsAssigned";
 }
 
+/// The filter `RUST_LOG` sets: a level (`debug`) or `target=level`
+/// directives (`info,airwave_shared=debug`); `default` when it is unset or
+/// not of that form.
+pub fn log_filter(default: LevelFilter) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default))
+}
+
 /// The level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // A second initialisation (tests, or a host that set one up) is harmless.
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .with_ansi(false)
-        .try_init();
+        .finish()
+        .with(log_filter(LevelFilter::INFO));
+    // A second initialisation (tests, or a host that set one up) is harmless.
+    let _ = subscriber.try_init();
 }
 
 /// Writes the metrics recorded during an invocation to stdout, where the

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_shared::handlers::handle_stream_batch;
-use airwave_shared::{ConnectionStore, DynamoStore};
+use airwave_shared::DynamoStore;
 use airwave_tests::{insert_record, stream_event, TestTables};
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -57,16 +57,7 @@ struct Run {
 async fn run(history_size: u64, messages: usize) -> Run {
     let tables = TestTables::create_with(|config| config.history.size = history_size).await;
     tables.admit("bench-subscriber=").await;
-    tables
-        .store
-        .subscribe(
-            "bench-subscriber=",
-            "bench",
-            10,
-            airwave_shared::time::epoch_seconds_now(),
-        )
-        .await
-        .expect("subscribe");
+    tables.subscribe("bench-subscriber=", "bench").await;
     let gateway = LocalManagementApi::start_with(Options {
         latency: std::time::Duration::ZERO,
         faults: Faults::default(),

@@ -67,19 +67,6 @@ async fn connect_all(
     .collect()
 }
 
-async fn counter(tables: &TestTables, key: &str) -> Option<i64> {
-    let output = tables
-        .dynamodb
-        .get_item()
-        .table_name(&tables.config.admission_table)
-        .key("pk", AttributeValue::S(key.to_owned()))
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    output.item?.get("open_count")?.as_n().ok()?.parse().ok()
-}
-
 async fn admission_items(tables: &TestTables) -> usize {
     let output = tables
         .dynamodb
@@ -195,7 +182,7 @@ async fn a_hundred_concurrent_connects_of_one_user_leave_exactly_the_cap_open_an
     let open = tables.stored_connection_ids().await;
     assert_eq!(open.len(), 5);
     assert_eq!(stored_user_ids(&tables).await, vec!["alice"; 5]);
-    assert_eq!(counter(&tables, "open#user#alice").await, Some(5));
+    assert_eq!(tables.admission_counter("open#user#alice").await, Some(5));
 
     // Another user is not affected by alice's cap.
     let bob = connect_all(
@@ -212,19 +199,19 @@ async fn a_hundred_concurrent_connects_of_one_user_leave_exactly_the_cap_open_an
     handle_disconnect(&tables.store, disconnect_event(&open[0]))
         .await
         .unwrap();
-    assert_eq!(counter(&tables, "open#user#alice").await, Some(4));
+    assert_eq!(tables.admission_counter("open#user#alice").await, Some(4));
     // A repeated $disconnect gives nothing back twice.
     handle_disconnect(&tables.store, disconnect_event(&open[0]))
         .await
         .unwrap();
-    assert_eq!(counter(&tables, "open#user#alice").await, Some(4));
+    assert_eq!(tables.admission_counter("open#user#alice").await, Some(4));
 
     let events = (0..20)
         .map(|i| airwave_tests::connect_event_with_token(&format!("alice-again-{i:02}="), "198.51.100.20", &alice))
         .collect();
     let (admitted, _) = statuses(&connect_all(&tables, events).await);
     assert_eq!(admitted, 1);
-    assert_eq!(counter(&tables, "open#user#alice").await, Some(5));
+    assert_eq!(tables.admission_counter("open#user#alice").await, Some(5));
 }
 
 #[tokio::test]
@@ -256,7 +243,7 @@ async fn a_connection_whose_disconnect_never_came_frees_its_slot_once_its_ttl_ha
     let admitted = connect_all(&tables, vec![connect_event("third=", "198.51.100.30")]).await;
     assert_eq!(admitted[0].status_code, 200);
     assert_eq!(tables.stored_connection_ids().await, vec!["third="]);
-    assert_eq!(counter(&tables, "open#ip#198.51.100.30").await, Some(1));
+    assert_eq!(tables.admission_counter("open#ip#198.51.100.30").await, Some(1));
     // The reclaimed record's subscriptions went with it.
     assert_eq!(tables.stored_subscriptions().await, Vec::<(String, String)>::new());
 }
@@ -281,7 +268,7 @@ async fn a_connection_that_answered_410_frees_its_slot() {
         .await
         .unwrap();
     assert_eq!(report.gone, 1);
-    assert_eq!(counter(&tables, "open#total").await, Some(0));
+    assert_eq!(tables.admission_counter("open#total").await, Some(0));
 
     let admitted = connect_all(&tables, vec![connect_event("waiting=", "198.51.100.41")]).await;
     assert_eq!(admitted[0].status_code, 200);
@@ -323,7 +310,7 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
         let response = connect_all(&tables, vec![connect_event(id, "198.51.100.50")]).await;
         assert_eq!(response[0].status_code, 200);
     }
-    assert_eq!(counter(&tables, "open#total").await, Some(2));
+    assert_eq!(tables.admission_counter("open#total").await, Some(2));
 
     // DynamoDB's TTL deletes the record: only the stream sees it go.
     let old = tables
@@ -349,7 +336,7 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
     handle_disconnect(&tables.store, disconnect_event("user-deleted="))
         .await
         .unwrap();
-    assert_eq!(counter(&tables, "open#total").await, Some(1));
+    assert_eq!(tables.admission_counter("open#total").await, Some(1));
     let disconnected_image = serde_json::to_value(
         serde_dynamo::to_item::<_, std::collections::HashMap<String, AttributeValue>>(&disconnected)
             .unwrap()
@@ -367,15 +354,15 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(counter(&tables, "open#total").await, Some(0));
-    assert_eq!(counter(&tables, "open#ip#198.51.100.50").await, Some(0));
+    assert_eq!(tables.admission_counter("open#total").await, Some(0));
+    assert_eq!(tables.admission_counter("open#ip#198.51.100.50").await, Some(0));
 
     // Lambda delivers the same batch again: nothing changes.
     handle_expired_connections(&tables.store, stream_event(batch))
         .await
         .unwrap();
-    assert_eq!(counter(&tables, "open#total").await, Some(0));
-    assert_eq!(counter(&tables, "open#ip#198.51.100.50").await, Some(0));
+    assert_eq!(tables.admission_counter("open#total").await, Some(0));
+    assert_eq!(tables.admission_counter("open#ip#198.51.100.50").await, Some(0));
 }
 
 fn attribute_json(value: &AttributeValue) -> Value {
@@ -633,7 +620,7 @@ async fn a_disconnect_costs_one_round_trip_and_one_more_for_giving_slots_back() 
         (true, 2)
     );
     for counter_key in ["open#total", "open#user#leaving", "open#ip#198.51.100.81"] {
-        assert_eq!(counter(&tables, counter_key).await, Some(0), "{counter_key}");
+        assert_eq!(tables.admission_counter(counter_key).await, Some(0), "{counter_key}");
     }
 }
 

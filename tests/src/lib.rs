@@ -16,7 +16,7 @@ use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use std::time::Duration;
 
 use airwave_shared::fanout::FanOutSettings;
-use airwave_shared::{clients, Config, DynamoStore, FanOut};
+use airwave_shared::{clients, Config, ConnectionStore, DynamoStore, FanOut};
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -147,6 +147,56 @@ impl TestTables {
         .await
         .expect("connect handler");
         assert_eq!(response.status_code, 200, "{connection_id} was refused");
+    }
+
+    /// A store on these tables whose requests pass through a proxy that
+    /// injects `faults` (throttling, transaction conflicts); keep the proxy
+    /// for as long as the store is used.
+    pub async fn faulty_store(
+        &self,
+        faults: airwave_local::DynamoDbFaults,
+    ) -> (DynamoStore, airwave_local::FaultyDynamoDb) {
+        let upstream = std::env::var(DYNAMODB_ENDPOINT_VARIABLE).expect("the local DynamoDB's endpoint");
+        let proxy = airwave_local::FaultyDynamoDb::start(&upstream, faults)
+            .await
+            .expect("start the DynamoDB fault proxy");
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
+                .endpoint_url(proxy.endpoint())
+                .build(),
+        );
+        (DynamoStore::new(client, &self.config), proxy)
+    }
+
+    /// Subscribes an admitted connection to `channel` through the store, as
+    /// the `$default` handler does after reading the record.
+    pub async fn subscribe(&self, connection_id: &str, channel: &str) {
+        let record = self
+            .store
+            .get_connection(connection_id)
+            .await
+            .expect("read the connection")
+            .unwrap_or_else(|| panic!("{connection_id} is not admitted"));
+        let outcome = self
+            .store
+            .subscribe(&record, channel, 10, airwave_shared::time::epoch_seconds_now())
+            .await
+            .expect("subscribe");
+        assert_eq!(outcome, airwave_shared::store::SubscribeOutcome::Subscribed);
+    }
+
+    /// The `open_count` of an admission counter (`open#total`, `open#ip#…`).
+    pub async fn admission_counter(&self, key: &str) -> Option<i64> {
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.config.admission_table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("read an admission counter");
+        output.item?.get("open_count")?.as_n().ok()?.parse().ok()
     }
 
     /// Every item of `table`, read straight from DynamoDB with a consistent scan.

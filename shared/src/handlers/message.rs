@@ -200,7 +200,7 @@ async fn execute<S: ConnectionStore + ChannelHistory + PublishAllowance + StatsS
                 return Ok(error_reply(ErrorCode::ChannelForbidden, refusal.explain()));
             }
             match store
-                .subscribe(connection_id, &channel, config.max_channels_per_connection, now)
+                .subscribe(&record, &channel, config.max_channels_per_connection, now)
                 .await?
             {
                 SubscribeOutcome::Subscribed => subscribed(store, config, channel, since, now).await?,
