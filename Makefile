@@ -23,7 +23,7 @@ DEMO_PORT     ?= 5173
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test
+.PHONY: fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
@@ -31,6 +31,7 @@ help:
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
 	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
+	@echo "make fuzz   every fuzz target for FUZZ_SECONDS (FUZZ_TARGET=token for one)"
 	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
 	@echo "make build / deploy / logs / delete   the SAM stack (STACK=$(STACK))"
 
@@ -72,7 +73,38 @@ lint: $(DEPLOY_TOOLS)
 	$(OFFLINE_AWS) cfn-lint template.yaml
 	$(OFFLINE_AWS) sam validate --lint
 
-test: fmt-check clippy lint template-check unit browser-test
+test: fmt-check clippy lint template-check unit browser-test fuzz-check
+
+# Fuzzing (cargo fuzz, libFuzzer; on the stable toolchain, so without a
+# sanitizer). fuzz-check runs every target FUZZ_SECONDS over its corpus, the
+# crashes found so far (fuzz/regressions) and seeds from the tests; `make fuzz
+# FUZZ_TARGET=token FUZZ_SECONDS=600` runs one longer. New interesting inputs
+# go to target/fuzz/corpus, crashes to target/fuzz/artifacts.
+CARGO_FUZZ   := .tools/cargo/bin/cargo-fuzz
+FUZZ_TARGETS := client_frame server_frame websocket_event stream_batch reaper_batch token template
+FUZZ_TARGET  ?= $(FUZZ_TARGETS)
+FUZZ_SECONDS ?= 10
+FUZZ_SEEDS_websocket_event := tests/events/connect.json,tests/events/disconnect.json,tests/events/message.json
+FUZZ_SEEDS_stream_batch    := tests/events/stream-batch.json
+FUZZ_SEEDS_template        := template.yaml
+
+$(CARGO_FUZZ):
+	cargo install --locked --root .tools/cargo --version 0.13.2 cargo-fuzz
+
+fuzz-check: FUZZ_SECONDS = 10
+fuzz-check: fuzz
+
+fuzz: $(CARGO_FUZZ)
+	@set -e; for target in $(FUZZ_TARGET); do \
+		mkdir -p target/fuzz/corpus/$$target target/fuzz/artifacts/$$target fuzz/regressions/$$target; \
+		seeds='$(foreach t,$(FUZZ_TARGETS),$(t)=$(FUZZ_SEEDS_$(t)) )'; \
+		seed=$$(printf '%s\n' $$seeds | sed -n "s/^$$target=//p"); \
+		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+		PATH="$(CURDIR)/.tools/cargo/bin:$$PATH" cargo fuzz run --dev --sanitizer none --target-dir target/fuzz \
+			$$target target/fuzz/corpus/$$target fuzz/corpus/$$target fuzz/regressions/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+			-artifact_prefix=target/fuzz/artifacts/$$target/ $${seed:+-seed_inputs=$$seed}; \
+	done
 
 # The browser package (client/browser): `npm ci` whenever node_modules is
 # missing or older than the lockfile (npm ci writes its own copy of the lock

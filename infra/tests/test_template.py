@@ -54,6 +54,7 @@ DYNAMODB_ACTIONS_BY_BINARY = {
     },
     "stream-processor": {
         ("connections-index", "dynamodb:Scan"),
+        ("messages", "dynamodb:UpdateItem"),
         ("connections", "dynamodb:GetItem"),
         ("admission", "dynamodb:UpdateItem"),
         ("connections", "dynamodb:DeleteItem"),

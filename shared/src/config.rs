@@ -35,6 +35,7 @@ pub const USER_CAP_MODE: &str = "AIRWAVE_USER_CAP_MODE";
 pub const STATS_MAX_AGE_SECONDS: &str = "AIRWAVE_STATS_MAX_AGE_SECONDS";
 pub const AWS_ATTEMPT_TIMEOUT_MS: &str = "AIRWAVE_AWS_ATTEMPT_TIMEOUT_MS";
 pub const AWS_OPERATION_TIMEOUT_MS: &str = "AIRWAVE_AWS_OPERATION_TIMEOUT_MS";
+pub const MESSAGE_RETENTION_SECONDS: &str = "AIRWAVE_MESSAGE_RETENTION_SECONDS";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -71,6 +72,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     STATS_MAX_AGE_SECONDS,
     AWS_ATTEMPT_TIMEOUT_MS,
     AWS_OPERATION_TIMEOUT_MS,
+    MESSAGE_RETENTION_SECONDS,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -86,6 +88,12 @@ pub const MAX_HISTORY_SIZE: u64 = 10_000;
 /// longer reloads its state instead.
 pub const DEFAULT_HISTORY_TTL_SECONDS: u64 = 7_200;
 pub const MAX_HISTORY_TTL_SECONDS: u64 = 7 * 86_400;
+/// How long an item stays in the messages table when its writer set no
+/// `expires_at`: the table is a queue for the stream, not an archive, and a
+/// day is far longer than the stream needs (what clients recover comes from
+/// the history table).
+pub const DEFAULT_MESSAGE_RETENTION_SECONDS: u64 = 86_400;
+pub const MAX_MESSAGE_RETENTION_SECONDS: u64 = 365 * 86_400;
 /// Generous enough for a busy office behind one NAT address reconnecting after
 /// a network blip, small enough to stop a client stuck in a reconnect loop.
 pub const DEFAULT_CONNECT_ATTEMPTS_PER_IP: u64 = 120;
@@ -121,6 +129,7 @@ const CAP_FORM: &str = "a whole number of open connections, 0 for no cap";
 const HISTORY_SIZE_FORM: &str =
     "a whole number of messages per channel from 0 (no positions, history or recovery) to 10000";
 const HISTORY_TTL_FORM: &str = "whole seconds from 60 to 604800 (7 days)";
+const MESSAGE_RETENTION_FORM: &str = "whole seconds from 60 to 31536000 (a year)";
 const JWKS_URL_FORM: &str =
     "the https URL of the identity provider's JWKS, such as https://cognito-idp.{region}.amazonaws.com/{pool}/.well-known/jwks.json (http only for localhost)";
 const ISSUER_FORM: &str = "the issuer tokens must name in iss, such as https://example.auth0.com/";
@@ -151,7 +160,7 @@ pub const DEFAULT_AWS_ATTEMPT_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_AWS_OPERATION_TIMEOUT_MS: u64 = 15_000;
 const ATTEMPT_TIMEOUT_FORM: &str = "whole milliseconds from 50 to 60000 that one attempt of an AWS call may take";
 const OPERATION_TIMEOUT_FORM: &str =
-    "whole milliseconds from 100 to 300000 that an AWS call may take, its retries included";
+    "whole milliseconds from 100 to 60000 that an AWS call may take, its retries included";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -184,6 +193,8 @@ pub struct Config {
     pub stats_max_age_seconds: u64,
     /// The bounds on every AWS call.
     pub aws_timeouts: AwsTimeouts,
+    /// How long a message item is kept when its writer set no `expires_at`.
+    pub message_retention_seconds: u64,
 }
 
 /// How long one attempt of an AWS call, and the call with its retries, may take.
@@ -369,6 +380,7 @@ impl Default for Config {
             publish_rate: PublishRate::default(),
             user_cap_mode: UserCapMode::default(),
             stats_max_age_seconds: DEFAULT_STATS_MAX_AGE_SECONDS,
+            message_retention_seconds: DEFAULT_MESSAGE_RETENTION_SECONDS,
             aws_timeouts: AwsTimeouts::default(),
         }
     }
@@ -570,6 +582,15 @@ impl Config {
             Some(value) => parse_in_range(STATS_MAX_AGE_SECONDS, value, 1..=3_600, STATS_MAX_AGE_FORM)?,
             None => defaults.stats_max_age_seconds,
         };
+        let message_retention_seconds = match read(MESSAGE_RETENTION_SECONDS) {
+            Some(value) => parse_in_range(
+                MESSAGE_RETENTION_SECONDS,
+                value,
+                60..=MAX_MESSAGE_RETENTION_SECONDS,
+                MESSAGE_RETENTION_FORM,
+            )?,
+            None => defaults.message_retention_seconds,
+        };
         let millis = |variable, range, form, default| match read(variable) {
             Some(value) => parse_in_range(variable, value, range, form).map(std::time::Duration::from_millis),
             None => Ok(default),
@@ -583,7 +604,7 @@ impl Config {
             )?,
             operation: millis(
                 AWS_OPERATION_TIMEOUT_MS,
-                100..=300_000,
+                100..=60_000,
                 OPERATION_TIMEOUT_FORM,
                 defaults.aws_timeouts.operation,
             )?,
@@ -609,6 +630,7 @@ impl Config {
             user_cap_mode,
             stats_max_age_seconds,
             aws_timeouts,
+            message_retention_seconds,
         })
     }
 

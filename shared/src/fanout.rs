@@ -35,6 +35,10 @@ const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 /// and the record is written before the handshake completes.
 pub const CONNECTING_WINDOW: Duration = Duration::from_secs(30);
 
+/// Listed pages that may wait to be posted: 4 x 1,000 targets, a few
+/// hundred kilobytes, bound memory whatever the number of targets.
+pub const PAGES_AHEAD: usize = 4;
+
 /// Retry tokens of the fan-out's own retry quota: a retry costs 5 (10 after a
 /// timeout) and every success returns one.
 const RETRY_TOKENS: usize = 50_000;
@@ -123,6 +127,8 @@ pub struct FanOutReport {
     pub list_ms: u64,
     /// Time until the first page of targets arrived: when posting started.
     pub first_page_ms: u64,
+    /// Listing requests made.
+    pub pages: usize,
     pub elapsed_ms: u64,
 }
 
@@ -140,6 +146,8 @@ enum Outcome {
     Expired,
     Failed,
     Skipped,
+    /// Not posted: the deadline drew near first.
+    Stopped,
 }
 
 /// What one target's delivery came to.
@@ -159,6 +167,7 @@ impl FanOutReport {
             Outcome::Expired => self.expired += 1,
             Outcome::Failed => self.failed += 1,
             Outcome::Skipped => self.skipped += 1,
+            Outcome::Stopped => self.stopped_at_deadline = true,
         }
         self
     }
@@ -335,11 +344,12 @@ impl FanOut {
 
     /// Posts each of `frames`, in order, to every target of `audience`.
     ///
-    /// Posting starts with the first page of targets and the next page is
-    /// read meanwhile, so memory holds two pages and the posts in flight,
-    /// whatever the number of targets. From `stop_starting_at` on no post is
-    /// started (nor page read): the report says `stopped_at_deadline` and the
-    /// caller sends the message again, rather than overrun its invocation.
+    /// Posting starts with the first page of targets and the next pages are
+    /// read meanwhile, so memory holds at most [`PAGES_AHEAD`] + 2 pages (the
+    /// one being posted, those waiting, one being read) and the posts in
+    /// flight, whatever the number of targets. From `stop_starting_at` on no post, page or
+    /// prune is started: the report says `stopped_at_deadline` and the caller
+    /// sends the message again, rather than overrun its invocation.
     pub async fn broadcast_frames<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
@@ -354,6 +364,14 @@ impl FanOut {
         // would burn its retries inside one cooldown.
         let wait = self.breaker().remaining_cooldown(Instant::now());
         if let Some(wait) = wait.filter(|wait| *wait <= MAX_BREAKER_WAIT) {
+            if stop_starting_at.is_some_and(|at| Instant::now() + wait >= at) {
+                tracing::warn!("the circuit breaker stays open past the deadline; not starting the broadcast");
+                return Ok(FanOutReport {
+                    stopped_at_deadline: true,
+                    frames: frames.len(),
+                    ..FanOutReport::default()
+                });
+            }
             tracing::info!(
                 wait_ms = wait.as_millis() as u64,
                 "waiting for the circuit breaker to close"
@@ -373,9 +391,9 @@ impl FanOut {
         let now = epoch_seconds_now();
         let attempts_before = self.attempts.0.load(Ordering::Relaxed);
 
-        // One page waits while another is posted: the listing reads ahead by
-        // exactly one page.
-        let (pages_in, mut pages_out) = tokio::sync::mpsc::channel::<Vec<ConnectionTarget>>(1);
+        // Pages wait here while another is posted, so a listing that is the
+        // slower half never stalls on a posting that is briefly behind.
+        let (pages_in, mut pages_out) = tokio::sync::mpsc::channel::<Vec<ConnectionTarget>>(PAGES_AHEAD);
         let listing = async move {
             let mut listing = Listing::default();
             let mut from = None;
@@ -405,7 +423,10 @@ impl FanOut {
         };
         let mut failed = Vec::new();
         let mut not_started = false;
-        let targets = futures::stream::poll_fn(|context| pages_out.poll_recv(context)).flat_map(futures::stream::iter);
+        // The receiver moves into the stream, so it is dropped as soon as
+        // posting stops: a listing waiting to hand over a page then returns.
+        let targets =
+            futures::stream::poll_fn(move |context| pages_out.poll_recv(context)).flat_map(futures::stream::iter);
         let posting = targets
             .take_while(|_| {
                 let stop = past_stop();
@@ -413,7 +434,9 @@ impl FanOut {
                 std::future::ready(!stop)
             })
             .map(|target| async move {
-                let delivery = self.deliver(store, channel, &target, frames, 0, now).await;
+                let delivery = self
+                    .deliver(store, channel, &target, frames, 0, now, stop_starting_at)
+                    .await;
                 (target, delivery)
             })
             .buffer_unordered(self.concurrency)
@@ -430,7 +453,8 @@ impl FanOut {
         report.frames = frames.len();
         report.list_ms = listing.list_ms;
         report.first_page_ms = listing.first_page_ms;
-        report.stopped_at_deadline = listing.stopped || not_started;
+        report.pages = listing.pages;
+        report.stopped_at_deadline |= listing.stopped || not_started;
         if !failed.is_empty() {
             self.second_pass(store, channel, failed, frames, now, stop_starting_at, &mut report)
                 .await;
@@ -441,7 +465,7 @@ impl FanOut {
         tracing::info!(
             audience = ?audience,
             targets = report.targets,
-            pages = listing.pages,
+            pages = report.pages,
             frames = report.frames,
             posts = report.posts,
             delivered = report.delivered,
@@ -495,18 +519,33 @@ impl FanOut {
             return;
         }
         tokio::time::sleep(self.second_pass_delay).await;
+        let past_stop = || stop_starting_at.is_some_and(|at| Instant::now() >= at);
+        let mut not_started = false;
         let deliveries: Vec<(ConnectionTarget, Delivery)> = futures::stream::iter(failed)
+            .take_while(|_| {
+                let stop = past_stop();
+                not_started |= stop;
+                std::future::ready(!stop)
+            })
             .map(|(target, resume_at)| async move {
-                let delivery = self.deliver(store, channel, &target, frames, resume_at, now).await;
+                let delivery = self
+                    .deliver(store, channel, &target, frames, resume_at, now, stop_starting_at)
+                    .await;
                 (target, delivery)
             })
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
+        report.stopped_at_deadline |= not_started;
         for (target, delivery) in deliveries {
             report.posts += delivery.posts;
             if delivery.outcome == Outcome::Failed {
                 tracing::warn!(connection_id = %target.connection_id, "post failed in both passes; this connection misses the message");
+                continue;
+            }
+            if delivery.outcome == Outcome::Stopped {
+                // Still failed; the caller retries the whole message.
+                report.stopped_at_deadline = true;
                 continue;
             }
             report.failed -= 1;
@@ -518,7 +557,9 @@ impl FanOut {
     }
 
     /// Posts `frames[first_frame..]` to one target, in order, stopping at
-    /// the first that is not delivered.
+    /// the first that is not delivered, and before any frame once
+    /// `stop_starting_at` has passed.
+    #[allow(clippy::too_many_arguments)]
     async fn deliver<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
@@ -527,6 +568,7 @@ impl FanOut {
         frames: &[F],
         first_frame: usize,
         now: i64,
+        stop_starting_at: Option<Instant>,
     ) -> Delivery {
         let span = tracing::debug_span!("deliver", connection_id = %target.connection_id);
         async {
@@ -554,12 +596,18 @@ impl FanOut {
                 }
             }
             for frame in frames.iter().skip(first_frame) {
+                if stop_starting_at.is_some_and(|at| Instant::now() >= at) {
+                    delivery.outcome = Outcome::Stopped;
+                    return delivery;
+                }
                 if !self.breaker().allows_post(Instant::now()) {
                     delivery.outcome = Outcome::Skipped;
                     return delivery;
                 }
                 delivery.posts += 1;
-                let outcome = self.post(store, channel, &target.connection_id, frame.as_ref()).await;
+                let outcome = self
+                    .post(store, channel, &target.connection_id, frame.as_ref(), stop_starting_at)
+                    .await;
                 self.breaker().record(outcome == Outcome::Failed, Instant::now());
                 if outcome != Outcome::Delivered {
                     delivery.outcome = outcome;
@@ -600,6 +648,7 @@ impl FanOut {
         channel: Option<&str>,
         connection_id: &str,
         frame: &[u8],
+        stop_starting_at: Option<Instant>,
     ) -> Outcome {
         let result = self
             .client
@@ -624,6 +673,11 @@ impl FanOut {
                 "post to connection failed after every attempt"
             );
             return Outcome::Failed;
+        }
+        if stop_starting_at.is_some_and(|at| Instant::now() >= at) {
+            // Housekeeping can wait for the next broadcast; the invocation cannot.
+            tracing::info!("leaving a gone connection for a later broadcast: the deadline is near");
+            return Outcome::Gone;
         }
         let pruned = async {
             // Not a record younger than the connecting window: API Gateway

@@ -167,6 +167,15 @@ pub trait ConnectionStore: Send + Sync {
     /// Writes a message to the messages table, which streams it to every target.
     fn put_message(&self, message: &MessageRecord) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Gives a message item its writer left without `expires_at` the
+    /// table's default retention from `now_epoch_seconds`, so DynamoDB's TTL
+    /// deletes it. Answers whether it wrote (never over an expiry that is set).
+    fn apply_message_retention(
+        &self,
+        message_id: &str,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
     /// Counts one connection attempt from `source_ip` in fixed window
     /// `window` and answers the attempt's number in that window (1 for the first).
     fn count_connect_attempt(
@@ -319,6 +328,7 @@ pub struct DynamoStore {
     messages_table: String,
     admission_table: String,
     pub(crate) history_table: String,
+    message_retention_seconds: i64,
 }
 
 impl DynamoStore {
@@ -330,6 +340,7 @@ impl DynamoStore {
             messages_table: config.messages_table.clone(),
             admission_table: config.admission_table.clone(),
             history_table: config.history.table.clone(),
+            message_retention_seconds: i64::try_from(config.message_retention_seconds).unwrap_or(i64::MAX),
         }
     }
 
@@ -825,11 +836,21 @@ impl ConnectionStore for DynamoStore {
                 Transaction::ConditionFailed { .. } => conflict_backoff(attempt).await,
             }
         }
-        Err(Error::DynamoDb {
-            operation: "TransactWriteItems",
-            table: self.connections_table.clone(),
-            message: format!("the connection kept changing under {SUBSCRIBE_ATTEMPTS} subscribe attempts"),
-        })
+        // One last read says whether the connection went away or filled up
+        // meanwhile; only a connection still changing is an error.
+        match self.get_connection(connection_id).await? {
+            Some(record) if !record.is_expired(now_epoch_seconds) => {
+                if record.channels.len() >= max_channels && !record.channels.iter().any(|listed| listed == channel) {
+                    return Ok(SubscribeOutcome::LimitReached);
+                }
+                Err(Error::DynamoDb {
+                    operation: "TransactWriteItems",
+                    table: self.connections_table.clone(),
+                    message: format!("the connection kept changing under {SUBSCRIBE_ATTEMPTS} subscribe attempts"),
+                })
+            }
+            _ => Ok(SubscribeOutcome::UnknownConnection),
+        }
     }
 
     async fn unsubscribe(&self, connection_id: &str, channel: &str) -> Result<(), Error> {
@@ -923,6 +944,27 @@ impl ConnectionStore for DynamoStore {
             // DynamoDB answers an empty key map on some last pages.
             next: next.filter(|key| !key.is_empty()).map(TargetCursor),
         })
+    }
+
+    async fn apply_message_retention(&self, message_id: &str, now_epoch_seconds: i64) -> Result<bool, Error> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.messages_table)
+            .key("message_id", AttributeValue::S(message_id.to_owned()))
+            .update_expression("SET expires_at = :expires_at")
+            .condition_expression("attribute_exists(message_id) AND attribute_not_exists(expires_at)")
+            .expression_attribute_values(
+                ":expires_at",
+                number(now_epoch_seconds.saturating_add(self.message_retention_seconds)),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_conditional_check_failure(&error) => Ok(false),
+            Err(error) => Err(Error::dynamodb("UpdateItem", &self.messages_table, error)),
+        }
     }
 
     async fn put_message(&self, message: &MessageRecord) -> Result<(), Error> {

@@ -50,6 +50,8 @@ pub mod metric {
     pub const RECOVERIES: &str = "Recoveries";
     /// Channel messages given a position (retries that kept theirs included).
     pub const POSITIONS_ASSIGNED: &str = "PositionsAssigned";
+    /// Message items written without `expires_at` given the default retention.
+    pub const MESSAGES_RETENTION_APPLIED: &str = "MessagesRetentionApplied";
 }
 
 /// The filter `RUST_LOG` sets: a level (`debug`) or `target=level`

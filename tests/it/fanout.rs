@@ -445,6 +445,7 @@ async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exac
         .unwrap();
 
     assert_eq!((report.targets, report.delivered, report.failed), (count, count, 0));
+    assert_eq!(report.pages, 3, "{count} targets in pages of 1,000");
     for id in &ids {
         assert_eq!(stack.gateway.received(id).len(), 1, "{id}");
     }
@@ -454,7 +455,8 @@ async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exac
 async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_instead_of_overrunning() {
     use std::time::{Duration, Instant};
     let tables = TestTables::create().await;
-    // Each post takes 100 ms and two are in flight: 40 connections take 2 s.
+    // Each post takes 100 ms and two are in flight: 2,500 connections would
+    // take two minutes, and they fill three listing pages.
     let gateway = airwave_local::LocalManagementApi::start_with(airwave_local::Options {
         latency: Duration::from_millis(100),
         faults: airwave_local::Faults::default(),
@@ -476,7 +478,7 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
         gateway,
         fanout,
     };
-    let ids = seed_connections(&stack, 40).await;
+    let ids = seed_connections(&stack, 2_500).await;
     let reserve = stack.fanout.deadline_reserve();
     // Time for a few posts only before the reserve begins.
     let left = reserve + Duration::from_millis(600);
@@ -493,14 +495,83 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
     let posted = stack.gateway.post_count();
     assert!(posted > 0 && posted < ids.len(), "{posted} posts before it stopped");
 
-    // Lambda sends the record again: everyone has it, the first ones twice
-    // (at least once, with the id to drop the copy).
+    // Lambda sends the record again: with time enough, everyone has it, the
+    // first ones twice (at least once, with the id to drop the copy).
+    let unbounded = FanOut::new(
+        &stack.tables.sdk_config,
+        &stack.gateway.endpoint(),
+        airwave_shared::fanout::FanOutSettings {
+            concurrency: 256,
+            connecting_window: Duration::ZERO,
+            ..airwave_shared::fanout::FanOutSettings::from(&stack.tables.config)
+        },
+    );
     let retry = stream_event(vec![insert_record("900", message_image("msg-900", "x"))]);
-    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, retry)
+    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &unbounded, retry)
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
     for id in &ids {
         assert!(stack.frames(id).iter().any(|frame| frame.id == "msg-900"), "{id}");
     }
+}
+
+#[tokio::test]
+async fn a_producers_message_without_an_expiry_gets_the_default_retention_once_sent() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let own_expiry = epoch_seconds_now() + 600;
+    // What a producer wrote: one item without expires_at, one with its own.
+    for (message_id, expires_at) in [("msg-950", None), ("msg-951", Some(own_expiry))] {
+        let mut put = stack
+            .tables
+            .dynamodb
+            .put_item()
+            .table_name(&stack.tables.config.messages_table)
+            .item("message_id", AttributeValue::S(message_id.into()))
+            .item("payload", AttributeValue::S("x".into()));
+        if let Some(expires_at) = expires_at {
+            put = put.item("expires_at", AttributeValue::N(expires_at.to_string()));
+        }
+        put.send().await.unwrap();
+    }
+    let mut with_expiry = message_image("msg-951", "x");
+    with_expiry["expires_at"] = json!({"N": own_expiry.to_string()});
+    let event = stream_event(vec![
+        insert_record("950", message_image("msg-950", "x")),
+        insert_record("951", with_expiry),
+    ]);
+
+    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    let expiry_of = |message_id: &'static str| {
+        let tables = &stack.tables;
+        async move {
+            let item = tables
+                .dynamodb
+                .get_item()
+                .table_name(&tables.config.messages_table)
+                .key("message_id", AttributeValue::S(message_id.into()))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap();
+            item.get("expires_at")
+                .map(|value| value.as_n().unwrap().parse::<i64>().unwrap())
+        }
+    };
+    let retention = stack.tables.config.message_retention_seconds as i64;
+    let stamped = expiry_of("msg-950").await.expect("the default retention was applied");
+    assert!((stamped - (epoch_seconds_now() + retention)).abs() <= 5, "{stamped}");
+    assert_eq!(
+        expiry_of("msg-951").await,
+        Some(own_expiry),
+        "a producer's own expiry is kept"
+    );
 }

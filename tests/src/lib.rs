@@ -160,9 +160,17 @@ impl TestTables {
         let proxy = airwave_local::FaultyDynamoDb::start(&upstream, faults)
             .await
             .expect("start the DynamoDB fault proxy");
+        // Enough attempts that injected throttles are always outlasted: the
+        // tests check what the code does after the SDK's retries, not luck.
         let client = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
                 .endpoint_url(proxy.endpoint())
+                .retry_config(
+                    aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                        .with_max_attempts(10)
+                        .with_initial_backoff(Duration::from_millis(5))
+                        .with_max_backoff(Duration::from_millis(50)),
+                )
                 .build(),
         );
         (DynamoStore::new(client, &self.config), proxy)

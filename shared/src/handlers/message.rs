@@ -22,9 +22,6 @@ use crate::time::epoch_seconds_now;
 use crate::Closer;
 use crate::{Config, Error};
 
-/// How long a client-published message stays in the messages table.
-pub const PUBLISHED_MESSAGE_TTL_SECONDS: i64 = 86_400;
-
 const ACTIONS: &str = "ping, subscribe, unsubscribe, publish, stats";
 /// Room kept in a `subscribed` reply for everything but the recovered
 /// messages, so the reply stays under API Gateway's 128 KB.
@@ -65,7 +62,7 @@ pub async fn handle_message<S: ConnectionStore + ChannelHistory + PublishAllowan
             tracing::warn!(reason = "missing_connection_id", "message ignored");
             return Ok(route_response(400, "missing requestContext.connectionId"));
         };
-        let reply = match parse_request(event.payload.body.as_deref().unwrap_or_default()) {
+        let reply = match parse_client_frame(event.payload.body.as_deref().unwrap_or_default()) {
             Ok(ClientFrame { id, request }) => {
                 ReplyFrame::answering(id, execute(store, config, connection_id, request).await?)
             }
@@ -80,7 +77,9 @@ pub async fn handle_message<S: ConnectionStore + ChannelHistory + PublishAllowan
     .await
 }
 
-fn parse_request(body: &str) -> Result<ClientFrame, ReplyFrame> {
+/// Reads a client's message: the request, or the error reply that says what
+/// is wrong with it (carrying the request's id when it had a readable one).
+pub fn parse_client_frame(body: &str) -> Result<ClientFrame, ReplyFrame> {
     let refuse = |id: Option<RequestId>, code, message| Err(ReplyFrame::answering(id, error_reply(code, message)));
     let value: Value = match serde_json::from_str(body) {
         Ok(value) => value,
@@ -259,7 +258,7 @@ async fn execute<S: ConnectionStore + ChannelHistory + PublishAllowance + StatsS
                 message_id: uuid::Uuid::new_v4().to_string(),
                 channel,
                 payload: data,
-                expires_at: Some(now + PUBLISHED_MESSAGE_TTL_SECONDS),
+                expires_at: Some(now + config.message_retention_seconds as i64),
                 published_by: Some(connection_id.to_owned()),
                 published_by_user: record.user_id.clone(),
                 to_user: None,
@@ -421,7 +420,7 @@ mod tests {
                 Some(RequestId::Text(format!("r{n}"))),
             ] {
                 let frame = ClientFrame::new(id.clone(), request.clone()).to_text();
-                let read = parse_request(&frame).unwrap_or_else(|reply| panic!("refused {frame}: {reply:?}"));
+                let read = parse_client_frame(&frame).unwrap_or_else(|reply| panic!("refused {frame}: {reply:?}"));
                 assert_eq!(read, ClientFrame::new(id, request.clone()));
             }
         }
@@ -435,11 +434,11 @@ mod tests {
             (r#"{"action":"ping","id":"s-1","extra":1}"#, ErrorCode::InvalidRequest),
             (r#"{"id":"s-1"}"#, ErrorCode::UnknownAction),
         ] {
-            let reply = parse_request(body).unwrap_err();
+            let reply = parse_client_frame(body).unwrap_err();
             assert_eq!(reply.id, Some(RequestId::Text("s-1".into())), "{body}");
             assert_eq!(reply.reply.error_code(), Some(&code), "{body}");
         }
-        let unreadable = parse_request("{not json").unwrap_err();
+        let unreadable = parse_client_frame("{not json").unwrap_err();
         assert_eq!(unreadable.id, None);
         assert_eq!(unreadable.reply.error_code(), Some(&ErrorCode::InvalidJson));
     }

@@ -8,9 +8,9 @@ mod stream;
 
 pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
-pub use message::{handle_message, ErrorCode, Reply, Stats, PUBLISHED_MESSAGE_TTL_SECONDS};
-pub use reaper::{handle_expired_connections, TTL_PRINCIPAL};
-pub use stream::handle_stream_batch;
+pub use message::{handle_message, parse_client_frame, ErrorCode, Reply, Stats};
+pub use reaper::{decode_expired_connection, handle_expired_connections, TTL_PRINCIPAL};
+pub use stream::{decode_message_record, handle_stream_batch, DecodedMessage};
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body;
@@ -31,7 +31,7 @@ pub fn route_response(status_code: u16, body: &str) -> ApiGatewayProxyResponse {
 
 /// The `Records` of a DynamoDB stream event, kept as raw JSON so that one
 /// undecodable record can be logged and skipped instead of failing the batch.
-fn stream_records(payload: Value) -> Result<Vec<Value>, Error> {
+pub fn stream_records(payload: Value) -> Result<Vec<Value>, Error> {
     let records = match payload {
         Value::Object(mut fields) => fields.remove("Records"),
         _ => None,

@@ -61,13 +61,15 @@ pub async fn handle_expired_connections<S: ConnectionStore>(
     .await
 }
 
-/// Answers whether slots were given back; `Err` only for a store failure.
-async fn release<S: ConnectionStore>(store: &S, raw: Value) -> Result<bool, Error> {
+/// The connection record a raw stream record of the connections table
+/// deleted, if DynamoDB's TTL deleted it; `None` (logged when it is because
+/// the record cannot be decoded) for anything else.
+pub fn decode_expired_connection(raw: Value) -> Option<ConnectionRecord> {
     let record: EventRecord = match serde_json::from_value(raw) {
         Ok(record) => record,
         Err(error) => {
             tracing::error!(error = %error, "skipping a stream record that cannot be decoded");
-            return Ok(false);
+            return None;
         }
     };
     let deleted_by_ttl = record.event_name == "REMOVE"
@@ -77,18 +79,25 @@ async fn release<S: ConnectionStore>(store: &S, raw: Value) -> Result<bool, Erro
             .is_some_and(|identity| identity.principal_id == TTL_PRINCIPAL);
     if !deleted_by_ttl {
         tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a TTL delete");
-        return Ok(false);
+        return None;
     }
-    let connection: ConnectionRecord = match serde_dynamo::from_item(record.change.old_image) {
-        Ok(connection) => connection,
+    match serde_dynamo::from_item(record.change.old_image) {
+        Ok(connection) => Some(connection),
         Err(error) => {
             tracing::error!(
                 event_id = %record.event_id,
                 error = %error,
                 "skipping a deleted connection whose old image cannot be decoded"
             );
-            return Ok(false);
+            None
         }
+    }
+}
+
+/// Answers whether slots were given back; `Err` only for a store failure.
+async fn release<S: ConnectionStore>(store: &S, raw: Value) -> Result<bool, Error> {
+    let Some(connection) = decode_expired_connection(raw) else {
+        return Ok(false);
     };
     let released = store.release_slots_of_deleted(&connection, epoch_seconds_now()).await?;
     if released {

@@ -162,6 +162,26 @@ pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
     .await
 }
 
+/// Items a producer wrote without `expires_at` get the default retention once
+/// sent, so the messages table never keeps them forever. A failure is logged
+/// with the message id and not retried: the message was delivered, and
+/// retrying the record would only send it again.
+async fn apply_retention<S: ConnectionStore>(store: &S, run: &Run) {
+    let now = crate::time::epoch_seconds_now();
+    for ready in run.messages.iter().filter(|ready| ready.record.expires_at.is_none()) {
+        let message_id = ready.record.message_id.as_str();
+        match store.apply_message_retention(message_id, now).await {
+            Ok(true) => metrics::counter!(metric::MESSAGES_RETENTION_APPLIED).increment(1),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(
+                message_id,
+                error = %error,
+                "could not give a message item its retention; it stays until deleted"
+            ),
+        }
+    }
+}
+
 /// When to stop starting posts, from the invocation's deadline (epoch
 /// milliseconds; zero when the runtime gave none). A deadline already past on
 /// arrival is not Lambda's (local emulators send a fixed one): it would make
@@ -239,6 +259,7 @@ async fn send_run<S: ConnectionStore>(
         Ok(report) => {
             sent.broadcasts += 1;
             sent.messages += messages.len();
+            apply_retention(store, &run).await;
             tracing::info!(
                 channel = run.messages[0].record.channel.as_deref().unwrap_or_default(),
                 to_user = run.messages[0].record.to_user.as_deref().unwrap_or_default(),
@@ -256,17 +277,31 @@ async fn send_run<S: ConnectionStore>(
     }
 }
 
-async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings, raw: Value) -> Prepared {
+/// What a raw stream record of the messages table is.
+#[derive(Debug)]
+pub enum DecodedMessage {
+    /// A new message that can be sent.
+    Message(Box<MessageRecord>),
+    /// Not a new message (a TTL delete, an update): nothing to send.
+    NotNew,
+    /// Can never be sent (undecodable, no valid audience, an invalid channel,
+    /// too large); logged with its id.
+    Poison,
+}
+
+/// Decodes one raw record as the stream-processor does before anything is
+/// written, logging why a record is skipped.
+pub fn decode_message_record(raw: Value) -> DecodedMessage {
     let record: EventRecord = match serde_json::from_value(raw) {
         Ok(record) => record,
         Err(error) => {
             tracing::error!(error = %error, "skipping a stream record that cannot be decoded");
-            return Prepared::Poison;
+            return DecodedMessage::Poison;
         }
     };
     if record.event_name != "INSERT" {
         tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a new message");
-        return Prepared::Done;
+        return DecodedMessage::NotNew;
     }
     let message: MessageRecord = match serde_dynamo::from_item(record.change.new_image) {
         Ok(message) => message,
@@ -276,25 +311,34 @@ async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings,
                 error = %error,
                 "skipping a message item that cannot be decoded (it needs message_id and payload)"
             );
-            return Prepared::Poison;
+            return DecodedMessage::Poison;
         }
     };
     if let Err(reason) = message.audience() {
         tracing::error!(message_id = %message.message_id, reason, "skipping a message with no valid audience");
-        return Prepared::Poison;
+        return DecodedMessage::Poison;
     }
     if let Some(Err(error)) = message.channel.as_deref().map(crate::channel::validate_channel_name) {
         // No client can subscribe to it, and DynamoDB would refuse to query it:
         // retrying would only block the shard.
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message for an invalid channel");
-        return Prepared::Poison;
+        return DecodedMessage::Poison;
     }
     // Checked before a position is taken, so no offset is spent on a message
     // that can never be sent (and recovery never replays one).
     if let Err(error) = message.check_frame_size() {
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
-        return Prepared::Poison;
+        return DecodedMessage::Poison;
     }
+    DecodedMessage::Message(Box::new(message))
+}
+
+async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings, raw: Value) -> Prepared {
+    let message = match decode_message_record(raw) {
+        DecodedMessage::Message(message) => *message,
+        DecodedMessage::NotNew => return Prepared::Done,
+        DecodedMessage::Poison => return Prepared::Poison,
+    };
     let position = match message.channel.as_deref() {
         Some(channel) if history.enabled() => {
             let now = crate::time::epoch_seconds_now();
