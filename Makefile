@@ -96,7 +96,7 @@ fuzz-check: fuzz
 
 fuzz: $(CARGO_FUZZ)
 	@set -e; for target in $(FUZZ_TARGET); do \
-		mkdir -p target/fuzz/corpus/$$target target/fuzz/artifacts/$$target fuzz/regressions/$$target; \
+		mkdir -p target/fuzz/corpus/$$target target/fuzz/artifacts/$$target fuzz/corpus/$$target fuzz/regressions/$$target; \
 		seeds='$(foreach t,$(FUZZ_TARGETS),$(t)=$(FUZZ_SEEDS_$(t)) )'; \
 		seed=$$(printf '%s\n' $$seeds | sed -n "s/^$$target=//p"); \
 		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \

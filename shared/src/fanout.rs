@@ -35,9 +35,9 @@ const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 /// and the record is written before the handshake completes.
 pub const CONNECTING_WINDOW: Duration = Duration::from_secs(30);
 
-/// Listed pages that may wait to be posted: 4 x 1,000 targets, a few
-/// hundred kilobytes, bound memory whatever the number of targets.
-pub const PAGES_AHEAD: usize = 4;
+/// Listed pages that may wait to be posted: 8 x 250 targets, a few hundred
+/// kilobytes, bound memory whatever the number of targets.
+pub const PAGES_AHEAD: usize = 8;
 
 /// Retry tokens of the fan-out's own retry quota: a retry costs 5 (10 after a
 /// timeout) and every success returns one.

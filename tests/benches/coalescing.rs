@@ -32,7 +32,8 @@ const SUBSCRIBERS: usize = 1_000;
 const MESSAGES: usize = 100;
 const CHANNEL: &str = "backlog";
 
-/// DynamoDB requests by operation (`X-Amz-Target`).
+/// DynamoDB requests by operation (`X-Amz-Target`); a `Query` without an
+/// `ExclusiveStartKey` starts a listing and also counts as `Listing`.
 #[derive(Debug, Clone, Default)]
 struct OperationCounter(Arc<Mutex<BTreeMap<String, u64>>>);
 
@@ -63,8 +64,17 @@ impl Intercept for OperationCounter {
             .and_then(|target| target.rsplit('.').next())
             .unwrap_or("unknown")
             .to_owned();
+        let starts_listing = operation == "Query"
+            && context
+                .request()
+                .body()
+                .bytes()
+                .is_some_and(|body| !String::from_utf8_lossy(body).contains("ExclusiveStartKey"));
         if let Ok(mut counts) = self.0.lock() {
             *counts.entry(operation).or_default() += 1;
+            if starts_listing {
+                *counts.entry("Listing".to_owned()).or_default() += 1;
+            }
         }
         Ok(())
     }
@@ -127,6 +137,7 @@ fn records(run: &str) -> Vec<serde_json::Value> {
 struct Measured {
     elapsed: Duration,
     listings: u64,
+    pages: u64,
     posts: usize,
 }
 
@@ -156,7 +167,8 @@ async fn measure(
     records_per_batch: usize,
 ) -> Measured {
     let fanout = tables.fanout(&gateway.endpoint(), DEFAULT_FANOUT_CONCURRENCY);
-    let listings_before = counter.get("Query");
+    let listings_before = counter.get("Listing");
+    let pages_before = counter.get("Query");
     let posts_before = gateway.post_count();
     let started = Instant::now();
     for batch in records(run).chunks(records_per_batch) {
@@ -176,9 +188,10 @@ async fn measure(
     }
     Measured {
         elapsed,
-        // Position assignment queries nothing; the listings are the queries
-        // of the subscriptions table.
-        listings: counter.get("Query") - listings_before,
+        // Position assignment queries nothing: the queries are the listings
+        // of the subscriptions table, and their pages.
+        listings: counter.get("Listing") - listings_before,
+        pages: counter.get("Query") - pages_before,
         posts: gateway.post_count() - posts_before,
     }
 }
@@ -214,16 +227,20 @@ async fn main() {
     println!(
         "coalescing: {MESSAGES} messages on one channel of {SUBSCRIBERS} subscribers, {latency_ms} ms per post, concurrency {DEFAULT_FANOUT_CONCURRENCY}, positions on"
     );
-    println!("{:>26} {:>10} {:>9} {:>8}", "", "elapsed", "listings", "posts");
+    println!(
+        "{:>26} {:>10} {:>9} {:>7} {:>8}",
+        "", "elapsed", "listings", "pages", "posts"
+    );
     for (label, measured) in [
         ("one batch of 100 records", &coalesced),
         ("100 batches of 1 record", &one_by_one),
     ] {
         println!(
-            "{:>26} {:>10} {:>9} {:>8}",
+            "{:>26} {:>10} {:>9} {:>7} {:>8}",
             label,
             format!("{:.2}s", measured.elapsed.as_secs_f64()),
             measured.listings,
+            measured.pages,
             measured.posts
         );
     }

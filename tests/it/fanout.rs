@@ -435,7 +435,8 @@ async fn seed_connections(stack: &Stack, count: usize) -> Vec<String> {
 #[tokio::test]
 async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exactly_once() {
     let stack = Stack::start().await;
-    let count = airwave_shared::store::TARGET_PAGE_SIZE as usize * 2 + 500;
+    let page = airwave_shared::store::TARGET_PAGE_SIZE as usize;
+    let count = page * 2 + page / 2;
     let ids = seed_connections(&stack, count).await;
 
     let report = stack
@@ -445,7 +446,7 @@ async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exac
         .unwrap();
 
     assert_eq!((report.targets, report.delivered, report.failed), (count, count, 0));
-    assert_eq!(report.pages, 3, "{count} targets in pages of 1,000");
+    assert_eq!(report.pages, 3, "{count} targets in pages of {page}");
     for id in &ids {
         assert_eq!(stack.gateway.received(id).len(), 1, "{id}");
     }
@@ -456,7 +457,7 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
     use std::time::{Duration, Instant};
     let tables = TestTables::create().await;
     // Each post takes 100 ms and two are in flight: 2,500 connections would
-    // take two minutes, and they fill three listing pages.
+    // take two minutes, and they fill ten listing pages, more than wait.
     let gateway = airwave_local::LocalManagementApi::start_with(airwave_local::Options {
         latency: Duration::from_millis(100),
         faults: airwave_local::Faults::default(),
