@@ -21,7 +21,7 @@ use crate::closer::{close_with_reason, delete_connection, TOKEN_EXPIRED_MESSAGE}
 use crate::config::AwsTimeouts;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
-use crate::store::ConnectionStore;
+use crate::store::{ConnectionStore, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
@@ -35,9 +35,9 @@ const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 /// and the record is written before the handshake completes.
 pub const CONNECTING_WINDOW: Duration = Duration::from_secs(30);
 
-/// Listed pages that may wait to be posted: 8 x 250 targets, a few hundred
-/// kilobytes, bound memory whatever the number of targets.
-pub const PAGES_AHEAD: usize = 8;
+/// Listed pages that may wait to be posted: 4 x 1,000 targets, a few
+/// hundred kilobytes, bound memory whatever the number of targets.
+pub const PAGES_AHEAD: usize = 4;
 
 /// Retry tokens of the fan-out's own retry quota: a retry costs 5 (10 after a
 /// timeout) and every success returns one.
@@ -403,7 +403,9 @@ impl FanOut {
                     return Ok(listing);
                 }
                 let requested = Instant::now();
-                let page = store.list_targets_page(audience, from).await?;
+                // 125, 250, 500, then full pages.
+                let limit = (FIRST_TARGET_PAGE_SIZE << listing.pages.min(8)).min(TARGET_PAGE_SIZE);
+                let page = store.list_targets_page(audience, from, limit).await?;
                 listing.list_ms += requested.elapsed().as_millis() as u64;
                 if listing.pages == 0 {
                     listing.first_page_ms = started.elapsed().as_millis() as u64;

@@ -37,12 +37,14 @@ pub const USER_INDEX: &str = "by_user";
 /// expiry): a broadcast to everyone scans it, so its read units follow the
 /// number of connections, not the size of their records.
 pub const EVERYONE_INDEX: &str = "everyone";
-/// Targets per listing request. The first post waits for the first page, so
-/// a small page starts posting sooner; the pages after it are read while
-/// earlier ones are posted, so their number costs no time (250 posts take
-/// about 80 ms at 64 in flight and 20 ms each, a page of 250 keys one
-/// DynamoDB round trip), and a page is about 11 KB of keys.
-pub const TARGET_PAGE_SIZE: i32 = 250;
+/// Targets per listing request, at most: about 45 KB of keys, one DynamoDB
+/// round trip, and far longer to post (1,000 posts take 300 ms at 64 in
+/// flight and 20 ms each) than to read.
+pub const TARGET_PAGE_SIZE: i32 = 1_000;
+/// The first page of a broadcast is smaller, since the first post waits for
+/// it; each page after it doubles, up to [`TARGET_PAGE_SIZE`], while the
+/// earlier ones are posted.
+pub const FIRST_TARGET_PAGE_SIZE: i32 = 125;
 
 /// Where the next page of a listing starts (DynamoDB's last evaluated key).
 #[derive(Debug, Clone)]
@@ -138,13 +140,14 @@ pub trait ConnectionStore: Send + Sync {
     /// index), or every connection. Expired ones are included so the caller
     /// can prune them; items that cannot be decoded are logged and left out.
     ///
-    /// One page of at most [`TARGET_PAGE_SIZE`] targets per call, from `from`
-    /// (`None` for the first page): a broadcast posts to one page while it
-    /// reads the next, and holds no more than two.
+    /// One page of at most `limit` targets per call, from `from` (`None`
+    /// for the first page): a broadcast posts to one page while it reads
+    /// the next ones.
     fn list_targets_page(
         &self,
         audience: Audience<'_>,
         from: Option<TargetCursor>,
+        limit: i32,
     ) -> impl Future<Output = Result<TargetPage, Error>> + Send;
 
     /// Every target at once: for tests and tools, not for a broadcast.
@@ -156,7 +159,7 @@ pub trait ConnectionStore: Send + Sync {
             let mut targets = Vec::new();
             let mut from = None;
             loop {
-                let page = self.list_targets_page(audience, from).await?;
+                let page = self.list_targets_page(audience, from, TARGET_PAGE_SIZE).await?;
                 targets.extend(page.targets);
                 match page.next {
                     Some(next) => from = Some(next),
@@ -883,7 +886,12 @@ impl ConnectionStore for DynamoStore {
         }
     }
 
-    async fn list_targets_page(&self, audience: Audience<'_>, from: Option<TargetCursor>) -> Result<TargetPage, Error> {
+    async fn list_targets_page(
+        &self,
+        audience: Audience<'_>,
+        from: Option<TargetCursor>,
+        limit: i32,
+    ) -> Result<TargetPage, Error> {
         // Only keys and the expiry are read; a projection would not make a
         // read of a whole record cheaper, so every listing reads a table or
         // an index whose items hold nothing else.
@@ -899,7 +907,7 @@ impl ConnectionStore for DynamoStore {
                     .index_name(USER_INDEX)
                     .key_condition_expression("user_id = :user")
                     .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
-                    .limit(TARGET_PAGE_SIZE)
+                    .limit(limit.max(1))
                     .set_exclusive_start_key(from)
                     .send()
                     .await
@@ -918,7 +926,7 @@ impl ConnectionStore for DynamoStore {
                     // read the channel's head is always listed for the messages
                     // after it (what recovery relies on). Twice the read units.
                     .consistent_read(true)
-                    .limit(TARGET_PAGE_SIZE)
+                    .limit(limit.max(1))
                     .set_exclusive_start_key(from)
                     .send()
                     .await
@@ -931,7 +939,7 @@ impl ConnectionStore for DynamoStore {
                     .scan()
                     .table_name(&self.connections_table)
                     .index_name(EVERYONE_INDEX)
-                    .limit(TARGET_PAGE_SIZE)
+                    .limit(limit.max(1))
                     .set_exclusive_start_key(from)
                     .send()
                     .await

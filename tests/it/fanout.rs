@@ -435,8 +435,10 @@ async fn seed_connections(stack: &Stack, count: usize) -> Vec<String> {
 #[tokio::test]
 async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exactly_once() {
     let stack = Stack::start().await;
-    let page = airwave_shared::store::TARGET_PAGE_SIZE as usize;
-    let count = page * 2 + page / 2;
+    use airwave_shared::store::{FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
+    // Pages of 125, 250, 500 and 1,000, and part of one more.
+    let first = FIRST_TARGET_PAGE_SIZE as usize;
+    let count = first + 2 * first + 4 * first + TARGET_PAGE_SIZE as usize + 300;
     let ids = seed_connections(&stack, count).await;
 
     let report = stack
@@ -446,7 +448,7 @@ async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exac
         .unwrap();
 
     assert_eq!((report.targets, report.delivered, report.failed), (count, count, 0));
-    assert_eq!(report.pages, 3, "{count} targets in pages of {page}");
+    assert_eq!(report.pages, 5, "{count} targets in growing pages");
     for id in &ids {
         assert_eq!(stack.gateway.received(id).len(), 1, "{id}");
     }
@@ -456,8 +458,10 @@ async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exac
 async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_instead_of_overrunning() {
     use std::time::{Duration, Instant};
     let tables = TestTables::create().await;
-    // Each post takes 100 ms and two are in flight: 2,500 connections would
-    // take two minutes, and they fill ten listing pages, more than wait.
+    // Each post takes 100 ms and two are in flight: 8,000 connections would
+    // take over six minutes, and they fill more listing pages than may wait
+    // to be posted, so the listing is blocked handing one over when the
+    // deadline comes.
     let gateway = airwave_local::LocalManagementApi::start_with(airwave_local::Options {
         latency: Duration::from_millis(100),
         faults: airwave_local::Faults::default(),
@@ -479,7 +483,7 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
         gateway,
         fanout,
     };
-    let ids = seed_connections(&stack, 2_500).await;
+    let ids = seed_connections(&stack, 8_000).await;
     let reserve = stack.fanout.deadline_reserve();
     // Time for a few posts only before the reserve begins.
     let left = reserve + Duration::from_millis(600);
