@@ -165,5 +165,5 @@ schema:
 # positions, and the release binaries' size and cold start.
 bench: $(TEST_TOOLS)
 	cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
-	infra/with-moto.sh cargo bench --locked -p airwave-tests \
+	infra/with-moto.sh cargo bench --locked --no-fail-fast -p airwave-tests \
 		--bench fanout --bench coalescing --bench positions --bench cold_start
