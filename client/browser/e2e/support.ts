@@ -36,6 +36,9 @@ export async function startStack(port = 0, env: Record<string, string> = {}): Pr
     cwd: repoRoot,
     env: { ...process.env, ...env, AIRWAVE_STACK_PORT: String(port), RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["pipe", "pipe", "pipe"],
+    // Its own process group, so a stack that does not stop in time is killed
+    // with the moto server and the wrapper script, not left holding sockets.
+    detached: true,
   });
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => {
@@ -61,7 +64,10 @@ export async function startStack(port = 0, env: Record<string, string> = {}): Pr
     async stop() {
       // Closing stdin is the stack's signal to shut down cleanly.
       child.stdin.end();
-      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+      const timer = setTimeout(() => {
+        console.warn(`the stack did not stop in 20 s; killing it: ${stderr}`);
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      }, 20_000);
       await exited;
       clearTimeout(timer);
     },
