@@ -194,6 +194,9 @@ describe("with the gateway gone", () => {
       cap: "1000",
       attempts: String(attempts),
       breaker: "0",
+      // A heartbeat every 2 s: should the closing socket's end not reach the
+      // page (it is offline), the missed pong says the socket is dead.
+      ping: "2000",
     });
     try {
       await eventually("the page to connect", async () => (await pageState(page)) === "open");
@@ -201,7 +204,7 @@ describe("with the gateway gone", () => {
       // refusing server taking its port.
       await browser.context.setOffline(true);
       await own.stop();
-      await eventually("the page to lose its socket", async () => (await pageState(page)) === "reconnecting");
+      await eventually("the page to lose its socket", async () => (await pageState(page)) === "reconnecting", 40_000);
 
       const upgrades: number[] = [];
       const refuser: Server = createServer((_request, response) => {
