@@ -12,8 +12,6 @@
 //!
 //! Settings (environment): BENCH_LATENCY_MS (default 20).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airwave_local::{Faults, LocalManagementApi, Options};
@@ -22,63 +20,13 @@ use airwave_shared::config::DEFAULT_FANOUT_CONCURRENCY;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::DynamoStore;
-use airwave_tests::{insert_record, stream_event, TestTables};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use airwave_tests::{insert_record, stream_event, OperationCounter, TestTables};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use serde_json::json;
 
 const SUBSCRIBERS: usize = 1_000;
 const MESSAGES: usize = 100;
 const CHANNEL: &str = "backlog";
-
-/// DynamoDB requests by operation (`X-Amz-Target`); a `Query` without an
-/// `ExclusiveStartKey` starts a listing and also counts as `Listing`.
-#[derive(Debug, Clone, Default)]
-struct OperationCounter(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl OperationCounter {
-    fn get(&self, operation: &str) -> u64 {
-        self.0
-            .lock()
-            .map(|counts| counts.get(operation).copied().unwrap_or(0))
-            .unwrap_or(0)
-    }
-}
-
-impl Intercept for OperationCounter {
-    fn name(&self) -> &'static str {
-        "OperationCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let operation = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .and_then(|target| target.rsplit('.').next())
-            .unwrap_or("unknown")
-            .to_owned();
-        let starts_listing = operation == "Query"
-            && context
-                .request()
-                .body()
-                .bytes()
-                .is_some_and(|body| !String::from_utf8_lossy(body).contains("ExclusiveStartKey"));
-        if let Ok(mut counts) = self.0.lock() {
-            *counts.entry(operation).or_default() += 1;
-            if starts_listing {
-                *counts.entry("Listing".to_owned()).or_default() += 1;
-            }
-        }
-        Ok(())
-    }
-}
 
 fn subscriber_ids() -> Vec<String> {
     (0..SUBSCRIBERS).map(|index| format!("sub-{index:05}=")).collect()
@@ -214,12 +162,7 @@ async fn main() {
         gateway.connect(&id);
     }
     let counter = OperationCounter::default();
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&tables.sdk_config)
-            .interceptor(counter.clone())
-            .build(),
-    );
-    let store = DynamoStore::new(client, &tables.config);
+    let store = tables.counted_store(&counter);
 
     let coalesced = measure(&tables, &store, &gateway, &counter, "batch", MESSAGES).await;
     let one_by_one = measure(&tables, &store, &gateway, &counter, "single", 1).await;

@@ -20,11 +20,8 @@ use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_shared::config::DEFAULT_FANOUT_CONCURRENCY;
 use airwave_shared::fanout::FanOutSettings;
 use airwave_shared::message::Audience;
-use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{Config, FanOut};
 use airwave_tests::TestTables;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// Set on a child: "connections table,N,concurrency,endpoint".
@@ -72,44 +69,6 @@ fn cpu_time() -> Duration {
         .unwrap_or(0);
     // USER_HZ is 100 on Linux.
     Duration::from_millis(ticks * 10)
-}
-
-async fn seed(tables: &TestTables, count: usize) {
-    let expires_at = (epoch_seconds_now() + 3_600).to_string();
-    let ids = connection_ids(count);
-    let batches: Vec<Vec<WriteRequest>> = ids
-        .chunks(25)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|id| {
-                    let put = PutRequest::builder()
-                        .item("connection_id", AttributeValue::S(id.clone()))
-                        .item("source_ip", AttributeValue::S("127.0.0.1".into()))
-                        .item("connected_at_ms", AttributeValue::N("0".into()))
-                        .item("expires_at", AttributeValue::N(expires_at.clone()))
-                        .build()
-                        .expect("a put request");
-                    WriteRequest::builder().put_request(put).build()
-                })
-                .collect()
-        })
-        .collect();
-    futures::stream::iter(batches)
-        .for_each_concurrent(4, |requests| async {
-            let output = tables
-                .dynamodb
-                .batch_write_item()
-                .request_items(&tables.config.connections_table, requests)
-                .send()
-                .await
-                .expect("seed connections");
-            let unprocessed = output
-                .unprocessed_items
-                .map_or(0, |items| items.values().map(Vec::len).sum());
-            assert_eq!(unprocessed, 0, "the local server left items unprocessed");
-        })
-        .await;
 }
 
 /// One measurement, in a child process: prints one JSON line.
@@ -226,7 +185,7 @@ async fn main() {
     for &count in &sizes {
         let tables = TestTables::create().await;
         let seeding = Instant::now();
-        seed(&tables, count).await;
+        tables.seed_connections(&connection_ids(count)).await;
         for id in connection_ids(count) {
             gateway.connect(&id);
         }

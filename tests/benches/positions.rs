@@ -9,45 +9,12 @@
 //! Settings (environment): BENCH_POSITION_MESSAGES (default 300).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_shared::handlers::handle_stream_batch;
-use airwave_shared::DynamoStore;
-use airwave_tests::{insert_record, stream_event, TestTables};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use airwave_tests::{insert_record, stream_event, OperationCounter, TestTables};
 use serde_json::json;
-
-/// DynamoDB requests by operation (`X-Amz-Target`).
-#[derive(Debug, Clone, Default)]
-struct OperationCounter(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl Intercept for OperationCounter {
-    fn name(&self) -> &'static str {
-        "OperationCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let operation = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .and_then(|target| target.rsplit('.').next())
-            .unwrap_or("unknown")
-            .to_owned();
-        if let Ok(mut counts) = self.0.lock() {
-            *counts.entry(operation).or_default() += 1;
-        }
-        Ok(())
-    }
-}
 
 struct Run {
     elapsed_ms: f64,
@@ -67,12 +34,7 @@ async fn run(history_size: u64, messages: usize) -> Run {
     gateway.connect("bench-subscriber=");
     let fanout = tables.fanout(&gateway.endpoint(), 64);
     let counter = OperationCounter::default();
-    let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&tables.sdk_config)
-            .interceptor(counter.clone())
-            .build(),
-    );
-    let store = DynamoStore::new(client, &tables.config);
+    let store = tables.counted_store(&counter);
     let records: Vec<_> = (0..messages)
         .map(|n| {
             insert_record(
@@ -105,7 +67,7 @@ async fn run(history_size: u64, messages: usize) -> Run {
         })
         .sum();
     assert_eq!(delivered, messages, "one delivery per message");
-    let requests = counter.0.lock().map(|counts| counts.clone()).unwrap_or_default();
+    let requests = counter.counts();
     Run { elapsed_ms, requests }
 }
 
@@ -126,7 +88,8 @@ async fn main() {
     );
     for (label, size) in [("off", 0), ("on", airwave_shared::config::DEFAULT_HISTORY_SIZE)] {
         let result = run(size, messages).await;
-        let known = ["Query", "GetItem", "Scan", "TransactWriteItems"];
+        // `Listing` counts the queries that start a listing, not requests of its own.
+        let known = ["Query", "GetItem", "Scan", "TransactWriteItems", "Listing"];
         let other: u64 = result
             .requests
             .iter()

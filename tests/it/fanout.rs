@@ -399,35 +399,12 @@ async fn consecutive_messages_for_one_channel_reach_each_subscriber_in_one_frame
     assert_eq!(stack.gateway.post_count(), 3 * 2 + 1);
 }
 
-/// Writes `count` connection records straight to the table, as many
-/// `$connect`s would, and tells the gateway about them.
+/// `count` connections that `$connect` admitted and API Gateway knows.
 async fn seed_connections(stack: &Stack, count: usize) -> Vec<String> {
-    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-    let expires_at = (epoch_seconds_now() + 3_600).to_string();
     let ids: Vec<String> = (0..count).map(|index| format!("seeded-{index:05}=")).collect();
-    for chunk in ids.chunks(25) {
-        let requests = chunk
-            .iter()
-            .map(|id| {
-                stack.gateway.connect(id);
-                let put = PutRequest::builder()
-                    .item("connection_id", AttributeValue::S(id.clone()))
-                    .item("source_ip", AttributeValue::S("198.51.100.23".into()))
-                    .item("connected_at_ms", AttributeValue::N("0".into()))
-                    .item("expires_at", AttributeValue::N(expires_at.clone()))
-                    .build()
-                    .unwrap();
-                WriteRequest::builder().put_request(put).build()
-            })
-            .collect();
-        stack
-            .tables
-            .dynamodb
-            .batch_write_item()
-            .request_items(&stack.tables.config.connections_table, requests)
-            .send()
-            .await
-            .unwrap();
+    stack.tables.seed_connections(&ids).await;
+    for id in &ids {
+        stack.gateway.connect(id);
     }
     ids
 }

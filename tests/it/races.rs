@@ -33,17 +33,9 @@ async fn pause() {
 
 /// (channel, expires_at) of every subscription item of `connection_id`.
 async fn subscription_items(tables: &TestTables, connection_id: &str) -> BTreeSet<(String, i64)> {
-    let output = tables
-        .dynamodb
-        .scan()
-        .table_name(&tables.config.subscriptions_table)
-        .consistent_read(true)
-        .send()
+    tables
+        .scan_all(&tables.config.subscriptions_table)
         .await
-        .unwrap();
-    output
-        .items
-        .unwrap_or_default()
         .into_iter()
         .filter(|item| {
             item.get("connection_id")

@@ -207,8 +207,60 @@ impl TestTables {
         output.item?.get("open_count")?.as_n().ok()?.parse().ok()
     }
 
+    /// Writes a bare connection record (no slots, no subscriptions, an hour
+    /// to live) for each of `ids` straight to the table, 25 to a batch, as
+    /// many `$connect`s would have.
+    pub async fn seed_connections(&self, ids: &[String]) {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        use futures::StreamExt;
+        let expires_at = (airwave_shared::time::epoch_seconds_now() + 3_600).to_string();
+        let batches: Vec<Vec<WriteRequest>> = ids
+            .chunks(25)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|id| {
+                        let put = PutRequest::builder()
+                            .item("connection_id", AttributeValue::S(id.clone()))
+                            .item("source_ip", AttributeValue::S("198.51.100.23".into()))
+                            .item("connected_at_ms", AttributeValue::N("0".into()))
+                            .item("expires_at", AttributeValue::N(expires_at.clone()))
+                            .build()
+                            .expect("a put request");
+                        WriteRequest::builder().put_request(put).build()
+                    })
+                    .collect()
+            })
+            .collect();
+        futures::stream::iter(batches)
+            .for_each_concurrent(4, |requests| async {
+                let output = self
+                    .dynamodb
+                    .batch_write_item()
+                    .request_items(&self.config.connections_table, requests)
+                    .send()
+                    .await
+                    .expect("seed connections");
+                let unprocessed = output
+                    .unprocessed_items
+                    .map_or(0, |items| items.values().map(Vec::len).sum());
+                assert_eq!(unprocessed, 0, "the local server left items unprocessed");
+            })
+            .await;
+    }
+
+    /// A store on these tables whose every DynamoDB request `counter` counts.
+    pub fn counted_store(&self, counter: &OperationCounter) -> DynamoStore {
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
+                .interceptor(counter.clone())
+                .build(),
+        );
+        DynamoStore::new(client, &self.config)
+    }
+
     /// Every item of `table`, read straight from DynamoDB with a consistent scan.
-    async fn scan_all(&self, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+    pub async fn scan_all(&self, table: &str) -> Vec<HashMap<String, AttributeValue>> {
         let output = self
             .dynamodb
             .scan()
@@ -425,4 +477,54 @@ pub fn signed_token(secret: &str, claims: &Value) -> String {
 pub fn token_for(secret: &str, user: &str) -> String {
     let exp = airwave_shared::time::epoch_seconds_now() + 600;
     signed_token(secret, &json!({"sub": user, "exp": exp}))
+}
+
+/// DynamoDB requests by operation (`X-Amz-Target`), as an SDK interceptor; a
+/// `Query` without an `ExclusiveStartKey` starts a listing and is also
+/// counted as `Listing`.
+#[derive(Debug, Clone, Default)]
+pub struct OperationCounter(Arc<Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl OperationCounter {
+    pub fn get(&self, operation: &str) -> u64 {
+        self.counts().get(operation).copied().unwrap_or(0)
+    }
+
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0.lock().map(|counts| counts.clone()).unwrap_or_default()
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for OperationCounter {
+    fn name(&self) -> &'static str {
+        "OperationCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.rsplit('.').next())
+            .unwrap_or("unknown")
+            .to_owned();
+        let starts_listing = operation == "Query"
+            && context
+                .request()
+                .body()
+                .bytes()
+                .is_some_and(|body| !String::from_utf8_lossy(body).contains("ExclusiveStartKey"));
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(operation).or_default() += 1;
+            if starts_listing {
+                *counts.entry("Listing".to_owned()).or_default() += 1;
+            }
+        }
+        Ok(())
+    }
 }
