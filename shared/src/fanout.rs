@@ -35,6 +35,11 @@ const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 /// and the record is written before the handshake completes.
 pub const CONNECTING_WINDOW: Duration = Duration::from_secs(30);
 
+/// Whether the moment to stop starting work, if there is one, has come.
+pub(crate) fn has_passed(stop_starting_at: Option<Instant>) -> bool {
+    stop_starting_at.is_some_and(|at| Instant::now() >= at)
+}
+
 /// Listed pages that may wait to be posted: 4 x 1,000 targets, a few
 /// hundred kilobytes, bound memory whatever the number of targets.
 pub const PAGES_AHEAD: usize = 4;
@@ -358,7 +363,6 @@ impl FanOut {
         stop_starting_at: Option<Instant>,
     ) -> Result<FanOutReport, Error> {
         let channel = audience.channel();
-        let past_stop = || stop_starting_at.is_some_and(|at| Instant::now() >= at);
         // An open breaker is waited out (it is short) rather than failed at
         // once: Lambda retries a stream batch without delay, and failing fast
         // would burn its retries inside one cooldown.
@@ -398,7 +402,7 @@ impl FanOut {
             let mut listing = Listing::default();
             let mut from = None;
             loop {
-                if past_stop() {
+                if has_passed(stop_starting_at) {
                     listing.stopped = true;
                     return Ok(listing);
                 }
@@ -431,7 +435,7 @@ impl FanOut {
             futures::stream::poll_fn(move |context| pages_out.poll_recv(context)).flat_map(futures::stream::iter);
         let posting = targets
             .take_while(|_| {
-                let stop = past_stop();
+                let stop = has_passed(stop_starting_at);
                 not_started |= stop;
                 std::future::ready(!stop)
             })
@@ -521,11 +525,10 @@ impl FanOut {
             return;
         }
         tokio::time::sleep(self.second_pass_delay).await;
-        let past_stop = || stop_starting_at.is_some_and(|at| Instant::now() >= at);
         let mut not_started = false;
         let deliveries: Vec<(ConnectionTarget, Delivery)> = futures::stream::iter(failed)
             .take_while(|_| {
-                let stop = past_stop();
+                let stop = has_passed(stop_starting_at);
                 not_started |= stop;
                 std::future::ready(!stop)
             })
@@ -598,7 +601,7 @@ impl FanOut {
                 }
             }
             for frame in frames.iter().skip(first_frame) {
-                if stop_starting_at.is_some_and(|at| Instant::now() >= at) {
+                if has_passed(stop_starting_at) {
                     delivery.outcome = Outcome::Stopped;
                     return delivery;
                 }
@@ -676,7 +679,7 @@ impl FanOut {
             );
             return Outcome::Failed;
         }
-        if stop_starting_at.is_some_and(|at| Instant::now() >= at) {
+        if has_passed(stop_starting_at) {
             // Housekeeping can wait for the next broadcast; the invocation cannot.
             tracing::info!("leaving a gone connection for a later broadcast: the deadline is near");
             return Outcome::Gone;

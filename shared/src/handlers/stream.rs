@@ -89,7 +89,7 @@ pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
                 "stream_record",
                 sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),
             );
-            if stop_starting_at.is_some_and(|at| Instant::now() >= at) {
+            if crate::fanout::has_passed(stop_starting_at) {
                 let _entered = span.enter();
                 tracing::warn!("stopping before the invocation's deadline; the rest of the batch will be retried");
                 retry_at = Some(sequence_number);
