@@ -21,7 +21,7 @@ use crate::closer::{close_with_reason, delete_connection, TOKEN_EXPIRED_MESSAGE}
 use crate::config::AwsTimeouts;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
-use crate::store::{ConnectionStore, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
+use crate::store::{ConnectionStore, SubscriptionStore, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
@@ -330,7 +330,7 @@ impl FanOut {
     /// user's connections, or every connection. Fails if the targets cannot be
     /// listed or the breaker is open; per-connection failures are counted in
     /// the report instead.
-    pub async fn broadcast<S: ConnectionStore>(
+    pub async fn broadcast<S: ConnectionStore + SubscriptionStore>(
         &self,
         store: &S,
         audience: Audience<'_>,
@@ -355,7 +355,7 @@ impl FanOut {
     /// flight, whatever the number of targets. From `stop_starting_at` on no post, page or
     /// prune is started: the report says `stopped_at_deadline` and the caller
     /// sends the message again, rather than overrun its invocation.
-    pub async fn broadcast_frames<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
+    pub async fn broadcast_frames<S: ConnectionStore + SubscriptionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
         audience: Audience<'_>,
@@ -510,7 +510,7 @@ impl FanOut {
     /// again stays failed, logged with its connection id. With no time left
     /// before `stop_starting_at` the pass is not made and the report says so.
     #[allow(clippy::too_many_arguments)]
-    async fn second_pass<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
+    async fn second_pass<S: ConnectionStore + SubscriptionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
         channel: Option<&str>,
@@ -565,7 +565,7 @@ impl FanOut {
     /// the first that is not delivered, and before any frame once
     /// `stop_starting_at` has passed.
     #[allow(clippy::too_many_arguments)]
-    async fn deliver<S: ConnectionStore, F: AsRef<[u8]> + Sync>(
+    async fn deliver<S: ConnectionStore + SubscriptionStore, F: AsRef<[u8]> + Sync>(
         &self,
         store: &S,
         channel: Option<&str>,
@@ -647,7 +647,7 @@ impl FanOut {
         }
     }
 
-    async fn post<S: ConnectionStore>(
+    async fn post<S: ConnectionStore + SubscriptionStore>(
         &self,
         store: &S,
         channel: Option<&str>,

@@ -31,4 +31,4 @@ pub use config::Config;
 pub use error::Error;
 pub use fanout::{FanOut, FanOutReport};
 pub use history::ChannelHistory;
-pub use store::{ConnectionStore, DynamoStore};
+pub use store::{AdmissionStore, ConnectionStore, DynamoStore, MessageStore, SubscriptionStore};

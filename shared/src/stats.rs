@@ -13,7 +13,7 @@ use std::future::Future;
 use airwave_protocol::Stats;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::store::{condition_held, number, read_number, ConnectionStore, DynamoStore};
+use crate::store::{condition_held, number, read_number, AdmissionStore, DynamoStore};
 use crate::{Config, Error};
 
 /// The admission-table item that holds the last count.
@@ -35,7 +35,7 @@ pub trait StatsSnapshots: Send + Sync {
 
 /// The stats, from the kept count when it is fresh enough. `None` only when
 /// no count exists yet and another request is making the first one.
-pub async fn cached_stats<S: ConnectionStore + StatsSnapshots>(
+pub async fn cached_stats<S: AdmissionStore + StatsSnapshots>(
     store: &S,
     config: &Config,
     now: i64,
@@ -58,7 +58,7 @@ pub async fn cached_stats<S: ConnectionStore + StatsSnapshots>(
 }
 
 /// Counts the stats now: two scans and a read.
-async fn count_stats<S: ConnectionStore>(store: &S, config: &Config, now: i64) -> Result<Stats, Error> {
+async fn count_stats<S: AdmissionStore>(store: &S, config: &Config, now: i64) -> Result<Stats, Error> {
     let limits = &config.admission;
     let window = crate::admission::window_of(now.saturating_mul(1_000), limits.window_seconds);
     let counts = store.admission_counts(window, now).await?;

@@ -12,7 +12,7 @@ use airwave_client::{Client, ClientConfig, Event};
 use airwave_gateway::GatewayOptions;
 use airwave_shared::config::JwtSecret;
 use airwave_shared::message::MessageRecord;
-use airwave_shared::ConnectionStore;
+use airwave_shared::MessageStore;
 use airwave_tests::stack::LocalStack;
 use airwave_tests::TestTables;
 use futures::{SinkExt, StreamExt};

@@ -4,7 +4,7 @@
 use airwave_shared::handlers::{handle_message, ErrorCode, Reply};
 use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
-use airwave_shared::ConnectionStore;
+use airwave_shared::{ConnectionStore, SubscriptionStore};
 use airwave_tests::{message_event, TestTables};
 use serde_json::json;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use airwave_local::DynamoDbFaults;
 use airwave_shared::store::SubscribeOutcome;
 use airwave_shared::time::epoch_seconds_now;
-use airwave_shared::{ConnectionStore, DynamoStore};
+use airwave_shared::{ConnectionStore, DynamoStore, SubscriptionStore};
 use airwave_tests::TestTables;
 
 const ROUNDS: usize = 12;

@@ -12,7 +12,7 @@ use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::history::ChannelHistory;
 use airwave_shared::message::MessageRecord;
 use airwave_shared::time::epoch_seconds_now;
-use airwave_shared::{ConnectionStore, DynamoStore};
+use airwave_shared::{DynamoStore, MessageStore};
 use airwave_tests::stack::LocalStack;
 use airwave_tests::{insert_record, stream_event, TestTables};
 use futures::{SinkExt, StreamExt};

@@ -11,7 +11,7 @@ use airwave_protocol::{parse_server_frame, ErrorCode, Incoming, MessageFrame, Re
 use airwave_shared::config::{JwtSecret, UserCapMode};
 use airwave_shared::message::MessageRecord;
 use airwave_shared::time::epoch_seconds_now;
-use airwave_shared::ConnectionStore;
+use airwave_shared::{ConnectionStore, MessageStore};
 use airwave_tests::stack::LocalStack;
 use airwave_tests::{signed_token, TestTables};
 use futures::{SinkExt, StreamExt};

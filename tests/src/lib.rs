@@ -16,7 +16,7 @@ use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use std::time::Duration;
 
 use airwave_shared::fanout::FanOutSettings;
-use airwave_shared::{clients, Config, ConnectionStore, DynamoStore, FanOut};
+use airwave_shared::{clients, Config, ConnectionStore, DynamoStore, FanOut, SubscriptionStore};
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::AttributeValue;

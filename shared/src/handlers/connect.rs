@@ -9,7 +9,7 @@ use crate::auth::{self, Authenticator};
 use crate::config::UserCapMode;
 use crate::connection::ConnectionRecord;
 use crate::eviction::{EvictOutcome, Eviction};
-use crate::store::ConnectionStore;
+use crate::store::AdmissionStore;
 use crate::telemetry::metric;
 use crate::time::{epoch_millis_now, epoch_seconds_now};
 use crate::Closer;
@@ -34,7 +34,7 @@ use airwave_protocol::ErrorCode;
 /// With `AIRWAVE_USER_CAP_MODE=evict_oldest`, a full per-user cap admits the
 /// new connection in place of the user's oldest, which `closer` then closes
 /// with a `closing` frame saying `evicted`.
-pub async fn handle_connect<S: ConnectionStore + Eviction>(
+pub async fn handle_connect<S: AdmissionStore + Eviction>(
     store: &S,
     authenticator: Option<&Authenticator>,
     closer: Option<&Closer>,
@@ -211,7 +211,7 @@ const EVICTION_ROUNDS: u32 = 3;
 /// connections in that cap's scope and tries again, once per cap, since the
 /// next try may find another cap full. A full per-user cap in evict mode then
 /// swaps the user's oldest connection for this one.
-async fn admit<S: ConnectionStore + Eviction>(
+async fn admit<S: AdmissionStore + Eviction>(
     store: &S,
     mode: UserCapMode,
     record: &ConnectionRecord,

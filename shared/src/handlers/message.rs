@@ -16,7 +16,7 @@ use crate::message::{MessageRecord, MAX_FRAME_BYTES};
 use crate::permissions::{may_publish, may_subscribe};
 use crate::rate::{publish_window, PublishAllowance};
 use crate::stats::{cached_stats, StatsSnapshots};
-use crate::store::{ConnectionStore, SubscribeOutcome};
+use crate::store::{AdmissionStore, ConnectionStore, MessageStore, SubscribeOutcome, SubscriptionStore};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::Closer;
@@ -43,12 +43,21 @@ fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
 ///
 /// A connection whose token has expired is refused with `token_expired`,
 /// removed, told why in a `closing` frame and closed through `closer`.
-pub async fn handle_message<S: ConnectionStore + ChannelHistory + PublishAllowance + StatsSnapshots>(
+pub async fn handle_message<S>(
     store: &S,
     closer: Option<&Closer>,
     config: &Config,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
-) -> Result<ApiGatewayProxyResponse, Error> {
+) -> Result<ApiGatewayProxyResponse, Error>
+where
+    S: ConnectionStore
+        + SubscriptionStore
+        + MessageStore
+        + AdmissionStore
+        + ChannelHistory
+        + PublishAllowance
+        + StatsSnapshots,
+{
     let context = &event.payload.request_context;
     let span = tracing::info_span!(
         "message",
@@ -164,12 +173,16 @@ async fn close_expired<S: ConnectionStore>(
     Ok(())
 }
 
-async fn execute<S: ConnectionStore + ChannelHistory + PublishAllowance + StatsSnapshots>(
-    store: &S,
-    config: &Config,
-    connection_id: &str,
-    request: Request,
-) -> Result<Reply, Error> {
+async fn execute<S>(store: &S, config: &Config, connection_id: &str, request: Request) -> Result<Reply, Error>
+where
+    S: ConnectionStore
+        + SubscriptionStore
+        + MessageStore
+        + AdmissionStore
+        + ChannelHistory
+        + PublishAllowance
+        + StatsSnapshots,
+{
     let now = epoch_seconds_now();
     let reply = match request {
         Request::Ping => {

@@ -7,7 +7,7 @@ use tracing::Instrument;
 use super::{sequence_number, stream_records};
 
 use crate::connection::ConnectionRecord;
-use crate::store::ConnectionStore;
+use crate::store::AdmissionStore;
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::Error;
@@ -23,7 +23,7 @@ pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 /// filters on them and this checks again. A record that cannot be decoded is
 /// logged and skipped; a store failure stops the batch at that record and
 /// reports it in `batchItemFailures`, and a redelivered record is a no-op.
-pub async fn handle_expired_connections<S: ConnectionStore>(
+pub async fn handle_expired_connections<S: AdmissionStore>(
     store: &S,
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
@@ -95,7 +95,7 @@ pub fn decode_expired_connection(raw: Value) -> Option<ConnectionRecord> {
 }
 
 /// Answers whether slots were given back; `Err` only for a store failure.
-async fn release<S: ConnectionStore>(store: &S, raw: Value) -> Result<bool, Error> {
+async fn release<S: AdmissionStore>(store: &S, raw: Value) -> Result<bool, Error> {
     let Some(connection) = decode_expired_connection(raw) else {
         return Ok(false);
     };

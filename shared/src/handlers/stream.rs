@@ -14,7 +14,7 @@ use crate::config::HistorySettings;
 use crate::fanout::FanOut;
 use crate::history::ChannelHistory;
 use crate::message::{Audience, MessageRecord};
-use crate::store::ConnectionStore;
+use crate::store::{ConnectionStore, MessageStore, SubscriptionStore};
 use crate::telemetry::metric;
 use crate::time::epoch_millis_now;
 use crate::Error;
@@ -68,7 +68,7 @@ impl Run {
 /// No post is started within [`FanOut::deadline_reserve`] of the
 /// invocation's deadline: the records not yet sent are reported for retry
 /// instead of the whole batch timing out and coming back.
-pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
+pub async fn handle_stream_batch<S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory>(
     store: &S,
     history: &HistorySettings,
     fanout: &FanOut,
@@ -166,7 +166,7 @@ pub async fn handle_stream_batch<S: ConnectionStore + ChannelHistory>(
 /// sent, so the messages table never keeps them forever. A failure is logged
 /// with the message id and not retried: the message was delivered, and
 /// retrying the record would only send it again.
-async fn apply_retention<S: ConnectionStore>(store: &S, run: &Run) {
+async fn apply_retention<S: MessageStore>(store: &S, run: &Run) {
     let now = crate::time::epoch_seconds_now();
     for ready in run.messages.iter().filter(|ready| ready.record.expires_at.is_none()) {
         let message_id = ready.record.message_id.as_str();
@@ -207,7 +207,7 @@ struct Sent {
 }
 
 /// Broadcasts one run; on failure answers where Lambda must resume.
-async fn send_run<S: ConnectionStore>(
+async fn send_run<S: ConnectionStore + SubscriptionStore + MessageStore>(
     store: &S,
     fanout: &FanOut,
     run: Run,

@@ -1,0 +1,268 @@
+//! Connection records: written at `$connect`, refreshed by pings, removed on
+//! `$disconnect`, when they expire or when API Gateway reports them gone.
+//! A removal takes the record's subscriptions and cap slots with it.
+
+use std::future::Future;
+
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use super::{is_conditional_check_failure, number, DynamoStore, Item, RemoveIf};
+use crate::connection::ConnectionRecord;
+use crate::Error;
+
+/// The connections table, one record per open connection.
+pub trait ConnectionStore: Send + Sync {
+    /// Writes (or overwrites) one connection record.
+    fn put_connection(&self, record: &ConnectionRecord) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Reads one record, expired or not; `None` when there is no item.
+    fn get_connection(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+
+    /// Moves a live connection's expiry (and its subscriptions') to
+    /// `expires_at`, or to its token's expiry when that comes first. `None`
+    /// when the record is gone or already expired: an expired record is
+    /// treated as gone, never revived.
+    fn refresh_connection(
+        &self,
+        connection_id: &str,
+        expires_at: i64,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+
+    /// Deletes a connection and its subscriptions; deleting an id that is
+    /// already gone succeeds. Answers the record that was there.
+    fn remove_connection(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+
+    /// Like [`ConnectionStore::remove_connection`], but only if the record is
+    /// still expired at `now_epoch_seconds`, so a connection refreshed
+    /// meanwhile is left alone.
+    fn remove_expired_connection(
+        &self,
+        connection_id: &str,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+
+    /// Like [`ConnectionStore::remove_connection`], for a connection API
+    /// Gateway answered 410: only if it was accepted at or before `connected_before_ms`.
+    /// API Gateway answers 410 to a connection whose handshake is still in
+    /// progress too (its `$connect` wrote the record, the upgrade has not
+    /// completed), and that one must stay.
+    fn remove_gone_connection(
+        &self,
+        connection_id: &str,
+        connected_before_ms: i64,
+    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+}
+
+impl DynamoStore {
+    fn decode_record(&self, connection_id: &str, item: Item) -> Result<ConnectionRecord, Error> {
+        serde_dynamo::from_item(item).map_err(|source| Error::ItemFormat {
+            table: self.connections_table.clone(),
+            key: connection_id.to_owned(),
+            source,
+        })
+    }
+
+    /// Decodes an old or new image returned by a write; empty means no item.
+    fn decode_returned(&self, connection_id: &str, item: Option<Item>) -> Result<Option<ConnectionRecord>, Error> {
+        match item {
+            Some(item) if !item.is_empty() => self.decode_record(connection_id, item).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// `SET expires_at` on a live record (and, with `within_token`, only up to
+    /// its token's expiry). `Err` holds the record as it stood when a
+    /// condition failed (`None`: no record).
+    async fn set_expiry(
+        &self,
+        connection_id: &str,
+        expires_at: i64,
+        now_epoch_seconds: i64,
+        within_token: bool,
+    ) -> Result<Result<Option<ConnectionRecord>, Option<ConnectionRecord>>, Error> {
+        let condition = if within_token {
+            "attribute_exists(connection_id) AND expires_at > :now AND \
+             (attribute_not_exists(token_expires_at) OR token_expires_at >= :expires_at)"
+        } else {
+            "attribute_exists(connection_id) AND expires_at > :now"
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.connections_table)
+            .set_key(Some(Self::connection_key(connection_id)))
+            .update_expression("SET expires_at = :expires_at")
+            .condition_expression(condition)
+            .expression_attribute_values(":expires_at", number(expires_at))
+            .expression_attribute_values(":now", number(now_epoch_seconds))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Ok(self.decode_returned(connection_id, output.attributes)?)),
+            Err(error) if is_conditional_check_failure(&error) => {
+                let old_item = match error.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(refusal) => refusal.item,
+                    _ => None,
+                };
+                Ok(Err(self.decode_returned(connection_id, old_item)?))
+            }
+            Err(error) => Err(Error::dynamodb("UpdateItem", &self.connections_table, error)),
+        }
+    }
+
+    /// Removes a connection: one conditional delete when it holds no slot,
+    /// otherwise that delete (refused, but handing back the record) and a
+    /// transaction that also gives its slots back.
+    async fn remove_connection_if(
+        &self,
+        connection_id: &str,
+        only: RemoveIf,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        let mut condition = String::from(
+            "attribute_exists(connection_id) AND attribute_not_exists(slot_total) \
+             AND attribute_not_exists(slot_user) AND attribute_not_exists(slot_ip)",
+        );
+        let mut request = self
+            .client
+            .delete_item()
+            .table_name(&self.connections_table)
+            .set_key(Some(Self::connection_key(connection_id)))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some((clause, name, value)) = only.clause() {
+            condition.push_str(clause);
+            request = request.expression_attribute_values(name, number(value));
+        }
+        match request.condition_expression(condition).send().await {
+            Ok(output) => {
+                let record = self.decode_returned(connection_id, output.attributes)?;
+                if let Some(record) = &record {
+                    self.delete_subscriptions_of(record).await?;
+                }
+                Ok(record)
+            }
+            Err(error) if is_conditional_check_failure(&error) => {
+                // Gone, not expired, or holding slots: only the last needs more
+                // work. The refusal carries the record as it stood, which spares
+                // a read; the release's own condition covers what changes after.
+                let old_item = match error.into_service_error() {
+                    DeleteItemError::ConditionalCheckFailedException(refusal) => refusal.item,
+                    _ => None,
+                };
+                let Some(record) = self.decode_returned(connection_id, old_item)? else {
+                    return Ok(None);
+                };
+                if record.held_slots().next().is_none() {
+                    return Ok(None);
+                }
+                if self.release_record(&record, only).await? {
+                    Ok(Some(record))
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(error) => Err(Error::dynamodb("DeleteItem", &self.connections_table, error)),
+        }
+    }
+}
+
+impl ConnectionStore for DynamoStore {
+    async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), Error> {
+        let item = serde_dynamo::to_item(record).map_err(|source| Error::ItemFormat {
+            table: self.connections_table.clone(),
+            key: record.connection_id.clone(),
+            source,
+        })?;
+        self.client
+            .put_item()
+            .table_name(&self.connections_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("PutItem", &self.connections_table, error))?;
+        Ok(())
+    }
+
+    async fn get_connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.connections_table)
+            .set_key(Some(Self::connection_key(connection_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("GetItem", &self.connections_table, error))?;
+        self.decode_returned(connection_id, output.item)
+    }
+
+    async fn refresh_connection(
+        &self,
+        connection_id: &str,
+        expires_at: i64,
+        now_epoch_seconds: i64,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        // One write while the token outlives the new expiry; near the token's
+        // end the refusal hands back the record, and a second write stops the
+        // expiry at the token's.
+        let record = match self
+            .set_expiry(connection_id, expires_at, now_epoch_seconds, true)
+            .await?
+        {
+            Ok(record) => record,
+            Err(Some(old)) if !old.is_expired(now_epoch_seconds) => match old.token_expires_at {
+                Some(token_expires_at) if token_expires_at < expires_at => self
+                    .set_expiry(connection_id, token_expires_at, now_epoch_seconds, false)
+                    .await?
+                    .unwrap_or(None),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(record) = &record {
+            let expires_at = record.expires_at;
+            let refreshes = record
+                .channels
+                .iter()
+                .map(|channel| self.refresh_subscription(channel, connection_id, expires_at));
+            futures::future::try_join_all(refreshes).await?;
+        }
+        Ok(record)
+    }
+
+    // The record goes first, then its subscriptions. If a subscription delete
+    // fails in between, the orphan still carries the connection's expiry, and
+    // the next message on that channel finds the id gone (410) and removes it.
+    async fn remove_connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
+        self.remove_connection_if(connection_id, RemoveIf::Present).await
+    }
+
+    async fn remove_expired_connection(
+        &self,
+        connection_id: &str,
+        now_epoch_seconds: i64,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        self.remove_connection_if(connection_id, RemoveIf::ExpiredBy(now_epoch_seconds))
+            .await
+    }
+
+    async fn remove_gone_connection(
+        &self,
+        connection_id: &str,
+        connected_before_ms: i64,
+    ) -> Result<Option<ConnectionRecord>, Error> {
+        self.remove_connection_if(connection_id, RemoveIf::ConnectedBefore(connected_before_ms))
+            .await
+    }
+}
