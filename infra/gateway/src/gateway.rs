@@ -11,10 +11,9 @@
 //! Header names reach the functions lowercased (as HTTP/2 and most proxies
 //! deliver them); look them up case-insensitively.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -27,8 +26,7 @@ use axum::Router;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -38,19 +36,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
+use crate::connections::{ActiveGuard, Command, ConnectionHandle, Shared};
 use crate::events::{epoch_millis_now, new_id, ConnectionContext};
-use crate::management;
-use crate::template::StackModel;
-use crate::{GatewayError, Invoker};
-
-/// API Gateway's limit for one incoming frame.
-pub(crate) const DEFAULT_MAX_FRAME_BYTES: usize = 32 * 1024;
-/// API Gateway's limit for one message (frames put together, and Management API posts).
-pub(crate) const DEFAULT_MAX_MESSAGE_BYTES: usize = 128 * 1024;
-/// API Gateway closes a connection without messages for 10 minutes.
-pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-/// API Gateway closes every connection after 2 hours.
-pub(crate) const DEFAULT_MAX_CONNECTION_DURATION: Duration = Duration::from_secs(2 * 60 * 60);
+use crate::responses::forbidden;
 
 /// How long a write to a client may block before the connection counts as broken.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,232 +48,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// being read, which pushes back on the client through TCP.
 const MESSAGE_QUEUE: usize = 256;
 
-/// Settings of a [`Gateway`].
-#[derive(Debug, Clone)]
-pub struct GatewayOptions {
-    /// Where to listen; port 0 picks a free one.
-    pub address: SocketAddr,
-    /// The stage: clients connect to `/{stage}` (or `/`), the Management API is
-    /// at `/{stage}/@connections/{id}` (or `/@connections/{id}`).
-    pub stage: String,
-    /// `requestContext.apiId` in events.
-    pub api_id: String,
-    /// Close a connection that sent no message for this long.
-    pub idle_timeout: Duration,
-    /// Close every connection after this long.
-    pub max_connection_duration: Duration,
-    /// A larger incoming frame closes the connection with 1009.
-    pub max_frame_bytes: usize,
-    /// A larger incoming message closes the connection with 1009; a larger
-    /// Management API post is refused with 413.
-    pub max_message_bytes: usize,
-}
-
-impl Default for GatewayOptions {
-    fn default() -> Self {
-        GatewayOptions {
-            address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stage: "local".to_owned(),
-            api_id: "local".to_owned(),
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            max_connection_duration: DEFAULT_MAX_CONNECTION_DURATION,
-            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-        }
-    }
-}
-
-/// A local API Gateway WebSocket API.
-pub struct Gateway;
-
-impl Gateway {
-    /// Binds the port and starts serving WebSocket clients and the Management API.
-    pub async fn start(
-        options: GatewayOptions,
-        model: StackModel,
-        invoker: Arc<dyn Invoker>,
-    ) -> Result<RunningGateway, GatewayError> {
-        if options.stage.is_empty() || options.stage.contains('/') || options.stage.starts_with('@') {
-            return Err(GatewayError::Config(format!(
-                "stage {:?} must be one path segment",
-                options.stage
-            )));
-        }
-        let listener = tokio::net::TcpListener::bind(options.address).await?;
-        let address = listener.local_addr()?;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            options,
-            model,
-            invoker,
-            address,
-            connections: Mutex::new(HashMap::new()),
-            shutdown: shutdown_rx.clone(),
-            active: AtomicUsize::new(0),
-            idle: Notify::new(),
-        });
-        let router = Router::new()
-            .route("/", get(upgrade_root))
-            .route("/{stage}", get(upgrade_staged))
-            .merge(management::routes())
-            .fallback(forbidden)
-            .with_state(shared.clone());
-        let mut signal = shutdown_rx;
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    // A dropped sender also means stop.
-                    let _ = signal.wait_for(|stopped| *stopped).await;
-                });
-            if let Err(error) = serve.await {
-                tracing::error!(error = %error, "gateway server stopped");
-            }
-        });
-        tracing::info!(%address, stage = %shared.options.stage, routes = shared.model.routes.len(), "gateway listening");
-        Ok(RunningGateway {
-            shared,
-            shutdown: shutdown_tx,
-            server,
-        })
-    }
-}
-
-/// A gateway that is serving. Dropping it stops accepting and closes every
-/// socket without waiting for the `$disconnect` invocations; [`RunningGateway::shutdown`] waits.
-pub struct RunningGateway {
-    shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
-}
-
-impl RunningGateway {
-    /// The address the gateway listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.address
-    }
-
-    /// Where clients connect: `ws://127.0.0.1:PORT/{stage}`.
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/{}", self.shared.address, self.shared.options.stage)
-    }
-
-    /// The Management API endpoint, stage included, as the SDK's `endpoint_url`
-    /// and the functions' `AIRWAVE_MANAGEMENT_ENDPOINT` want it.
-    pub fn management_endpoint(&self) -> String {
-        format!("http://{}/{}", self.shared.address, self.shared.options.stage)
-    }
-
-    /// Connections whose socket is open.
-    /// The ids of the connections open now.
-    pub fn connection_ids(&self) -> Vec<String> {
-        self.shared.connections().keys().cloned().collect()
-    }
-
-    pub fn connection_count(&self) -> usize {
-        self.shared.connections().len()
-    }
-
-    /// Stops accepting, closes every socket (1001 "Going away") and waits until
-    /// each connection's `$disconnect` invocation has finished.
-    pub async fn shutdown(self) {
-        tracing::info!("gateway shutting down");
-        let _ = self.shutdown.send(true);
-        if let Err(error) = self.server.await {
-            tracing::error!(error = %error, "gateway server task failed");
-        }
-        self.shared.wait_until_idle().await;
-        tracing::info!("gateway stopped");
-    }
-}
-
-pub(crate) struct Shared {
-    pub options: GatewayOptions,
-    pub model: StackModel,
-    pub invoker: Arc<dyn Invoker>,
-    address: SocketAddr,
-    connections: Mutex<HashMap<String, ConnectionHandle>>,
-    shutdown: watch::Receiver<bool>,
-    /// Admitted connections whose `$disconnect` has not finished yet.
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-impl Shared {
-    pub fn connections(&self) -> MutexGuard<'_, HashMap<String, ConnectionHandle>> {
-        // Nothing panics while holding the lock, and a map cannot be left half-updated.
-        self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn connection(&self, connection_id: &str) -> Option<ConnectionHandle> {
-        self.connections().get(connection_id).cloned()
-    }
-
-    async fn wait_until_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            // Registered before the check, so a wake-up in between is not lost.
-            notified.as_mut().enable();
-            if self.active.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Counts an admitted connection until its `$disconnect` is done.
-struct ActiveGuard(Arc<Shared>);
-
-impl ActiveGuard {
-    fn new(shared: &Arc<Shared>) -> Self {
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        ActiveGuard(shared.clone())
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// What other tasks may ask of a connection's socket task.
-pub(crate) enum Command {
-    /// Sends a frame; `done` learns whether it was written.
-    Send {
-        payload: Bytes,
-        done: Option<oneshot::Sender<bool>>,
-    },
-    /// Closes the socket (a Management API `DELETE`).
-    Close { done: oneshot::Sender<()> },
-}
-
-/// A live connection, as the Management API sees it.
-#[derive(Clone)]
-pub(crate) struct ConnectionHandle {
-    pub context: Arc<ConnectionContext>,
-    pub last_active_ms: Arc<AtomicI64>,
-    pub commands: mpsc::UnboundedSender<Command>,
-}
-
-pub(crate) fn api_error(status: StatusCode, error_type: &'static str, message: &str) -> Response {
-    let mut response = (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        json!({ "message": message }).to_string(),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
-    response
-}
-
-pub(crate) async fn forbidden() -> Response {
-    api_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden")
+/// The handshake, at `/` and at `/{stage}`.
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/", get(upgrade_root))
+        .route("/{stage}", get(upgrade_staged))
 }
 
 async fn upgrade_root(

@@ -17,17 +17,22 @@
 //! Functions are reached through the [`Invoker`] trait: [`HttpInvoker`] talks to
 //! `cargo lambda watch`; tests can plug in an in-process implementation.
 
+mod connections;
 mod events;
 mod filter;
 mod gateway;
 mod invoke;
 mod management;
+mod options;
+mod responses;
+mod server;
 pub mod streams;
 pub mod tables;
 pub mod template;
 
-pub use gateway::{Gateway, GatewayOptions, RunningGateway};
 pub use invoke::{HttpInvoker, InvokeFuture, Invoker};
+pub use options::GatewayOptions;
+pub use server::{Gateway, RunningGateway};
 pub use streams::{RunningPoller, StartingPosition, StreamOptions, StreamPoller};
 pub use template::{LocalNames, StackModel};
 

@@ -16,8 +16,9 @@ use axum::Router;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::connections::{Command, Shared};
 use crate::events::iso_8601;
-use crate::gateway::{api_error, forbidden, Command, Shared};
+use crate::responses::{api_error, forbidden};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
