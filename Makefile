@@ -23,13 +23,14 @@ DEMO_PORT     ?= 5173
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test
+.PHONY: soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
 	@echo "make test   format check, clippy and every test against a local DynamoDB"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
+	@echo "make soak   the whole local stack for 3 minutes under every fault at once (SOAK_SUBSCRIBERS, SOAK_SECONDS)"
 	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
 	@echo "make fuzz   every fuzz target for FUZZ_SECONDS (FUZZ_TARGET=token for one)"
 	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
@@ -64,6 +65,12 @@ clippy:
 unit: $(TEST_TOOLS)
 	cargo build --workspace --bins --locked
 	infra/with-moto.sh cargo test --workspace --locked
+
+# The full soak (optimized build; make test runs a short one): 1,000 steady
+# subscribers for three minutes with every fault injected at once. Prints its
+# figures and fails on any loss or leftover.
+soak: $(TEST_TOOLS)
+	infra/with-moto.sh cargo run --profile bench --locked -p airwave-tests --bin airwave-soak
 
 # template.yaml against the code: binaries, routes, IAM, environment.
 template-check: $(DEPLOY_TOOLS)

@@ -135,9 +135,22 @@ pub struct FanOutReport {
     /// Listing requests made.
     pub pages: usize,
     pub elapsed_ms: u64,
+    /// Summed round trips of the posts that were delivered, from sending to
+    /// API Gateway's answer: with `delivered_posts`, the L that N x L / C uses.
+    pub delivered_post_us: u64,
+    /// Posts answered 200, in both passes.
+    pub delivered_posts: u64,
 }
 
 impl FanOutReport {
+    /// The mean round trip of a delivered post, in ms (0 when none was).
+    pub fn mean_post_round_trip_ms(&self) -> f64 {
+        if self.delivered_posts == 0 {
+            return 0.0;
+        }
+        self.delivered_post_us as f64 / self.delivered_posts as f64 / 1000.0
+    }
+
     /// Whether some target did not get the message and could on a retry.
     pub fn incomplete(&self) -> bool {
         self.skipped > 0 || self.stopped_at_deadline
@@ -162,9 +175,20 @@ struct Delivery {
     /// The first frame not delivered: where a second pass resumes.
     resume_at: usize,
     posts: u64,
+    delivered_post_us: u64,
 }
 
 impl FanOutReport {
+    fn add_posts(&mut self, delivery: &Delivery) {
+        self.posts += delivery.posts;
+        self.delivered_post_us += delivery.delivered_post_us;
+        // A delivery stops at its first post not answered 200; one stopped
+        // or skipped before posting again had every post answered.
+        let last_undelivered = matches!(delivery.outcome, Outcome::Gone | Outcome::Failed | Outcome::Expired);
+        let undelivered = u64::from(last_undelivered && delivery.posts > 0);
+        self.delivered_posts += delivery.posts - undelivered;
+    }
+
     fn count(mut self, outcome: Outcome) -> Self {
         match outcome {
             Outcome::Delivered => self.delivered += 1,
@@ -447,7 +471,7 @@ impl FanOut {
             })
             .buffer_unordered(self.concurrency)
             .fold(FanOutReport::default(), |mut report, (target, delivery)| {
-                report.posts += delivery.posts;
+                report.add_posts(&delivery);
                 if delivery.outcome == Outcome::Failed {
                     failed.push((target, delivery.resume_at));
                 }
@@ -484,6 +508,7 @@ impl FanOut {
             retries = report.retries,
             list_ms = report.list_ms,
             first_page_ms = report.first_page_ms,
+            mean_post_round_trip_ms = report.mean_post_round_trip_ms(),
             elapsed_ms = report.elapsed_ms,
             concurrency = self.concurrency,
             "fan-out finished"
@@ -543,7 +568,7 @@ impl FanOut {
             .await;
         report.stopped_at_deadline |= not_started;
         for (target, delivery) in deliveries {
-            report.posts += delivery.posts;
+            report.add_posts(&delivery);
             if delivery.outcome == Outcome::Failed {
                 tracing::warn!(connection_id = %target.connection_id, "post failed in both passes; this connection misses the message");
                 continue;
@@ -581,6 +606,7 @@ impl FanOut {
                 outcome: Outcome::Delivered,
                 resume_at: first_frame,
                 posts: 0,
+                delivered_post_us: 0,
             };
             if target.is_expired(now) {
                 match store.remove_expired_connection(&target.connection_id, now).await {
@@ -610,11 +636,14 @@ impl FanOut {
                     return delivery;
                 }
                 delivery.posts += 1;
+                let sent = Instant::now();
                 let outcome = self
                     .post(store, channel, &target.connection_id, frame.as_ref(), stop_starting_at)
                     .await;
                 self.breaker().record(outcome == Outcome::Failed, Instant::now());
-                if outcome != Outcome::Delivered {
+                if outcome == Outcome::Delivered {
+                    delivery.delivered_post_us += sent.elapsed().as_micros() as u64;
+                } else {
                     delivery.outcome = outcome;
                     return delivery;
                 }

@@ -299,7 +299,7 @@ async fn posts_that_fail_every_attempt_of_the_first_pass_are_delivered_in_the_se
             fail_first_attempts: 2,
             ..Faults::default()
         },
-        ..Options::default()
+        latency: Duration::from_millis(30),
     })
     .await
     .unwrap();
@@ -318,6 +318,10 @@ async fn posts_that_fail_every_attempt_of_the_first_pass_are_delivered_in_the_se
         (20, 20, 0),
         "{report:?}"
     );
+    // Only the posts answered 200 give the round trip the bound uses, and
+    // none of them took less than the injected latency.
+    assert_eq!((report.posts, report.delivered_posts), (40, 20), "{report:?}");
+    assert!(report.mean_post_round_trip_ms() >= 30.0, "{report:?}");
     for id in &ids {
         assert_eq!(gateway.received(id).len(), 1, "{id}");
     }
@@ -345,6 +349,7 @@ async fn what_fails_in_both_passes_is_counted_as_failed() {
         .unwrap();
 
     assert_eq!((report.delivered, report.failed), (0, 5), "{report:?}");
+    assert_eq!((report.delivered_posts, report.mean_post_round_trip_ms()), (0, 0.0));
     // Two attempts in each pass.
     assert_eq!(gateway.post_count(), 5 * 4);
 }

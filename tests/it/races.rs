@@ -93,7 +93,7 @@ async fn subscribe_and_unsubscribe_of_one_channel_at_once_leave_the_record_and_i
         assert_consistent(&tables, "racer=", &format!("round {round}")).await;
     }
     assert!(
-        proxy.counts().conflicts > 0,
+        proxy.counts().injected(airwave_local::dynamodb_faults::CONFLICT) > 0,
         "conflicts were injected: {:?}",
         proxy.counts()
     );
@@ -119,7 +119,7 @@ async fn subscribes_racing_a_ping_give_every_item_the_expiry_the_ping_set() {
         assert_consistent(&tables, "pinger=", &format!("round {round}")).await;
     }
     assert!(
-        proxy.counts().conflicts > 0,
+        proxy.counts().injected(airwave_local::dynamodb_faults::CONFLICT) > 0,
         "conflicts were injected: {:?}",
         proxy.counts()
     );
@@ -166,7 +166,7 @@ async fn subscribes_and_unsubscribes_racing_a_disconnect_leave_nothing_behind() 
         );
     }
     assert!(
-        proxy.counts().conflicts > 0,
+        proxy.counts().injected(airwave_local::dynamodb_faults::CONFLICT) > 0,
         "conflicts were injected: {:?}",
         proxy.counts()
     );
@@ -197,7 +197,7 @@ async fn concurrent_subscribes_never_pass_the_channel_limit() {
     assert_eq!(subscribed, 3, "{outcomes:?}");
     assert_consistent(&tables, "greedy=", "after the race").await;
     assert!(
-        proxy.counts().conflicts > 0,
+        proxy.counts().injected(airwave_local::dynamodb_faults::CONFLICT) > 0,
         "conflicts were injected: {:?}",
         proxy.counts()
     );
@@ -244,7 +244,7 @@ async fn caps_stay_exact_when_transactions_conflict_and_requests_are_throttled()
     let open = tables.admission_counter("open#ip#198.51.100.7").await;
     assert_eq!(open, Some(0), "every slot given back");
     assert!(
-        proxy.counts().conflicts > 0,
+        proxy.counts().injected(airwave_local::dynamodb_faults::CONFLICT) > 0,
         "conflicts were injected: {:?}",
         proxy.counts()
     );

@@ -1,6 +1,7 @@
 //! Test support: a fresh pair of tables on the local DynamoDB-compatible server
 //! for every test, events in the exact shape AWS sends, and a log capture.
 
+pub mod soak;
 pub mod stack;
 
 /// The authenticator the connect function builds at cold start, for `config`.

@@ -4,8 +4,8 @@
 //! stream-processor. The end-to-end tests and the browser tests (through the
 //! `airwave-stack` binary) run against it.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -14,12 +14,14 @@ use airwave_gateway::{
     Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, RunningGateway, StackModel, StartingPosition,
     StreamOptions, StreamPoller,
 };
+use airwave_local::{DynamoDbFaults, FaultyDynamoDb, FaultyManagementApi, ManagementFaults};
 use airwave_shared::auth::Authenticator;
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::handlers::{
     handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
 };
 use airwave_shared::{Closer, DynamoStore, FanOut};
+use futures::FutureExt;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
@@ -42,6 +44,37 @@ pub struct InProcessFunctions {
     /// While a test holds this for writing, an admitted `$connect` waits
     /// before answering: its record is written, its handshake not complete.
     pub connect_gate: tokio::sync::RwLock<()>,
+    /// Every this many stream-processor invocations, one is killed part-way (0: none).
+    pub kill_every_stream_batch: usize,
+    stream_invocations: AtomicUsize,
+    kill_draw: Mutex<fastrand::Rng>,
+    /// Stream-processor invocations killed before they finished.
+    pub killed_batches: AtomicUsize,
+    /// Invocations that panicked, by function: a crash on some input.
+    pub crashes: Mutex<BTreeMap<String, usize>>,
+    /// Invocations that returned an error, by function.
+    pub errors: Mutex<BTreeMap<String, usize>>,
+}
+
+/// How a [`LocalStack`] differs from the default: the faults it injects
+/// besides what its parts do by themselves, and the fan-out's connecting window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StackOptions {
+    /// Before the functions' DynamoDB (the stream poller reads the real one).
+    pub dynamodb_faults: Option<DynamoDbFaults>,
+    /// Before the Management API the fan-out and the closer post to.
+    pub management_faults: Option<ManagementFaults>,
+    /// Every this many stream-processor invocations (0: none), one is killed
+    /// at a random point within its first 100 ms, like a process that dies
+    /// mid-batch: no answer, only what it had done so far. Lambda then
+    /// retries the batch. Counted, not drawn, because a stream with a
+    /// batching window gets few invocations.
+    pub kill_every_stream_batch: usize,
+    pub seed: u64,
+    /// How young a record answered 410 must be to be left alone. Zero by
+    /// default, so a test's vanished socket is pruned at once; production's
+    /// is [`airwave_shared::fanout::CONNECTING_WINDOW`].
+    pub connecting_window: Duration,
 }
 
 fn failed(function: &str, error: impl std::fmt::Display) -> GatewayError {
@@ -108,22 +141,61 @@ impl InProcessFunctions {
             ),
             "stream-processor" => {
                 let fanout = self.fanout.get().ok_or_else(|| failed(function, "no fan-out yet"))?;
-                answer(
-                    function,
-                    handle_stream_batch(
-                        &self.store,
-                        &self.config.history,
-                        fanout,
-                        LambdaEvent::new(event, context.clone()),
-                    )
-                    .await,
-                )
+                let batch = handle_stream_batch(
+                    &self.store,
+                    &self.config.history,
+                    fanout,
+                    LambdaEvent::new(event, context.clone()),
+                );
+                match self.kill_after() {
+                    None => answer(function, batch.await),
+                    Some(after) => tokio::select! {
+                        finished = batch => answer(function, finished),
+                        () = tokio::time::sleep(after) => {
+                            self.killed_batches.fetch_add(1, Ordering::SeqCst);
+                            Err(failed(function, "Runtime exited with error: signal: killed"))
+                        }
+                    },
+                }
             }
             "reaper" => answer(
                 function,
                 handle_expired_connections(&self.store, LambdaEvent::new(event, context.clone())).await,
             ),
             other => Err(failed(other, "no such function")),
+        }
+    }
+
+    /// When to kill this stream-processor invocation, if it is drawn to be.
+    fn kill_after(&self) -> Option<Duration> {
+        let invocation = self.stream_invocations.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.kill_every_stream_batch == 0 || !invocation.is_multiple_of(self.kill_every_stream_batch) {
+            return None;
+        }
+        let mut draw = self.kill_draw.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(Duration::from_millis(draw.u64(1..100)))
+    }
+
+    /// Runs one invocation, counting errors and catching a panic as Lambda
+    /// would see a crashed runtime.
+    async fn invoke_counted(&self, function: &str, event: Value) -> Result<Value, GatewayError> {
+        let outcome = std::panic::AssertUnwindSafe(self.run(function, event))
+            .catch_unwind()
+            .await;
+        let count = |counts: &Mutex<BTreeMap<String, usize>>| {
+            let mut counts = counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *counts.entry(function.to_owned()).or_default() += 1;
+        };
+        match outcome {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(error)) => {
+                count(&self.errors);
+                Err(error)
+            }
+            Err(_) => {
+                count(&self.crashes);
+                Err(failed(function, "Runtime exited with error: panicked"))
+            }
         }
     }
 
@@ -135,7 +207,7 @@ impl InProcessFunctions {
 
 impl Invoker for InProcessFunctions {
     fn invoke<'a>(&'a self, function: &'a str, event: Value) -> InvokeFuture<'a> {
-        Box::pin(self.run(function, event))
+        Box::pin(self.invoke_counted(function, event))
     }
 }
 
@@ -145,16 +217,31 @@ pub struct LocalStack {
     pub functions: Arc<InProcessFunctions>,
     pub gateway: RunningGateway,
     pub poller: RunningPoller,
+    /// The proxies injecting [`StackOptions`]' faults, while they run.
+    pub dynamodb_faults: Option<FaultyDynamoDb>,
+    pub management_faults: Option<FaultyManagementApi>,
 }
 
 impl LocalStack {
     /// Starts the stack on `tables` (made by [`TestTables::create_with`]).
     pub async fn start(tables: TestTables, options: GatewayOptions) -> Self {
+        Self::start_with(tables, options, StackOptions::default()).await
+    }
+
+    /// Starts the stack as `stack` says.
+    pub async fn start_with(tables: TestTables, options: GatewayOptions, stack: StackOptions) -> Self {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let model = StackModel::from_path(root.join("template.yaml")).expect("read template.yaml");
         let names = tables.local_names();
+        let (store, dynamodb_faults) = match stack.dynamodb_faults {
+            Some(dynamodb) => {
+                let (store, proxy) = tables.faulty_store(dynamodb).await;
+                (store, Some(proxy))
+            }
+            None => (tables.store.clone(), None),
+        };
         let functions = Arc::new(InProcessFunctions {
-            store: tables.store.clone(),
+            store,
             authenticator: crate::authenticator(&tables.config),
             config: tables.config.clone(),
             fanout: OnceLock::new(),
@@ -162,14 +249,35 @@ impl LocalStack {
             lost_disconnects: Mutex::new(HashSet::new()),
             refuse_connects: AtomicBool::new(false),
             connect_gate: tokio::sync::RwLock::new(()),
+            kill_every_stream_batch: stack.kill_every_stream_batch,
+            stream_invocations: AtomicUsize::new(0),
+            kill_draw: Mutex::new(fastrand::Rng::with_seed(stack.seed)),
+            killed_batches: AtomicUsize::new(0),
+            crashes: Mutex::new(BTreeMap::new()),
+            errors: Mutex::new(BTreeMap::new()),
         });
         let gateway = Gateway::start(options, model.clone(), functions.clone())
             .await
             .expect("start the local gateway");
-        let _ = functions.fanout.set(tables.fanout(&gateway.management_endpoint(), 16));
+        let (management_endpoint, management_faults) = match stack.management_faults {
+            Some(management) => {
+                let base = format!("http://{}", gateway.local_addr());
+                let proxy = FaultyManagementApi::start(&base, management)
+                    .await
+                    .expect("start the Management API fault proxy");
+                let stage = gateway.management_endpoint().trim_start_matches(&base).to_owned();
+                (format!("{}{stage}", proxy.endpoint()), Some(proxy))
+            }
+            None => (gateway.management_endpoint(), None),
+        };
+        let _ = functions.fanout.set(tables.fanout_with_connecting_window(
+            &management_endpoint,
+            16,
+            stack.connecting_window,
+        ));
         let _ = functions
             .closer
-            .set(Closer::new(&tables.sdk_config, &gateway.management_endpoint()));
+            .set(Closer::new(&tables.sdk_config, &management_endpoint));
         let streams = aws_sdk_dynamodbstreams::Client::new(&tables.sdk_config);
         let poller = StreamPoller::start(
             &tables.dynamodb,
@@ -190,6 +298,8 @@ impl LocalStack {
             functions,
             gateway,
             poller,
+            dynamodb_faults,
+            management_faults,
         }
     }
 
