@@ -26,7 +26,7 @@ use axum::Router;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -39,6 +39,7 @@ use tracing::Instrument;
 use crate::connections::{ActiveGuard, Command, ConnectionHandle, Shared};
 use crate::events::{epoch_millis_now, new_id, ConnectionContext};
 use crate::responses::forbidden;
+use crate::GatewayError;
 
 /// How long a write to a client may block before the connection counts as broken.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -165,11 +166,7 @@ async fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut request: Request) ->
     let mut response_headers = Vec::new();
     if let Some(route) = shared.model.routes.get("$connect") {
         let event = context.connect_event(&event_headers, &query);
-        let answer = shared
-            .invoker
-            .invoke(&route.function, event)
-            .instrument(span.clone())
-            .await;
+        let answer = invoke_connect(&shared, &context, &route.function, event, &span).await;
         match answer {
             Ok(answer) => {
                 let status = status_code(&answer);
@@ -369,6 +366,40 @@ impl Connection {
         }
         invoke_disconnect(&shared, &context, closed.code, &closed.reason).await;
     }
+}
+
+/// Runs `$connect` to the end even if the client leaves meanwhile, as a
+/// Lambda function runs on whoever stops waiting for it; a connection it
+/// admitted for a client already gone still gets its `$disconnect`, so its
+/// record and cap slots are released rather than left to their TTL.
+async fn invoke_connect(
+    shared: &Arc<Shared>,
+    context: &Arc<ConnectionContext>,
+    function: &str,
+    event: Value,
+    span: &tracing::Span,
+) -> Result<Value, GatewayError> {
+    let (answer_tx, answer_rx) = oneshot::channel();
+    let (shared, context, function, span) = (shared.clone(), context.clone(), function.to_owned(), span.clone());
+    tokio::spawn(async move {
+        let answer = shared.invoker.invoke(&function, event).instrument(span.clone()).await;
+        let admitted = answer
+            .as_ref()
+            .is_ok_and(|answer| (200..300).contains(&status_code(answer)));
+        if answer_tx.send(answer).is_err() && admitted {
+            span.in_scope(|| tracing::info!("the client left while $connect ran"));
+            invoke_disconnect(&shared, &context, 1006, "Connection closed abnormally")
+                .instrument(span)
+                .await;
+        }
+    });
+    answer_rx.await.unwrap_or_else(|_| {
+        Err(GatewayError::FunctionFailed {
+            function: "$connect".to_owned(),
+            status: 500,
+            message: "the invocation ended without an answer".to_owned(),
+        })
+    })
 }
 
 async fn invoke_disconnect(shared: &Shared, context: &ConnectionContext, code: u16, reason: &str) {

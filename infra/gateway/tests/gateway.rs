@@ -458,6 +458,29 @@ async fn an_abrupt_drop_fires_disconnect_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_client_that_leaves_while_connect_runs_still_gets_its_disconnect() {
+    let (gateway, functions) = start(GatewayOptions::default()).await;
+    // The handshake is sent, then the client goes before $connect answers.
+    let url = format!("{}?slow=500", gateway.ws_url());
+    let attempt = tokio::time::timeout(Duration::from_millis(100), tokio_tungstenite::connect_async(url)).await;
+    assert!(attempt.is_err(), "the handshake should still be waiting for $connect");
+
+    // $connect runs to the end, as Lambda does, and admitted a connection
+    // nobody holds: its $disconnect releases it.
+    let connect = &functions.wait_for("connect", 1).await[0];
+    let disconnect = &functions.wait_for("disconnect", 1).await[0];
+    assert_eq!(
+        disconnect["requestContext"]["connectionId"],
+        connect["requestContext"]["connectionId"]
+    );
+    assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 1006);
+    settle().await;
+    assert_eq!(functions.events("disconnect").len(), 1);
+    assert_eq!(gateway.connection_count(), 0);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_every_socket_and_waits_for_each_disconnect() {
     let (gateway, functions) = start(GatewayOptions::default()).await;
     let mut first = connect(&gateway.ws_url()).await;

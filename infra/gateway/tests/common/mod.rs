@@ -120,6 +120,13 @@ impl Functions {
 impl Invoker for Functions {
     fn invoke<'a>(&'a self, function: &'a str, event: Value) -> InvokeFuture<'a> {
         Box::pin(async move {
+            // A `$connect` with `?slow=ms` takes that long, like a cold start.
+            let slow = event["queryStringParameters"]["slow"]
+                .as_str()
+                .and_then(|ms| ms.parse().ok());
+            if let (Some(ms), "connect") = (slow, function) {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             self.calls.lock().unwrap().push((function.to_owned(), event.clone()));
             self.answer(function, &event)
         })
