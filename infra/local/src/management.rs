@@ -208,7 +208,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn api_error(status: StatusCode, error_type: &'static str) -> Response {
+pub(crate) fn api_error(status: StatusCode, error_type: &'static str) -> Response {
     let mut response = (status, [("content-type", "application/json")], r#"{"message":null}"#).into_response();
     response
         .headers_mut()

@@ -3,10 +3,11 @@
 //! `LimitExceededException`, the transient answers API Gateway gives under
 //! load, while every other request goes through to the real connections.
 
-use axum::http::{HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 
 use crate::fault_proxy::{FaultPlan, FaultProxy, ProxiedRequest};
+use crate::management::api_error;
 
 /// The counted kind of an injected 500.
 pub const SERVER_ERROR: &str = "server_error";
@@ -48,12 +49,4 @@ impl FaultPlan for ManagementFaults {
             None
         }
     }
-}
-
-fn api_error(status: StatusCode, error_type: &'static str) -> Response {
-    let mut response = (status, [("content-type", "application/json")], r#"{"message":null}"#).into_response();
-    response
-        .headers_mut()
-        .insert("x-amzn-errortype", HeaderValue::from_static(error_type));
-    response
 }

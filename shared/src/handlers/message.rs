@@ -34,6 +34,25 @@ fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
     Reply::Error { code, message }
 }
 
+/// Everything the `$default` route reads and writes: the connection and its
+/// subscriptions, publishing, the stats' cap counters, channel history, the
+/// publish allowance and the stats snapshot.
+pub trait DefaultRouteStore:
+    ConnectionStore + SubscriptionStore + MessageStore + AdmissionStore + ChannelHistory + PublishAllowance + StatsSnapshots
+{
+}
+
+impl<S> DefaultRouteStore for S where
+    S: ConnectionStore
+        + SubscriptionStore
+        + MessageStore
+        + AdmissionStore
+        + ChannelHistory
+        + PublishAllowance
+        + StatsSnapshots
+{
+}
+
 /// `$default`: answers `ping` with `pong` and a refreshed TTL, manages channel
 /// subscriptions, and (when allowed) publishes to the messages table.
 ///
@@ -43,21 +62,12 @@ fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
 ///
 /// A connection whose token has expired is refused with `token_expired`,
 /// removed, told why in a `closing` frame and closed through `closer`.
-pub async fn handle_message<S>(
+pub async fn handle_message<S: DefaultRouteStore>(
     store: &S,
     closer: Option<&Closer>,
     config: &Config,
     event: LambdaEvent<ApiGatewayWebsocketProxyRequest>,
-) -> Result<ApiGatewayProxyResponse, Error>
-where
-    S: ConnectionStore
-        + SubscriptionStore
-        + MessageStore
-        + AdmissionStore
-        + ChannelHistory
-        + PublishAllowance
-        + StatsSnapshots,
-{
+) -> Result<ApiGatewayProxyResponse, Error> {
     let context = &event.payload.request_context;
     let span = tracing::info_span!(
         "message",
@@ -173,16 +183,12 @@ async fn close_expired<S: ConnectionStore>(
     Ok(())
 }
 
-async fn execute<S>(store: &S, config: &Config, connection_id: &str, request: Request) -> Result<Reply, Error>
-where
-    S: ConnectionStore
-        + SubscriptionStore
-        + MessageStore
-        + AdmissionStore
-        + ChannelHistory
-        + PublishAllowance
-        + StatsSnapshots,
-{
+async fn execute<S: DefaultRouteStore>(
+    store: &S,
+    config: &Config,
+    connection_id: &str,
+    request: Request,
+) -> Result<Reply, Error> {
     let now = epoch_seconds_now();
     let reply = match request {
         Request::Ping => {
