@@ -25,25 +25,30 @@ def share_streams_in_transaction_backups() -> None:
     """moto backs up every table a transaction names with a deep copy, its
     stream's records included, and the stream iterators it hands out keep
     each copy alive: every transaction costs time and memory in proportion to
-    every record the table ever streamed (a soak grew moto past 20 GB). The
-    backup shares the live stream instead, and a cancelled transaction
-    removes the records it added, which is what the copy achieved. Exact
-    because requests are applied one at a time (see `main`)."""
-    StreamShard.__deepcopy__ = lambda shard, memo: shard
+    every record the table ever streamed (a soak grew moto past 20 GB). While
+    a transaction runs, a deep copy shares the live stream instead; where moto
+    rolled a table back (it put the copy in place), the stream drops the
+    records the cancelled writes added and points at the restored table,
+    which is what the copy achieved. Exact because requests are applied one
+    at a time (see `main`)."""
     transact = DynamoDBBackend.transact_write_items
 
     def transact_write_items(backend, transact_items):
-        lengths = [
-            (table.stream_shard, len(table.stream_shard.items))
-            for table in backend.tables.values()
+        before = [
+            (name, table, table.stream_shard, len(table.stream_shard.items))
+            for name, table in backend.tables.items()
             if table.stream_shard is not None
         ]
+        StreamShard.__deepcopy__ = lambda shard, memo: shard
         try:
             return transact(backend, transact_items)
-        except Exception:
-            for shard, length in lengths:
-                del shard.items[length:]
-            raise
+        finally:
+            del StreamShard.__deepcopy__
+            for name, table, shard, length in before:
+                restored = backend.tables.get(name)
+                if restored is not None and restored is not table:
+                    del shard.items[length:]
+                    shard.table = restored
 
     DynamoDBBackend.transact_write_items = transact_write_items
 

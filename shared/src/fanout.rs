@@ -135,8 +135,9 @@ pub struct FanOutReport {
     /// Listing requests made.
     pub pages: usize,
     pub elapsed_ms: u64,
-    /// Summed round trips of the posts that were delivered, from sending to
-    /// API Gateway's answer: with `delivered_posts`, the L that N x L / C uses.
+    /// Summed round trips of the posts that were delivered, from starting the
+    /// SDK call to API Gateway's answer (signing and any retries included):
+    /// with `delivered_posts`, the L that N x L / C uses.
     pub delivered_post_us: u64,
     /// Posts answered 200, in both passes.
     pub delivered_posts: u64,
@@ -175,18 +176,15 @@ struct Delivery {
     /// The first frame not delivered: where a second pass resumes.
     resume_at: usize,
     posts: u64,
+    delivered_posts: u64,
     delivered_post_us: u64,
 }
 
 impl FanOutReport {
     fn add_posts(&mut self, delivery: &Delivery) {
         self.posts += delivery.posts;
+        self.delivered_posts += delivery.delivered_posts;
         self.delivered_post_us += delivery.delivered_post_us;
-        // A delivery stops at its first post not answered 200; one stopped
-        // or skipped before posting again had every post answered.
-        let last_undelivered = matches!(delivery.outcome, Outcome::Gone | Outcome::Failed | Outcome::Expired);
-        let undelivered = u64::from(last_undelivered && delivery.posts > 0);
-        self.delivered_posts += delivery.posts - undelivered;
     }
 
     fn count(mut self, outcome: Outcome) -> Self {
@@ -606,6 +604,7 @@ impl FanOut {
                 outcome: Outcome::Delivered,
                 resume_at: first_frame,
                 posts: 0,
+                delivered_posts: 0,
                 delivered_post_us: 0,
             };
             if target.is_expired(now) {
@@ -642,6 +641,7 @@ impl FanOut {
                     .await;
                 self.breaker().record(outcome == Outcome::Failed, Instant::now());
                 if outcome == Outcome::Delivered {
+                    delivery.delivered_posts += 1;
                     delivery.delivered_post_us += sent.elapsed().as_micros() as u64;
                 } else {
                     delivery.outcome = outcome;

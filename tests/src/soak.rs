@@ -101,8 +101,11 @@ pub struct SoakReport {
     pub plan_seconds: u64,
     pub elapsed_seconds: f64,
     pub subscribers: usize,
+    /// Transient sockets that connected, subscribed and were reset.
     pub transient_sockets: usize,
-    /// Every socket the gateway accepted a handshake for.
+    pub transient_attempts: usize,
+    /// TCP connections: the steady subscribers' through the relay (first
+    /// connections and reconnects) and the transient sockets' attempts.
     pub sockets_opened: usize,
     pub messages_published: usize,
     pub link_resets: usize,
@@ -167,8 +170,8 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "  sockets: {} opened: {} steady subscribers, {} transient ones reset after subscribing, {} reconnects",
-            self.sockets_opened, self.subscribers, self.transient_sockets, self.reconnects
+            "  sockets: {} opened: {} steady subscribers, {} reconnects, {} transient ones ({} subscribed, then reset)",
+            self.sockets_opened, self.subscribers, self.reconnects, self.transient_attempts, self.transient_sockets
         )?;
         writeln!(f, "  messages published: {}", self.messages_published)?;
         writeln!(
@@ -192,7 +195,7 @@ impl fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "    of which to the {} subscribers that reconnected: {} expected, {} made",
+            "    of which to the {} subscribers that reconnected at least once (every message of the run, live or recovered): {} expected, {} made",
             self.reconnected_subscribers, self.reconnected_deliveries_expected, self.reconnected_deliveries_made
         )?;
         for (subscriber, id) in &self.missing {
@@ -258,17 +261,27 @@ async fn watch(mut events: airwave_client::Events, seen: Arc<Seen>) {
 }
 
 /// A socket that subscribes, then dies with a TCP reset: no close frame.
-async fn transient_socket(url: String, channel: String) {
+/// Whether it got as far as that: connected, subscribed and reset.
+async fn transient_socket(url: String, channel: String) -> bool {
     let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await else {
-        return;
+        return false;
     };
     let subscribe = json!({"action": "subscribe", "channel": channel, "id": 1}).to_string();
-    if socket.send(Frame::text(subscribe)).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), socket.next()).await;
+    if socket.send(Frame::text(subscribe)).await.is_err() {
+        return false;
     }
-    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
-        if let Err(error) = tcp.set_zero_linger() {
+    let subscribed = matches!(
+        tokio::time::timeout(Duration::from_secs(5), socket.next()).await,
+        Ok(Some(Ok(Frame::Text(reply)))) if reply.contains("subscribed")
+    );
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() else {
+        return false;
+    };
+    match tcp.set_zero_linger() {
+        Ok(()) => subscribed,
+        Err(error) => {
             tracing::warn!(error = %error, "could not set a zero linger");
+            false
         }
     }
 }
@@ -420,8 +433,9 @@ pub async fn run(plan: &SoakPlan) -> SoakReport {
     }
     let publish_seconds = publishing_started.elapsed().as_secs();
     progress(started, &format!("{messages} messages published"));
+    let mut transients_reset = 0;
     for socket in transients {
-        let _ = socket.await;
+        transients_reset += usize::from(socket.await.unwrap_or(false));
     }
     progress(started, "transient sockets done");
 
@@ -449,7 +463,8 @@ pub async fn run(plan: &SoakPlan) -> SoakReport {
     let mut report = SoakReport {
         plan_seconds: publish_seconds,
         subscribers: subscribers.len(),
-        transient_sockets: transient,
+        transient_sockets: transients_reset,
+        transient_attempts: transient,
         messages_published: messages,
         link_resets: relay.resets(),
         ..SoakReport::default()

@@ -164,17 +164,19 @@ async fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut request: Request) ->
         .unwrap_or_default();
 
     let mut response_headers = Vec::new();
+    let mut admitted = None;
     if let Some(route) = shared.model.routes.get("$connect") {
         let event = context.connect_event(&event_headers, &query);
         let answer = invoke_connect(&shared, &context, &route.function, event, &span).await;
         match answer {
-            Ok(answer) => {
+            Ok((answer, admission)) => {
                 let status = status_code(&answer);
                 response_headers = answer_headers(&answer);
-                if !(200..300).contains(&status) {
+                if !admits(&answer) {
                     span.in_scope(|| tracing::info!(status, "$connect refused the connection"));
                     return refusal(status, &answer, &response_headers);
                 }
+                admitted = admission;
             }
             Err(error) => {
                 span.in_scope(|| tracing::warn!(error = %error, "$connect failed; refusing with 500"));
@@ -254,6 +256,10 @@ async fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut request: Request) ->
         }
         .instrument(span),
     );
+    // The socket task owns the connection now, $disconnect included.
+    if let Some(admitted) = admitted {
+        admitted.disarm();
+    }
     response
 }
 
@@ -368,30 +374,76 @@ impl Connection {
     }
 }
 
+/// A connection `$connect` admitted, until the socket task owns it: dropped
+/// armed (its client left before the upgrade was set up, wherever the answer
+/// was lost), it sends the connection's `$disconnect`, counted as active so a
+/// shutdown waits for it.
+struct Admitted {
+    shared: Arc<Shared>,
+    context: Arc<ConnectionContext>,
+    span: tracing::Span,
+    armed: bool,
+}
+
+impl Admitted {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        // Without a runtime the gateway itself is gone, and nothing could be invoked.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.armed {
+            return;
+        }
+        let (shared, context, span) = (self.shared.clone(), self.context.clone(), self.span.clone());
+        let guard = ActiveGuard::new(&shared);
+        span.in_scope(|| tracing::info!("the client left while $connect ran"));
+        runtime.spawn(
+            async move {
+                invoke_disconnect(&shared, &context, 1006, "Connection closed abnormally").await;
+                drop(guard);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+fn admits(answer: &Value) -> bool {
+    (200..300).contains(&status_code(answer))
+}
+
 /// Runs `$connect` to the end even if the client leaves meanwhile, as a
 /// Lambda function runs on whoever stops waiting for it; a connection it
-/// admitted for a client already gone still gets its `$disconnect`, so its
-/// record and cap slots are released rather than left to their TTL.
+/// admitted for a client already gone still gets its `$disconnect` (through
+/// [`Admitted`]), so its record and cap slots are released rather than left
+/// to their TTL.
 async fn invoke_connect(
     shared: &Arc<Shared>,
     context: &Arc<ConnectionContext>,
     function: &str,
     event: Value,
     span: &tracing::Span,
-) -> Result<Value, GatewayError> {
+) -> Result<(Value, Option<Admitted>), GatewayError> {
     let (answer_tx, answer_rx) = oneshot::channel();
     let (shared, context, function, span) = (shared.clone(), context.clone(), function.to_owned(), span.clone());
     tokio::spawn(async move {
         let answer = shared.invoker.invoke(&function, event).instrument(span.clone()).await;
-        let admitted = answer
-            .as_ref()
-            .is_ok_and(|answer| (200..300).contains(&status_code(answer)));
-        if answer_tx.send(answer).is_err() && admitted {
-            span.in_scope(|| tracing::info!("the client left while $connect ran"));
-            invoke_disconnect(&shared, &context, 1006, "Connection closed abnormally")
-                .instrument(span)
-                .await;
-        }
+        let answer = answer.map(|answer| {
+            let admitted = admits(&answer).then(|| Admitted {
+                shared: shared.clone(),
+                context: context.clone(),
+                span: span.clone(),
+                armed: true,
+            });
+            (answer, admitted)
+        });
+        // Unsent, the answer is dropped here, and with it an armed Admitted.
+        let _ = answer_tx.send(answer);
     });
     answer_rx.await.unwrap_or_else(|_| {
         Err(GatewayError::FunctionFailed {

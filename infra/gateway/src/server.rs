@@ -85,12 +85,12 @@ impl RunningGateway {
         format!("http://{}/{}", self.shared.address, self.shared.options.stage)
     }
 
-    /// Connections whose socket is open.
     /// The ids of the connections open now.
     pub fn connection_ids(&self) -> Vec<String> {
         self.shared.connections().keys().cloned().collect()
     }
 
+    /// Connections whose socket is open.
     pub fn connection_count(&self) -> usize {
         self.shared.connections().len()
     }

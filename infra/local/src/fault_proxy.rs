@@ -3,7 +3,8 @@
 //! and for which requests, is a [`FaultPlan`]: DynamoDB's throttles and
 //! transaction conflicts, or the Management API's 500s and 429s.
 //!
-//! The draw uses a seeded generator, so a run is random yet repeatable.
+//! The draw uses a seeded generator: the same sequence of requests gets the
+//! same faults (concurrent requests arrive in a different order each run).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -83,7 +84,11 @@ impl<P: FaultPlan> FaultProxy<P> {
     pub async fn start(upstream: &str, plan: P) -> Result<Self, LocalError> {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::new(),
+            // Local upstreams only: never through a proxy the environment names.
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|error| LocalError::Bind(std::io::Error::other(error)))?,
             state: Mutex::new(ProxyState {
                 rng: fastrand::Rng::with_seed(plan.seed()),
                 plan,
@@ -172,7 +177,7 @@ async fn forward<P: FaultPlan>(
     let mut response_headers = HeaderMap::new();
     for (name, value) in answer.headers() {
         if name != "content-length" && name != "transfer-encoding" && name != "connection" {
-            response_headers.insert(name.clone(), value.clone());
+            response_headers.append(name.clone(), value.clone());
         }
     }
     match answer.bytes().await {

@@ -104,7 +104,9 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
             Err(error) => {
+                // Out of file descriptors, say: wait rather than spin.
                 tracing::warn!(error = %error, "the relay could not accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
