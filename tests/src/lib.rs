@@ -4,6 +4,12 @@
 pub mod soak;
 pub mod stack;
 
+/// A lock that a panicked holder cannot make unusable: test bookkeeping is
+/// read after the fact, whatever happened.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The authenticator the connect function builds at cold start, for `config`.
 pub fn authenticator(config: &Config) -> Option<airwave_shared::auth::Authenticator> {
     airwave_shared::auth::Authenticator::from_config(config).expect("a valid authentication setup")

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use airwave_client::{Client, ClientConfig, Event};
 use airwave_gateway::GatewayOptions;
+use airwave_local::tcp_resets::reset_on_drop;
 use airwave_local::{dynamodb_faults, management_faults, DynamoDbFaults, ManagementFaults, ResettingRelay};
 use airwave_shared::config::JwtSecret;
 use airwave_shared::message::MessageRecord;
@@ -30,7 +31,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::stack::{LocalStack, StackOptions};
-use crate::TestTables;
+use crate::{lock, TestTables};
 
 const SECRET: &str = "soak-secret-soak-secret-soak-secret!";
 
@@ -232,10 +233,6 @@ struct Seen {
     failed: AtomicUsize,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn channel_name(index: usize) -> String {
     format!("soak-{index}")
 }
@@ -277,13 +274,9 @@ async fn transient_socket(url: String, channel: String) -> bool {
     let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() else {
         return false;
     };
-    match tcp.set_zero_linger() {
-        Ok(()) => subscribed,
-        Err(error) => {
-            tracing::warn!(error = %error, "could not set a zero linger");
-            false
-        }
-    }
+    // Reset whether or not it subscribed: it vanishes either way.
+    let reset = reset_on_drop(tcp);
+    subscribed && reset
 }
 
 async fn publish(store: &airwave_shared::DynamoStore, number: usize, channel: String) {
@@ -441,18 +434,16 @@ pub async fn run(plan: &SoakPlan) -> SoakReport {
 
     // Each subscriber is owed every message of its channel: "soak-message-n"
     // went to channel n mod channels.
-    let expected_for = |index: usize| -> Vec<String> {
-        let channel = index % plan.channels;
-        (0..messages)
-            .filter(|number| number % plan.channels == channel)
-            .map(|number| format!("soak-message-{number}"))
-            .collect()
-    };
+    let mut owed_by_channel: Vec<Vec<String>> = vec![Vec::new(); plan.channels];
+    for number in 0..messages {
+        owed_by_channel[number % plan.channels].push(format!("soak-message-{number}"));
+    }
+    let owed_to = |index: usize| &owed_by_channel[index % plan.channels];
     let settle_until = Instant::now() + plan.settle;
     loop {
         let complete = subscribers.iter().enumerate().all(|(index, (_, seen, _))| {
             let ids = lock(&seen.ids);
-            expected_for(index).iter().all(|id| ids.contains(id))
+            owed_to(index).iter().all(|id| ids.contains(id))
         });
         if complete || Instant::now() >= settle_until {
             break;
@@ -471,24 +462,22 @@ pub async fn run(plan: &SoakPlan) -> SoakReport {
     };
     for (index, (client, seen, _)) in subscribers.iter().enumerate() {
         let ids = lock(&seen.ids);
-        let mut missed = false;
-        for id in expected_for(index) {
-            report.deliveries_expected += 1;
-            if ids.contains(&id) {
-                report.deliveries_made += 1;
-                continue;
-            }
-            missed = true;
-            if report.missing.len() < 10 {
-                report.missing.push((index, id));
+        let owed = owed_to(index);
+        let mut made = 0;
+        for id in owed {
+            if ids.contains(id) {
+                made += 1;
+            } else if report.missing.len() < 10 {
+                report.missing.push((index, id.clone()));
             }
         }
-        report.subscribers_missing += usize::from(missed);
+        report.deliveries_expected += owed.len();
+        report.deliveries_made += made;
+        report.subscribers_missing += usize::from(made < owed.len());
         if seen.reconnects.load(Ordering::SeqCst) > 0 {
-            let owed = expected_for(index);
             report.reconnected_subscribers += 1;
             report.reconnected_deliveries_expected += owed.len();
-            report.reconnected_deliveries_made += owed.iter().filter(|id| ids.contains(*id)).count();
+            report.reconnected_deliveries_made += made;
         }
         report.duplicates_dropped += client.duplicates_dropped();
         report.reconnects += seen.reconnects.load(Ordering::SeqCst);

@@ -25,7 +25,7 @@ use futures::FutureExt;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
 
-use crate::TestTables;
+use crate::{lock, TestTables};
 
 /// Lambda, played in-process: each function name runs its real handler.
 pub struct InProcessFunctions {
@@ -172,7 +172,7 @@ impl InProcessFunctions {
         if self.kill_every_stream_batch == 0 || !invocation.is_multiple_of(self.kill_every_stream_batch) {
             return None;
         }
-        let mut draw = self.kill_draw.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut draw = lock(&self.kill_draw);
         Some(Duration::from_millis(draw.u64(1..100)))
     }
 
@@ -183,7 +183,7 @@ impl InProcessFunctions {
             .catch_unwind()
             .await;
         let count = |counts: &Mutex<BTreeMap<String, usize>>| {
-            let mut counts = counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut counts = lock(counts);
             *counts.entry(function.to_owned()).or_default() += 1;
         };
         match outcome {

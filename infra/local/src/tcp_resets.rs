@@ -99,6 +99,18 @@ impl ResettingRelay {
     }
 }
 
+/// Makes dropping `socket` reset the connection (RST, nothing flushed)
+/// rather than close it; false if the socket refused.
+pub fn reset_on_drop(socket: &TcpStream) -> bool {
+    match socket.set_zero_linger() {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(error = %error, "could not set a zero linger");
+            false
+        }
+    }
+}
+
 async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let client = match listener.accept().await {
@@ -133,12 +145,8 @@ async fn relay(mut client: TcpStream, upstream: SocketAddr, on_reset: oneshot::R
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
         Ok(()) = on_reset => {
-            // A zero linger turns the close into a reset (RST), with nothing flushed.
-            for socket in [&client, &server] {
-                if let Err(error) = socket.set_zero_linger() {
-                    tracing::warn!(error = %error, "could not set a zero linger");
-                }
-            }
+            reset_on_drop(&client);
+            reset_on_drop(&server);
         }
     }
 }
