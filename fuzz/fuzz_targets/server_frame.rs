@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(Incoming::Messages(messages)) = parse_server_frame(text) {
-        let batch = MessageFrame::batch_text(&messages);
+        let batch = MessageFrame::batch_text(messages.clone());
         match parse_server_frame(&batch) {
             Ok(Incoming::Messages(again)) => assert_eq!(again, messages),
             other => panic!("a batch read back as {other:?}"),

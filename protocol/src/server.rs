@@ -90,11 +90,8 @@ impl MessageFrame {
     }
 
     /// One frame holding `messages` in order.
-    pub fn batch_text(messages: &[MessageFrame]) -> String {
-        serde_json::to_string(&ServerFrame::Batch(TaggedBatch {
-            messages: messages.to_vec(),
-        }))
-        .unwrap_or_default()
+    pub fn batch_text(messages: Vec<MessageFrame>) -> String {
+        serde_json::to_string(&ServerFrame::Batch(TaggedBatch { messages })).unwrap_or_default()
     }
 }
 
@@ -201,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_batch_reads_as_its_messages_in_order() {
-        let text = MessageFrame::batch_text(&[message("a", 1), message("b", 2)]);
+        let text = MessageFrame::batch_text(vec![message("a", 1), message("b", 2)]);
         assert_eq!(
             parse_server_frame(&text).unwrap(),
             Incoming::Messages(vec![message("a", 1), message("b", 2)])

@@ -44,7 +44,7 @@ fn encode(run: &[&MessageFrame]) -> Vec<u8> {
         [single] => single.to_text().into_bytes(),
         _ => {
             let owned: Vec<MessageFrame> = run.iter().map(|message| (*message).clone()).collect();
-            MessageFrame::batch_text(&owned).into_bytes()
+            MessageFrame::batch_text(owned).into_bytes()
         }
     }
 }
