@@ -21,13 +21,19 @@ INVOKE_PORT   ?= 9000
 GATEWAY_PORT  ?= 3001
 DEMO_PORT     ?= 5173
 LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-east-1 \
-             AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT)
+             AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT) \
+             AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test
+.PHONY: soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
+	rust-tools node-tools chromium deploy-check
+
+# What cannot go into .tools/ is checked where it is needed, with what to install.
+# $(call require,TOOL,HINT) fails with HINT when TOOL is not on PATH (no commas in HINT).
+require = @command -v $(1) >/dev/null 2>&1 || { echo "make: $(1) is required but not on PATH: $(2)" >&2; exit 2; }
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
-	@echo "make test   format check, clippy and every test against a local DynamoDB"
+	@echo "make test   format check, clippy, template checks, every test against a local DynamoDB, the browser tests, fuzzing, the release and sam builds"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
 	@echo "make soak   the whole local stack for 3 minutes under every fault at once (SOAK_SUBSCRIBERS, SOAK_SECONDS)"
@@ -35,9 +41,14 @@ help:
 	@echo "make fuzz   every fuzz target for FUZZ_SECONDS (FUZZ_TARGET=token for one)"
 	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
 	@echo "make build / deploy / logs / delete   the SAM stack (STACK=$(STACK))"
+	@echo "make replay  replay the stream failure queue into the messages table (STACK=$(STACK), or QUEUE_URL= MESSAGES_TABLE=;"
+	@echo "             REPLAY_ARGS=\"--dry-run --max N\"); see the README's \"Replaying the failure queue\""
 
 # Keyed on pip, not python: a venv made without ensurepip has python but no pip.
 $(VENV)/bin/pip:
+	$(call require,python3,install Python 3)
+	@python3 -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "make: python3 cannot create virtual environments; install the python3-venv package" >&2; exit 2; }
 	rm -rf $(VENV)
 	python3 -m venv $(VENV)
 
@@ -55,10 +66,16 @@ $(DEPLOY_TOOLS): infra/requirements-deploy.txt $(TEST_TOOLS)
 
 tools: $(TEST_TOOLS)
 
-fmt-check:
+rust-tools:
+	$(call require,cargo,install Rust 1.94 or newer with rustup)
+	@cargo --version
+	@cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 || { \
+		echo "make: rustfmt and clippy are required: rustup component add rustfmt clippy" >&2; exit 2; }
+
+fmt-check: rust-tools
 	cargo fmt --all -- --check
 
-clippy:
+clippy: rust-tools
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The function binaries first: a test starts each with its template environment.
@@ -80,7 +97,16 @@ lint: $(DEPLOY_TOOLS)
 	$(OFFLINE_AWS) cfn-lint template.yaml
 	$(OFFLINE_AWS) sam validate --lint
 
-test: fmt-check clippy lint template-check unit browser-test fuzz-check
+# Everything CI runs (.ci/run is only this), the deploy path last.
+test: fmt-check clippy lint template-check unit browser-test fuzz-check deploy-check
+
+# The deploy path, offline: every function as a release Lambda binary, then
+# `sam build` of the template, which reuses them. x86_64, the one Rust target
+# these machines have; a deploy builds arm64.
+deploy-check:
+	$(MAKE) size ARCH=x86_64
+	AWS_DEFAULT_REGION="$${AWS_DEFAULT_REGION:-us-east-1}" $(MAKE) build ARCH=x86_64
+	ls -l .aws-sam/build/*/bootstrap
 
 # Fuzzing (cargo fuzz, libFuzzer; on the stable toolchain, so without a
 # sanitizer). fuzz-check runs every target FUZZ_SECONDS over its corpus, the
@@ -119,13 +145,39 @@ fuzz: $(CARGO_FUZZ)
 BROWSER     := client/browser
 BROWSER_NPM := $(BROWSER)/node_modules/.package-lock.json
 
-$(BROWSER_NPM): $(BROWSER)/package-lock.json $(BROWSER)/package.json
+$(BROWSER_NPM): $(BROWSER)/package-lock.json $(BROWSER)/package.json | node-tools
 	cd $(BROWSER) && npm ci --no-audit --no-fund
 	touch $@
 
+node-tools:
+	$(call require,node,install Node.js 20 or newer with npm)
+	$(call require,npm,install the npm that comes with Node.js)
+	@node --version
+
+# The end-to-end tests drive this Chromium (client/browser/e2e/support.ts reads
+# the same variable). Only Debian's package can be had on a closed network (a
+# browser download fails), so it is installed with apt-get when missing.
+CHROMIUM_PATH ?= /usr/bin/chromium
+export CHROMIUM_PATH
+
+chromium:
+	@if [ ! -x "$(CHROMIUM_PATH)" ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+		elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+		else echo "make: $(CHROMIUM_PATH) is missing, and installing Debian's chromium needs root or sudo: install it, or set CHROMIUM_PATH to a Chromium" >&2; exit 2; fi; \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "make: $(CHROMIUM_PATH) is missing and there is no apt-get: install Chromium, and set CHROMIUM_PATH if it is elsewhere" >&2; exit 2; fi; \
+		echo "chromium: $(CHROMIUM_PATH) is missing; installing Debian's chromium package"; \
+		{ $$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || { \
+			echo "make: apt-get could not install chromium: install it by hand, or set CHROMIUM_PATH to a Chromium" >&2; exit 2; }; \
+		if [ ! -x "$(CHROMIUM_PATH)" ]; then \
+			echo "make: chromium is installed but $(CHROMIUM_PATH) is still missing: set CHROMIUM_PATH to it" >&2; exit 2; fi; \
+	fi
+	@"$(CHROMIUM_PATH)" --version 2>/dev/null
+
 # Type check, unit tests, the ESM build, then the end-to-end tests in headless
-# Chromium (CHROMIUM_PATH, default /usr/bin/chromium) against airwave-stack.
-browser-test: $(TEST_TOOLS) $(BROWSER_NPM)
+# Chromium (CHROMIUM_PATH) against airwave-stack.
+browser-test: $(TEST_TOOLS) $(BROWSER_NPM) chromium
 	cargo build --locked -p airwave-tests --bin airwave-stack
 	cd $(BROWSER) && npm run typecheck && npm test && npm run build && npm run test:e2e
 
@@ -156,6 +208,25 @@ logs: $(DEPLOY_TOOLS)
 
 delete: $(DEPLOY_TOOLS)
 	$(SAM) delete --stack-name $(STACK)
+
+# Replays the stream failure queue (the README's "Replaying the failure
+# queue"). The queue and the messages table are the stack's outputs
+# (StreamFailureQueueUrl, MessagesTableName) unless QUEUE_URL and
+# MESSAGES_TABLE name them; REPLAY_ARGS passes --dry-run, --max N or
+# --endpoint-url (a local server). Exits 2 when messages stay in the queue.
+QUEUE_URL      ?=
+MESSAGES_TABLE ?=
+REPLAY_ARGS    ?=
+stack_output = python3 -c 'import json, sys; print(next(o["OutputValue"] for o in json.load(sys.stdin) if o["OutputKey"] == "$(1)"))'
+
+replay: $(if $(and $(QUEUE_URL),$(MESSAGES_TABLE)),,$(DEPLOY_TOOLS))
+	@set -e; queue='$(QUEUE_URL)'; table='$(MESSAGES_TABLE)'; \
+	if [ -z "$$queue" ] || [ -z "$$table" ]; then \
+		outputs="$$($(SAM) list stack-outputs --stack-name $(STACK) --output json)"; \
+		[ -n "$$queue" ] || queue="$$(printf '%s' "$$outputs" | $(call stack_output,StreamFailureQueueUrl))"; \
+		[ -n "$$table" ] || table="$$(printf '%s' "$$outputs" | $(call stack_output,MessagesTableName))"; \
+	fi; \
+	cargo run --quiet --locked -p airwave-replay -- --queue-url "$$queue" --messages-table "$$table" $(REPLAY_ARGS)
 
 # Starts moto's server, creates the tables and serves every function with
 # `cargo lambda watch` (hot reload); Ctrl-C stops everything it started.

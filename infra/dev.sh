@@ -18,6 +18,8 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
 export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$dynamodb_port"
+# moto's server serves SQS on the same port: the failure queue is there.
+export AWS_ENDPOINT_URL_SQS="$AWS_ENDPOINT_URL_DYNAMODB"
 export RUST_LOG="${RUST_LOG:-info}"
 
 mkdir -p "$root/.local"
@@ -95,16 +97,20 @@ cargo build --quiet --package airwave-gateway --package airwave-client \
     --package connect --package disconnect --package message --package stream-processor --package reaper
 gateway="$root/target/debug/airwave-gateway"
 
-# The functions get the template's environment with local table names and
-# the gateway's Management API, plus what suits one laptop: every local client
-# shares 127.0.0.1, so the per-IP throttle is off, and clients may publish and
-# read stats. Any AIRWAVE_* variable set in this shell wins.
+# The functions get the template's environment with local table names, the
+# local failure queue's URL and the gateway's Management API, plus what suits one laptop: every local client
+# shares 127.0.0.1, so the per-IP throttle and the per-IP publish limit are
+# off, and clients may publish (without a token too: the demo prices come from
+# `airwave publish`) and read stats. Any AIRWAVE_* variable set in this shell wins.
 env_file="$root/.local/functions.env"
-"$gateway" --template "$root/template.yaml" --port "$gateway_port" --print-env \
-    | grep -v -E '^(AIRWAVE_CONNECT_ATTEMPTS_PER_IP|AIRWAVE_ALLOW_CLIENT_PUBLISH|AIRWAVE_ALLOW_STATS)=' >"$env_file"
+"$gateway" --template "$root/template.yaml" --port "$gateway_port" \
+    --dynamodb-endpoint "$AWS_ENDPOINT_URL_DYNAMODB" --print-env \
+    | grep -v -E '^(AIRWAVE_CONNECT_ATTEMPTS_PER_IP|AIRWAVE_PUBLISH_RATE_LIMIT_PER_IP|AIRWAVE_ALLOW_CLIENT_PUBLISH|AIRWAVE_ALLOW_ANONYMOUS_PUBLISH|AIRWAVE_ALLOW_STATS)=' >"$env_file"
 cat >>"$env_file" <<ENV
 AIRWAVE_CONNECT_ATTEMPTS_PER_IP=0
+AIRWAVE_PUBLISH_RATE_LIMIT_PER_IP=0
 AIRWAVE_ALLOW_CLIENT_PUBLISH=true
+AIRWAVE_ALLOW_ANONYMOUS_PUBLISH=true
 AIRWAVE_ALLOW_STATS=true
 ENV
 while IFS='=' read -r name _; do

@@ -1,7 +1,16 @@
 //! Token authentication on `$connect`: a JWT whose `sub` becomes the
 //! connection's user id, signed with the HS256 secret or with a key of an
 //! identity provider's JWKS (RS256, ES256 and their longer variants), with
-//! `iss` and `aud` checked when they are configured.
+//! `iss` and the audience checked when they are configured, which they must
+//! be with a JWKS (see [`crate::config::AuthSettings::check`]).
+//!
+//! The audience rule (one list, `AIRWAVE_JWT_AUDIENCE`, for every token): a
+//! token with an `aud` claim is accepted when `aud` (a string, or a list of
+//! strings) names one of the configured audiences. A token without `aud` is
+//! accepted only when it is a Cognito-style access token: `token_use` is
+//! `"access"` and `client_id` is one of the configured audiences. Anything
+//! else is `token_wrong_audience`; an `aud` that names another application is
+//! never rescued by a matching `client_id`.
 //!
 //! Browsers cannot set headers on a WebSocket handshake, so the token comes
 //! either in the `token` query parameter or as one of the subprotocols offered
@@ -105,6 +114,8 @@ pub struct Authenticator {
     secret: Option<DecodingKey>,
     jwks: Option<JwksCache>,
     issuer: Option<String>,
+    /// Empty: the audience is not checked (HS256 only without an audience,
+    /// or a JWKS with the named opt-out).
     audience: Vec<String>,
     channels_claim: String,
     publish_claim: String,
@@ -130,6 +141,8 @@ impl Authenticator {
         if !config.authentication_enabled() {
             return Ok(None);
         }
+        // Also for a configuration built in code, not read from the environment.
+        auth.check()?;
         let jwks = match &auth.jwks_url {
             Some(url) => Some(
                 JwksCache::new(url, Duration::from_secs(auth.jwks_min_refetch_seconds)).map_err(|message| {
@@ -149,7 +162,11 @@ impl Authenticator {
                 .map(|secret: &JwtSecret| DecodingKey::from_secret(secret.as_bytes())),
             jwks,
             issuer: auth.issuer.clone(),
-            audience: auth.audience.clone(),
+            audience: if auth.allow_any_audience {
+                Vec::new()
+            } else {
+                auth.audience.clone()
+            },
             channels_claim: auth.channels_claim.clone(),
             publish_claim: auth.publish_claim.clone(),
             operator_claim: auth.operator_claim.clone(),
@@ -178,26 +195,19 @@ impl Authenticator {
         validation.leeway = LEEWAY_SECONDS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        // A configured issuer or audience must be present, not only right when present.
+        // A configured issuer must be present, not only right when present.
         let mut required = vec!["exp", "sub"];
         if self.issuer.is_some() {
             required.push("iss");
-        }
-        if !self.audience.is_empty() {
-            required.push("aud");
         }
         validation.set_required_spec_claims(&required);
         match &self.issuer {
             Some(issuer) => validation.set_issuer(&[issuer]),
             None => validation.iss = None,
         }
-        if self.audience.is_empty() {
-            // No audience configured: checking `aud` would refuse every token
-            // that carries one, which most identity providers' tokens do.
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&self.audience);
-        }
+        // The audience is checked below, after the signature: a Cognito
+        // access token names its audience in `client_id`, not `aud`.
+        validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| match error.kind() {
             ErrorKind::ExpiredSignature => TokenRejection::Expired,
             ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
@@ -212,6 +222,9 @@ impl Authenticator {
             ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenRejection::WrongAudience,
             _ => TokenRejection::InvalidClaims,
         })?;
+        if !self.audience.is_empty() && !names_an_audience(&self.audience, &data.claims.other) {
+            return Err(TokenRejection::WrongAudience);
+        }
         let subject = data.claims.sub.as_deref().unwrap_or_default().trim();
         if subject.is_empty() || subject.len() > 256 {
             return Err(TokenRejection::InvalidClaims);
@@ -235,6 +248,22 @@ impl Authenticator {
     /// The token's `sub`, or why it was refused.
     pub async fn verify(&self, token: &str) -> Result<String, TokenRejection> {
         self.identify(token).await.map(|identity| identity.user_id)
+    }
+}
+
+/// The audience rule of the module documentation: `aud` names one of
+/// `audiences`, or there is no `aud` and the token is an access token
+/// (`token_use: "access"`) whose `client_id` is one of them.
+fn names_an_audience(audiences: &[String], claims: &serde_json::Map<String, serde_json::Value>) -> bool {
+    use serde_json::Value;
+    let configured = |value: &Value| value.as_str().is_some_and(|named| audiences.iter().any(|a| a == named));
+    match claims.get("aud") {
+        Some(Value::Array(named)) => named.iter().any(configured),
+        Some(named) => configured(named),
+        None => {
+            claims.get("token_use").and_then(Value::as_str) == Some("access")
+                && claims.get("client_id").is_some_and(configured)
+        }
     }
 }
 
@@ -370,6 +399,71 @@ mod tests {
         assert_eq!(strict.verify(&other_audience).await, Err(TokenRejection::WrongAudience));
         let no_issuer = sign(json!({"sub": "u", "exp": now() + 600, "aud": "airwave"}), SECRET);
         assert_eq!(strict.verify(&no_issuer).await, Err(TokenRejection::WrongIssuer));
+    }
+
+    #[tokio::test]
+    async fn an_access_token_names_its_audience_in_client_id_and_an_id_token_in_aud() {
+        let config = Config {
+            jwt_secret: Some(JwtSecret::new(SECRET)),
+            auth: crate::config::AuthSettings {
+                issuer: Some("https://issuer.example".into()),
+                audience: vec!["app-1".into(), "app-2".into()],
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let strict = Authenticator::from_config(&config).unwrap().unwrap();
+        let token = |extra: serde_json::Value| {
+            let mut claims = json!({"sub": "u", "exp": now() + 600, "iss": "https://issuer.example"});
+            if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+                claims.extend(extra.clone());
+            }
+            sign(claims, SECRET)
+        };
+        let accepted = [
+            json!({"token_use": "access", "client_id": "app-2"}),
+            json!({"token_use": "id", "aud": "app-1"}),
+            json!({"aud": ["other", "app-2"]}),
+        ];
+        for claims in accepted {
+            assert_eq!(
+                strict.verify(&token(claims.clone())).await,
+                Ok("u".to_owned()),
+                "{claims}"
+            );
+        }
+        let refused = [
+            json!({"token_use": "access", "client_id": "someone-elses-app"}),
+            // Only an access token names its audience in client_id.
+            json!({"token_use": "id", "client_id": "app-1"}),
+            json!({"client_id": "app-1"}),
+            // An aud that names another application is not rescued by client_id.
+            json!({"token_use": "access", "client_id": "app-1", "aud": "another-app"}),
+            json!({"aud": []}),
+            json!({"aud": null}),
+            json!({"aud": 7}),
+            json!({}),
+        ];
+        for claims in refused {
+            assert_eq!(
+                strict.verify(&token(claims.clone())).await,
+                Err(TokenRejection::WrongAudience),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jwks_configured_in_code_without_an_issuer_or_audience_is_refused_too() {
+        let config = Config {
+            auth: crate::config::AuthSettings {
+                jwks_url: Some("https://idp.example/.well-known/jwks.json".into()),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let message = Authenticator::from_config(&config).unwrap_err().to_string();
+        assert!(message.contains(crate::config::JWT_ISSUER), "{message}");
     }
 
     #[tokio::test]

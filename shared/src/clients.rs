@@ -40,3 +40,9 @@ pub fn timeout_config(timeouts: &AwsTimeouts) -> TimeoutConfig {
 pub fn dynamodb_client(sdk_config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(sdk_config)
 }
+
+/// The SQS client poison records are reported with (`AWS_ENDPOINT_URL_SQS`
+/// points it at a local server, as for DynamoDB).
+pub fn sqs_client(sdk_config: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(sdk_config)
+}

@@ -34,9 +34,14 @@ pub fn coalesce(messages: &[MessageFrame], limit: usize) -> Vec<Vec<u8>> {
     frames
 }
 
-/// [`coalesce`] within API Gateway's message limit.
+/// Headroom under API Gateway's 128 KB message limit for a batch frame: AWS
+/// does not say whether "KB" is 1,000 or 1,024 bytes (3,072 bytes apart), so
+/// a packed frame stays 8 KiB under the larger reading, below both.
+pub const BATCH_HEADROOM_BYTES: usize = 8 * 1024;
+
+/// [`coalesce`] within API Gateway's message limit, less [`BATCH_HEADROOM_BYTES`].
 pub fn coalesce_for_api_gateway(messages: &[MessageFrame]) -> Vec<Vec<u8>> {
-    coalesce(messages, MAX_FRAME_BYTES)
+    coalesce(messages, MAX_FRAME_BYTES - BATCH_HEADROOM_BYTES)
 }
 
 fn encode(run: &[&MessageFrame]) -> Vec<u8> {

@@ -22,6 +22,7 @@ pub const ALLOW_STATS: &str = "AIRWAVE_ALLOW_STATS";
 pub const JWKS_URL: &str = "AIRWAVE_JWKS_URL";
 pub const JWT_ISSUER: &str = "AIRWAVE_JWT_ISSUER";
 pub const JWT_AUDIENCE: &str = "AIRWAVE_JWT_AUDIENCE";
+pub const JWT_ALLOW_ANY_AUDIENCE: &str = "AIRWAVE_JWT_ALLOW_ANY_AUDIENCE";
 pub const JWKS_MIN_REFETCH_SECONDS: &str = "AIRWAVE_JWKS_MIN_REFETCH_SECONDS";
 pub const CHANNELS_CLAIM: &str = "AIRWAVE_CHANNELS_CLAIM";
 pub const PUBLISH_CLAIM: &str = "AIRWAVE_PUBLISH_CLAIM";
@@ -31,11 +32,15 @@ pub const HISTORY_TTL_SECONDS: &str = "AIRWAVE_HISTORY_TTL_SECONDS";
 pub const OPERATOR_CLAIM: &str = "AIRWAVE_OPERATOR_CLAIM";
 pub const PUBLISH_RATE_LIMIT: &str = "AIRWAVE_PUBLISH_RATE_LIMIT";
 pub const PUBLISH_RATE_WINDOW_SECONDS: &str = "AIRWAVE_PUBLISH_RATE_WINDOW_SECONDS";
+pub const PUBLISH_RATE_LIMIT_PER_USER: &str = "AIRWAVE_PUBLISH_RATE_LIMIT_PER_USER";
+pub const PUBLISH_RATE_LIMIT_PER_IP: &str = "AIRWAVE_PUBLISH_RATE_LIMIT_PER_IP";
+pub const ALLOW_ANONYMOUS_PUBLISH: &str = "AIRWAVE_ALLOW_ANONYMOUS_PUBLISH";
 pub const USER_CAP_MODE: &str = "AIRWAVE_USER_CAP_MODE";
 pub const STATS_MAX_AGE_SECONDS: &str = "AIRWAVE_STATS_MAX_AGE_SECONDS";
 pub const AWS_ATTEMPT_TIMEOUT_MS: &str = "AIRWAVE_AWS_ATTEMPT_TIMEOUT_MS";
 pub const AWS_OPERATION_TIMEOUT_MS: &str = "AIRWAVE_AWS_OPERATION_TIMEOUT_MS";
 pub const MESSAGE_RETENTION_SECONDS: &str = "AIRWAVE_MESSAGE_RETENTION_SECONDS";
+pub const FAILURE_QUEUE_URL: &str = "AIRWAVE_FAILURE_QUEUE_URL";
 
 /// Every variable the code reads, for documentation and template checks.
 pub const ALL_VARIABLES: &[&str] = &[
@@ -62,17 +67,22 @@ pub const ALL_VARIABLES: &[&str] = &[
     JWKS_URL,
     JWT_ISSUER,
     JWT_AUDIENCE,
+    JWT_ALLOW_ANY_AUDIENCE,
     JWKS_MIN_REFETCH_SECONDS,
     CHANNELS_CLAIM,
     PUBLISH_CLAIM,
     OPERATOR_CLAIM,
     PUBLISH_RATE_LIMIT,
     PUBLISH_RATE_WINDOW_SECONDS,
+    PUBLISH_RATE_LIMIT_PER_USER,
+    PUBLISH_RATE_LIMIT_PER_IP,
+    ALLOW_ANONYMOUS_PUBLISH,
     USER_CAP_MODE,
     STATS_MAX_AGE_SECONDS,
     AWS_ATTEMPT_TIMEOUT_MS,
     AWS_OPERATION_TIMEOUT_MS,
     MESSAGE_RETENTION_SECONDS,
+    FAILURE_QUEUE_URL,
 ];
 
 pub const DEFAULT_CONNECTIONS_TABLE: &str = "airwave-connections";
@@ -114,6 +124,9 @@ pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 10;
 /// Off by default: producers publish by writing to the messages table, and a
 /// browser that can publish can reach every other browser.
 pub const DEFAULT_ALLOW_CLIENT_PUBLISH: bool = false;
+/// Off by default: a connection without a user is anyone, and the only limits
+/// that hold it are its own and its IP's.
+pub const DEFAULT_ALLOW_ANONYMOUS_PUBLISH: bool = false;
 
 const TABLE_NAME_FORM: &str = "a DynamoDB table name: 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' or '.'";
 const TTL_FORM: &str = "whole seconds from 60 to 7200 (API Gateway closes every connection after 2 hours)";
@@ -130,10 +143,17 @@ const HISTORY_SIZE_FORM: &str =
     "a whole number of messages per channel from 0 (no positions, history or recovery) to 10000";
 const HISTORY_TTL_FORM: &str = "whole seconds from 60 to 604800 (7 days)";
 const MESSAGE_RETENTION_FORM: &str = "whole seconds from 60 to 31536000 (a year)";
+const FAILURE_QUEUE_URL_FORM: &str =
+    "the URL of an SQS queue, https://sqs.{region}.amazonaws.com/{12-digit account id}/{queue name} (http only for a local server)";
 const JWKS_URL_FORM: &str =
     "the https URL of the identity provider's JWKS, such as https://cognito-idp.{region}.amazonaws.com/{pool}/.well-known/jwks.json (http only for localhost)";
-const ISSUER_FORM: &str = "the issuer tokens must name in iss, such as https://example.auth0.com/";
-const AUDIENCE_FORM: &str = "one audience, or several separated by commas, that tokens must name in aud";
+const ISSUER_FORM: &str = "the issuer tokens must name in iss, such as https://cognito-idp.{region}.amazonaws.com/{userPoolId} or https://{tenant}.auth0.com/";
+const AUDIENCE_FORM: &str =
+    "one audience, or several separated by commas, that tokens must name in aud (a Cognito access token: in client_id)";
+const JWKS_ISSUER_FORM: &str = "the issuer of the JWKS URL's tokens, which every token must name in iss (required with AIRWAVE_JWKS_URL), such as https://cognito-idp.{region}.amazonaws.com/{userPoolId} or https://{tenant}.auth0.com/";
+const JWKS_AUDIENCE_FORM: &str = "the audience of this deployment's tokens (required with AIRWAVE_JWKS_URL): the app client id of a Cognito user pool or the API identifier of Auth0, several separated by commas; or AIRWAVE_JWT_ALLOW_ANY_AUDIENCE=true to accept the provider's tokens for any application";
+const ANY_AUDIENCE_FORM: &str =
+    "false when AIRWAVE_JWT_AUDIENCE is set: an audience and \"any audience\" contradict each other";
 const REFETCH_FORM: &str = "whole seconds from 1 to 3600 between fetches of the JWKS for an unknown key id";
 /// One refetch a minute at most: key rotation is picked up within a minute,
 /// and tokens with made-up key ids cannot flood the identity provider.
@@ -145,11 +165,19 @@ const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
 const OPERATOR_CLAIM_FORM: &str =
     "a claim name (the claim must be true), or claim=value (the claim must be that string or a list holding it), such as cognito:groups=operators";
 const PUBLISH_RATE_FORM: &str = "a whole number of publishes per connection per window, 0 for no limit";
+const PUBLISH_RATE_PER_USER_FORM: &str =
+    "a whole number of publishes per user (all of its connections) per window, 0 for no limit";
+const PUBLISH_RATE_PER_IP_FORM: &str =
+    "a whole number of publishes per source IP (all of its connections) per window, 0 for no limit";
 const USER_CAP_MODE_FORM: &str = "refuse (a new connection over the per-user cap is refused) or evict_oldest (the user's oldest connection is closed to make room)";
 const STATS_MAX_AGE_FORM: &str = "whole seconds from 1 to 3600 that one count of the stats is answered from";
 pub const DEFAULT_OPERATOR_CLAIM: &str = "operator";
 /// A chat message every half second on average, in bursts of up to 20.
 pub const DEFAULT_PUBLISH_RATE_LIMIT: u64 = 20;
+/// The same as one connection: a person's rate does not grow with their tabs.
+pub const DEFAULT_PUBLISH_RATE_LIMIT_PER_USER: u64 = 20;
+/// Ten people at the full per-connection rate behind one NAT address.
+pub const DEFAULT_PUBLISH_RATE_LIMIT_PER_IP: u64 = 200;
 pub const DEFAULT_PUBLISH_RATE_WINDOW_SECONDS: u64 = 10;
 /// Counting scans two tables; once a minute bounds what repeated calls cost.
 pub const DEFAULT_STATS_MAX_AGE_SECONDS: u64 = 60;
@@ -175,6 +203,9 @@ pub struct Config {
     pub post_max_attempts: u32,
     pub max_channels_per_connection: usize,
     pub allow_client_publish: bool,
+    /// Whether a connection without a user (no token) may publish, where
+    /// clients may publish at all.
+    pub allow_anonymous_publish: bool,
     /// Holds the per-IP attempt counters and the open-connection counters.
     pub admission_table: String,
     pub admission: AdmissionLimits,
@@ -185,7 +216,7 @@ pub struct Config {
     pub history: HistorySettings,
     /// Tokens from identity providers, and the claims every token must carry.
     pub auth: AuthSettings,
-    /// Client publishes each connection may make per window.
+    /// Client publishes each connection, user and source IP may make per window.
     pub publish_rate: PublishRate,
     /// What a full per-user cap does to a new connection.
     pub user_cap_mode: UserCapMode,
@@ -195,6 +226,9 @@ pub struct Config {
     pub aws_timeouts: AwsTimeouts,
     /// How long a message item is kept when its writer set no `expires_at`.
     pub message_retention_seconds: u64,
+    /// The SQS queue poison stream records are reported to (the stream
+    /// mappings' on-failure destination); required by the stream-processor.
+    pub failure_queue_url: Option<String>,
 }
 
 /// How long one attempt of an AWS call, and the call with its retries, may take.
@@ -213,11 +247,16 @@ impl Default for AwsTimeouts {
     }
 }
 
-/// The per-connection publish allowance: `limit` publishes in each fixed
-/// window of `window_seconds`; a limit of 0 is no limit.
+/// The publish allowances, each counted in the same fixed windows of
+/// `window_seconds`; a limit of 0 is no limit. See [`crate::rate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishRate {
+    /// Publishes per connection.
     pub limit: u64,
+    /// Publishes per user (a token's `sub`), over all of its connections.
+    pub per_user: u64,
+    /// Publishes per source IP, over all of its connections.
+    pub per_ip: u64,
     pub window_seconds: u64,
 }
 
@@ -225,6 +264,8 @@ impl Default for PublishRate {
     fn default() -> Self {
         PublishRate {
             limit: DEFAULT_PUBLISH_RATE_LIMIT,
+            per_user: DEFAULT_PUBLISH_RATE_LIMIT_PER_USER,
+            per_ip: DEFAULT_PUBLISH_RATE_LIMIT_PER_IP,
             window_seconds: DEFAULT_PUBLISH_RATE_WINDOW_SECONDS,
         }
     }
@@ -261,12 +302,20 @@ impl Default for OperatorClaim {
 }
 
 /// JWKS verification and the `iss` / `aud` checks; see [`crate::auth`].
+///
+/// With a JWKS URL, tokens fail closed: an issuer is required, and an
+/// audience unless `allow_any_audience` says otherwise ([`AuthSettings::check`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
-    /// Empty: `aud` is not checked.
+    /// The audiences a token must name (in `aud`, or a Cognito access
+    /// token's `client_id`). Empty: not checked, which only an HS256-only
+    /// deployment or `allow_any_audience` may have.
     pub audience: Vec<String>,
+    /// The named opt-out: tokens of the JWKS's provider for any application
+    /// are accepted (the issuer is still checked).
+    pub allow_any_audience: bool,
     pub jwks_min_refetch_seconds: u64,
     /// The token claim listing the channels a connection may subscribe to.
     pub channels_claim: String,
@@ -281,11 +330,46 @@ impl Default for AuthSettings {
             jwks_url: None,
             issuer: None,
             audience: Vec::new(),
+            allow_any_audience: false,
             jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
             channels_claim: DEFAULT_CHANNELS_CLAIM.to_owned(),
             publish_claim: DEFAULT_PUBLISH_CLAIM.to_owned(),
             operator_claim: OperatorClaim::default(),
         }
+    }
+}
+
+impl AuthSettings {
+    /// Whether tokens of an identity provider fail closed. A JWKS is often
+    /// shared (a Cognito user pool, an Auth0 tenant, a public OIDC issuer),
+    /// and a signature only says the provider minted the token, not for whom:
+    /// the issuer ties the key set to its provider, and the audience ties the
+    /// token to this deployment. So a JWKS URL needs an issuer, always, and an
+    /// audience unless `allow_any_audience` opts out of that check by name.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.allow_any_audience && !self.audience.is_empty() {
+            return Err(Error::ConfigInvalid {
+                variable: JWT_ALLOW_ANY_AUDIENCE,
+                value: "true".to_owned(),
+                expected: ANY_AUDIENCE_FORM,
+            });
+        }
+        if self.jwks_url.is_none() {
+            return Ok(());
+        }
+        if self.issuer.is_none() {
+            return Err(Error::ConfigMissing {
+                variable: JWT_ISSUER,
+                expected: JWKS_ISSUER_FORM,
+            });
+        }
+        if self.audience.is_empty() && !self.allow_any_audience {
+            return Err(Error::ConfigMissing {
+                variable: JWT_AUDIENCE,
+                expected: JWKS_AUDIENCE_FORM,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -371,6 +455,7 @@ impl Default for Config {
             post_max_attempts: DEFAULT_POST_MAX_ATTEMPTS,
             max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
             allow_client_publish: DEFAULT_ALLOW_CLIENT_PUBLISH,
+            allow_anonymous_publish: DEFAULT_ALLOW_ANONYMOUS_PUBLISH,
             admission_table: DEFAULT_ADMISSION_TABLE.to_owned(),
             admission: AdmissionLimits::default(),
             jwt_secret: None,
@@ -382,6 +467,7 @@ impl Default for Config {
             stats_max_age_seconds: DEFAULT_STATS_MAX_AGE_SECONDS,
             message_retention_seconds: DEFAULT_MESSAGE_RETENTION_SECONDS,
             aws_timeouts: AwsTimeouts::default(),
+            failure_queue_url: None,
         }
     }
 }
@@ -442,6 +528,10 @@ impl Config {
         let allow_client_publish = match read(ALLOW_CLIENT_PUBLISH) {
             Some(value) => parse_bool(ALLOW_CLIENT_PUBLISH, value)?,
             None => defaults.allow_client_publish,
+        };
+        let allow_anonymous_publish = match read(ALLOW_ANONYMOUS_PUBLISH) {
+            Some(value) => parse_bool(ALLOW_ANONYMOUS_PUBLISH, value)?,
+            None => defaults.allow_anonymous_publish,
         };
         let admission_table = match read(ADMISSION_TABLE) {
             Some(value) => parse_table_name(ADMISSION_TABLE, value)?,
@@ -540,6 +630,10 @@ impl Config {
                 }
                 None => Vec::new(),
             },
+            allow_any_audience: match read(JWT_ALLOW_ANY_AUDIENCE) {
+                Some(value) => parse_bool(JWT_ALLOW_ANY_AUDIENCE, value)?,
+                None => false,
+            },
             jwks_min_refetch_seconds: match read(JWKS_MIN_REFETCH_SECONDS) {
                 Some(value) => parse_in_range(JWKS_MIN_REFETCH_SECONDS, value, 1..=3_600, REFETCH_FORM)?,
                 None => DEFAULT_JWKS_MIN_REFETCH_SECONDS,
@@ -557,10 +651,29 @@ impl Config {
                 None => OperatorClaim::default(),
             },
         };
+        auth.check()?;
         let publish_rate = PublishRate {
             limit: match read(PUBLISH_RATE_LIMIT) {
                 Some(value) => parse_in_range(PUBLISH_RATE_LIMIT, value, 0..=1_000_000, PUBLISH_RATE_FORM)?,
                 None => defaults.publish_rate.limit,
+            },
+            per_user: match read(PUBLISH_RATE_LIMIT_PER_USER) {
+                Some(value) => parse_in_range(
+                    PUBLISH_RATE_LIMIT_PER_USER,
+                    value,
+                    0..=1_000_000,
+                    PUBLISH_RATE_PER_USER_FORM,
+                )?,
+                None => defaults.publish_rate.per_user,
+            },
+            per_ip: match read(PUBLISH_RATE_LIMIT_PER_IP) {
+                Some(value) => parse_in_range(
+                    PUBLISH_RATE_LIMIT_PER_IP,
+                    value,
+                    0..=1_000_000,
+                    PUBLISH_RATE_PER_IP_FORM,
+                )?,
+                None => defaults.publish_rate.per_ip,
             },
             window_seconds: match read(PUBLISH_RATE_WINDOW_SECONDS) {
                 Some(value) => parse_in_range(PUBLISH_RATE_WINDOW_SECONDS, value, 1..=3_600, WINDOW_FORM)?,
@@ -591,6 +704,7 @@ impl Config {
             )?,
             None => defaults.message_retention_seconds,
         };
+        let failure_queue_url = read(FAILURE_QUEUE_URL).map(parse_queue_url).transpose()?;
         let millis = |variable, range, form, default| match read(variable) {
             Some(value) => parse_in_range(variable, value, range, form).map(std::time::Duration::from_millis),
             None => Ok(default),
@@ -620,6 +734,7 @@ impl Config {
             post_max_attempts,
             max_channels_per_connection,
             allow_client_publish,
+            allow_anonymous_publish,
             admission_table,
             admission,
             jwt_secret,
@@ -631,6 +746,17 @@ impl Config {
             stats_max_age_seconds,
             aws_timeouts,
             message_retention_seconds,
+            failure_queue_url,
+        })
+    }
+
+    /// The queue poison records are reported to, for the stream-processor:
+    /// without it a record that can never succeed would have nowhere to go
+    /// but the log, so the function refuses to start instead.
+    pub fn require_failure_queue_url(&self) -> Result<&str, Error> {
+        self.failure_queue_url.as_deref().ok_or(Error::ConfigMissing {
+            variable: FAILURE_QUEUE_URL,
+            expected: FAILURE_QUEUE_URL_FORM,
         })
     }
 
@@ -773,6 +899,45 @@ fn parse_jwks_url(value: String) -> Result<String, Error> {
     }
 }
 
+/// `{scheme}://{host}/{account id}/{queue name}`: https, or http only to this
+/// machine (moto's server in tests and `make dev`); the account id is 12
+/// digits and the name is what SQS accepts (1 to 80 characters of A-Z, a-z,
+/// 0-9, '-' and '_', and a `.fifo` suffix for a FIFO queue).
+fn parse_queue_url(value: String) -> Result<String, Error> {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| value.starts_with(prefix));
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://").filter(|_| local));
+    let valid = rest.is_some_and(|rest| {
+        let mut parts = rest.trim_end_matches('/').split('/');
+        let (Some(host), Some(account), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let base = name.strip_suffix(".fifo").unwrap_or(name);
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && account.len() == 12
+            && account.chars().all(|c| c.is_ascii_digit())
+            && (1..=80).contains(&name.len())
+            && !base.is_empty()
+            && base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    });
+    if valid {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: FAILURE_QUEUE_URL,
+            value,
+            expected: FAILURE_QUEUE_URL_FORM,
+        })
+    }
+}
+
 fn parse_endpoint(variable: &'static str, value: String) -> Result<String, Error> {
     let has_scheme = value.starts_with("https://") || value.starts_with("http://");
     let has_host = value.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
@@ -902,12 +1067,64 @@ mod tests {
             (HISTORY_SIZE, "10001"),
             (HISTORY_TTL_SECONDS, "30"),
             (HISTORY_TABLE, "h/x"),
+            (PUBLISH_RATE_LIMIT_PER_USER, "-1"),
+            (PUBLISH_RATE_LIMIT_PER_IP, "lots"),
+            (ALLOW_ANONYMOUS_PUBLISH, "yes"),
+            (JWT_ALLOW_ANY_AUDIENCE, "1"),
         ] {
             let message = config_from(&[(variable, value)]).unwrap_err().to_string();
             assert!(message.contains(variable), "{message}");
             assert!(message.contains(value), "{message}");
             assert!(message.contains("expected"), "{message}");
         }
+    }
+
+    #[test]
+    fn publish_limits_per_user_and_per_ip_and_anonymous_publishing_are_read() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!((config.publish_rate.per_user, config.publish_rate.per_ip), (20, 200));
+        assert!(!config.allow_anonymous_publish);
+        let config = config_from(&[
+            (PUBLISH_RATE_LIMIT_PER_USER, "0"),
+            (PUBLISH_RATE_LIMIT_PER_IP, "50"),
+            (ALLOW_ANONYMOUS_PUBLISH, "true"),
+        ])
+        .unwrap();
+        assert_eq!((config.publish_rate.per_user, config.publish_rate.per_ip), (0, 50));
+        assert!(config.allow_anonymous_publish);
+    }
+
+    #[test]
+    fn a_jwks_without_an_issuer_or_an_audience_refuses_to_start() {
+        const URL: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_X/.well-known/jwks.json";
+        const ISSUER: &str = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_X";
+        let refusal = |pairs: &[(&str, &str)]| config_from(pairs).unwrap_err().to_string();
+
+        let message = refusal(&[(JWKS_URL, URL), (JWT_AUDIENCE, "client-1")]);
+        assert!(message.contains(JWT_ISSUER), "{message}");
+        assert!(message.contains("https://cognito-idp."), "{message}");
+        // The opt-out covers the audience, never the issuer.
+        let message = refusal(&[(JWKS_URL, URL), (JWT_ALLOW_ANY_AUDIENCE, "true")]);
+        assert!(message.contains(JWT_ISSUER), "{message}");
+
+        let message = refusal(&[(JWKS_URL, URL), (JWT_ISSUER, ISSUER)]);
+        assert!(message.contains(JWT_AUDIENCE), "{message}");
+        assert!(message.contains(JWT_ALLOW_ANY_AUDIENCE), "{message}");
+
+        let message = refusal(&[(JWT_AUDIENCE, "client-1"), (JWT_ALLOW_ANY_AUDIENCE, "true")]);
+        assert!(message.contains(JWT_ALLOW_ANY_AUDIENCE), "{message}");
+
+        let config = config_from(&[
+            (JWKS_URL, URL),
+            (JWT_ISSUER, ISSUER),
+            (JWT_AUDIENCE, "client-1, client-2"),
+        ])
+        .unwrap();
+        assert_eq!(config.auth.audience, ["client-1", "client-2"]);
+        let config = config_from(&[(JWKS_URL, URL), (JWT_ISSUER, ISSUER), (JWT_ALLOW_ANY_AUDIENCE, "true")]).unwrap();
+        assert!(config.auth.allow_any_audience && config.auth.audience.is_empty());
+        // HS256 alone still needs neither: the secret is this deployment's own.
+        assert!(config_from(&[(JWT_SECRET, &"s".repeat(MIN_JWT_SECRET_BYTES))]).is_ok());
     }
 
     #[test]
@@ -920,6 +1137,37 @@ mod tests {
         let secret = "s".repeat(MIN_JWT_SECRET_BYTES);
         let config = config_from(&[(MAX_CONNECTIONS_PER_USER, "5"), (JWT_SECRET, &secret)]).unwrap();
         assert!(config.require_admission_settings().is_ok());
+    }
+
+    #[test]
+    fn the_failure_queue_url_is_an_sqs_queue_url_and_required_where_it_is_needed() {
+        for url in [
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/airwave-StreamFailureQueue-AbC123",
+            "http://127.0.0.1:4566/000000000000/airwave-stream-failure",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/failures.fifo",
+        ] {
+            let config = config_from(&[(FAILURE_QUEUE_URL, url)]).unwrap();
+            assert_eq!(config.require_failure_queue_url().unwrap(), url);
+        }
+        for malformed in [
+            "airwave-stream-failure",
+            "https://sqs.us-east-1.amazonaws.com/airwave-stream-failure",
+            "https://sqs.us-east-1.amazonaws.com/12345/q",
+            "http://sqs.us-east-1.amazonaws.com/123456789012/q",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/a queue",
+        ] {
+            let message = config_from(&[(FAILURE_QUEUE_URL, malformed)]).unwrap_err().to_string();
+            assert!(message.contains(FAILURE_QUEUE_URL), "{message}");
+            assert!(message.contains(malformed), "{message}");
+            assert!(message.contains("expected"), "{message}");
+        }
+        let message = config_from(&[])
+            .unwrap()
+            .require_failure_queue_url()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(FAILURE_QUEUE_URL), "{message}");
+        assert!(message.contains("https://sqs."), "{message}");
     }
 
     #[test]

@@ -24,6 +24,14 @@ pub enum Error {
         message: String,
     },
 
+    #[error("SQS {operation} on queue {queue} failed: {message}")]
+    Sqs {
+        operation: &'static str,
+        queue: String,
+        /// The SDK error rendered with its full context (service code, request id).
+        message: String,
+    },
+
     #[error("DynamoDB refused item {key} in table {table}: {message}")]
     ItemRejected {
         table: String,
@@ -80,12 +88,26 @@ impl Error {
 }
 
 impl Error {
+    pub(crate) fn sqs<E>(operation: &'static str, queue: &str, error: E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        Error::Sqs {
+            operation,
+            queue: queue.to_owned(),
+            message: aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
+        }
+    }
+}
+
+impl Error {
     /// A stable name for the kind of failure, used as Lambda's `errorType`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::ConfigMissing { .. } => "ConfigMissing",
             Error::ConfigInvalid { .. } => "ConfigInvalid",
             Error::DynamoDb { .. } => "DynamoDb",
+            Error::Sqs { .. } => "Sqs",
             Error::ItemFormat { .. } => "ItemFormat",
             Error::ItemRejected { .. } => "ItemRejected",
             Error::FrameTooLarge { .. } => "FrameTooLarge",

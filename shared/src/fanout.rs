@@ -114,6 +114,8 @@ pub struct FanOutReport {
     pub expired: usize,
     /// Still failing after every attempt of both passes.
     pub failed: usize,
+    /// Refused for good by the Management API (400, 403, 404): not retried.
+    pub refused: usize,
     /// Failed in the first pass, delivered in the second (counted in `delivered` too).
     pub second_pass_delivered: usize,
     /// Not attempted because the circuit breaker was open.
@@ -164,6 +166,8 @@ enum Outcome {
     Gone,
     Expired,
     Failed,
+    /// Refused for good (400, 403, 404): not retried, not counted by the breaker.
+    Refused,
     Skipped,
     /// Not posted: the deadline drew near first.
     Stopped,
@@ -193,6 +197,7 @@ impl FanOutReport {
             Outcome::Gone => self.gone += 1,
             Outcome::Expired => self.expired += 1,
             Outcome::Failed => self.failed += 1,
+            Outcome::Refused => self.refused += 1,
             Outcome::Skipped => self.skipped += 1,
             Outcome::Stopped => self.stopped_at_deadline = true,
         }
@@ -500,6 +505,7 @@ impl FanOut {
             gone = report.gone,
             expired = report.expired,
             failed = report.failed,
+            refused = report.refused,
             second_pass_delivered = report.second_pass_delivered,
             skipped = report.skipped,
             stopped_at_deadline = report.stopped_at_deadline,
@@ -639,7 +645,9 @@ impl FanOut {
                 let outcome = self
                     .post(store, channel, &target.connection_id, frame.as_ref(), stop_starting_at)
                     .await;
-                self.breaker().record(outcome == Outcome::Failed, Instant::now());
+                if outcome != Outcome::Refused {
+                    self.breaker().record(outcome == Outcome::Failed, Instant::now());
+                }
                 if outcome == Outcome::Delivered {
                     delivery.delivered_posts += 1;
                     delivery.delivered_post_us += sent.elapsed().as_micros() as u64;
@@ -702,11 +710,27 @@ impl FanOut {
                 .raw_response()
                 .is_some_and(|response| response.status().as_u16() == 410);
         if !is_gone {
-            tracing::warn!(
-                error = %aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&error),
-                "post to connection failed after every attempt"
-            );
-            return Outcome::Failed;
+            let status = error.raw_response().map(|response| response.status().as_u16());
+            let error = aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&error);
+            return match status {
+                // Retrying cannot fix a deploy fault, and it says nothing
+                // about API Gateway's health, so the breaker does not count it.
+                Some(403 | 404) => {
+                    metrics::counter!(metric::MANAGEMENT_FORBIDDEN).increment(1);
+                    tracing::error!(status, error = %error, "the Management API refused the post: check execute-api:ManageConnections and AIRWAVE_MANAGEMENT_ENDPOINT");
+                    Outcome::Refused
+                }
+                // This target's request was refused; the next target's may not be.
+                Some(400) => {
+                    metrics::counter!(metric::FANOUT_REJECTED).increment(1);
+                    tracing::warn!(status, error = %error, "the Management API rejected the post for this connection");
+                    Outcome::Refused
+                }
+                _ => {
+                    tracing::warn!(status, error = %error, "post to connection failed after every attempt");
+                    Outcome::Failed
+                }
+            };
         }
         if has_passed(stop_starting_at) {
             // Housekeeping can wait for the next broadcast; the invocation cannot.

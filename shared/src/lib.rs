@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod eviction;
+pub mod failures;
 pub mod fanout;
 pub mod handlers;
 pub mod history;

@@ -44,6 +44,13 @@ pub mod metric {
     pub const FANOUT_STOPPED_AT_DEADLINE: &str = "FanoutStoppedAtDeadline";
     pub const FANOUT_DURATION: &str = "FanoutDuration";
     pub const BREAKER_OPENED: &str = "BreakerOpened";
+    /// Posts the Management API refused with 403 or 404: a deploy fault (the
+    /// role lacks execute-api:ManageConnections, or the endpoint is wrong),
+    /// never counted by the breaker.
+    pub const MANAGEMENT_FORBIDDEN: &str = "ManagementForbidden";
+    /// Posts the Management API refused with 400 for one target: counted for
+    /// that target only.
+    pub const FANOUT_REJECTED: &str = "FanoutRejected";
     pub const STREAM_RECORDS_POISON: &str = "StreamRecordsPoison";
     pub const STREAM_RECORDS_RETRIED: &str = "StreamRecordsRetried";
     /// Subscribes with `since`, by outcome: `recovered` or why not.

@@ -1,15 +1,17 @@
 //! Tokens from an identity provider: RS256 and ES256 tokens verified against
 //! a JWKS document this test serves over real HTTP, with keys it generates;
 //! rotation picked up with one rate-limited refetch; cached keys serving while
-//! the provider is down; and every kind of bad token refused with 401 by the
-//! real `$connect` handler.
+//! the provider is down; every kind of bad token refused with 401 by the
+//! real `$connect` handler; and tokens of a shared provider (a Cognito user
+//! pool, an Auth0 tenant) accepted only for this deployment's audience, with
+//! a configuration that would accept any refused at start.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airwave_shared::auth::{Authenticator, TokenRejection};
-use airwave_shared::config::{AuthSettings, JwtSecret};
+use airwave_shared::config::{self as config_names, AuthSettings, JwtSecret};
 use airwave_shared::handlers::handle_connect;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{Config, ConnectionStore};
@@ -309,15 +311,161 @@ async fn hs256_and_a_jwks_can_be_on_together() {
         jwt_secret: Some(JwtSecret::new(secret)),
         auth: AuthSettings {
             jwks_url: Some(provider.url.clone()),
+            issuer: Some(ISSUER.to_owned()),
+            audience: vec![AUDIENCE.to_owned()],
             ..AuthSettings::default()
         },
         ..Config::default()
     };
     let authenticator = Authenticator::from_config(&config).unwrap().unwrap();
-    let service_token = airwave_tests::signed_token(secret, &json!({"sub": "svc", "exp": epoch_seconds_now() + 60}));
+    // One issuer and audience for every token: the service's own carry them too.
+    let service_token = airwave_tests::signed_token(
+        secret,
+        &json!({"sub": "svc", "exp": epoch_seconds_now() + 60, "iss": ISSUER, "aud": AUDIENCE}),
+    );
     assert_eq!(authenticator.verify(&service_token).await, Ok("svc".to_owned()));
     assert_eq!(
         authenticator.verify(&key.sign(&claims("user"))).await,
         Ok("user".to_owned())
     );
+}
+
+/// The configuration the connect function reads from `variables`.
+fn config_from(variables: &[(&str, &str)]) -> Result<Config, airwave_shared::Error> {
+    Config::from_lookup(|name| {
+        variables
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+}
+
+/// `$connect` with `token` through the real handler: its status and body.
+async fn connect_with(tables: &TestTables, id: &str, token: &str) -> (i64, String) {
+    let response = tables
+        .connect(connect_event_with_token(id, "198.51.100.9", token))
+        .await;
+    (response.status_code, format!("{:?}", response.body))
+}
+
+#[tokio::test]
+async fn a_shared_providers_tokens_are_accepted_only_for_this_deployments_audience() {
+    let key = rsa_key("pool-key");
+    let provider = JwksServer::start(vec![key.jwk.clone()]).await;
+    // The settings an operator writes, read as the connect function reads them.
+    let settings = config_from(&[
+        (config_names::JWKS_URL, &provider.url),
+        (config_names::JWT_ISSUER, ISSUER),
+        (config_names::JWT_AUDIENCE, &format!("{AUDIENCE}, airwave-admin")),
+    ])
+    .unwrap();
+    let tables = TestTables::create_with(|config| config.auth = settings.auth.clone()).await;
+    let token = |extra: Value| {
+        let mut claims = json!({"sub": "alice", "exp": epoch_seconds_now() + 600, "iss": ISSUER});
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        key.sign(&claims)
+    };
+    let cases = [
+        // Cognito's access tokens: no aud, the app client in client_id.
+        (
+            "access token of this app",
+            json!({"token_use": "access", "client_id": AUDIENCE}),
+            None,
+        ),
+        (
+            "access token of the second app",
+            json!({"token_use": "access", "client_id": "airwave-admin"}),
+            None,
+        ),
+        // Cognito's ID tokens, and Auth0's access tokens: the audience in aud.
+        (
+            "ID token of this app",
+            json!({"token_use": "id", "aud": AUDIENCE}),
+            None,
+        ),
+        (
+            "aud list naming this app",
+            json!({"aud": ["https://other.example/api", AUDIENCE]}),
+            None,
+        ),
+        (
+            "access token of another app of the same pool",
+            json!({"token_use": "access", "client_id": "someone-elses-app"}),
+            Some("token_wrong_audience"),
+        ),
+        (
+            "ID token of another app",
+            json!({"token_use": "id", "aud": "someone-elses-app"}),
+            Some("token_wrong_audience"),
+        ),
+        (
+            "client_id outside an access token",
+            json!({"token_use": "id", "client_id": AUDIENCE}),
+            Some("token_wrong_audience"),
+        ),
+        ("no audience at all", json!({}), Some("token_wrong_audience")),
+    ];
+    for (n, (case, claims, refusal)) in cases.into_iter().enumerate() {
+        let id = format!("aud-{n}=");
+        let (status, body) = connect_with(&tables, &id, &token(claims)).await;
+        let stored = tables.store.get_connection(&id).await.unwrap();
+        match refusal {
+            None => {
+                assert_eq!(status, 200, "{case}: {body}");
+                assert_eq!(
+                    stored.and_then(|record| record.user_id).as_deref(),
+                    Some("alice"),
+                    "{case}"
+                );
+            }
+            Some(reason) => {
+                assert_eq!(status, 401, "{case}");
+                assert!(body.contains(reason), "{case}: {body}");
+                assert!(stored.is_none(), "{case}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_jwks_without_an_issuer_or_an_audience_refuses_to_start_and_names_what_is_missing() {
+    let url = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example/.well-known/jwks.json";
+    let issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example";
+    let refusal = |variables: &[(&str, &str)]| config_from(variables).unwrap_err().to_string();
+    let message = refusal(&[(config_names::JWKS_URL, url)]);
+    assert!(message.contains("AIRWAVE_JWT_ISSUER"), "{message}");
+    let message = refusal(&[(config_names::JWKS_URL, url), (config_names::JWT_AUDIENCE, "app")]);
+    assert!(message.contains("AIRWAVE_JWT_ISSUER"), "{message}");
+    let message = refusal(&[(config_names::JWKS_URL, url), (config_names::JWT_ISSUER, issuer)]);
+    assert!(message.contains("AIRWAVE_JWT_AUDIENCE"), "{message}");
+    assert!(message.contains("AIRWAVE_JWT_ALLOW_ANY_AUDIENCE=true"), "{message}");
+}
+
+#[tokio::test]
+async fn the_named_opt_out_accepts_any_audience_but_never_another_issuer() {
+    let key = ec_key("tenant-key");
+    let provider = JwksServer::start(vec![key.jwk.clone()]).await;
+    let settings = config_from(&[
+        (config_names::JWKS_URL, &provider.url),
+        (config_names::JWT_ISSUER, ISSUER),
+        (config_names::JWT_ALLOW_ANY_AUDIENCE, "true"),
+    ])
+    .unwrap();
+    let tables = TestTables::create_with(|config| config.auth = settings.auth.clone()).await;
+    let now = epoch_seconds_now();
+    let accepted = [
+        json!({"sub": "u", "exp": now + 600, "iss": ISSUER, "aud": "someone-elses-app"}),
+        json!({"sub": "u", "exp": now + 600, "iss": ISSUER, "token_use": "access", "client_id": "any-client"}),
+        json!({"sub": "u", "exp": now + 600, "iss": ISSUER}),
+    ];
+    for (n, claims) in accepted.iter().enumerate() {
+        let (status, body) = connect_with(&tables, &format!("any-{n}="), &key.sign(claims)).await;
+        assert_eq!(status, 200, "{claims}: {body}");
+    }
+    let other_issuer = json!({"sub": "u", "exp": now + 600, "iss": "https://evil.example", "aud": AUDIENCE});
+    let (status, body) = connect_with(&tables, "other-issuer=", &key.sign(&other_issuer)).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("token_wrong_issuer"), "{body}");
 }

@@ -149,6 +149,8 @@ async fn a_connection_cannot_subscribe_past_its_channel_cap() {
 async fn bad_frames_get_a_clear_error_and_change_nothing() {
     let mut tables = TestTables::create().await;
     tables.config.allow_client_publish = true;
+    // `alice=` connects without a token.
+    tables.config.allow_anonymous_publish = true;
     tables.admit("alice=").await;
     let before = tables.store.get_connection("alice=").await.unwrap();
     let long_channel = "c".repeat(65);
@@ -220,6 +222,8 @@ async fn clients_may_not_publish_by_default() {
 async fn an_allowed_publish_writes_the_message_for_the_stream_to_deliver() {
     let mut tables = TestTables::create().await;
     tables.config.allow_client_publish = true;
+    // `alice=` connects without a token.
+    tables.config.allow_anonymous_publish = true;
     tables.admit("alice=").await;
 
     let reply = send(

@@ -273,6 +273,7 @@ async fn the_publish_rate_limit_admits_exactly_its_allowance_under_concurrent_pu
         config.publish_rate = airwave_shared::config::PublishRate {
             limit: 5,
             window_seconds: 3_600,
+            ..Default::default()
         };
     })
     .await;

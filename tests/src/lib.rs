@@ -73,6 +73,11 @@ impl TestTables {
                 attempt: Duration::from_secs(120),
                 operation: Duration::from_secs(300),
             },
+            // The template's StreamFailureQueue, on the local server (moto's
+            // answers SQS on its DynamoDB port, and reads only the name).
+            failure_queue_url: std::env::var(DYNAMODB_ENDPOINT_VARIABLE)
+                .ok()
+                .map(|endpoint| format!("{endpoint}/000000000000/failures-{suffix}")),
             ..Config::default()
         };
         configure(&mut config);
@@ -81,24 +86,51 @@ impl TestTables {
         tables
     }
 
-    /// Creates this configuration's tables as `template.yaml` declares them, so
-    /// every test runs against the keys, indexes and streams that deploy.
+    /// Creates this configuration's tables (and failure queue) as
+    /// `template.yaml` declares them, so every test runs against the keys,
+    /// indexes and streams that deploy.
     pub async fn create_tables_from_template(&self) {
         let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
         let model = airwave_gateway::StackModel::from_path(template).expect("read template.yaml");
         airwave_gateway::tables::create_tables(&self.dynamodb, &model, &self.local_names())
             .await
             .expect("create the test tables");
+        if self.config.failure_queue_url.is_some() {
+            airwave_gateway::queues::create_queues(&self.sqs(), &model, &self.local_names())
+                .await
+                .expect("create the test failure queue");
+        }
     }
 
-    /// The template's tables mapped to this configuration's names.
+    /// A client of the local server's SQS.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config)
+    }
+
+    /// The failure queue's URL (made by [`TestTables::create_with`]).
+    pub fn failure_queue_url(&self) -> &str {
+        self.config
+            .require_failure_queue_url()
+            .expect("TestTables::create_with names a failure queue")
+    }
+
+    /// The template's tables (and failure queue) mapped to this configuration's names.
     pub fn local_names(&self) -> airwave_gateway::LocalNames {
-        airwave_gateway::LocalNames::new("airwave")
+        let names = airwave_gateway::LocalNames::new("airwave")
             .with_table("ConnectionsTable", &self.config.connections_table)
             .with_table("MessagesTable", &self.config.messages_table)
             .with_table("SubscriptionsTable", &self.config.subscriptions_table)
             .with_table("AdmissionTable", &self.config.admission_table)
-            .with_table("HistoryTable", &self.config.history.table)
+            .with_table("HistoryTable", &self.config.history.table);
+        match self
+            .config
+            .failure_queue_url
+            .as_deref()
+            .and_then(|url| url.rsplit_once('/'))
+        {
+            Some((_, queue)) => names.with_queue("StreamFailureQueue", queue),
+            None => names,
+        }
     }
 
     /// Clients for tables that already exist (created by another process).

@@ -288,6 +288,8 @@ impl LocalStack {
             StreamOptions {
                 poll_interval: Duration::from_millis(50),
                 starting_position: Some(StartingPosition::TrimHorizon),
+                // Batches the mapping gives up on go to the test's failure queue.
+                sqs: tables.config.failure_queue_url.as_ref().map(|_| tables.sqs()),
                 ..StreamOptions::default()
             },
         )

@@ -7,12 +7,14 @@
 //! - [`template`] reads the template into a [`StackModel`]: the route selection
 //!   expression, every route and the function binary it invokes, the tables, the
 //!   DynamoDB stream mappings and each function's environment.
-//! - [`tables`] creates the template's tables in a DynamoDB-compatible server.
+//! - [`tables`] creates the template's tables in a DynamoDB-compatible server,
+//!   and [`queues`] its SQS queues (moto's server serves both on one port).
 //! - [`Gateway`] serves WebSocket clients and the Management API
 //!   (`/@connections/{id}`) on one port, invoking the routes' functions through an
 //!   [`Invoker`] with events in API Gateway's exact shape.
 //! - [`streams`] polls the tables' DynamoDB streams and invokes the mapped
-//!   functions with Lambda's DynamoDB event, honouring `ReportBatchItemFailures`.
+//!   functions with Lambda's DynamoDB event, honouring `ReportBatchItemFailures`,
+//!   and sends what a mapping gives up on to its on-failure queue.
 //!
 //! Functions are reached through the [`Invoker`] trait: [`HttpInvoker`] talks to
 //! `cargo lambda watch`; tests can plug in an in-process implementation.
@@ -24,6 +26,7 @@ mod gateway;
 mod invoke;
 mod management;
 mod options;
+pub mod queues;
 mod responses;
 mod server;
 pub mod streams;
@@ -64,6 +67,13 @@ pub enum GatewayError {
         resource: String,
         message: String,
     },
+    /// An SQS call failed.
+    #[error("SQS {operation} on {resource} failed: {message}")]
+    Sqs {
+        operation: &'static str,
+        resource: String,
+        message: String,
+    },
     /// An option or flag is invalid.
     #[error("configuration: {0}")]
     Config(String),
@@ -80,6 +90,18 @@ impl GatewayError {
             operation,
             resource: resource.to_owned(),
             message: aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string(),
+        }
+    }
+
+    /// A failed SQS SDK call, with the SDK's whole error chain.
+    pub(crate) fn sqs<E>(operation: &'static str, resource: &str, error: E) -> GatewayError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        GatewayError::Sqs {
+            operation,
+            resource: resource.to_owned(),
+            message: aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
         }
     }
 }

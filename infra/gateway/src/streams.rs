@@ -6,10 +6,14 @@
 //! retries the whole batch; with `ReportBatchItemFailures`, an answer listing
 //! `batchItemFailures` retries from the lowest reported sequence number on
 //! (the records before it are done). Retries back off exponentially; a batch
-//! is dropped after `MaximumRetryAttempts` retries or once its records are
-//! older than `MaximumRecordAgeInSeconds`. `FilterCriteria` patterns drop
-//! the records they do not match before batching. Not emulated: bisecting a failing
-//! batch, batching windows, on-failure destinations, parallelization factor.
+//! is given up on after `MaximumRetryAttempts` retries, and records once they
+//! are older than `MaximumRecordAgeInSeconds`: like Lambda, the poller then
+//! sends a description of them (`DDBStreamBatchInfo`, see [`on_failure_record`])
+//! to the mapping's on-failure SQS queue, when it has one and
+//! [`StreamOptions::sqs`] is set (else it only logs them). `FilterCriteria`
+//! patterns drop the records they do not match before batching. Not emulated:
+//! bisecting a failing batch, batching windows, SNS on-failure destinations,
+//! parallelization factor.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,8 +26,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::events::{epoch_millis_now, iso_8601};
 use crate::filter;
-use crate::template::{LocalNames, StackModel, StreamMapping};
+use crate::template::{LocalNames, StackModel, StreamMapping, LOCAL_ACCOUNT_ID};
 use crate::{GatewayError, Invoker};
 
 /// Where a stream is first read from.
@@ -58,6 +63,11 @@ pub struct StreamOptions {
     pub max_retry_backoff: Duration,
     /// How often to look for new shards.
     pub shard_discovery_interval: Duration,
+    /// The client of the server the template's queues are on: a mapping's
+    /// on-failure queue is looked up there by its local name (it must exist:
+    /// see [`crate::queues::create_queues`]) and gets the description of each
+    /// batch the mapping gives up on. `None`: such a batch is only logged.
+    pub sqs: Option<aws_sdk_sqs::Client>,
 }
 
 impl Default for StreamOptions {
@@ -68,6 +78,7 @@ impl Default for StreamOptions {
             retry_backoff: Duration::from_millis(200),
             max_retry_backoff: Duration::from_secs(5),
             shard_discovery_interval: Duration::from_secs(10),
+            sqs: None,
         }
     }
 }
@@ -139,7 +150,9 @@ impl StreamPoller {
                     Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
                     _ => StartingPosition::Latest,
                 });
+            let on_failure = on_failure_destination(model, names, mapping, options.sqs.as_ref()).await?;
             let mut poller = MappingPoller {
+                on_failure,
                 client: streams.clone(),
                 invoker: invoker.clone(),
                 mapping: mapping.clone(),
@@ -167,6 +180,49 @@ impl StreamPoller {
     }
 }
 
+/// Where the mapping sends what it gives up on.
+struct OnFailure {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+async fn on_failure_destination(
+    model: &StackModel,
+    names: &LocalNames,
+    mapping: &StreamMapping,
+    sqs: Option<&aws_sdk_sqs::Client>,
+) -> Result<Option<OnFailure>, GatewayError> {
+    let Some(logical_id) = &mapping.on_failure_queue else {
+        return Ok(None);
+    };
+    let Some(client) = sqs else {
+        tracing::warn!(
+            mapping = %mapping.logical_id,
+            queue = %logical_id,
+            "no SQS client: batches this mapping gives up on are only logged"
+        );
+        return Ok(None);
+    };
+    let queue = model.queue(logical_id).ok_or_else(|| {
+        GatewayError::Template(format!(
+            "the on-failure destination of {} is unknown queue {logical_id}",
+            mapping.logical_id
+        ))
+    })?;
+    let name = model.queue_name(queue, names)?;
+    let queue_url = crate::queues::queue_url(client, &name).await?.ok_or_else(|| {
+        GatewayError::Config(format!(
+            "queue {name} ({logical_id}), the on-failure destination of {}, does not exist; create it from the \
+             template",
+            mapping.logical_id
+        ))
+    })?;
+    Ok(Some(OnFailure {
+        client: client.clone(),
+        queue_url,
+    }))
+}
+
 #[derive(Debug)]
 struct ShardState {
     /// `None` once the shard is closed and read to its end.
@@ -179,9 +235,14 @@ struct ShardState {
     pending: Vec<Value>,
     retries: u32,
     retry_at: Option<Instant>,
+    /// How the pending batch's last invocation failed: `Some(true)` with an
+    /// error, `Some(false)` by reporting `batchItemFailures`; `None` before
+    /// its first invocation.
+    function_error: Option<bool>,
 }
 
 struct MappingPoller {
+    on_failure: Option<OnFailure>,
     client: aws_sdk_dynamodbstreams::Client,
     invoker: Arc<dyn Invoker>,
     mapping: StreamMapping,
@@ -226,6 +287,7 @@ impl MappingPoller {
                         pending: Vec::new(),
                         retries: 0,
                         retry_at: None,
+                        function_error: None,
                     },
                 );
             }
@@ -364,6 +426,7 @@ impl MappingPoller {
         }
         shard.pending = records;
         shard.retries = 0;
+        shard.function_error = None;
         self.deliver(shard_id).await;
         true
     }
@@ -395,25 +458,33 @@ impl MappingPoller {
             return;
         };
         if let Some(max_age) = self.mapping.maximum_record_age {
-            let now = crate::events::epoch_millis_now() / 1_000;
-            let before = shard.pending.len();
-            shard.pending.retain(|record| {
-                record
-                    .pointer("/dynamodb/ApproximateCreationDateTime")
-                    .and_then(Value::as_i64)
-                    .is_none_or(|created| now - created <= max_age.as_secs() as i64)
-            });
-            if shard.pending.len() < before {
+            let now = epoch_millis_now() / 1_000;
+            let (kept, expired): (Vec<Value>, Vec<Value>) =
+                std::mem::take(&mut shard.pending).into_iter().partition(|record| {
+                    record
+                        .pointer("/dynamodb/ApproximateCreationDateTime")
+                        .and_then(Value::as_i64)
+                        .is_none_or(|created| now - created <= max_age.as_secs() as i64)
+                });
+            shard.pending = kept;
+            let (invocations, function_error) = (shard.retries, shard.function_error);
+            let nothing_left = shard.pending.is_empty();
+            if !expired.is_empty() {
                 tracing::error!(
                     shard_id,
-                    dropped = before - shard.pending.len(),
-                    "records past MaximumRecordAgeInSeconds dropped"
+                    dropped = expired.len(),
+                    "records past MaximumRecordAgeInSeconds given up on"
                 );
+                self.give_up(shard_id, &expired, "RecordAgeExceeded", invocations, function_error)
+                    .await;
             }
-            if shard.pending.is_empty() {
+            if nothing_left {
                 return;
             }
         }
+        let Some(shard) = self.shards.get_mut(shard_id) else {
+            return;
+        };
         let batch = shard.pending.clone();
         let first = batch.first().and_then(sequence_number).unwrap_or_default().to_owned();
         let event = json!({ "Records": batch });
@@ -426,7 +497,7 @@ impl MappingPoller {
             first_sequence_number = %first,
         );
         let outcome = self.invoker.invoke(&self.mapping.function, event).await;
-        let _entered = span.enter();
+        let entered = span.enter();
         let retry_from = match outcome {
             Ok(answer) if self.mapping.report_batch_item_failures => match failed_index(&answer, &batch) {
                 Ok(None) => None,
@@ -435,28 +506,30 @@ impl MappingPoller {
                         retried = batch.len() - index,
                         "batchItemFailures reported; retrying from the first failure"
                     );
-                    Some(index)
+                    Some((index, false))
                 }
                 Err(problem) => {
                     tracing::warn!(problem, "invalid batchItemFailures; retrying the whole batch");
-                    Some(0)
+                    Some((0, false))
                 }
             },
             Ok(_) => None,
             Err(error) => {
                 tracing::warn!(error = %error, "invocation failed; retrying the whole batch");
-                Some(0)
+                Some((0, true))
             }
         };
-        let Some(index) = retry_from else {
+        let Some((index, function_error)) = retry_from else {
             tracing::debug!("batch delivered");
             shard.pending.clear();
             shard.retries = 0;
             shard.retry_at = None;
+            shard.function_error = None;
             return;
         };
         shard.pending.drain(..index);
         shard.retries += 1;
+        shard.function_error = Some(function_error);
         if self
             .mapping
             .maximum_retry_attempts
@@ -464,11 +537,22 @@ impl MappingPoller {
         {
             tracing::error!(
                 dropped = shard.pending.len(),
-                "MaximumRetryAttempts reached; batch dropped"
+                "MaximumRetryAttempts reached; batch given up on"
             );
-            shard.pending.clear();
+            let given_up = std::mem::take(&mut shard.pending);
+            let invocations = shard.retries;
             shard.retries = 0;
             shard.retry_at = None;
+            shard.function_error = None;
+            drop(entered);
+            self.give_up(
+                shard_id,
+                &given_up,
+                "RetryAttemptsExhausted",
+                invocations,
+                Some(function_error),
+            )
+            .await;
             return;
         }
         let backoff = self
@@ -478,6 +562,118 @@ impl MappingPoller {
             .min(self.options.max_retry_backoff);
         shard.retry_at = Some(Instant::now() + backoff);
     }
+
+    /// Sends the description of `records`, given up on, to the mapping's
+    /// on-failure queue, as Lambda does; logs it when there is none.
+    async fn give_up(
+        &self,
+        shard_id: &str,
+        records: &[Value],
+        condition: &str,
+        invocations: u32,
+        function_error: Option<bool>,
+    ) {
+        let function_arn = format!(
+            "arn:aws:lambda:{}:{LOCAL_ACCOUNT_ID}:function:{}",
+            self.region, self.mapping.function
+        );
+        let record = on_failure_record(
+            records,
+            shard_id,
+            &self.stream_arn,
+            &function_arn,
+            condition,
+            invocations,
+            function_error,
+            epoch_millis_now(),
+        );
+        let Some(destination) = &self.on_failure else {
+            tracing::error!(
+                mapping = %self.mapping.logical_id,
+                record = %record,
+                "records given up on; the mapping has no on-failure queue here"
+            );
+            return;
+        };
+        let sent = destination
+            .client
+            .send_message()
+            .queue_url(&destination.queue_url)
+            .message_body(record.to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => tracing::warn!(
+                mapping = %self.mapping.logical_id,
+                queue = %destination.queue_url,
+                shard_id,
+                records = records.len(),
+                condition,
+                "records given up on; their description went to the on-failure queue"
+            ),
+            Err(error) => tracing::error!(
+                mapping = %self.mapping.logical_id,
+                queue = %destination.queue_url,
+                error = %aws_sdk_sqs::error::DisplayErrorContext(error),
+                record = %record,
+                "records given up on, and their description could not be sent to the on-failure queue"
+            ),
+        }
+    }
+}
+
+/// What Lambda sends a stream mapping's on-failure destination about records
+/// it gave up on: why (`requestContext.condition`: `RetryAttemptsExhausted`
+/// or `RecordAgeExceeded`), after how many invocations, how the last one
+/// ended (`responseContext`, absent when the records were never invoked;
+/// `functionError` only when the function failed rather than reporting
+/// `batchItemFailures`), and which records (`DDBStreamBatchInfo`: the shard and
+/// the first and last sequence numbers, to read them back from the stream).
+#[allow(clippy::too_many_arguments)]
+pub fn on_failure_record(
+    records: &[Value],
+    shard_id: &str,
+    stream_arn: &str,
+    function_arn: &str,
+    condition: &str,
+    invocations: u32,
+    function_error: Option<bool>,
+    now_ms: i64,
+) -> Value {
+    let arrival = |record: Option<&Value>| {
+        record
+            .and_then(|record| record.pointer("/dynamodb/ApproximateCreationDateTime"))
+            .and_then(Value::as_i64)
+            .map(|seconds| iso_8601(seconds.saturating_mul(1_000)))
+    };
+    let sequence = |record: Option<&Value>| record.and_then(sequence_number).unwrap_or_default().to_owned();
+    let mut description = json!({
+        "requestContext": {
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invocations,
+        },
+        "version": "1.0",
+        "timestamp": iso_8601(now_ms),
+        "DDBStreamBatchInfo": {
+            "shardId": shard_id,
+            "startSequenceNumber": sequence(records.first()),
+            "endSequenceNumber": sequence(records.last()),
+            "approximateArrivalOfFirstRecord": arrival(records.first()),
+            "approximateArrivalOfLastRecord": arrival(records.last()),
+            "batchSize": records.len(),
+            "streamArn": stream_arn,
+        },
+    });
+    if let Some(function_error) = function_error {
+        let mut response = json!({"statusCode": 200, "executedVersion": "$LATEST"});
+        if function_error {
+            response["functionError"] = "Unhandled".into();
+        }
+        description["responseContext"] = response;
+    }
+    description
 }
 
 fn sequence_number(record: &Value) -> Option<&str> {
@@ -602,6 +798,61 @@ mod tests {
         assert_eq!(failed_index(&json!({}), &records), Ok(None));
         assert!(failed_index(&json!({"batchItemFailures": [{"itemIdentifier": "9"}]}), &records).is_err());
         assert!(failed_index(&json!({"batchItemFailures": [{}]}), &records).is_err());
+    }
+
+    #[test]
+    fn a_batch_given_up_on_is_described_as_lambda_describes_it() {
+        let records = vec![
+            json!({"dynamodb": {"SequenceNumber": "100", "ApproximateCreationDateTime": 1_795_378_544}}),
+            json!({"dynamodb": {"SequenceNumber": "200", "ApproximateCreationDateTime": 1_795_378_545}}),
+        ];
+        let stream_arn = "arn:aws:dynamodb:us-east-1:000000000000:table/t/stream/2026-11-22T20:15:44.317";
+        let function_arn = "arn:aws:lambda:us-east-1:000000000000:function:f";
+        let record = on_failure_record(
+            &records,
+            "shard-1",
+            stream_arn,
+            function_arn,
+            "RetryAttemptsExhausted",
+            3,
+            Some(true),
+            1_795_378_600_000,
+        );
+        assert_eq!(
+            record["DDBStreamBatchInfo"],
+            json!({
+                "shardId": "shard-1",
+                "startSequenceNumber": "100",
+                "endSequenceNumber": "200",
+                "approximateArrivalOfFirstRecord": "2026-11-22T20:15:44.000Z",
+                "approximateArrivalOfLastRecord": "2026-11-22T20:15:45.000Z",
+                "batchSize": 2,
+                "streamArn": stream_arn,
+            })
+        );
+        assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+        assert_eq!(record["requestContext"]["approximateInvokeCount"], 3);
+        assert_eq!(record["requestContext"]["functionArn"], function_arn);
+        assert_eq!(record["responseContext"]["functionError"], "Unhandled");
+        assert_eq!(record["version"], "1.0");
+        assert_eq!(record["timestamp"], "2026-11-22T20:16:40.000Z");
+        // Reported failures are no function error; records never invoked have no response.
+        let partial = on_failure_record(
+            &records,
+            "s",
+            stream_arn,
+            function_arn,
+            "RecordAgeExceeded",
+            1,
+            Some(false),
+            0,
+        );
+        assert_eq!(
+            partial["responseContext"],
+            json!({"statusCode": 200, "executedVersion": "$LATEST"})
+        );
+        let never = on_failure_record(&records, "s", stream_arn, function_arn, "RecordAgeExceeded", 0, None, 0);
+        assert_eq!(never.get("responseContext"), None);
     }
 
     #[test]

@@ -17,8 +17,19 @@ use crate::GatewayError;
 
 const FUNCTION_TYPES: [&str; 2] = ["AWS::Serverless::Function", "AWS::Lambda::Function"];
 /// Local stand-ins for the pseudo parameters a `!Sub` may use.
-const LOCAL_REGION: &str = "us-east-1";
-const LOCAL_ACCOUNT_ID: &str = "000000000000";
+pub(crate) const LOCAL_REGION: &str = "us-east-1";
+pub(crate) const LOCAL_ACCOUNT_ID: &str = "000000000000";
+/// The properties of an `AWS::SQS::Queue` that are also CreateQueue attributes
+/// of the same name.
+const QUEUE_ATTRIBUTES: [&str; 7] = [
+    "ContentBasedDeduplication",
+    "DelaySeconds",
+    "FifoQueue",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "VisibilityTimeout",
+];
 
 /// The parts of the stack the gateway emulates.
 #[derive(Debug, Clone)]
@@ -33,6 +44,8 @@ pub struct StackModel {
     pub functions: BTreeMap<String, Function>,
     /// Every DynamoDB table, in template order.
     pub tables: Vec<Table>,
+    /// Every SQS queue, in template order.
+    pub queues: Vec<Queue>,
     /// Every DynamoDB stream mapped to a function.
     pub stream_mappings: Vec<StreamMapping>,
     /// Template parameters with their defaults, for resolving `!Ref Parameter`.
@@ -121,6 +134,9 @@ pub enum EnvValue {
         name: String,
         default: Option<String>,
     },
+    /// `!Ref` of an SQS queue: its URL. Locally, the local queue's URL
+    /// (see [`StackModel::queue_url`]).
+    Queue(String),
     /// A `!Sub` naming the WebSocket API (`https://${WebSocketApi}.execute-api…/${Stage}`):
     /// its endpoint, which locally is the gateway's Management API endpoint.
     ApiEndpoint,
@@ -142,7 +158,24 @@ pub struct Table {
     pub ttl_attribute: Option<String>,
 }
 
-/// How the template names a table.
+/// One `AWS::SQS::Queue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    pub logical_id: String,
+    /// `QueueName`, by the same rules as a table's name.
+    pub name: TableName,
+    /// The properties that are CreateQueue attributes (`MessageRetentionPeriod`,
+    /// `VisibilityTimeout`, `FifoQueue`, ...), as text.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Queue {
+    pub fn fifo(&self) -> bool {
+        self.attributes.get("FifoQueue").is_some_and(|fifo| fifo == "true")
+    }
+}
+
+/// How the template names a table (or a queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableName {
     /// No `TableName`: CloudFormation generates one.
@@ -198,12 +231,15 @@ pub struct StreamMapping {
     pub maximum_record_age: Option<Duration>,
     /// `Enabled: false` mappings are parsed but not polled.
     pub enabled: bool,
+    /// Logical id of the SQS queue `DestinationConfig.OnFailure.Destination`
+    /// names: where the description of a batch given up on is sent.
+    pub on_failure_queue: Option<String>,
     /// `FilterCriteria.Filters[].Pattern`, parsed: a record is delivered when
     /// any matches (all are delivered when there are none).
     pub filter_patterns: Vec<Value>,
 }
 
-/// Local names for the template's tables.
+/// Local names for the template's tables and queues.
 ///
 /// The rule, in order: a name set with [`LocalNames::with_table`] for the
 /// table's logical id; a literal `TableName` as written; a `!Sub` `TableName`
@@ -213,10 +249,18 @@ pub struct StreamMapping {
 /// (`ConnectionsTable` -> `airwave-connections`, `RateLimitsTable` ->
 /// `airwave-rate-limits`). With the default stack name `airwave` this gives the
 /// functions' default table names.
+///
+/// Queues follow the same rule ([`LocalNames::with_queue`]; `StreamFailureQueue`
+/// -> `airwave-stream-failure`, with `.fifo` for a FIFO queue), and their URL is
+/// `{endpoint}/{account}/{name}`: on the endpoint set with
+/// [`LocalNames::with_queue_endpoint`] (the local server's), else in SQS's own
+/// form, `https://sqs.us-east-1.amazonaws.com/000000000000/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalNames {
     pub stack_name: String,
     overrides: BTreeMap<String, String>,
+    queue_overrides: BTreeMap<String, String>,
+    queue_endpoint: Option<String>,
 }
 
 impl Default for LocalNames {
@@ -230,12 +274,27 @@ impl LocalNames {
         LocalNames {
             stack_name: stack_name.to_owned(),
             overrides: BTreeMap::new(),
+            queue_overrides: BTreeMap::new(),
+            queue_endpoint: None,
         }
     }
 
     /// Names the table with `logical_id` explicitly.
     pub fn with_table(mut self, logical_id: &str, name: &str) -> Self {
         self.overrides.insert(logical_id.to_owned(), name.to_owned());
+        self
+    }
+
+    /// Names the queue with `logical_id` explicitly.
+    pub fn with_queue(mut self, logical_id: &str, name: &str) -> Self {
+        self.queue_overrides.insert(logical_id.to_owned(), name.to_owned());
+        self
+    }
+
+    /// The server the local queues are on (moto's serves SQS on the same port
+    /// as DynamoDB): their URLs start with it.
+    pub fn with_queue_endpoint(mut self, endpoint: &str) -> Self {
+        self.queue_endpoint = Some(endpoint.trim_end_matches('/').to_owned());
         self
     }
 }
@@ -262,18 +321,55 @@ impl StackModel {
         if let Some(name) = names.overrides.get(&table.logical_id) {
             return Ok(name.clone());
         }
-        match &table.name {
+        self.resource_name(&table.logical_id, &table.name, "Table", names)
+    }
+
+    /// The local name of a queue (see [`LocalNames`] for the rule).
+    pub fn queue_name(&self, queue: &Queue, names: &LocalNames) -> Result<String, GatewayError> {
+        if let Some(name) = names.queue_overrides.get(&queue.logical_id) {
+            return Ok(name.clone());
+        }
+        let name = self.resource_name(&queue.logical_id, &queue.name, "Queue", names)?;
+        Ok(match (&queue.name, queue.fifo()) {
+            (TableName::Generated, true) => format!("{name}.fifo"),
+            _ => name,
+        })
+    }
+
+    /// The local URL of a queue (see [`LocalNames`]), what `!Ref` of it gives.
+    pub fn queue_url(&self, queue: &Queue, names: &LocalNames) -> Result<String, GatewayError> {
+        let name = self.queue_name(queue, names)?;
+        let endpoint = names
+            .queue_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://sqs.{LOCAL_REGION}.amazonaws.com"));
+        Ok(format!("{endpoint}/{LOCAL_ACCOUNT_ID}/{name}"))
+    }
+
+    /// The queue with this logical id.
+    pub fn queue(&self, logical_id: &str) -> Option<&Queue> {
+        self.queues.iter().find(|queue| queue.logical_id == logical_id)
+    }
+
+    fn resource_name(
+        &self,
+        logical_id: &str,
+        name: &TableName,
+        type_suffix: &str,
+        names: &LocalNames,
+    ) -> Result<String, GatewayError> {
+        match name {
             TableName::Literal(name) => Ok(name.clone()),
             TableName::Generated => Ok(format!(
                 "{}-{}",
                 names.stack_name,
-                kebab_case(table.logical_id.strip_suffix("Table").unwrap_or(&table.logical_id))
+                kebab_case(logical_id.strip_suffix(type_suffix).unwrap_or(logical_id))
             )),
             TableName::Sub(template) => self.substitute(template, names).map_err(|variable| {
                 GatewayError::Template(format!(
-                    "TableName of {} uses ${{{variable}}}, which has no local value; name the table with \
-                     LocalNames::with_table",
-                    table.logical_id
+                    "the name of {logical_id} uses ${{{variable}}}, which has no local value; name it with \
+                     LocalNames::with_{}",
+                    type_suffix.to_ascii_lowercase()
                 ))
             }),
         }
@@ -355,6 +451,12 @@ impl StackModel {
                         GatewayError::Template(format!("{variable} of {binary} refers to unknown table {logical_id}"))
                     })?;
                     self.table_name(table, names)?
+                }
+                EnvValue::Queue(logical_id) => {
+                    let queue = self.queue(logical_id).ok_or_else(|| {
+                        GatewayError::Template(format!("{variable} of {binary} refers to unknown queue {logical_id}"))
+                    })?;
+                    self.queue_url(queue, names)?
                 }
                 EnvValue::ApiEndpoint => management_endpoint.to_owned(),
                 EnvValue::Unsupported(expression) => {
@@ -598,12 +700,18 @@ impl<'a> Parser<'a> {
             .map(|(logical_id, resource)| self.table(logical_id, resource))
             .collect::<Result<Vec<_>, _>>()?;
         let stream_mappings = self.stream_mappings(&functions, &tables)?;
+        let queues = self
+            .of_type("AWS::SQS::Queue")
+            .into_iter()
+            .map(|(logical_id, resource)| self.queue(logical_id, resource))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(StackModel {
             api_logical_id,
             route_selection,
             routes,
             functions,
             tables,
+            queues,
             stream_mappings,
             parameters: self.parameters,
         })
@@ -749,6 +857,9 @@ impl<'a> Parser<'a> {
             if self.type_of(name) == Some("AWS::DynamoDB::Table") {
                 return EnvValue::Table(name.clone());
             }
+            if self.type_of(name) == Some("AWS::SQS::Queue") {
+                return EnvValue::Queue(name.clone());
+            }
             if let Some(default) = self.parameters.get(name) {
                 return EnvValue::Parameter {
                     name: name.clone(),
@@ -841,6 +952,42 @@ impl<'a> Parser<'a> {
         })
     }
 
+    fn queue(&self, logical_id: &str, resource: &Value) -> Result<Queue, GatewayError> {
+        let properties = resource.get("Properties").cloned().unwrap_or_default();
+        let name = match properties.get("QueueName") {
+            None => TableName::Generated,
+            Some(Value::String(name)) => TableName::Literal(name.clone()),
+            Some(value) => match value.get("Fn::Sub") {
+                Some(Value::String(template)) => TableName::Sub(template.clone()),
+                _ => {
+                    return Err(GatewayError::Template(format!(
+                        "QueueName of {logical_id} must be a string or a !Sub string"
+                    )))
+                }
+            },
+        };
+        let attributes = QUEUE_ATTRIBUTES
+            .iter()
+            .filter_map(|attribute| {
+                let value = properties.get(*attribute)?;
+                Some(
+                    self.resolve_text(value)
+                        .map(|text| (attribute.to_string(), text))
+                        .ok_or_else(|| {
+                            GatewayError::Template(format!(
+                                "{attribute} of {logical_id} must be a literal or a parameter with a default"
+                            ))
+                        }),
+                )
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        Ok(Queue {
+            logical_id: logical_id.to_owned(),
+            name,
+            attributes,
+        })
+    }
+
     fn stream_mappings(
         &self,
         functions: &BTreeMap<String, Function>,
@@ -930,6 +1077,13 @@ impl<'a> Parser<'a> {
             })
             .transpose()?
             .unwrap_or_default();
+        // An SNS topic (the other destination streams allow) is not emulated.
+        let on_failure_queue = properties
+            .pointer("/DestinationConfig/OnFailure/Destination")
+            .map(references)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|id| self.type_of(id) == Some("AWS::SQS::Queue"));
         let report_batch_item_failures = properties
             .get("FunctionResponseTypes")
             .and_then(Value::as_array)
@@ -955,6 +1109,7 @@ impl<'a> Parser<'a> {
                 .and_then(|value| self.resolve_bool(value))
                 .unwrap_or(true),
             filter_patterns,
+            on_failure_queue,
         })
     }
 

@@ -1,15 +1,18 @@
 //! Table creation and stream polling against a real DynamoDB-compatible
-//! server. Run with `infra/with-moto.sh cargo test -p airwave-gateway`; without
-//! `AIRWAVE_TEST_DYNAMODB_ENDPOINT` these tests only print a note.
+//! server. Run with `infra/with-moto.sh cargo test -p airwave-gateway` (what
+//! `make test` does); without `AIRWAVE_TEST_DYNAMODB_ENDPOINT`, or with one
+//! that does not answer, they fail and say so.
 
 mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use airwave_gateway::queues::create_queues;
 use airwave_gateway::tables::create_tables;
 use airwave_gateway::{LocalNames, StackModel, StartingPosition, StreamOptions, StreamPoller};
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, StreamViewType, TimeToLiveStatus};
+use aws_sdk_sqs::types::QueueAttributeName;
 use common::Functions;
 use serde_json::{json, Value};
 
@@ -18,25 +21,39 @@ const ENDPOINT_VARIABLE: &str = "AIRWAVE_TEST_DYNAMODB_ENDPOINT";
 struct Clients {
     dynamodb: aws_sdk_dynamodb::Client,
     streams: aws_sdk_dynamodbstreams::Client,
+    /// moto's server answers SQS on the same port.
+    sqs: aws_sdk_sqs::Client,
 }
 
-async fn clients() -> Option<Clients> {
-    let Ok(endpoint) = std::env::var(ENDPOINT_VARIABLE) else {
-        eprintln!("skipped: {ENDPOINT_VARIABLE} is not set (run under infra/with-moto.sh)");
-        return None;
-    };
+/// Clients for the server at `AIRWAVE_TEST_DYNAMODB_ENDPOINT`. A missing or
+/// silent server fails the test: passing without having run would hide it.
+async fn clients() -> Clients {
+    let endpoint = std::env::var(ENDPOINT_VARIABLE).unwrap_or_else(|_| {
+        panic!(
+            "{ENDPOINT_VARIABLE} is not set: these tests need a DynamoDB-compatible server; run them with \
+             `infra/with-moto.sh cargo test -p airwave-gateway` or `make test`, which start one and set it"
+        )
+    });
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
+        .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "local", "local", None, None, "test",
         ))
         .load()
         .await;
-    Some(Clients {
+    let clients = Clients {
         dynamodb: aws_sdk_dynamodb::Client::new(&config),
         streams: aws_sdk_dynamodbstreams::Client::new(&config),
-    })
+        sqs: aws_sdk_sqs::Client::new(&config),
+    };
+    if let Err(error) = clients.dynamodb.list_tables().limit(1).send().await {
+        panic!(
+            "the DynamoDB at {endpoint} ({ENDPOINT_VARIABLE}) does not answer: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&error)
+        );
+    }
+    clients
 }
 
 fn repository_template() -> StackModel {
@@ -95,7 +112,7 @@ fn message_ids(batch: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn create_tables_makes_the_templates_tables_once() {
-    let Some(clients) = clients().await else { return };
+    let clients = clients().await;
     let model = repository_template();
     let names = unique_names();
 
@@ -171,7 +188,7 @@ async fn create_tables_makes_the_templates_tables_once() {
 
 #[tokio::test]
 async fn the_stream_poller_delivers_a_put_item_in_lambdas_event_shape() {
-    let Some(clients) = clients().await else { return };
+    let clients = clients().await;
     let model = messages_stream_only();
     let names = unique_names();
     create_tables(&clients.dynamodb, &model, &names).await.unwrap();
@@ -221,7 +238,7 @@ async fn the_stream_poller_delivers_a_put_item_in_lambdas_event_shape() {
 
 #[tokio::test]
 async fn the_stream_poller_resends_only_from_a_reported_batch_item_failure() {
-    let Some(clients) = clients().await else { return };
+    let clients = clients().await;
     let model = messages_stream_only();
     let names = unique_names();
     create_tables(&clients.dynamodb, &model, &names).await.unwrap();
@@ -268,7 +285,7 @@ async fn the_stream_poller_resends_only_from_a_reported_batch_item_failure() {
 
 #[tokio::test]
 async fn the_stream_poller_leaves_out_records_its_filter_does_not_match() {
-    let Some(clients) = clients().await else { return };
+    let clients = clients().await;
     let model = StackModel::from_yaml(
         r#"
 Resources:
@@ -336,5 +353,136 @@ Resources:
         .flat_map(message_ids)
         .collect();
     assert_eq!(delivered, ["prices-1"], "the news record never reaches the function");
+    poller.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_given_up_on_is_described_on_the_mappings_on_failure_queue() {
+    let clients = clients().await;
+    let model = StackModel::from_yaml(
+        r#"
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action}
+  ItemsTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      AttributeDefinitions: [{AttributeName: message_id, AttributeType: S}]
+      KeySchema: [{AttributeName: message_id, KeyType: HASH}]
+      StreamSpecification: {StreamViewType: NEW_IMAGE}
+  FailuresQueue:
+    Type: AWS::SQS::Queue
+    Properties: {MessageRetentionPeriod: 1209600}
+  ProcessorFunction:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildProperties: {Binary: stream-processor}}
+    Properties: {CodeUri: .}
+  ItemsMapping:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      FunctionName: !Ref ProcessorFunction
+      EventSourceArn: !GetAtt ItemsTable.StreamArn
+      StartingPosition: TRIM_HORIZON
+      MaximumRetryAttempts: 1
+      FunctionResponseTypes: [ReportBatchItemFailures]
+      DestinationConfig:
+        OnFailure:
+          Destination: !GetAtt FailuresQueue.Arn
+"#,
+    )
+    .unwrap();
+    let endpoint = std::env::var(ENDPOINT_VARIABLE).unwrap();
+    let names = unique_names().with_queue_endpoint(&endpoint);
+    create_tables(&clients.dynamodb, &model, &names).await.unwrap();
+    let queues = create_queues(&clients.sqs, &model, &names).await.unwrap();
+    assert_eq!(queues.len(), 1);
+    assert!(queues[0].created);
+    assert!(queues[0].name.ends_with("-failures"), "{queues:?}");
+    let retention = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&queues[0].url)
+        .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        retention.attributes().unwrap()[&QueueAttributeName::MessageRetentionPeriod],
+        "1209600"
+    );
+    assert!(!create_queues(&clients.sqs, &model, &names).await.unwrap()[0].created);
+    let table = model.table_name(model.table("ItemsTable").unwrap(), &names).unwrap();
+    for id in ["m-1", "m-2"] {
+        put_message(&clients, &table, id).await;
+    }
+
+    // The function reports the first record as failed every time: the batch
+    // is tried once and retried once, then given up on.
+    let functions = Functions::new();
+    functions.stream_failures.lock().unwrap().extend([0, 0]);
+    let options = StreamOptions {
+        poll_interval: Duration::from_millis(50),
+        retry_backoff: Duration::from_millis(50),
+        sqs: Some(clients.sqs.clone()),
+        ..StreamOptions::default()
+    };
+    let poller = StreamPoller::start(
+        &clients.dynamodb,
+        &clients.streams,
+        &model,
+        &names,
+        functions.clone(),
+        options,
+    )
+    .await
+    .unwrap();
+    let batches = functions.wait_for("stream-processor", 2).await;
+    let sequences: Vec<&str> = batches[0]["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["dynamodb"]["SequenceNumber"].as_str().unwrap())
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    let body = loop {
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(&queues[0].url)
+            .send()
+            .await
+            .unwrap();
+        if let Some(message) = received.messages().first() {
+            break message.body().unwrap().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing reached the on-failure queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let record: Value = serde_json::from_str(&body).unwrap();
+    let info = &record["DDBStreamBatchInfo"];
+    assert_eq!(info["startSequenceNumber"], sequences[0]);
+    assert_eq!(info["endSequenceNumber"], sequences[1]);
+    assert_eq!(info["batchSize"], 2);
+    assert!(
+        info["streamArn"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("table/{table}/stream/")),
+        "{info}"
+    );
+    assert!(info["shardId"].as_str().is_some_and(|shard| !shard.is_empty()));
+    assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 2);
+    // batchItemFailures are not a function error.
+    assert_eq!(record["responseContext"]["statusCode"], 200);
+    assert_eq!(record["responseContext"].get("functionError"), None);
+    // Given up on means not retried again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(functions.events("stream-processor").len(), 2);
     poller.shutdown().await;
 }

@@ -57,6 +57,23 @@ fn parameter_combinations() -> Vec<(&'static str, BTreeMap<String, String>)> {
                 ("MaxConnectionsPerUser", "3"),
             ]),
         ),
+        (
+            "tokens from an identity provider for any audience",
+            set(&[
+                ("JwksUrl", "https://example.auth0.com/.well-known/jwks.json"),
+                ("JwtIssuer", "https://example.auth0.com/"),
+                ("JwtAllowAnyAudience", "true"),
+            ]),
+        ),
+        (
+            "publishing limited per user and per IP, anonymous publishing on",
+            set(&[
+                ("AllowClientPublish", "true"),
+                ("AllowAnonymousPublish", "true"),
+                ("PublishRateLimitPerUser", "5"),
+                ("PublishRateLimitPerIp", "0"),
+            ]),
+        ),
         ("total cap", set(&[("MaxConnections", "1000")])),
         ("per-IP cap", set(&[("MaxConnectionsPerIp", "20")])),
         (
@@ -197,5 +214,29 @@ async fn the_check_notices_a_function_that_refuses_its_environment() {
     match start(&directory.join("connect"), &environment).await {
         Start::Exited { stderr, .. } => assert!(stderr.contains("AIRWAVE_MAX_CONNECTIONS_PER_USER"), "{stderr}"),
         Start::AskedForAnEvent => panic!("connect started with a per-user cap and no secret"),
+    }
+}
+
+#[tokio::test]
+async fn connect_refuses_to_start_with_a_jwks_but_no_issuer_or_audience() {
+    // Any token the provider signs, for anyone's application, would pass.
+    let directory = binary_directory();
+    let url = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example/.well-known/jwks.json";
+    let issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Example";
+    for (missing, environment) in [
+        ("AIRWAVE_JWT_ISSUER", vec![("AIRWAVE_JWKS_URL", url)]),
+        (
+            "AIRWAVE_JWT_AUDIENCE",
+            vec![("AIRWAVE_JWKS_URL", url), ("AIRWAVE_JWT_ISSUER", issuer)],
+        ),
+    ] {
+        let environment = environment
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        match start(&directory.join("connect"), &environment).await {
+            Start::Exited { stderr, .. } => assert!(stderr.contains(missing), "{stderr}"),
+            Start::AskedForAnEvent => panic!("connect started with a JWKS and no {missing}"),
+        }
     }
 }

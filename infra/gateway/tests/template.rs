@@ -6,9 +6,12 @@ use std::time::Duration;
 use airwave_gateway::template::{EnvValue, TableName};
 use airwave_gateway::{LocalNames, StackModel};
 
+fn repository_template_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")
+}
+
 fn repository_template() -> StackModel {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
-    StackModel::from_path(path).unwrap()
+    StackModel::from_path(repository_template_path()).unwrap()
 }
 
 #[test]
@@ -23,6 +26,38 @@ fn the_routes_go_to_the_functions_the_template_names() {
     assert!(route("$default").has_route_response, "$default answers on the socket");
     assert!(!route("$connect").has_route_response);
     assert!(!route("$disconnect").has_route_response);
+}
+
+/// API Gateway waits at most 29 s for an integration; a function still
+/// running then has its answer dropped while its writes commit (a publish the
+/// client was told failed, and sends again).
+#[test]
+fn every_function_behind_a_route_times_out_before_api_gateway_gives_up() {
+    let model = repository_template();
+    let text = std::fs::read_to_string(repository_template_path()).unwrap();
+    let template: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    // SAM's own default when neither the function nor Globals sets one.
+    let global = template["Globals"]["Function"]["Timeout"].as_u64().unwrap_or(3);
+    let routed: Vec<&str> = model
+        .routes
+        .values()
+        .map(|route| route.function_logical_id.as_str())
+        .collect();
+    assert!(routed.contains(&"MessageFunction"), "{routed:?}");
+    for function in routed {
+        let timeout = &template["Resources"][function]["Properties"]["Timeout"];
+        let seconds = if timeout.is_null() {
+            global
+        } else {
+            timeout
+                .as_u64()
+                .unwrap_or_else(|| panic!("{function}: Timeout {timeout:?} is not a number of seconds"))
+        };
+        assert!(
+            seconds < 29,
+            "{function} times out after {seconds} s, API Gateway gives up after 29 s"
+        );
+    }
 }
 
 #[test]
@@ -273,4 +308,79 @@ fn every_stream_mapping_of_the_repository_template_has_a_function_and_a_table() 
             mapping.logical_id
         );
     }
+}
+
+#[test]
+fn the_failure_queue_is_read_with_its_url_and_both_mappings_fail_to_it() {
+    let model = repository_template();
+    let queue = model.queue("StreamFailureQueue").expect("the template's failure queue");
+    assert_eq!(queue.attributes["MessageRetentionPeriod"], "1209600");
+    assert!(!queue.fifo());
+    for mapping in &model.stream_mappings {
+        assert_eq!(
+            mapping.on_failure_queue.as_deref(),
+            Some("StreamFailureQueue"),
+            "{}",
+            mapping.logical_id
+        );
+    }
+    let processor = model.function_by_binary("stream-processor").unwrap();
+    assert_eq!(
+        processor.environment.get("AIRWAVE_FAILURE_QUEUE_URL"),
+        Some(&EnvValue::Queue("StreamFailureQueue".into()))
+    );
+
+    // In SQS's own form by default (what a deploy gives, so the function starts
+    // with it anywhere), and on the local server once it is named.
+    let names = LocalNames::new("dev");
+    let environment = model
+        .function_environment("stream-processor", &names, "http://127.0.0.1:3001/local")
+        .unwrap();
+    assert_eq!(
+        environment["AIRWAVE_FAILURE_QUEUE_URL"],
+        "https://sqs.us-east-1.amazonaws.com/000000000000/dev-stream-failure"
+    );
+    let names = names
+        .with_queue_endpoint("http://127.0.0.1:8000/")
+        .with_queue("StreamFailureQueue", "my-failures");
+    let environment = model
+        .function_environment("stream-processor", &names, "http://127.0.0.1:3001/local")
+        .unwrap();
+    assert_eq!(
+        environment["AIRWAVE_FAILURE_QUEUE_URL"],
+        "http://127.0.0.1:8000/000000000000/my-failures"
+    );
+}
+
+#[test]
+fn queue_names_follow_the_table_rule() {
+    let model = StackModel::from_yaml(
+        r#"
+Parameters:
+  Retention: {Type: Number, Default: 600}
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.type}
+  DeadLettersQueue:
+    Type: AWS::SQS::Queue
+    Properties: {MessageRetentionPeriod: !Ref Retention}
+  OrderedQueue:
+    Type: AWS::SQS::Queue
+    Properties: {FifoQueue: true}
+  NamedQueue:
+    Type: AWS::SQS::Queue
+    Properties: {QueueName: !Sub "${AWS::StackName}-named"}
+"#,
+    )
+    .unwrap();
+    let names = LocalNames::new("stack");
+    let name = |id: &str| model.queue_name(model.queue(id).unwrap(), &names).unwrap();
+    assert_eq!(name("DeadLettersQueue"), "stack-dead-letters");
+    assert_eq!(name("OrderedQueue"), "stack-ordered.fifo");
+    assert_eq!(name("NamedQueue"), "stack-named");
+    assert_eq!(
+        model.queue("DeadLettersQueue").unwrap().attributes["MessageRetentionPeriod"],
+        "600"
+    );
 }

@@ -14,7 +14,7 @@ use crate::connection::ConnectionRecord;
 use crate::history::{recover, ChannelHistory, Recovery};
 use crate::message::{MessageRecord, MAX_FRAME_BYTES};
 use crate::permissions::{may_publish, may_subscribe};
-use crate::rate::{publish_window, PublishAllowance};
+use crate::rate::{publish_counters, publish_window, take_publish_allowance, PublishAllowance, PublishScope};
 use crate::stats::{cached_stats, StatsSnapshots};
 use crate::store::{AdmissionStore, ConnectionStore, MessageStore, SubscribeOutcome, SubscriptionStore};
 use crate::telemetry::metric;
@@ -253,25 +253,14 @@ async fn execute<S: DefaultRouteStore>(
                 Ok(record) => record,
                 Err(refusal) => return Ok(refusal),
             };
+            if record.user_id.is_none() && !config.allow_anonymous_publish {
+                return Ok(error_reply(
+                    ErrorCode::PublishForbidden,
+                    "a connection without a user may not publish here (AIRWAVE_ALLOW_ANONYMOUS_PUBLISH); connect with a token",
+                ));
+            }
             if let Err(refusal) = may_publish(&record, channel.as_deref()) {
                 return Ok(error_reply(ErrorCode::PublishForbidden, refusal.explain()));
-            }
-            let rate = &config.publish_rate;
-            if rate.limit > 0 {
-                let (window, counter_expires_at) = publish_window(rate, now);
-                if !store
-                    .take_publish(connection_id, window, rate.limit, counter_expires_at)
-                    .await?
-                {
-                    metrics::counter!(metric::PUBLISH_RATE_LIMITED).increment(1);
-                    return Ok(error_reply(
-                        ErrorCode::RateLimited,
-                        format!(
-                            "a connection may publish {} times per {} s; try again in the next window",
-                            rate.limit, rate.window_seconds
-                        ),
-                    ));
-                }
             }
             let message = MessageRecord {
                 message_id: uuid::Uuid::new_v4().to_string(),
@@ -282,9 +271,34 @@ async fn execute<S: DefaultRouteStore>(
                 published_by_user: record.user_id.clone(),
                 to_user: None,
             };
-            // Refuse here what API Gateway would refuse to deliver later.
+            // Refuse here what API Gateway would refuse to deliver later,
+            // before it takes anything from an allowance.
             if let Err(error) = message.check_frame_size() {
                 return Ok(error_reply(ErrorCode::MessageTooLarge, error.to_string()));
+            }
+            let rate = &config.publish_rate;
+            let (window, counter_expires_at) = publish_window(rate, now);
+            let counters = publish_counters(rate, &record, window);
+            if let Some(refused) = take_publish_allowance(store, &counters, counter_expires_at).await? {
+                metrics::counter!(metric::PUBLISH_RATE_LIMITED).increment(1);
+                tracing::info!(
+                    scope = refused.scope.as_str(),
+                    limit = refused.limit,
+                    window_seconds = rate.window_seconds,
+                    "publish over its allowance"
+                );
+                let whose = match refused.scope {
+                    PublishScope::Connection => "a connection",
+                    PublishScope::User => "a user, over all of its connections,",
+                    PublishScope::Ip => "one address, over all of its connections,",
+                };
+                return Ok(error_reply(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "{whose} may publish {} times per {} s; try again in the next window",
+                        refused.limit, rate.window_seconds
+                    ),
+                ));
             }
             match store.put_message(&message).await {
                 Ok(()) => Reply::Published {

@@ -23,8 +23,10 @@
 //! - messages: `message_id` (partition key), streamed to the stream-processor.
 //! - admission: `pk` (partition key): per-IP attempt counters
 //!   (`attempts#<ip>#<window>`), open-connection counters (`open#total`,
-//!   `open#user#<id>`, `open#ip#<ip>`) and release markers (`released#<id>`).
-//!   See [`crate::admission`].
+//!   `open#user#<id>`, `open#ip#<ip>`), release markers (`released#<id>`)
+//!   and publish allowances (`publish#<connection>#<window>`,
+//!   `publish-user#<id>#<window>`, `publish-ip#<ip>#<window>`). See
+//!   [`crate::admission`] and [`crate::rate`].
 
 use std::collections::HashMap;
 

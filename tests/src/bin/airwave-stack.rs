@@ -19,11 +19,13 @@
 //!   no cap); needs the secret, since it counts users;
 //! - `AIRWAVE_STACK_USER_CAP_MODE`: what a full per-user cap does, `refuse`
 //!   (the default) or `evict_oldest` (needs a cap);
-//! - `AIRWAVE_STACK_PUBLISH_RATE_LIMIT`: client publishes per connection per
-//!   10 s (default 0, no limit: a test's publisher stands in for a backend and
-//!   sends everything through one connection).
+//! - `AIRWAVE_STACK_PUBLISH_RATE_LIMIT`: client publishes per connection, per
+//!   user and per IP per 10 s (default 0, no limit: a test's publisher stands
+//!   in for a backend and sends everything through one connection, and every
+//!   client of the stack shares 127.0.0.1).
 //!
-//! Client publishing and the stats action are on.
+//! Client publishing, also from connections without a token (a test's
+//! publisher on a stack without authentication), and the stats action are on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,12 +140,15 @@ async fn main() -> std::process::ExitCode {
     };
     let tables = TestTables::create_with(|config| {
         config.allow_client_publish = true;
+        config.allow_anonymous_publish = true;
         config.allow_stats = true;
         config.admission.attempts_per_ip = 0;
         config.jwt_secret = settings.secret.map(JwtSecret::new);
         config.admission.max_connections_per_user = settings.max_connections_per_user;
         config.user_cap_mode = settings.user_cap_mode;
         config.publish_rate.limit = settings.publish_rate_limit;
+        config.publish_rate.per_user = settings.publish_rate_limit;
+        config.publish_rate.per_ip = settings.publish_rate_limit;
     })
     .await;
     let options = GatewayOptions {

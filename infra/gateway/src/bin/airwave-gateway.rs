@@ -12,8 +12,10 @@
 //! npx wscat -c ws://127.0.0.1:3001/local                # then {"action":"ping"}
 //! ```
 //!
-//! The env file gives the functions the local table names and the gateway's
-//! Management API endpoint (which the stream-processor posts to).
+//! The env file gives the functions the local table names, the local queues'
+//! URLs (moto's server serves SQS on the DynamoDB port; the functions reach it
+//! with `AWS_ENDPOINT_URL_SQS`) and the gateway's Management API endpoint
+//! (which the stream-processor posts to).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airwave_gateway::queues::create_queues;
 use airwave_gateway::streams::RunningPoller;
 use airwave_gateway::tables::create_tables;
 use airwave_gateway::{
@@ -57,13 +60,14 @@ struct Args {
     /// Stage name in the URLs.
     #[arg(long, default_value = "local")]
     stage: String,
-    /// The DynamoDB-compatible server (also serves DynamoDB Streams).
+    /// The DynamoDB-compatible server (also serves DynamoDB Streams, and SQS:
+    /// the template's queues are there).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     dynamodb_endpoint: String,
     /// Where `cargo lambda watch` serves the functions.
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     invoke_address: String,
-    /// Create the template's tables first (existing ones are left alone).
+    /// Create the template's tables and queues first (existing ones are left alone).
     #[arg(long)]
     create_tables: bool,
     /// Do not poll the DynamoDB streams mapped to functions.
@@ -125,7 +129,7 @@ fn init_tracing(format: LogFormat) {
 
 async fn run(args: Args) -> Result<(), GatewayError> {
     let model = StackModel::from_path(&args.template)?;
-    let names = LocalNames::new(&args.stack_name);
+    let names = LocalNames::new(&args.stack_name).with_queue_endpoint(&args.dynamodb_endpoint);
     let address = SocketAddr::new(args.host, args.port);
     let endpoint = format!("http://{address}/{}", args.stage);
 
@@ -142,9 +146,12 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     } else {
         None
     };
-    if let (true, Some((dynamodb, _))) = (args.create_tables, &clients) {
-        for table in create_tables(dynamodb, &model, &names).await? {
+    if let (true, Some(clients)) = (args.create_tables, &clients) {
+        for table in create_tables(&clients.dynamodb, &model, &names).await? {
             tracing::info!(logical_id = %table.logical_id, table = %table.name, created = table.created, "table ready");
+        }
+        for queue in create_queues(&clients.sqs, &model, &names).await? {
+            tracing::info!(logical_id = %queue.logical_id, queue = %queue.url, created = queue.created, "queue ready");
         }
     }
 
@@ -158,15 +165,26 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     let gateway = Gateway::start(options, model.clone(), invoker.clone()).await?;
 
     let mut poller: Option<RunningPoller> = None;
-    if let (false, Some((dynamodb, streams))) = (args.no_streams, &clients) {
+    if let (false, Some(clients)) = (args.no_streams, &clients) {
         let stream_options = StreamOptions {
+            sqs: Some(clients.sqs.clone()),
             starting_position: args.stream_start.map(|position| match position {
                 Position::Latest => StartingPosition::Latest,
                 Position::TrimHorizon => StartingPosition::TrimHorizon,
             }),
             ..StreamOptions::default()
         };
-        poller = Some(StreamPoller::start(dynamodb, streams, &model, &names, invoker, stream_options).await?);
+        poller = Some(
+            StreamPoller::start(
+                &clients.dynamodb,
+                &clients.streams,
+                &model,
+                &names,
+                invoker,
+                stream_options,
+            )
+            .await?,
+        );
     }
 
     println!();
@@ -241,7 +259,14 @@ impl StopSignals {
     }
 }
 
-async fn clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbstreams::Client) {
+/// Clients of the local server: DynamoDB, its streams, and SQS.
+struct Clients {
+    dynamodb: aws_sdk_dynamodb::Client,
+    streams: aws_sdk_dynamodbstreams::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+async fn clients(endpoint: &str) -> Clients {
     // Read here rather than through the SDK's chain, which would ask the EC2
     // metadata service first and stall for it on a laptop.
     let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -262,10 +287,11 @@ async fn clients(endpoint: &str) -> (aws_sdk_dynamodb::Client, aws_sdk_dynamodbs
         ));
     }
     let config = loader.load().await;
-    (
-        aws_sdk_dynamodb::Client::new(&config),
-        aws_sdk_dynamodbstreams::Client::new(&config),
-    )
+    Clients {
+        dynamodb: aws_sdk_dynamodb::Client::new(&config),
+        streams: aws_sdk_dynamodbstreams::Client::new(&config),
+        sqs: aws_sdk_sqs::Client::new(&config),
+    }
 }
 
 fn print_environment(model: &StackModel, names: &LocalNames, endpoint: &str) -> Result<(), GatewayError> {
