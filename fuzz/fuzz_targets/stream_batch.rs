@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut frames = Vec::new();
     for raw in records {
-        if let DecodedMessage::Message(message) = decode_message_record(raw) {
+        if let DecodedMessage::Message(message) = decode_message_record(&raw) {
             let _ = message.audience();
             if message.check_frame_size().is_ok() {
                 frames.push(message.frame(None));

@@ -101,6 +101,28 @@ impl Error {
 }
 
 impl Error {
+    /// Whether retrying can never fix it: DynamoDB refusing a request's
+    /// shape (validation, item or collection size, serialization), or an
+    /// item, frame or channel that is wrong in itself. Throttles, timeouts
+    /// and 5xx are transient and are not matched here.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::DynamoDb { message, .. } => [
+                "ValidationException",
+                "ItemCollectionSizeLimitExceededException",
+                "SerializationException",
+            ]
+            .iter()
+            .any(|code| message.contains(code)),
+            Error::ItemRejected { .. }
+            | Error::ItemFormat { .. }
+            | Error::FrameTooLarge { .. }
+            | Error::InvalidChannel { .. }
+            | Error::EventDecode(_) => true,
+            _ => false,
+        }
+    }
+
     /// A stable name for the kind of failure, used as Lambda's `errorType`.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -43,8 +43,21 @@ fn offset_entry(offset: u64) -> String {
     format!("o#{offset:020}")
 }
 
+/// Message ids up to this length name their claim as they are; longer ones
+/// (a producer may write a 2,048-byte message id, while a sort key holds at
+/// most 1,024 bytes) by their SHA-256, so DynamoDB never refuses the key and
+/// a claim stays one write unit.
+pub const MAX_PLAIN_CLAIM_ID_BYTES: usize = 200;
+
+/// The claim's sort key: `m#<id>`, or `h#<sha-256 of the id, hex>` for a long
+/// id. The prefixes differ, so a short id can never name a long one's claim.
 fn claim_entry(message_id: &str) -> String {
-    format!("m#{message_id}")
+    if message_id.len() <= MAX_PLAIN_CLAIM_ID_BYTES {
+        return format!("m#{message_id}");
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message_id.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("h#{hex}")
 }
 
 /// Characters in an epoch: random, so a channel started again never reuses one.
@@ -451,6 +464,16 @@ mod tests {
             plan_recovery(&Position::new("e", 11), &head, 100),
             RecoveryPlan::Impossible("position_ahead_of_channel")
         );
+    }
+
+    #[test]
+    fn a_claim_key_stays_within_dynamodb_s_sort_key_limit_whatever_the_id() {
+        assert_eq!(claim_entry("m-1"), "m#m-1");
+        let long = "x".repeat(2_048);
+        let key = claim_entry(&long);
+        assert!(key.starts_with("h#") && key.len() == 66, "{key}");
+        assert_ne!(claim_entry(&"x".repeat(2_047)), key, "distinct ids, distinct claims");
+        assert_eq!(claim_entry(&long), key, "the same id always names the same claim");
     }
 
     #[test]

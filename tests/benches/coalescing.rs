@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_protocol::{parse_server_frame, Incoming};
 use airwave_shared::config::DEFAULT_FANOUT_CONCURRENCY;
+use airwave_shared::failures::RecordedFailures;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::DynamoStore;
@@ -120,9 +121,15 @@ async fn measure(
     let posts_before = gateway.post_count();
     let started = Instant::now();
     for batch in records(run).chunks(records_per_batch) {
-        let response = handle_stream_batch(store, &tables.config.history, &fanout, stream_event(batch.to_vec()))
-            .await
-            .expect("a stream batch");
+        let response = handle_stream_batch(
+            store,
+            &tables.config.history,
+            &fanout,
+            &RecordedFailures::default(),
+            stream_event(batch.to_vec()),
+        )
+        .await
+        .expect("a stream batch");
         assert!(response.batch_item_failures.is_empty(), "every record is broadcast");
     }
     let elapsed = started.elapsed();

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use airwave_local::{Faults, LocalManagementApi, Options};
+use airwave_shared::failures::RecordedFailures;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_tests::{insert_record, stream_event, OperationCounter, TestTables};
 use serde_json::json;
@@ -49,9 +50,15 @@ async fn run(history_size: u64, messages: usize) -> Run {
         .collect();
     let started = Instant::now();
     for batch in records.chunks(100) {
-        let response = handle_stream_batch(&store, &tables.config.history, &fanout, stream_event(batch.to_vec()))
-            .await
-            .expect("a stream batch");
+        let response = handle_stream_batch(
+            &store,
+            &tables.config.history,
+            &fanout,
+            &RecordedFailures::default(),
+            stream_event(batch.to_vec()),
+        )
+        .await
+        .expect("a stream batch");
         assert!(response.batch_item_failures.is_empty(), "every record is broadcast");
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1_000.0;

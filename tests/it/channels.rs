@@ -8,6 +8,7 @@ use std::time::Duration;
 use airwave_local::{Faults, LocalManagementApi, Options};
 use airwave_protocol::MessageFrame;
 use airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse;
+use airwave_shared::failures::RecordedFailures;
 use airwave_shared::fanout::{BreakerSettings, FanOutSettings};
 use airwave_shared::handlers::{handle_message, handle_stream_batch};
 use airwave_shared::{Error, FanOut};
@@ -63,9 +64,15 @@ async fn subscribers_of_a_channel_receive_its_messages_and_nobody_else_does() {
         insert_record("11", message_image("for-everyone", "maintenance at noon")),
         insert_record("12", channel_message_image("for-nobody", "empty-channel", "unheard")),
     ]);
-    let response = handle_stream_batch(&tables.store, &tables.config.history, &fanout, batch)
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &tables.store,
+        &tables.config.history,
+        &fanout,
+        &RecordedFailures::default(),
+        batch,
+    )
+    .await
+    .unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(frame_ids(&gateway, "alice="), ["for-prices", "for-everyone"]);
@@ -166,6 +173,7 @@ async fn a_poison_record_and_a_failed_listing_give_exactly_the_right_batch_item_
         &tables.store,
         &tables.config.history,
         &fanout,
+        &RecordedFailures::default(),
         stream_event(records.clone()),
     )
     .await
@@ -182,6 +190,7 @@ async fn a_poison_record_and_a_failed_listing_give_exactly_the_right_batch_item_
         &tables.store,
         &tables.config.history,
         &fanout,
+        &RecordedFailures::default(),
         stream_event(records[2..].to_vec()),
     )
     .await
@@ -256,6 +265,7 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
         &tables.store,
         &tables.config.history,
         &fanout,
+        &RecordedFailures::default(),
         stream_event(vec![insert_record("900", message_image("m", "x"))]),
     )
     .await

@@ -4,6 +4,7 @@
 use airwave_local::LocalManagementApi;
 use airwave_protocol::MessageFrame;
 use airwave_shared::connection::ConnectionRecord;
+use airwave_shared::failures::RecordedFailures;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
@@ -71,6 +72,7 @@ async fn a_stream_batch_reaches_every_live_connection_exactly_once() {
         &stack.tables.store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_batch_fixture(),
     )
     .await
@@ -163,6 +165,7 @@ async fn a_malformed_record_is_logged_with_its_sequence_number_and_the_batch_goe
         &stack.tables.store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_event(vec![no_payload, not_a_record, good]),
     )
     .await
@@ -201,6 +204,7 @@ async fn an_oversized_message_is_skipped_without_posting_and_the_batch_goes_on()
         &stack.tables.store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_event(vec![huge, good]),
     )
     .await
@@ -232,6 +236,7 @@ async fn a_record_whose_listing_fails_is_reported_for_retry_and_later_records_wa
         &stack.tables.store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_event(vec![for_channel, for_everyone]),
     )
     .await
@@ -260,6 +265,7 @@ async fn records_before_a_failure_are_delivered_and_poison_before_it_is_not_repo
         &store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_event(vec![good, poison, failing]),
     )
     .await
@@ -282,6 +288,7 @@ async fn a_message_for_an_invalid_channel_is_skipped_not_retried() {
         &stack.tables.store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_event(vec![bad_channel, good]),
     )
     .await
@@ -304,9 +311,15 @@ async fn records_are_not_started_close_to_the_invocation_deadline() {
     let now_ms = airwave_shared::time::epoch_millis_now() as u64;
     event.context.deadline = now_ms + stack.fanout.deadline_reserve().as_millis() as u64 / 2;
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        &RecordedFailures::default(),
+        event,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(failed_sequence_numbers(&response), vec!["700".to_owned()]);
     assert_eq!(stack.gateway.post_count(), 0);
@@ -320,9 +333,15 @@ async fn a_deadline_already_past_on_arrival_is_ignored_as_a_local_emulators() {
     // What `cargo lambda watch` sends: a fixed 600000 ms, i.e. 1970.
     event.context.deadline = 600_000;
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        &RecordedFailures::default(),
+        event,
+    )
+    .await
+    .unwrap();
 
     assert!(failed_sequence_numbers(&response).is_empty());
     assert_eq!(stack.frames("alice=").len(), 1);
@@ -334,9 +353,15 @@ async fn an_event_without_records_is_an_error_not_a_silent_success() {
     let mut event = stream_event(vec![]);
     event.payload = json!({"not": "a stream event"});
 
-    let error = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
-        .await
-        .unwrap_err();
+    let error = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        &RecordedFailures::default(),
+        event,
+    )
+    .await
+    .unwrap_err();
 
     assert!(error.to_string().contains("Records"));
 }
@@ -375,6 +400,7 @@ async fn consecutive_messages_for_one_channel_reach_each_subscriber_in_one_frame
         &stack.tables.store,
         &stack.tables.config.history,
         &stack.fanout,
+        &RecordedFailures::default(),
         stream_event(records),
     )
     .await
@@ -468,9 +494,15 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
     let mut event = stream_event(vec![insert_record("900", message_image("msg-900", "x"))]);
     event.context.deadline = airwave_shared::time::epoch_millis_now() as u64 + left.as_millis() as u64;
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        &RecordedFailures::default(),
+        event,
+    )
+    .await
+    .unwrap();
 
     assert!(Instant::now() < deadline, "the handler overran its deadline");
     assert_eq!(failed_sequence_numbers(&response), ["900"]);
@@ -489,9 +521,15 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
         },
     );
     let retry = stream_event(vec![insert_record("900", message_image("msg-900", "x"))]);
-    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &unbounded, retry)
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &unbounded,
+        &RecordedFailures::default(),
+        retry,
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty());
     for id in &ids {
         assert!(stack.frames(id).iter().any(|frame| frame.id == "msg-900"), "{id}");
@@ -525,9 +563,15 @@ async fn a_producers_message_without_an_expiry_gets_the_default_retention_once_s
         insert_record("951", with_expiry),
     ]);
 
-    let response = handle_stream_batch(&stack.tables.store, &stack.tables.config.history, &stack.fanout, event)
-        .await
-        .unwrap();
+    let response = handle_stream_batch(
+        &stack.tables.store,
+        &stack.tables.config.history,
+        &stack.fanout,
+        &RecordedFailures::default(),
+        event,
+    )
+    .await
+    .unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     let expiry_of = |message_id: &'static str| {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use airwave_client::{Backoff, Client, ClientConfig, Event, Events, Message};
 use airwave_gateway::GatewayOptions;
 use airwave_protocol::{parse_server_frame, ClientFrame, Incoming, Position, Reply, Request};
+use airwave_shared::failures::RecordedFailures;
 use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::history::ChannelHistory;
 use airwave_shared::message::MessageRecord;
@@ -308,9 +309,15 @@ async fn a_record_retried_after_its_position_was_assigned_keeps_that_position() 
         }),
     );
     let history = &stack.tables.config.history;
-    let failed = handle_stream_batch(&broken_store, history, &fanout, stream_event(vec![record.clone()]))
-        .await
-        .unwrap();
+    let failed = handle_stream_batch(
+        &broken_store,
+        history,
+        &fanout,
+        &RecordedFailures::default(),
+        stream_event(vec![record.clone()]),
+    )
+    .await
+    .unwrap();
     assert_eq!(failed.batch_item_failures.len(), 1, "the record is retried");
 
     // Lambda retries it (twice, as a retry after a timeout can): one delivery, one position.
@@ -319,6 +326,7 @@ async fn a_record_retried_after_its_position_was_assigned_keeps_that_position() 
             &stack.tables.store,
             history,
             &fanout,
+            &RecordedFailures::default(),
             stream_event(vec![record.clone()]),
         )
         .await

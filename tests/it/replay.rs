@@ -504,3 +504,96 @@ async fn max_bounds_the_messages_one_run_handles() {
     assert_eq!(queue_depth(&tables).await, 1);
     assert_eq!(tables.stored_messages().await.len(), 2);
 }
+
+/// The ids of the messages `socket` receives until `count` have arrived, in
+/// arrival order (a batch frame gives its messages in order).
+async fn receive_ids(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    count: usize,
+) -> Vec<(String, Option<u64>)> {
+    let mut ids = Vec::new();
+    tokio::time::timeout(GUARD, async {
+        while ids.len() < count {
+            match socket.next().await {
+                Some(Ok(Frame::Text(text))) => {
+                    if let Ok(airwave_protocol::Incoming::Messages(messages)) =
+                        airwave_protocol::parse_server_frame(&text)
+                    {
+                        ids.extend(
+                            messages
+                                .into_iter()
+                                .map(|message| (message.id, message.position.map(|position| position.offset))),
+                        );
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("only {ids:?} arrived"));
+    ids
+}
+
+#[tokio::test]
+async fn a_long_message_id_and_a_poison_record_stall_nothing_behind_them() {
+    let tables = TestTables::create_with(|config| config.admission.attempts_per_ip = 0).await;
+    let stack = LocalStack::start(tables, GatewayOptions::default()).await;
+    let tables = &stack.tables;
+    // Given a socket subscribed to two channels,
+    let (mut socket, _) = tokio_tungstenite::connect_async(stack.ws_url()).await.unwrap();
+    for channel in ["news", "sports"] {
+        socket
+            .send(Frame::text(format!(
+                r#"{{"action":"subscribe","channel":"{channel}"}}"#
+            )))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(GUARD, socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(reply.to_text().unwrap().contains("subscribed"), "{reply:?}");
+    }
+    // when a producer writes a message with a 1,500-character id (longer than
+    // a DynamoDB sort key may be), a message no one can ever receive (its
+    // channel name is invalid), and ordinary messages behind them on the same
+    // channel and on another,
+    let long_id = "x".repeat(1_500);
+    let writes = [
+        message(&long_id, "news", json!(1)),
+        message("bad-channel-1", "not a channel", json!(0)),
+        message("news-2", "news", json!(2)),
+        message("sports-1", "sports", json!(1)),
+        message("news-3", "news", json!(3)),
+    ];
+    for write in &writes {
+        tables.store.put_message(write).await.unwrap();
+    }
+
+    // then every deliverable message arrives, each channel's in order,
+    let received = receive_ids(&mut socket, 4).await;
+    let news: Vec<_> = received.iter().filter(|(id, _)| id != "sports-1").cloned().collect();
+    assert_eq!(
+        news,
+        [
+            (long_id.clone(), Some(1)),
+            ("news-2".to_owned(), Some(2)),
+            ("news-3".to_owned(), Some(3))
+        ],
+        "news in position order, the long id included"
+    );
+    assert!(received.iter().any(|(id, _)| id == "sports-1"), "{received:?}");
+    // and the poison record is in the failure queue once, with its id and why.
+    let bodies = queued(tables).await;
+    let reports: Vec<PoisonRecord> = bodies
+        .iter()
+        .filter_map(|body| serde_json::from_str(body).ok())
+        .collect();
+    assert_eq!(reports.len(), 1, "{bodies:?}");
+    assert_eq!(reports[0].message_id.as_deref(), Some("bad-channel-1"));
+    assert!(reports[0].reason.contains("channel"), "{}", reports[0].reason);
+    stack.shutdown().await;
+}

@@ -17,6 +17,7 @@ use airwave_gateway::{
 use airwave_local::{DynamoDbFaults, FaultyDynamoDb, FaultyManagementApi, ManagementFaults};
 use airwave_shared::auth::Authenticator;
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use airwave_shared::failures::SqsFailureQueue;
 use airwave_shared::handlers::{
     handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
 };
@@ -34,6 +35,8 @@ pub struct InProcessFunctions {
     /// Built once, as the connect function does at cold start.
     pub authenticator: Option<Authenticator>,
     pub fanout: OnceLock<FanOut>,
+    /// The failure queue poison records are reported to (moto's SQS).
+    pub failures: SqsFailureQueue,
     /// The Management API client `$connect` and `$default` close connections with.
     pub closer: OnceLock<Closer>,
     /// Connections whose `$disconnect` API Gateway "never delivers": a client
@@ -145,6 +148,7 @@ impl InProcessFunctions {
                     &self.store,
                     &self.config.history,
                     fanout,
+                    &self.failures,
                     LambdaEvent::new(event, context.clone()),
                 );
                 match self.kill_after() {
@@ -243,6 +247,7 @@ impl LocalStack {
         let functions = Arc::new(InProcessFunctions {
             store,
             authenticator: crate::authenticator(&tables.config),
+            failures: SqsFailureQueue::new(tables.sqs(), tables.failure_queue_url()),
             config: tables.config.clone(),
             fanout: OnceLock::new(),
             closer: OnceLock::new(),

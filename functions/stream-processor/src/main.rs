@@ -22,11 +22,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         config.require_management_endpoint()?,
         FanOutSettings::from(&config),
     );
-    // passed to handle_stream_batch
     let failures = SqsFailureQueue::new(clients::sqs_client(&sdk_config), config.require_failure_queue_url()?);
     tracing::info!(queue = failures.queue_url(), "poison records go to the failure queue");
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
-        metrics.flushed(handle_stream_batch(&store, &config.history, &fanout, event))
+        metrics.flushed(handle_stream_batch(&store, &config.history, &fanout, &failures, event))
     }))
     .await
 }

@@ -4,6 +4,7 @@ use airwave_protocol::MessageFrame;
 use aws_lambda_events::dynamodb::EventRecord;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -11,6 +12,7 @@ use super::{sequence_number, stream_records};
 
 use crate::coalesce::coalesce_for_api_gateway;
 use crate::config::HistorySettings;
+use crate::failures::{FailureSink, PoisonRecord};
 use crate::fanout::FanOut;
 use crate::history::ChannelHistory;
 use crate::message::{Audience, MessageRecord};
@@ -25,9 +27,10 @@ enum Prepared {
     Message(Box<ReadyMessage>),
     /// Deliberately not sent (not an INSERT).
     Done,
-    /// Can never succeed (undecodable, oversized): logged and skipped, because
-    /// retrying it would only block the shard behind it.
-    Poison,
+    /// Can never succeed (undecodable, oversized, a key DynamoDB refuses):
+    /// reported once to the failure queue and skipped, because retrying it
+    /// would only block the shard behind it.
+    Poison { reason: String, message_id: Option<String> },
     /// Could succeed later (for example no position could be taken): Lambda
     /// must retry it.
     Retry,
@@ -68,10 +71,14 @@ impl Run {
 /// No post is started within [`FanOut::deadline_reserve`] of the
 /// invocation's deadline: the records not yet sent are reported for retry
 /// instead of the whole batch timing out and coming back.
-pub async fn handle_stream_batch<S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory>(
+pub async fn handle_stream_batch<
+    S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory,
+    F: FailureSink,
+>(
     store: &S,
     history: &HistorySettings,
     fanout: &FanOut,
+    failures: &F,
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let span = tracing::info_span!("stream_batch", request_id = %event.context.request_id);
@@ -95,12 +102,29 @@ pub async fn handle_stream_batch<S: ConnectionStore + SubscriptionStore + Messag
                 retry_at = Some(sequence_number);
                 break;
             }
-            let ready = match prepare_record(store, history, raw).instrument(span).await {
+            let ready = match prepare_record(store, history, &raw).instrument(span.clone()).await {
                 Prepared::Message(ready) => ready,
                 Prepared::Done => continue,
-                Prepared::Poison => {
-                    poison += 1;
-                    continue;
+                Prepared::Poison { reason, message_id } => {
+                    let report = PoisonRecord::new(
+                        "stream-processor",
+                        reason,
+                        message_id,
+                        sequence_number.clone(),
+                        raw,
+                    );
+                    match failures.report_poison(&report).instrument(span).await {
+                        Ok(()) => {
+                            poison += 1;
+                            continue;
+                        }
+                        // Never a silent drop: unreported, it is retried.
+                        Err(error) => {
+                            tracing::error!(error = %error, message_id = report.message_id.as_deref().unwrap_or_default(), "could not report a poison record; it will be retried");
+                            retry_at = Some(sequence_number);
+                            break;
+                        }
+                    }
                 }
                 Prepared::Retry => {
                     retry_at = Some(sequence_number);
@@ -285,18 +309,25 @@ pub enum DecodedMessage {
     /// Not a new message (a TTL delete, an update): nothing to send.
     NotNew,
     /// Can never be sent (undecodable, no valid audience, an invalid channel,
-    /// too large); logged with its id.
-    Poison,
+    /// too large); logged with its id and why.
+    Poison { reason: String, message_id: Option<String> },
+}
+
+fn poison(reason: impl Into<String>, message_id: Option<&str>) -> DecodedMessage {
+    DecodedMessage::Poison {
+        reason: reason.into(),
+        message_id: message_id.map(str::to_owned),
+    }
 }
 
 /// Decodes one raw record as the stream-processor does before anything is
 /// written, logging why a record is skipped.
-pub fn decode_message_record(raw: Value) -> DecodedMessage {
-    let record: EventRecord = match serde_json::from_value(raw) {
+pub fn decode_message_record(raw: &Value) -> DecodedMessage {
+    let record = match EventRecord::deserialize(raw) {
         Ok(record) => record,
         Err(error) => {
             tracing::error!(error = %error, "skipping a stream record that cannot be decoded");
-            return DecodedMessage::Poison;
+            return poison(format!("the stream record cannot be decoded: {error}"), None);
         }
     };
     if record.event_name != "INSERT" {
@@ -311,33 +342,36 @@ pub fn decode_message_record(raw: Value) -> DecodedMessage {
                 error = %error,
                 "skipping a message item that cannot be decoded (it needs message_id and payload)"
             );
-            return DecodedMessage::Poison;
+            return poison(
+                format!("the message item cannot be decoded (it needs message_id and payload): {error}"),
+                None,
+            );
         }
     };
     if let Err(reason) = message.audience() {
         tracing::error!(message_id = %message.message_id, reason, "skipping a message with no valid audience");
-        return DecodedMessage::Poison;
+        return poison(reason, Some(&message.message_id));
     }
     if let Some(Err(error)) = message.channel.as_deref().map(crate::channel::validate_channel_name) {
         // No client can subscribe to it, and DynamoDB would refuse to query it:
         // retrying would only block the shard.
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message for an invalid channel");
-        return DecodedMessage::Poison;
+        return poison(error.to_string(), Some(&message.message_id));
     }
     // Checked before a position is taken, so no offset is spent on a message
     // that can never be sent (and recovery never replays one).
     if let Err(error) = message.check_frame_size() {
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
-        return DecodedMessage::Poison;
+        return poison(error.to_string(), Some(&message.message_id));
     }
     DecodedMessage::Message(Box::new(message))
 }
 
-async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings, raw: Value) -> Prepared {
+async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings, raw: &Value) -> Prepared {
     let message = match decode_message_record(raw) {
         DecodedMessage::Message(message) => *message,
         DecodedMessage::NotNew => return Prepared::Done,
-        DecodedMessage::Poison => return Prepared::Poison,
+        DecodedMessage::Poison { reason, message_id } => return Prepared::Poison { reason, message_id },
     };
     let position = match message.channel.as_deref() {
         Some(channel) if history.enabled() => {
@@ -346,6 +380,15 @@ async fn prepare_record<S: ChannelHistory>(store: &S, history: &HistorySettings,
                 Ok(position) => {
                     metrics::counter!(metric::POSITIONS_ASSIGNED).increment(1);
                     Some(position)
+                }
+                // Retrying only helps a transient failure: one DynamoDB will
+                // refuse every time is reported, not retried for an hour.
+                Err(error) if error.is_permanent() => {
+                    tracing::error!(message_id = %message.message_id, error = %error, "no position can ever be assigned; reporting the record");
+                    return Prepared::Poison {
+                        reason: error.to_string(),
+                        message_id: Some(message.message_id),
+                    };
                 }
                 Err(error) => {
                     tracing::error!(message_id = %message.message_id, error = %error, "no position could be assigned; the record will be retried");
