@@ -21,7 +21,7 @@ use crate::closer::{close_with_reason, delete_connection, TOKEN_EXPIRED_MESSAGE}
 use crate::config::AwsTimeouts;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
-use crate::store::{ConnectionStore, SubscriptionStore, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
+use crate::store::{ConnectionStore, ExpiredRemoval, SubscriptionStore, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
@@ -615,15 +615,30 @@ impl FanOut {
             };
             if target.is_expired(now) {
                 match store.remove_expired_connection(&target.connection_id, now).await {
-                    Ok(Some(record)) => {
+                    Ok(ExpiredRemoval::Removed(record)) => {
                         tracing::info!(expires_at = target.expires_at, "pruned an expired connection");
                         self.close_expired(&record, now).await;
                         delivery.outcome = Outcome::Expired;
                         return delivery;
                     }
-                    // Refreshed after the listing, or already removed: the post
-                    // below finds out which.
-                    Ok(None) => {}
+                    // Refreshed after the listing: live, so it gets the message.
+                    Ok(ExpiredRemoval::Refreshed) => {}
+                    // No record: a connection without one gets nothing. Its
+                    // leftover subscription goes, and its socket is closed so
+                    // its client reconnects and recovers what it missed.
+                    Ok(ExpiredRemoval::Absent) => {
+                        if let Some(channel) = channel {
+                            if let Err(error) = store.unsubscribe(&target.connection_id, channel).await {
+                                tracing::warn!(error = %error, "could not remove the subscription of a connection without a record");
+                            }
+                        }
+                        if let Err(error) = delete_connection(&self.client, &target.connection_id).await {
+                            tracing::warn!(error = %error, "could not close a connection without a record");
+                        }
+                        tracing::info!(expires_at = target.expires_at, "not posting to a connection without a record");
+                        delivery.outcome = Outcome::Expired;
+                        return delivery;
+                    }
                     Err(error) => {
                         tracing::error!(error = %error, "could not prune an expired connection");
                         delivery.outcome = Outcome::Failed;

@@ -23,9 +23,25 @@ pub const EVERYONE: &str = "$everyone";
 /// The prefix of personal channels.
 pub const PERSONAL_PREFIX: &str = "user:";
 
-/// The personal channel of `user_id`.
+/// Marks a personal channel named by a hash of its `sub`.
+const HASHED_MARKER: char = '@';
+/// Hex digits of the SHA-256 a hashed personal channel keeps (232 bits):
+/// `user:@` and these fill the 64 characters a channel name may have.
+const HASHED_HEX_DIGITS: usize = crate::channel::MAX_CHANNEL_NAME_BYTES - PERSONAL_PREFIX.len() - 1;
+
+/// The personal channel of `user_id` (a token's `sub`): `user:{sub}` when that
+/// is a valid channel name and the sub does not start with `@`; otherwise
+/// `user:@` and the first 58 hex digits of the sub's SHA-256. So every sub,
+/// however long or odd, has exactly one personal channel, and no plain sub
+/// can name a hashed one (they never start with `@`).
 pub fn personal_channel(user_id: &str) -> String {
-    format!("{PERSONAL_PREFIX}{user_id}")
+    let plain = format!("{PERSONAL_PREFIX}{user_id}");
+    if !user_id.starts_with(HASHED_MARKER) && crate::channel::validate_channel_name(&plain).is_ok() {
+        return plain;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user_id.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{PERSONAL_PREFIX}{HASHED_MARKER}{}", &hex[..HASHED_HEX_DIGITS])
 }
 
 /// Why a subscribe is refused (`channel_forbidden`, and this in the message).
@@ -60,9 +76,9 @@ fn matches(pattern: &str, channel: &str) -> bool {
 
 /// Whether the connection `record` may subscribe to `channel`.
 pub fn may_subscribe(record: &ConnectionRecord, channel: &str) -> Result<(), Refusal> {
-    if let Some(owner) = channel.strip_prefix(PERSONAL_PREFIX) {
+    if channel.starts_with(PERSONAL_PREFIX) {
         return match record.user_id.as_deref() {
-            Some(user) if user == owner => Ok(()),
+            Some(user) if personal_channel(user) == channel => Ok(()),
             _ => Err(Refusal::PersonalChannel),
         };
     }
@@ -75,6 +91,14 @@ pub fn may_subscribe(record: &ConnectionRecord, channel: &str) -> Result<(), Ref
 
 /// Whether the connection `record` may publish to `channel` (`None`: every connection).
 pub fn may_publish(record: &ConnectionRecord, channel: Option<&str>) -> Result<(), Refusal> {
+    // A personal channel is its owner's whatever the claims say: a publish
+    // right of `*` does not reach into another user's.
+    if let Some(channel) = channel.filter(|channel| channel.starts_with(PERSONAL_PREFIX)) {
+        let owner = record.user_id.as_deref().map(personal_channel);
+        if owner.as_deref() != Some(channel) {
+            return Err(Refusal::PersonalChannel);
+        }
+    }
     let Some(_user) = record.user_id.as_deref() else {
         return match channel {
             Some(channel) if channel.starts_with(PERSONAL_PREFIX) => Err(Refusal::PersonalChannel),
@@ -175,6 +199,42 @@ mod tests {
         let anonymous = record(None, None);
         assert_eq!(may_subscribe(&anonymous, "user:alice"), Err(Refusal::PersonalChannel));
         assert_eq!(may_subscribe(&anonymous, "prices"), Ok(()));
+    }
+
+    #[test]
+    fn no_publish_right_reaches_into_another_users_personal_channel() {
+        let mut writer = record(Some("alice"), None);
+        writer.allowed_publish = Some(vec!["*".into()]);
+        assert_eq!(may_publish(&writer, Some("user:bob")), Err(Refusal::PersonalChannel));
+        assert_eq!(
+            may_publish(&writer, Some("user:alice")),
+            Ok(()),
+            "the owner, with a right"
+        );
+        writer.allowed_publish = Some(vec!["prices".into()]);
+        assert_eq!(
+            may_publish(&writer, Some("user:alice")),
+            Err(Refusal::NoPublishRight),
+            "the owner still needs a right"
+        );
+    }
+
+    #[test]
+    fn every_sub_has_one_valid_personal_channel() {
+        assert_eq!(personal_channel("auth0|5f1c"), "user:auth0|5f1c");
+        let long = "x".repeat(300);
+        let odd = "CN=Jane Doe/O=Example";
+        for sub in [long.as_str(), odd, "@alice", "émile"] {
+            let channel = personal_channel(sub);
+            assert!(channel.starts_with("user:@"), "{channel}");
+            assert!(crate::channel::validate_channel_name(&channel).is_ok(), "{channel}");
+            assert_eq!(may_subscribe(&record(Some(sub), None), &channel), Ok(()));
+            assert_eq!(
+                may_subscribe(&record(Some("someone-else"), Some(&["*"])), &channel),
+                Err(Refusal::PersonalChannel)
+            );
+        }
+        assert_ne!(personal_channel(&long), personal_channel(&"x".repeat(301)));
     }
 
     #[test]

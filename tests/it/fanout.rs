@@ -151,6 +151,55 @@ async fn an_expired_but_undeleted_record_receives_nothing_and_is_deleted() {
 }
 
 #[tokio::test]
+async fn a_subscription_listed_as_expired_whose_record_is_gone_gets_nothing_and_is_closed() {
+    let stack = Stack::start().await;
+    stack.connect("live=").await;
+    stack.tables.subscribe("live=", "news").await;
+    // A socket API Gateway still holds, whose record is gone (an operator's
+    // delete, a lost race) and whose subscription outlived it, now expired.
+    stack.gateway.connect("orphan=");
+    stack
+        .tables
+        .dynamodb
+        .put_item()
+        .table_name(&stack.tables.config.subscriptions_table)
+        .item("channel", aws_sdk_dynamodb::types::AttributeValue::S("news".into()))
+        .item(
+            "connection_id",
+            aws_sdk_dynamodb::types::AttributeValue::S("orphan=".into()),
+        )
+        .item(
+            "expires_at",
+            aws_sdk_dynamodb::types::AttributeValue::N((epoch_seconds_now() - 30).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let report = stack
+        .fanout
+        .broadcast(&stack.tables.store, Audience::Channel("news"), b"{}")
+        .await
+        .unwrap();
+
+    // It is never posted to: its socket is closed, so its client reconnects
+    // and recovers, and its subscription is gone.
+    assert_eq!((report.targets, report.delivered, report.expired), (2, 1, 1));
+    assert_eq!(stack.gateway.received("live=").len(), 1);
+    assert_eq!(
+        stack.gateway.post_count(),
+        1,
+        "no post to the connection without a record"
+    );
+    assert!(!stack.gateway.is_live("orphan="), "the orphan's socket was closed");
+    assert!(stack.gateway.is_live("live="));
+    assert_eq!(
+        stack.tables.stored_subscriptions().await,
+        vec![("news".to_owned(), "live=".to_owned())]
+    );
+}
+
+#[tokio::test]
 async fn a_malformed_record_is_logged_with_its_sequence_number_and_the_batch_goes_on() {
     let stack = Stack::start().await;
     stack.connect("alice=").await;

@@ -215,6 +215,48 @@ async fn publishing_needs_the_tokens_right_for_the_channel_and_a_separate_one_fo
 }
 
 #[tokio::test]
+async fn no_publish_claim_reaches_into_another_users_personal_channel() {
+    let tables = tables(|config| {
+        config.jwt_secret = Some(JwtSecret::new(SECRET));
+        config.allow_client_publish = true;
+    })
+    .await;
+    connect(&tables, "admin=", json!({"sub": "admin", "publish": ["*"]})).await;
+    let long_sub = format!("CN=Jane Doe/O=Example/{}", "y".repeat(200));
+    connect(&tables, "long=", json!({"sub": long_sub, "publish": ["*"]})).await;
+
+    // A claim of every channel does not open bob's, nor a hashed one of someone else,
+    let hashed = airwave_shared::permissions::personal_channel(&long_sub);
+    assert!(hashed.starts_with("user:@"), "{hashed}");
+    assert!(publish_refused(&publish(&tables, "admin=", Some("user:bob")).await));
+    assert!(publish_refused(&publish(&tables, "admin=", Some(&hashed)).await));
+    // while each owner reaches its own, a long sub with odd characters included.
+    assert!(matches!(
+        publish(&tables, "admin=", Some("user:admin")).await,
+        Reply::Published { .. }
+    ));
+    assert!(matches!(
+        publish(&tables, "long=", Some(&hashed)).await,
+        Reply::Published { .. }
+    ));
+    assert!(matches!(
+        subscribe(&tables, "long=", &hashed).await,
+        Reply::Subscribed { .. }
+    ));
+    assert!(refused(&subscribe(&tables, "admin=", &hashed).await));
+    let mut channels: Vec<Value> = tables
+        .stored_messages()
+        .await
+        .into_iter()
+        .map(|message| message["channel"].clone())
+        .collect();
+    channels.sort_by_key(Value::to_string);
+    let mut expected = vec![json!("user:admin"), json!(hashed)];
+    expected.sort_by_key(Value::to_string);
+    assert_eq!(channels, expected, "nothing refused was written");
+}
+
+#[tokio::test]
 async fn receivers_see_who_published_over_real_sockets() {
     use airwave_client::{Client, ClientConfig, Event};
     use airwave_tests::stack::LocalStack;

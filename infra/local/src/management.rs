@@ -146,6 +146,11 @@ impl LocalManagementApi {
         self.shared.connections().live.remove(connection_id);
     }
 
+    /// Whether `connection_id` is still connected (not gone, not closed through `DELETE`).
+    pub fn is_live(&self, connection_id: &str) -> bool {
+        self.shared.connections().live.contains_key(connection_id)
+    }
+
     /// Every frame posted to a live `connection_id`, in arrival order.
     pub fn received(&self, connection_id: &str) -> Vec<Bytes> {
         self.shared

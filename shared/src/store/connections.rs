@@ -43,12 +43,13 @@ pub trait ConnectionStore: Send + Sync {
 
     /// Like [`ConnectionStore::remove_connection`], but only if the record is
     /// still expired at `now_epoch_seconds`, so a connection refreshed
-    /// meanwhile is left alone.
+    /// meanwhile is left alone. Says which of the three it found, from the
+    /// delete's own answer (no read).
     fn remove_expired_connection(
         &self,
         connection_id: &str,
         now_epoch_seconds: i64,
-    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+    ) -> impl Future<Output = Result<ExpiredRemoval, Error>> + Send;
 
     /// Like [`ConnectionStore::remove_connection`], for a connection API
     /// Gateway answered 410: only if it was accepted at or before `connected_before_ms`.
@@ -124,11 +125,7 @@ impl DynamoStore {
     /// Removes a connection: one conditional delete when it holds no slot,
     /// otherwise that delete (refused, but handing back the record) and a
     /// transaction that also gives its slots back.
-    async fn remove_connection_if(
-        &self,
-        connection_id: &str,
-        only: RemoveIf,
-    ) -> Result<Option<ConnectionRecord>, Error> {
+    async fn remove_connection_if(&self, connection_id: &str, only: RemoveIf) -> Result<Removal, Error> {
         let mut condition = String::from(
             "attribute_exists(connection_id) AND attribute_not_exists(slot_total) \
              AND attribute_not_exists(slot_user) AND attribute_not_exists(slot_ip)",
@@ -145,13 +142,13 @@ impl DynamoStore {
             request = request.expression_attribute_values(name, number(value));
         }
         match request.condition_expression(condition).send().await {
-            Ok(output) => {
-                let record = self.decode_returned(connection_id, output.attributes)?;
-                if let Some(record) = &record {
-                    self.delete_subscriptions_of(record).await?;
+            Ok(output) => match self.decode_returned(connection_id, output.attributes)? {
+                Some(record) => {
+                    self.delete_subscriptions_of(&record).await?;
+                    Ok(Removal::Removed(Box::new(record)))
                 }
-                Ok(record)
-            }
+                None => Ok(Removal::Absent),
+            },
             Err(error) if is_conditional_check_failure(&error) => {
                 // Gone, not expired, or holding slots: only the last needs more
                 // work. The refusal carries the record as it stood, which spares
@@ -161,18 +158,46 @@ impl DynamoStore {
                     _ => None,
                 };
                 let Some(record) = self.decode_returned(connection_id, old_item)? else {
-                    return Ok(None);
+                    return Ok(Removal::Absent);
                 };
                 if record.held_slots().next().is_none() {
-                    return Ok(None);
+                    return Ok(Removal::Kept);
                 }
                 if self.release_record(&record, only).await? {
-                    Ok(Some(record))
+                    Ok(Removal::Removed(Box::new(record)))
                 } else {
-                    Ok(None)
+                    Ok(Removal::Kept)
                 }
             }
             Err(error) => Err(Error::dynamodb("DeleteItem", &self.connections_table, error)),
+        }
+    }
+}
+
+/// What [`ConnectionStore::remove_expired_connection`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExpiredRemoval {
+    /// Still expired: removed, with its subscriptions.
+    Removed(Box<ConnectionRecord>),
+    /// Refreshed since it was listed: it stays.
+    Refreshed,
+    /// No record at all: a connection without one gets nothing.
+    Absent,
+}
+
+/// What a conditional removal found.
+enum Removal {
+    Removed(Box<ConnectionRecord>),
+    /// The record is there, but the condition kept it.
+    Kept,
+    Absent,
+}
+
+impl Removal {
+    fn removed(self) -> Option<ConnectionRecord> {
+        match self {
+            Removal::Removed(record) => Some(*record),
+            Removal::Kept | Removal::Absent => None,
         }
     }
 }
@@ -245,16 +270,26 @@ impl ConnectionStore for DynamoStore {
     // fails in between, the orphan still carries the connection's expiry, and
     // the next message on that channel finds the id gone (410) and removes it.
     async fn remove_connection(&self, connection_id: &str) -> Result<Option<ConnectionRecord>, Error> {
-        self.remove_connection_if(connection_id, RemoveIf::Present).await
+        self.remove_connection_if(connection_id, RemoveIf::Present)
+            .await
+            .map(Removal::removed)
     }
 
     async fn remove_expired_connection(
         &self,
         connection_id: &str,
         now_epoch_seconds: i64,
-    ) -> Result<Option<ConnectionRecord>, Error> {
-        self.remove_connection_if(connection_id, RemoveIf::ExpiredBy(now_epoch_seconds))
-            .await
+    ) -> Result<ExpiredRemoval, Error> {
+        Ok(
+            match self
+                .remove_connection_if(connection_id, RemoveIf::ExpiredBy(now_epoch_seconds))
+                .await?
+            {
+                Removal::Removed(record) => ExpiredRemoval::Removed(record),
+                Removal::Kept => ExpiredRemoval::Refreshed,
+                Removal::Absent => ExpiredRemoval::Absent,
+            },
+        )
     }
 
     async fn remove_gone_connection(
@@ -264,5 +299,6 @@ impl ConnectionStore for DynamoStore {
     ) -> Result<Option<ConnectionRecord>, Error> {
         self.remove_connection_if(connection_id, RemoveIf::ConnectedBefore(connected_before_ms))
             .await
+            .map(Removal::removed)
     }
 }

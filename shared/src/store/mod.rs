@@ -43,7 +43,7 @@ mod subscriptions;
 mod transaction;
 
 pub use admission::AdmissionStore;
-pub use connections::ConnectionStore;
+pub use connections::{ConnectionStore, ExpiredRemoval};
 pub use messages::MessageStore;
 pub use subscriptions::{
     SubscribeOutcome, SubscriptionStore, TargetCursor, TargetPage, EVERYONE_INDEX, FIRST_TARGET_PAGE_SIZE,
