@@ -168,6 +168,8 @@ enum Outcome {
     Failed,
     /// Refused for good (400, 403, 404): not retried, not counted by the breaker.
     Refused,
+    /// Answered 413: the frame is split into its messages, one post each.
+    TooLarge,
     Skipped,
     /// Not posted: the deadline drew near first.
     Stopped,
@@ -197,7 +199,7 @@ impl FanOutReport {
             Outcome::Gone => self.gone += 1,
             Outcome::Expired => self.expired += 1,
             Outcome::Failed => self.failed += 1,
-            Outcome::Refused => self.refused += 1,
+            Outcome::Refused | Outcome::TooLarge => self.refused += 1,
             Outcome::Skipped => self.skipped += 1,
             Outcome::Stopped => self.stopped_at_deadline = true,
         }
@@ -657,9 +659,14 @@ impl FanOut {
                 }
                 delivery.posts += 1;
                 let sent = Instant::now();
-                let outcome = self
+                let mut outcome = self
                     .post(store, channel, &target.connection_id, frame.as_ref(), stop_starting_at)
                     .await;
+                if outcome == Outcome::TooLarge {
+                    outcome = self
+                        .post_split(store, channel, target, frame.as_ref(), stop_starting_at, &mut delivery)
+                        .await;
+                }
                 if outcome != Outcome::Refused {
                     self.breaker().record(outcome == Outcome::Failed, Instant::now());
                 }
@@ -676,6 +683,56 @@ impl FanOut {
         }
         .instrument(span)
         .await
+    }
+
+    /// Sends the messages of a frame API Gateway refused as too large (413)
+    /// one post each, in order. A lone message that is still too large is
+    /// refused for this target: logged and counted, never retried.
+    async fn post_split<S: ConnectionStore + SubscriptionStore>(
+        &self,
+        store: &S,
+        channel: Option<&str>,
+        target: &ConnectionTarget,
+        frame: &[u8],
+        stop_starting_at: Option<Instant>,
+        delivery: &mut Delivery,
+    ) -> Outcome {
+        let messages = match std::str::from_utf8(frame).map(airwave_protocol::parse_server_frame) {
+            Ok(Ok(airwave_protocol::Incoming::Messages(messages))) if messages.len() > 1 => messages,
+            _ => {
+                metrics::counter!(metric::FANOUT_REJECTED).increment(1);
+                tracing::error!(
+                    bytes = frame.len(),
+                    "the Management API refused a single message as too large (413)"
+                );
+                return Outcome::Refused;
+            }
+        };
+        tracing::warn!(
+            bytes = frame.len(),
+            messages = messages.len(),
+            "the Management API refused a batch frame as too large (413); sending its messages one by one"
+        );
+        for message in messages {
+            let text = message.to_text();
+            delivery.posts += 1;
+            let outcome = match self
+                .post(store, channel, &target.connection_id, text.as_bytes(), stop_starting_at)
+                .await
+            {
+                Outcome::TooLarge => {
+                    metrics::counter!(metric::FANOUT_REJECTED).increment(1);
+                    tracing::error!(message_id = %message.id, "the Management API refused a single message as too large (413)");
+                    Outcome::Refused
+                }
+                other => other,
+            };
+            if outcome != Outcome::Delivered {
+                return outcome;
+            }
+            delivery.delivered_posts += 1;
+        }
+        Outcome::Delivered
     }
 
     /// Closes the socket of a pruned record: with a `closing` frame when its
@@ -735,6 +792,7 @@ impl FanOut {
                     tracing::error!(status, error = %error, "the Management API refused the post: check execute-api:ManageConnections and AIRWAVE_MANAGEMENT_ENDPOINT");
                     Outcome::Refused
                 }
+                Some(413) => Outcome::TooLarge,
                 // This target's request was refused; the next target's may not be.
                 Some(400) => {
                     metrics::counter!(metric::FANOUT_REJECTED).increment(1);

@@ -200,6 +200,34 @@ async fn a_subscription_listed_as_expired_whose_record_is_gone_gets_nothing_and_
 }
 
 #[tokio::test]
+async fn a_batch_frame_refused_as_too_large_is_sent_message_by_message() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let message = |id: &str| MessageFrame {
+        id: id.to_owned(),
+        channel: None,
+        data: json!("x".repeat(50_000)),
+        position: None,
+        publisher: None,
+        to_user: None,
+    };
+    // Three 50 KB messages in one frame: over the 128 KB API Gateway takes.
+    let batch = MessageFrame::batch_text(vec![message("m-1"), message("m-2"), message("m-3")]);
+    assert!(batch.len() > airwave_local::management::MAX_MESSAGE_BYTES);
+
+    let report = stack
+        .fanout
+        .broadcast_frames(&stack.tables.store, Audience::Everyone, &[batch.as_bytes()], None)
+        .await
+        .unwrap();
+
+    assert_eq!((report.delivered, report.failed, report.refused), (1, 0, 0));
+    let ids: Vec<String> = stack.frames("alice=").into_iter().map(|frame| frame.id).collect();
+    assert_eq!(ids, ["m-1", "m-2", "m-3"], "each message once, in order");
+    assert_eq!(stack.gateway.post_counts().too_large, 1);
+}
+
+#[tokio::test]
 async fn a_malformed_record_is_logged_with_its_sequence_number_and_the_batch_goes_on() {
     let stack = Stack::start().await;
     stack.connect("alice=").await;
