@@ -365,6 +365,37 @@ async fn what_fails_in_both_passes_is_counted_as_failed() {
 }
 
 #[tokio::test]
+async fn a_403_is_a_deploy_fault_reported_without_retries_and_without_opening_the_breaker() {
+    let tables = TestTables::create().await;
+    let gateway = LocalManagementApi::start_with(Options {
+        faults: Faults {
+            forbidden: true,
+            ..Faults::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    // More targets than the breaker's window of 50.
+    for id in connection_ids("denied", 60) {
+        connect(&tables, &gateway, &id).await;
+    }
+
+    let report = fanout_with(&tables, &gateway, 4, Duration::from_secs(30))
+        .broadcast(&tables.store, Audience::Everyone, br#"{"id":"m"}"#)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (report.refused, report.failed, report.skipped, report.delivered),
+        (60, 0, 0, 0),
+        "{report:?}"
+    );
+    // One attempt each: no SDK retry, no second pass.
+    assert_eq!(gateway.post_counts().forbidden, 60);
+}
+
+#[tokio::test]
 async fn a_post_that_hangs_is_given_up_after_the_attempt_timeout_and_retried() {
     let tables = TestTables::create().await;
     let gateway = LocalManagementApi::start_with(Options {

@@ -41,6 +41,9 @@ pub struct Faults {
     /// The first this many post attempts to each connection are never
     /// answered: the request hangs until the client gives up on it.
     pub hang_first_attempts: u32,
+    /// Every post is answered 403 `ForbiddenException`, as for a role without
+    /// `execute-api:ManageConnections`.
+    pub forbidden: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +61,7 @@ pub struct PostCounts {
     pub server_errors: usize,
     pub throttled: usize,
     pub too_large: usize,
+    pub forbidden: usize,
     /// Attempts held without an answer.
     pub hung: usize,
 }
@@ -245,6 +249,10 @@ async fn post_to_connection(
         return std::future::pending::<Response>().await;
     }
     let mut connections = shared.connections();
+    if faults.forbidden {
+        connections.counts.forbidden += 1;
+        return api_error(StatusCode::FORBIDDEN, "ForbiddenException");
+    }
     let attempt = connections.attempts.get(&connection_id).copied().unwrap_or(1);
     if attempt <= faults.hang_first_attempts + faults.fail_first_attempts {
         connections.counts.server_errors += 1;
