@@ -879,18 +879,7 @@ impl<'a> Parser<'a> {
 
     fn table(&self, logical_id: &str, resource: &Value) -> Result<Table, GatewayError> {
         let properties = resource.get("Properties").cloned().unwrap_or_default();
-        let name = match properties.get("TableName") {
-            None => TableName::Generated,
-            Some(Value::String(name)) => TableName::Literal(name.clone()),
-            Some(value) => match value.get("Fn::Sub") {
-                Some(Value::String(template)) => TableName::Sub(template.clone()),
-                _ => {
-                    return Err(GatewayError::Template(format!(
-                        "TableName of {logical_id} must be a string or a !Sub string"
-                    )))
-                }
-            },
-        };
+        let name = resource_name(logical_id, &properties, "TableName")?;
         let attributes = properties
             .get("AttributeDefinitions")
             .and_then(Value::as_array)
@@ -954,18 +943,7 @@ impl<'a> Parser<'a> {
 
     fn queue(&self, logical_id: &str, resource: &Value) -> Result<Queue, GatewayError> {
         let properties = resource.get("Properties").cloned().unwrap_or_default();
-        let name = match properties.get("QueueName") {
-            None => TableName::Generated,
-            Some(Value::String(name)) => TableName::Literal(name.clone()),
-            Some(value) => match value.get("Fn::Sub") {
-                Some(Value::String(template)) => TableName::Sub(template.clone()),
-                _ => {
-                    return Err(GatewayError::Template(format!(
-                        "QueueName of {logical_id} must be a string or a !Sub string"
-                    )))
-                }
-            },
-        };
+        let name = resource_name(logical_id, &properties, "QueueName")?;
         let attributes = QUEUE_ATTRIBUTES
             .iter()
             .filter_map(|attribute| {
@@ -1194,6 +1172,21 @@ fn scalar_text(value: &Value) -> Option<String> {
         Value::Number(number) => Some(number.to_string()),
         Value::Bool(value) => Some(value.to_string()),
         _ => None,
+    }
+}
+
+/// A table's or queue's name property: absent (CloudFormation generates one),
+/// a literal, or a `!Sub` string.
+fn resource_name(logical_id: &str, properties: &Value, property: &str) -> Result<TableName, GatewayError> {
+    match properties.get(property) {
+        None => Ok(TableName::Generated),
+        Some(Value::String(name)) => Ok(TableName::Literal(name.clone())),
+        Some(value) => match value.get("Fn::Sub") {
+            Some(Value::String(template)) => Ok(TableName::Sub(template.clone())),
+            _ => Err(GatewayError::Template(format!(
+                "{property} of {logical_id} must be a string or a !Sub string"
+            ))),
+        },
     }
 }
 
