@@ -4,6 +4,13 @@ use crate::Error;
 
 pub const MAX_CHANNEL_NAME_BYTES: usize = 64;
 
+/// The SHA-256 of `text` in lower-case hex: how an id from outside that is
+/// too long or too odd for a key or a channel name is named instead.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// A channel name is 1 to 64 characters of `A-Z a-z 0-9 _ - . : | @`, so it is
 /// safe as a DynamoDB key and in a log line. `|` and `@` are there because
 /// identity providers put them in user ids (`auth0|5f…`), which personal

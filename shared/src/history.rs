@@ -55,9 +55,7 @@ fn claim_entry(message_id: &str) -> String {
     if message_id.len() <= MAX_PLAIN_CLAIM_ID_BYTES {
         return format!("m#{message_id}");
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message_id.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("h#{hex}")
+    format!("h#{}", crate::channel::sha256_hex(message_id))
 }
 
 /// Characters in an epoch: random, so a channel started again never reuses one.

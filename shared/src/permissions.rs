@@ -39,8 +39,7 @@ pub fn personal_channel(user_id: &str) -> String {
     if !user_id.starts_with(HASHED_MARKER) && crate::channel::validate_channel_name(&plain).is_ok() {
         return plain;
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user_id.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex = crate::channel::sha256_hex(user_id);
     format!("{PERSONAL_PREFIX}{HASHED_MARKER}{}", &hex[..HASHED_HEX_DIGITS])
 }
 
