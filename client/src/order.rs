@@ -181,9 +181,15 @@ impl ChannelOrder {
             state.buffer.entry(position.offset).or_insert(message);
             return delivery;
         }
-        let Some(last) = state.position.clone() else {
+        let Some(mut last) = state.position.clone() else {
             return delivery;
         };
+        if last.is_not_started() {
+            // Subscribed before the channel's first message: its epoch is
+            // the first one seen, counted from its start.
+            last = Position::new(position.epoch.clone(), 0);
+            state.position = Some(last.clone());
+        }
         if position.epoch != last.epoch {
             // The channel's history was reset: what came before cannot be
             // ordered against this, so start again from here.
@@ -250,9 +256,13 @@ impl ChannelOrder {
                 *duplicates += 1;
             } else if offset == last.offset + 1 {
                 if let Some((_, message)) = state.buffer.pop_first() {
+                    // From the not-started position, the first message names the epoch.
+                    last = match &message.position {
+                        Some(position) if last.is_not_started() => position.clone(),
+                        _ => last.next(),
+                    };
                     delivery.messages.push(message);
                 }
-                last = last.next();
             } else {
                 break;
             }
@@ -384,6 +394,36 @@ mod tests {
         assert_eq!(offsets(&delivery), vec![20, 60]);
         assert_eq!(order.since("c"), Some(Position::new("e", 60)));
         assert_eq!(offsets(&order.message(at(61), Instant::now())), vec![61, 62]);
+    }
+
+    #[test]
+    fn a_channel_subscribed_before_its_first_message_takes_the_epoch_it_starts_with() {
+        let mut order = ChannelOrder::new(Duration::from_secs(2));
+        order.subscribing("c");
+        // One message arrives before the reply, one after.
+        assert!(order.message(at(1), Instant::now()).messages.is_empty());
+        let delivery = order.subscribed("c", Some(Position::not_started()), None, vec![], Instant::now());
+        assert_eq!(offsets(&delivery), vec![1]);
+        assert_eq!(offsets(&order.message(at(2), Instant::now())), vec![2]);
+        assert_eq!(order.since("c"), Some(Position::new("e", 2)));
+
+        // Away before anything was published: the resubscribe asks from the
+        // not-started position and the recovery fills from offset 1.
+        let mut order = ChannelOrder::new(Duration::from_secs(2));
+        order.subscribing("c");
+        order.subscribed("c", Some(Position::not_started()), None, vec![], Instant::now());
+        assert_eq!(order.since("c"), Some(Position::not_started()));
+        order.subscribing("c");
+        let delivery = order.subscribed(
+            "c",
+            Some(Position::new("e", 2)),
+            Some(true),
+            vec![at(1), at(2)],
+            Instant::now(),
+        );
+        assert_eq!(offsets(&delivery), vec![1, 2]);
+        assert!(delivery.notices.is_empty(), "no epoch change is reported");
+        assert_eq!(order.since("c"), Some(Position::new("e", 2)));
     }
 
     #[test]

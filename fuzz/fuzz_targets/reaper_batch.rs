@@ -1,8 +1,8 @@
 //! A DynamoDB stream batch of the connections table, decoded as the reaper
-//! does: only a TTL delete with a decodable old image gives a record.
+//! does: only a delete with a decodable old image gives a record.
 #![no_main]
 
-use airwave_shared::handlers::{decode_expired_connection, stream_records};
+use airwave_shared::handlers::{decode_removed_connection, stream_records};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for raw in records {
-        let _ = decode_expired_connection(raw);
+        let _ = decode_removed_connection(raw);
     }
 });

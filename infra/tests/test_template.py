@@ -214,8 +214,9 @@ def statement_text(body, start):
 
 
 def table_field(fn, chain):
-    """`x` of the store's `x_table` a builder chain names in `.table_name(...)`, or None."""
-    match = re.search(r"\.\s*table_name\s*\(\s*&?\s*([\w.]+(?:\(\))?)", chain)
+    """`x` of the store's `x_table` a builder chain names in `.table_name(...)`
+    (or, for a batch call, as the first argument of `.request_items(...)`), or None."""
+    match = re.search(r"\.\s*(?:table_name|request_items)\s*\(\s*&?\s*([\w.]+(?:\(\))?)", chain)
     if not match:
         return None
     expression = match.group(1)
@@ -572,8 +573,9 @@ class TemplateMatchesTheCode(unittest.TestCase):
 
     def test_posting_and_closing_are_limited_to_this_apis_connections(self):
         # The stream-processor posts and closes pruned connections; $connect
-        # closes evicted ones, $default those whose token expired.
-        closers = {"StreamProcessorFunction", "ConnectFunction", "MessageFunction"}
+        # closes evicted ones, $default those whose token expired, the reaper
+        # those whose record was removed behind Airwave's back.
+        closers = {"StreamProcessorFunction", "ConnectFunction", "MessageFunction", "ReaperFunction"}
         for name, function in FUNCTIONS.items():
             grants = [s for s in statements(function) if "execute-api:ManageConnections" in listed(s["Action"])]
             if name not in closers:

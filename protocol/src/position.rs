@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 /// Where a message stands in its channel: `offset` counts the channel's
 /// messages from 1 within `epoch`. A new epoch means the channel's history was
 /// lost or reset, so offsets of different epochs cannot be compared.
+///
+/// A channel nobody has published to yet has no epoch: a subscribe to it is
+/// answered with the empty epoch at offset 0 ([`Position::not_started`]).
+/// Recovering from that position returns the channel's messages from its
+/// first one, whatever epoch it starts with.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Position {
@@ -17,6 +22,17 @@ impl Position {
             epoch: epoch.into(),
             offset,
         }
+    }
+
+    /// The position of a channel with no messages yet: subscribing writes no
+    /// channel state, so the epoch is chosen by the first publish.
+    pub fn not_started() -> Position {
+        Position::new("", 0)
+    }
+
+    /// Whether this is [`Position::not_started`]: before any epoch.
+    pub fn is_not_started(&self) -> bool {
+        self.epoch.is_empty()
     }
 
     /// The position right after this one in the same epoch.

@@ -6,6 +6,8 @@
 //! - `head`: the channel's `epoch` and latest `offset`. A new head (a new
 //!   channel, or one whose head expired [`HEAD_TTL_SECONDS`] after its last
 //!   message) gets a new epoch, which tells clients their offsets no longer apply.
+//!   Only a publish writes it: a subscribe to a channel without one is
+//!   answered with [`Position::not_started`] and writes nothing.
 //! - `o#<offset, 20 digits>`: one message at that offset, kept for the history TTL.
 //! - `m#<message_id>`: which position a message got, so a retried or
 //!   re-delivered stream record keeps it.
@@ -20,9 +22,7 @@ use airwave_protocol::{MessageFrame, Position};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use crate::message::MessageRecord;
-use crate::store::{
-    conflict_backoff, is_conditional_check_failure, number, read_number, DynamoStore, Item, Transaction,
-};
+use crate::store::{conflict_backoff, number, read_number, DynamoStore, Item, Transaction};
 use crate::Error;
 
 /// A head lives this long after its channel's last message (or its start).
@@ -87,22 +87,29 @@ pub enum RecoveryPlan {
     Impossible(&'static str),
 }
 
-/// Decides a recovery from the client's last position and the channel's head.
+/// Decides a recovery from the client's last position and the channel's head
+/// (either may be [`Position::not_started`]). A client that subscribed before
+/// the channel's first message recovers from offset 1 of whatever epoch the
+/// channel started with.
 pub fn plan_recovery(since: &Position, head: &Position, history_size: u64) -> RecoveryPlan {
-    if since.epoch != head.epoch {
+    let since_offset = if since.is_not_started() {
+        0
+    } else if since.epoch != head.epoch {
         return RecoveryPlan::Impossible("epoch_changed");
-    }
-    if since.offset > head.offset {
+    } else {
+        since.offset
+    };
+    if since_offset > head.offset {
         return RecoveryPlan::Impossible("position_ahead_of_channel");
     }
-    let missed = head.offset - since.offset;
+    let missed = head.offset - since_offset;
     if missed == 0 {
         RecoveryPlan::UpToDate
     } else if missed > history_size {
         RecoveryPlan::Impossible("more_missed_than_history_keeps")
     } else {
         RecoveryPlan::Read {
-            from: since.offset + 1,
+            from: since_offset + 1,
             to: head.offset,
         }
     }
@@ -119,13 +126,13 @@ pub trait ChannelHistory: Send + Sync {
         now_epoch_seconds: i64,
     ) -> impl Future<Output = Result<Position, Error>> + Send;
 
-    /// The channel's latest position, starting the channel (offset 0, a new
-    /// epoch) when it has none.
+    /// The channel's latest position; `None` for a channel nobody has
+    /// published to (or whose head expired). Reading it writes nothing.
     fn channel_head(
         &self,
         channel: &str,
         now_epoch_seconds: i64,
-    ) -> impl Future<Output = Result<Position, Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Position>, Error>> + Send;
 
     /// The unexpired entries at offsets `from..=to` of `epoch`, in order;
     /// `None` as soon as their frames pass `max_bytes`, so a stale `since`
@@ -332,35 +339,8 @@ impl ChannelHistory for DynamoStore {
         })
     }
 
-    async fn channel_head(&self, channel: &str, now: i64) -> Result<Position, Error> {
-        for attempt in 0..ASSIGN_ATTEMPTS {
-            if let Some(head) = self.live_head(channel, now).await? {
-                return Ok(head);
-            }
-            let position = Position::new(new_epoch(), 0);
-            let mut head = Self::history_key(channel, HEAD);
-            position_attributes(&mut head, &position, now + HEAD_TTL_SECONDS);
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.history_table)
-                .set_item(Some(head))
-                .condition_expression(HEAD_IS_GONE)
-                .expression_attribute_values(":now", number(now))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(position),
-                // Someone else started it at the same moment: read theirs.
-                Err(error) if is_conditional_check_failure(&error) => conflict_backoff(attempt).await,
-                Err(error) => return Err(Error::dynamodb("PutItem", &self.history_table, error)),
-            }
-        }
-        Err(Error::DynamoDb {
-            operation: "PutItem",
-            table: self.history_table.clone(),
-            message: format!("channel {channel}'s head could be neither read nor started"),
-        })
+    async fn channel_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
+        self.live_head(channel, now).await
     }
 
     async fn read_history(
@@ -461,6 +441,25 @@ mod tests {
         assert_eq!(
             plan_recovery(&Position::new("e", 11), &head, 100),
             RecoveryPlan::Impossible("position_ahead_of_channel")
+        );
+    }
+
+    #[test]
+    fn a_client_that_subscribed_before_the_first_message_recovers_from_the_first() {
+        let not_started = Position::not_started();
+        assert_eq!(plan_recovery(&not_started, &not_started, 100), RecoveryPlan::UpToDate);
+        assert_eq!(
+            plan_recovery(&not_started, &Position::new("e", 3), 100),
+            RecoveryPlan::Read { from: 1, to: 3 }
+        );
+        assert_eq!(
+            plan_recovery(&not_started, &Position::new("e", 3), 2),
+            RecoveryPlan::Impossible("more_missed_than_history_keeps")
+        );
+        assert_eq!(
+            plan_recovery(&Position::new("e", 3), &not_started, 100),
+            RecoveryPlan::Impossible("epoch_changed"),
+            "a head that expired took the channel's history with it"
         );
     }
 

@@ -26,6 +26,10 @@ pub mod metric {
     pub const CONNECT_THROTTLED: &str = "ConnectThrottled";
     /// Slots of expired connections given back (on a full cap, or by the reaper).
     pub const SLOTS_RECLAIMED: &str = "SlotsReclaimed";
+    /// Connections whose record was removed behind Airwave's back (not by
+    /// TTL, not by Airwave) with subscriptions left: those were deleted and
+    /// the socket closed by the reaper.
+    pub const ORPHANS_CLOSED: &str = "OrphanedConnectionsClosed";
     /// Client frames answered with an error, with the dimension `code`.
     pub const CLIENT_ERRORS: &str = "ClientErrors";
     pub const FANOUT_TARGETS: &str = "FanoutTargets";

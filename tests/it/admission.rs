@@ -9,7 +9,7 @@ use std::sync::Arc;
 use airwave_local::LocalManagementApi;
 use airwave_shared::aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use airwave_shared::config::JwtSecret;
-use airwave_shared::handlers::{handle_connect, handle_disconnect, handle_expired_connections, TTL_PRINCIPAL};
+use airwave_shared::handlers::{handle_connect, handle_connection_removals, handle_disconnect, TTL_PRINCIPAL};
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{Config, ConnectionStore, DynamoStore};
 use airwave_tests::{connect_event, disconnect_event, stream_event, LogCapture, TestTables};
@@ -350,7 +350,7 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
         remove_record("101", old_image.clone(), Some(TTL_PRINCIPAL)),
         json!({"eventName": "REMOVE", "dynamodb": {"SequenceNumber": "102"}, "userIdentity": {"type": "Service", "principalId": TTL_PRINCIPAL}}),
     ];
-    let response = handle_expired_connections(&tables.store, stream_event(batch.clone()))
+    let response = handle_connection_removals(&tables.store, None, stream_event(batch.clone()))
         .await
         .unwrap();
     assert!(response.batch_item_failures.is_empty());
@@ -358,7 +358,7 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
     assert_eq!(tables.admission_counter("open#ip#198.51.100.50").await, Some(0));
 
     // Lambda delivers the same batch again: nothing changes.
-    handle_expired_connections(&tables.store, stream_event(batch))
+    handle_connection_removals(&tables.store, None, stream_event(batch))
         .await
         .unwrap();
     assert_eq!(tables.admission_counter("open#total").await, Some(0));

@@ -13,6 +13,7 @@ mod permissions;
 mod publish_limits;
 mod races;
 mod recovery;
+mod removals;
 mod replay;
 mod soak;
 mod users;

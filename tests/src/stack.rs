@@ -19,7 +19,7 @@ use airwave_shared::auth::Authenticator;
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::failures::SqsFailureQueue;
 use airwave_shared::handlers::{
-    handle_connect, handle_disconnect, handle_expired_connections, handle_message, handle_stream_batch,
+    handle_connect, handle_connection_removals, handle_disconnect, handle_message, handle_stream_batch,
 };
 use airwave_shared::{Closer, DynamoStore, FanOut};
 use futures::FutureExt;
@@ -57,6 +57,8 @@ pub struct InProcessFunctions {
     pub crashes: Mutex<BTreeMap<String, usize>>,
     /// Invocations that returned an error, by function.
     pub errors: Mutex<BTreeMap<String, usize>>,
+    /// Every invocation, by function.
+    pub invocations: Mutex<BTreeMap<String, usize>>,
 }
 
 /// How a [`LocalStack`] differs from the default: the faults it injects
@@ -164,7 +166,8 @@ impl InProcessFunctions {
             }
             "reaper" => answer(
                 function,
-                handle_expired_connections(&self.store, LambdaEvent::new(event, context.clone())).await,
+                handle_connection_removals(&self.store, self.closer.get(), LambdaEvent::new(event, context.clone()))
+                    .await,
             ),
             other => Err(failed(other, "no such function")),
         }
@@ -186,6 +189,7 @@ impl InProcessFunctions {
         let outcome = std::panic::AssertUnwindSafe(self.run(function, event))
             .catch_unwind()
             .await;
+        *lock(&self.invocations).entry(function.to_owned()).or_default() += 1;
         let count = |counts: &Mutex<BTreeMap<String, usize>>| {
             let mut counts = lock(counts);
             *counts.entry(function.to_owned()).or_default() += 1;
@@ -201,6 +205,19 @@ impl InProcessFunctions {
                 Err(failed(function, "Runtime exited with error: panicked"))
             }
         }
+    }
+
+    /// How many times `function` was invoked.
+    pub fn invocations(&self, function: &str) -> usize {
+        lock(&self.invocations).get(function).copied().unwrap_or(0)
+    }
+
+    /// How many of `function`'s invocations failed or crashed.
+    pub fn failures_of(&self, function: &str) -> usize {
+        [&self.errors, &self.crashes]
+            .iter()
+            .map(|counts| lock(counts).get(function).copied().unwrap_or(0))
+            .sum()
     }
 
     /// The one connection that marked itself with `?vanish=1`, if any.
@@ -260,6 +277,7 @@ impl LocalStack {
             killed_batches: AtomicUsize::new(0),
             crashes: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            invocations: Mutex::new(BTreeMap::new()),
         });
         let gateway = Gateway::start(options, model.clone(), functions.clone())
             .await

@@ -115,7 +115,12 @@ export class ChannelOrder {
       return;
     }
     const position = isPosition(message.position) ? message.position : null;
-    const last = this.position;
+    let last = this.position;
+    if (position && last && last.epoch === "") {
+      // Subscribed before the channel's first message: it starts in this message's epoch.
+      last = { epoch: position.epoch, offset: 0 };
+      this.position = last;
+    }
     if (!position || !last) {
       // No positions (an older server, or none known yet): id-only dedupe, arrival order.
       this.deliver(message);

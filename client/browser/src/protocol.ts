@@ -3,7 +3,7 @@
 // client builds, and sample server frames, against that schema, so these types
 // cannot drift from the server unnoticed.
 
-/** Where a message stands in its channel; offsets of different epochs do not compare. */
+/** Where a message stands in its channel; offsets of different epochs do not compare. The empty epoch (offset 0) is a channel nobody has published to yet. */
 export interface Position {
   epoch: string;
   offset: number;

@@ -155,6 +155,33 @@ describe("ChannelOrder", () => {
     expect(clock.pendingDelays()).toEqual([]);
   });
 
+  it("takes the epoch a channel starts with after subscribing before its first message", () => {
+    const { order, got, recoveries } = setup();
+    expect(order.subscribe()).toBeNull();
+    order.receive(m("a", 1)); // arrives before the reply
+    order.subscribed(reply({ position: pos(0, "") }), null, "reconnect");
+    order.receive(m("b", 2));
+    expect(got).toEqual(["a", "b"]);
+    expect(order.last).toEqual(pos(2));
+    expect(recoveries).toEqual([]);
+  });
+
+  it("recovers from the not-started position without calling it an epoch change", () => {
+    const { order, got, recoveries } = setup();
+    order.subscribe();
+    order.subscribed(reply({ position: pos(0, "") }), null, "reconnect");
+    order.disconnected();
+    expect(order.subscribe()).toEqual(pos(0, ""));
+    order.subscribed(
+      reply({ position: pos(2), recovered: true, publications: [m("a", 1), m("b", 2)] }),
+      pos(0, ""),
+      "reconnect",
+    );
+    expect(got).toEqual(["a", "b"]);
+    expect(order.last).toEqual(pos(2));
+    expect(recoveries).toEqual([{ recovered: true, reason: "reconnect" }]);
+  });
+
   it("holds messages while a subscribe is in flight and judges them against its reply", () => {
     const { order, clock, got } = setup();
     expect(order.subscribe()).toBeNull();

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// Admitted connections whose `$disconnect` has not finished yet.
     active: AtomicUsize,
     idle: Notify,
+    /// `DELETE @connections/{id}` requests that closed a live socket.
+    pub management_closes: AtomicUsize,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             shutdown,
             active: AtomicUsize::new(0),
             idle: Notify::new(),
+            management_closes: AtomicUsize::new(0),
         }
     }
 

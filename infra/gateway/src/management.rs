@@ -139,7 +139,10 @@ async fn delete_connection(shared: &Shared, connection_id: &str) -> Response {
         return gone();
     }
     match closed.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => {
+            shared.management_closes.fetch_add(1, Ordering::SeqCst);
+            StatusCode::NO_CONTENT.into_response()
+        }
         // The socket closed for another reason first.
         Err(_) => gone(),
     }

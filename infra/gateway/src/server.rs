@@ -90,6 +90,11 @@ impl RunningGateway {
         self.shared.connections().keys().cloned().collect()
     }
 
+    /// Live sockets closed through the Management API (`DELETE @connections/{id}`).
+    pub fn management_closes(&self) -> usize {
+        self.shared.management_closes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Connections whose socket is open.
     pub fn connection_count(&self) -> usize {
         self.shared.connections().len()

@@ -361,7 +361,12 @@ async fn subscribed<H: ChannelHistory>(
             publications: Vec::new(),
         });
     }
-    let head = history.channel_head(&channel, now).await?;
+    // A channel nobody has published to is not started by a subscribe: the
+    // reply says so, and a recovery from it starts at the first message.
+    let head = history
+        .channel_head(&channel, now)
+        .await?
+        .unwrap_or_else(Position::not_started);
     let (recovered, publications) = match since {
         None => (None, Vec::new()),
         Some(since) => {

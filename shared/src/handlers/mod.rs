@@ -9,7 +9,9 @@ mod stream;
 pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
 pub use message::{handle_message, parse_client_frame, ErrorCode, Reply, Stats};
-pub use reaper::{decode_expired_connection, handle_expired_connections, TTL_PRINCIPAL};
+pub use reaper::{
+    decode_removed_connection, handle_connection_removals, RemovedConnection, RECORD_REMOVED_MESSAGE, TTL_PRINCIPAL,
+};
 pub use stream::{decode_message_record, handle_stream_batch, DecodedMessage};
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;

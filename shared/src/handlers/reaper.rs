@@ -1,3 +1,4 @@
+use airwave_protocol::ErrorCode;
 use aws_lambda_events::dynamodb::EventRecord;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
@@ -6,8 +7,9 @@ use tracing::Instrument;
 
 use super::{sequence_number, stream_records};
 
+use crate::closer::Closer;
 use crate::connection::ConnectionRecord;
-use crate::store::AdmissionStore;
+use crate::store::{AdmissionStore, SubscriptionStore};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::Error;
@@ -15,34 +17,67 @@ use crate::Error;
 /// The principal DynamoDB's TTL deletes carry in a stream record.
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 
-/// Reaper: gives back the cap slots of connection records that DynamoDB's TTL
-/// deleted, fed by the connections table's stream (old images).
+/// What a connection whose record was removed behind Airwave's back is told
+/// in its `closing` frame before its socket is closed.
+pub const RECORD_REMOVED_MESSAGE: &str = "this connection's record was removed; reconnect";
+
+/// A connection record the connections table's stream says was deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedConnection {
+    pub record: ConnectionRecord,
+    /// Deleted by DynamoDB's TTL, not by a request.
+    pub by_ttl: bool,
+}
+
+/// What the reaper did with one removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reaped {
+    Nothing,
+    /// A TTL delete's cap slots were given back.
+    SlotsReleased,
+    /// A record removed some other way left subscriptions: they were
+    /// deleted and the socket closed.
+    OrphanClosed,
+}
+
+/// Reaper: follows the deletes of the connections table's stream (old images).
 ///
-/// Every other way a record goes away gives its slots back in the same
-/// transaction, so only TTL deletes are handled here; the event source mapping
-/// filters on them and this checks again. A record that cannot be decoded is
-/// logged and skipped; a store failure stops the batch at that record and
-/// reports it in `batchItemFailures`, and a redelivered record is a no-op.
-pub async fn handle_expired_connections<S: AdmissionStore>(
+/// - **TTL deletes** give back the record's cap slots. Every other way
+///   Airwave removes a record gives them back in the same transaction.
+/// - **Any other delete of a record with channels** (an operator's delete, a
+///   removal cut short after the record went) is checked for subscription
+///   items left behind. Airwave's own removals delete them right after the
+///   record, so there are normally none and the check costs only reads. If
+///   some are left, they are deleted, and the socket gets a `closing` frame
+///   (`unknown_connection`) and is closed, so that its client reconnects and
+///   recovers what it missed. The stream's batching window bounds how long
+///   that takes (see the README's guarantees).
+///
+/// A record that cannot be decoded is logged and skipped; a store failure
+/// stops the batch at that record and reports it in `batchItemFailures`; a
+/// redelivered record is a no-op.
+pub async fn handle_connection_removals<S: AdmissionStore + SubscriptionStore>(
     store: &S,
+    closer: Option<&Closer>,
     event: LambdaEvent<Value>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let span = tracing::info_span!("reaper_batch", request_id = %event.context.request_id);
     async {
         let records = stream_records(event.payload)?;
         let mut response = DynamoDbEventResponse::default();
-        let mut released = 0u64;
+        let (mut released, mut closed) = (0u64, 0u64);
         for raw in records {
             let sequence_number = sequence_number(&raw);
             let span = tracing::info_span!(
                 "reaper_record",
                 sequence_number = sequence_number.as_deref().unwrap_or("<missing>"),
             );
-            match release(store, raw).instrument(span).await {
-                Ok(true) => released += 1,
-                Ok(false) => {}
+            match reap(store, closer, raw).instrument(span).await {
+                Ok(Reaped::SlotsReleased) => released += 1,
+                Ok(Reaped::OrphanClosed) => closed += 1,
+                Ok(Reaped::Nothing) => {}
                 Err(error) => {
-                    tracing::error!(error = %error, "releasing slots failed; the record will be retried");
+                    tracing::error!(error = %error, "reaping a removed connection failed; the record will be retried");
                     let Some(sequence_number) = sequence_number else {
                         return Err(error);
                     };
@@ -53,8 +88,9 @@ pub async fn handle_expired_connections<S: AdmissionStore>(
                 }
             }
         }
-        tracing::info!(released, "reaper batch finished");
+        tracing::info!(released, closed, "reaper batch finished");
         metrics::counter!(metric::SLOTS_RECLAIMED).increment(released);
+        metrics::counter!(metric::ORPHANS_CLOSED).increment(closed);
         Ok(response)
     }
     .instrument(span)
@@ -62,9 +98,9 @@ pub async fn handle_expired_connections<S: AdmissionStore>(
 }
 
 /// The connection record a raw stream record of the connections table
-/// deleted, if DynamoDB's TTL deleted it; `None` (logged when it is because
-/// the record cannot be decoded) for anything else.
-pub fn decode_expired_connection(raw: Value) -> Option<ConnectionRecord> {
+/// deleted; `None` (logged when it is because the record cannot be decoded)
+/// for anything that is not a delete.
+pub fn decode_removed_connection(raw: Value) -> Option<RemovedConnection> {
     let record: EventRecord = match serde_json::from_value(raw) {
         Ok(record) => record,
         Err(error) => {
@@ -72,17 +108,19 @@ pub fn decode_expired_connection(raw: Value) -> Option<ConnectionRecord> {
             return None;
         }
     };
-    let deleted_by_ttl = record.event_name == "REMOVE"
-        && record
-            .user_identity
-            .as_ref()
-            .is_some_and(|identity| identity.principal_id == TTL_PRINCIPAL);
-    if !deleted_by_ttl {
-        tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a TTL delete");
+    if record.event_name != "REMOVE" {
+        tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a delete");
         return None;
     }
+    let by_ttl = record
+        .user_identity
+        .as_ref()
+        .is_some_and(|identity| identity.principal_id == TTL_PRINCIPAL);
     match serde_dynamo::from_item(record.change.old_image) {
-        Ok(connection) => Some(connection),
+        Ok(connection) => Some(RemovedConnection {
+            record: connection,
+            by_ttl,
+        }),
         Err(error) => {
             tracing::error!(
                 event_id = %record.event_id,
@@ -94,18 +132,54 @@ pub fn decode_expired_connection(raw: Value) -> Option<ConnectionRecord> {
     }
 }
 
-/// Answers whether slots were given back; `Err` only for a store failure.
-async fn release<S: AdmissionStore>(store: &S, raw: Value) -> Result<bool, Error> {
-    let Some(connection) = decode_expired_connection(raw) else {
-        return Ok(false);
+/// `Err` only for a store failure.
+async fn reap<S: AdmissionStore + SubscriptionStore>(
+    store: &S,
+    closer: Option<&Closer>,
+    raw: Value,
+) -> Result<Reaped, Error> {
+    let Some(RemovedConnection { record, by_ttl }) = decode_removed_connection(raw) else {
+        return Ok(Reaped::Nothing);
     };
-    let released = store.release_slots_of_deleted(&connection, epoch_seconds_now()).await?;
-    if released {
+    if by_ttl {
+        let released = store.release_slots_of_deleted(&record, epoch_seconds_now()).await?;
+        if !released {
+            return Ok(Reaped::Nothing);
+        }
         tracing::info!(
-            connection_id = %connection.connection_id,
-            expires_at = connection.expires_at,
+            connection_id = %record.connection_id,
+            expires_at = record.expires_at,
             "released the slots of a connection deleted by its TTL"
         );
+        return Ok(Reaped::SlotsReleased);
     }
-    Ok(released)
+    if record.channels.is_empty() {
+        // Nothing can reach a connection without a record or a subscription.
+        return Ok(Reaped::Nothing);
+    }
+    let leftover = store.remove_leftover_subscriptions(&record).await?;
+    if leftover.is_empty() {
+        return Ok(Reaped::Nothing);
+    }
+    tracing::warn!(
+        connection_id = %record.connection_id,
+        channels = leftover.len(),
+        "a connection record was removed behind Airwave's back; removed its subscriptions and closing its socket"
+    );
+    if let Some(closer) = closer {
+        // The subscriptions are gone, so nothing more reaches the socket
+        // either way: a failed close is logged, not retried.
+        if let Err(error) = closer
+            .close(
+                &record.connection_id,
+                &[],
+                ErrorCode::UnknownConnection,
+                RECORD_REMOVED_MESSAGE,
+            )
+            .await
+        {
+            tracing::error!(connection_id = %record.connection_id, error = %error, "could not close the socket of a removed connection");
+        }
+    }
+    Ok(Reaped::OrphanClosed)
 }

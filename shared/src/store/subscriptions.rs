@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
 
 use super::{conflict_backoff, is_conditional_check_failure, number, ConnectionStore, DynamoStore, Item, Transaction};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
@@ -51,6 +51,11 @@ pub enum SubscribeOutcome {
     UnknownConnection,
 }
 
+/// Keys per `BatchGetItem`, DynamoDB's limit.
+const BATCH_GET_KEYS: usize = 100;
+/// Tries at reading the keys a `BatchGetItem` left unprocessed (throttled).
+const BATCH_GET_ATTEMPTS: u32 = 8;
+
 /// Reads and transactions a subscribe tries while the connection keeps
 /// changing under it (pings, other subscribes).
 const SUBSCRIBE_ATTEMPTS: u32 = 8;
@@ -87,6 +92,17 @@ pub trait SubscriptionStore: Send + Sync {
         from: Option<TargetCursor>,
         limit: i32,
     ) -> impl Future<Output = Result<TargetPage, Error>> + Send;
+
+    /// Deletes the subscription items of `record` (a connection record that
+    /// is already gone) that are still there, and answers their channels.
+    /// Airwave's own removals delete them right after the record, so
+    /// leftovers mean the record went another way (an operator's delete, a
+    /// removal cut short). Consistent reads of the keys, then one delete per
+    /// leftover: a connection with nothing left costs reads only.
+    fn remove_leftover_subscriptions(
+        &self,
+        record: &ConnectionRecord,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
     /// Every target at once: for tests and tools, not for a broadcast.
     fn list_targets(
@@ -134,6 +150,60 @@ impl DynamoStore {
             .map(|channel| self.delete_subscription(channel, &record.connection_id));
         futures::future::try_join_all(deletions).await?;
         Ok(())
+    }
+
+    /// The channels among `channels` that still have an item for `connection_id`.
+    async fn existing_subscriptions(&self, connection_id: &str, channels: &[String]) -> Result<Vec<String>, Error> {
+        let table = self.subscriptions_table.as_str();
+        let mut existing = Vec::new();
+        for chunk in channels.chunks(BATCH_GET_KEYS) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|channel| Self::subscription_key(channel, connection_id))
+                .collect();
+            for attempt in 0..BATCH_GET_ATTEMPTS {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .projection_expression("#channel")
+                    .expression_attribute_names("#channel", "channel")
+                    .build()
+                    .map_err(|error| self.build_error(table, error))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|error| Error::dynamodb("BatchGetItem", table, error))?;
+                let found = output.responses.and_then(|mut responses| responses.remove(table));
+                for item in found.unwrap_or_default() {
+                    if let Some(AttributeValue::S(channel)) = item.get("channel") {
+                        existing.push(channel.clone());
+                    }
+                }
+                keys = output
+                    .unprocessed_keys
+                    .and_then(|mut unprocessed| unprocessed.remove(table))
+                    .map(|left| left.keys)
+                    .unwrap_or_default();
+                if keys.is_empty() {
+                    break;
+                }
+                conflict_backoff(attempt).await;
+            }
+            if !keys.is_empty() {
+                return Err(Error::DynamoDb {
+                    operation: "BatchGetItem",
+                    table: table.to_owned(),
+                    message: format!(
+                        "{} keys still unprocessed after {BATCH_GET_ATTEMPTS} attempts",
+                        keys.len()
+                    ),
+                });
+            }
+        }
+        Ok(existing)
     }
 
     pub(super) async fn refresh_subscription(
@@ -283,6 +353,16 @@ impl SubscriptionStore for DynamoStore {
             // left behind remains to delete.
             Transaction::ConditionFailed { .. } => self.delete_subscription(channel, connection_id).await,
         }
+    }
+
+    async fn remove_leftover_subscriptions(&self, record: &ConnectionRecord) -> Result<Vec<String>, Error> {
+        let connection_id = record.connection_id.as_str();
+        let leftover = self.existing_subscriptions(connection_id, &record.channels).await?;
+        let deletions = leftover
+            .iter()
+            .map(|channel| self.delete_subscription(channel, connection_id));
+        futures::future::try_join_all(deletions).await?;
+        Ok(leftover)
     }
 
     async fn list_targets_page(
