@@ -24,7 +24,7 @@ LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-e
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT) \
              AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
+.PHONY: cost soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
 	rust-tools node-tools chromium deploy-check
 
 # What cannot go into .tools/ is checked where it is needed, with what to install.
@@ -36,6 +36,7 @@ help:
 	@echo "make test   format check, clippy, template checks, every test against a local DynamoDB, the browser tests, fuzzing, the release and sam builds"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
+	@echo "make cost   the monthly bill of the reference workloads (idle, chat, feed) from measured request counts"
 	@echo "make soak   the whole local stack for 3 minutes under every fault at once (SOAK_SUBSCRIBERS, SOAK_SECONDS)"
 	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
 	@echo "make fuzz   every fuzz target for FUZZ_SECONDS (FUZZ_TARGET=token for one)"
@@ -82,6 +83,12 @@ clippy: rust-tools
 unit: $(TEST_TOOLS)
 	cargo build --workspace --bins --locked
 	infra/with-moto.sh cargo test --workspace --locked
+
+# The cost model: every unit event measured on the local stack (optimized
+# build), scaled to a month of each reference workload and priced with
+# infra/cost/prices.json. Prints the README's cost tables.
+cost: $(TEST_TOOLS)
+	infra/with-moto.sh cargo run --profile bench --locked -p airwave-tests --bin airwave-cost
 
 # The full soak (optimized build; make test runs a short one): 1,000 steady
 # subscribers for three minutes with every fault injected at once. Prints its

@@ -1,5 +1,5 @@
-//! The connection: one socket at a time, reconnects with backoff, resubscribes, keeps itself
-//! alive with pings and drops duplicate messages.
+//! The connection: one socket at a time, reconnects with backoff, resubscribes, keeps a quiet
+//! connection alive with pings and drops duplicate messages.
 //!
 //! A background task (the "actor") owns the socket. [`Client`] handles send it commands and get
 //! replies back on oneshot channels; pushed messages and connection events go to the
@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request as HandshakeRequest;
 use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL;
@@ -85,7 +85,7 @@ pub struct ClientConfig {
     url: Url,
     credentials: Credentials,
     backoff: Backoff,
-    ping_interval: Duration,
+    keep_alive_after: Duration,
     request_timeout: Duration,
     connect_timeout: Duration,
     dedup_capacity: usize,
@@ -93,8 +93,10 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Well under API Gateway's 10-minute idle timeout.
-    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(300);
+    /// 9 minutes: just under API Gateway's 10-minute idle timeout.
+    pub const DEFAULT_KEEP_ALIVE_AFTER: Duration = Duration::from_secs(540);
+    #[deprecated(note = "the client now pings only after a quiet period: use `DEFAULT_KEEP_ALIVE_AFTER`")]
+    pub const DEFAULT_PING_INTERVAL: Duration = Self::DEFAULT_KEEP_ALIVE_AFTER;
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -114,7 +116,7 @@ impl ClientConfig {
             url,
             credentials: Credentials::None,
             backoff: Backoff::default(),
-            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            keep_alive_after: Self::DEFAULT_KEEP_ALIVE_AFTER,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             dedup_capacity: RecentIds::DEFAULT_CAPACITY,
@@ -169,11 +171,21 @@ impl ClientConfig {
         self
     }
 
-    /// How often an idle connection pings; keep it under API Gateway's 10-minute idle timeout.
-    /// Zero is taken as 1 ms.
-    pub fn with_ping_interval(mut self, interval: Duration) -> Self {
-        self.ping_interval = interval.max(Duration::from_millis(1));
+    /// How long the client may go without sending a frame before it sends a keep-alive ping;
+    /// keep it under API Gateway's 10-minute idle timeout. Every frame the client sends
+    /// (requests, resubscribes, pings) starts the quiet period over, so a busy connection never
+    /// pings. A ping with no pong within the request timeout replaces the socket. Zero is taken
+    /// as 1 ms; a duration too large for the clock means no keep-alive.
+    pub fn with_keep_alive_after(mut self, quiet: Duration) -> Self {
+        self.keep_alive_after = quiet.max(Duration::from_millis(1));
         self
+    }
+
+    /// The former name of [`ClientConfig::with_keep_alive_after`], which it calls: the client
+    /// no longer pings on a fixed schedule, only after this long without sending anything.
+    #[deprecated(note = "the client pings only after a quiet period: use `with_keep_alive_after`")]
+    pub fn with_ping_interval(self, interval: Duration) -> Self {
+        self.with_keep_alive_after(interval)
     }
 
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
@@ -207,8 +219,14 @@ impl ClientConfig {
         &self.backoff
     }
 
+    /// How long the client goes without sending a frame before it pings.
+    pub fn keep_alive_after(&self) -> Duration {
+        self.keep_alive_after
+    }
+
+    #[deprecated(note = "use `keep_alive_after`")]
     pub fn ping_interval(&self) -> Duration {
-        self.ping_interval
+        self.keep_alive_after
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -289,7 +307,7 @@ impl fmt::Debug for ClientConfig {
         f.debug_struct("ClientConfig")
             .field("url", &self.display_url())
             .field("backoff", &self.backoff)
-            .field("ping_interval", &self.ping_interval)
+            .field("keep_alive_after", &self.keep_alive_after)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("dedup_capacity", &self.dedup_capacity)
@@ -390,10 +408,11 @@ impl Client {
         receiver.await.map_err(|_| Error::Closed)?
     }
 
-    /// Pings; returns the connection's new `expires_at`.
-    pub async fn ping(&self) -> Result<i64, Error> {
+    /// Pings and waits for the pong. API Gateway answers it by itself (the `ping` route's mock
+    /// integration), without an id, so it proves the socket works, not that the backend does.
+    pub async fn ping(&self) -> Result<(), Error> {
         match self.request(Request::Ping).await? {
-            Reply::Pong { expires_at } => Ok(expires_at),
+            Reply::Pong => Ok(()),
             other => Err(unexpected(other)),
         }
     }
@@ -803,18 +822,12 @@ async fn drive(
     shutdown: &mut oneshot::Receiver<()>,
     queue: &mut VecDeque<Pending>,
 ) -> Outcome {
-    let period = shared.config.ping_interval;
-    // Any frame would reset API Gateway's idle timer, but only a ping also extends the
-    // connection's TTL on the server, so ping on a fixed schedule.
-    // A period too large for an `Instant` means no keepalive (`interval` also rejects zero).
-    let mut keepalive = match Instant::now().checked_add(period) {
-        Some(first) if !period.is_zero() => {
-            let mut keepalive = tokio::time::interval_at(first, period);
-            keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            Some(keepalive)
-        }
-        _ => None,
-    };
+    // Any frame resets API Gateway's idle timer, so a ping goes out only after the client has
+    // sent nothing for `keep_alive_after`. Only frames the client sends count: whether frames
+    // API Gateway sends to the client also reset its idle timer is not documented. The socket
+    // was opened just now, which starts the first quiet period.
+    let quiet = shared.config.keep_alive_after;
+    let mut last_sent = Instant::now();
     let mut healthy = false;
     loop {
         if let Some(head) = queue.front_mut() {
@@ -837,7 +850,9 @@ async fn drive(
                         healthy,
                     };
                 }
-                head.sent_at = Some(Instant::now());
+                let now = Instant::now();
+                head.sent_at = Some(now);
+                last_sent = now;
             }
         }
         let gap_deadline = lock(&shared.order).next_gap_deadline();
@@ -846,6 +861,14 @@ async fn drive(
             .and_then(|p| p.sent_at)
             // A timeout too large for an `Instant` means no timeout.
             .and_then(|sent| sent.checked_add(shared.config.request_timeout));
+        // Only with nothing queued: a queued request goes out (and restarts the quiet period)
+        // once the one ahead of it is answered, or times out and replaces the socket. A quiet
+        // period too long for an `Instant` means no keep-alive.
+        let keep_alive_at = if queue.is_empty() {
+            last_sent.checked_add(quiet)
+        } else {
+            None
+        };
         // Unbiased on purpose: a flood of pushed messages must not starve requests and pings.
         tokio::select! {
             _ = &mut *shutdown => return Outcome::Shutdown,
@@ -887,11 +910,9 @@ async fn drive(
                     }
                 }
             }
-            _ = async { keepalive.as_mut()?.tick().await; Some(()) }, if keepalive.is_some() => {
-                let queued = queue.iter().any(|p| p.reply.is_none() && p.request == Request::Ping);
-                if !queued {
-                    queue.push_back(Pending::internal(Request::Ping));
-                }
+            _ = tokio::time::sleep_until(keep_alive_at.unwrap_or_else(Instant::now)), if keep_alive_at.is_some() => {
+                debug!(?quiet, "nothing sent for the keep-alive period: pinging");
+                queue.push_back(Pending::internal(Request::Ping));
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 if let Some(head) = queue.pop_front() {
@@ -965,7 +986,8 @@ fn handle_text(shared: &Shared, queue: &mut VecDeque<Pending>, text: &str) -> Ha
                 p.sent_at.is_some()
                     && match &id {
                         Some(id) => p.id.as_ref() == Some(id),
-                        // A server older than request ids: pair by kind.
+                        // No id: a pong (API Gateway answers pings itself and cannot
+                        // echo one), or a server older than request ids. Pair by kind.
                         None => answers(&reply, &p.request),
                     }
             });
@@ -1148,6 +1170,19 @@ mod tests {
         assert!(offered.is_sensitive());
         assert!(!format!("{request:?}").contains("sig-_0"));
         assert!(!format!("{config:?}").contains("sig-_0"));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn keep_alive_defaults_to_just_under_the_idle_timeout_and_the_old_name_sets_it_too() {
+        let config = ClientConfig::new("wss://example.com/prod").unwrap();
+        assert_eq!(config.keep_alive_after(), Duration::from_secs(540));
+        assert!(format!("{config:?}").contains("keep_alive_after: 540s"));
+        let config = config.with_ping_interval(Duration::from_secs(60));
+        assert_eq!(config.keep_alive_after(), Duration::from_secs(60));
+        assert_eq!(config.ping_interval(), Duration::from_secs(60));
+        let config = config.with_keep_alive_after(Duration::ZERO);
+        assert_eq!(config.keep_alive_after(), Duration::from_millis(1));
     }
 
     #[test]

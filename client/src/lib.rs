@@ -2,10 +2,11 @@
 //!
 //! [`Client`] keeps one logical connection: it opens at most one socket at a time, reconnects
 //! with capped, fully jittered exponential [`Backoff`] when the socket drops, subscribes again to
-//! its channels after a reconnect, pings on an interval shorter than API Gateway's 10-minute idle
-//! timeout, drops messages whose id it has already delivered ([`RecentIds`]), delivers each
-//! channel's messages in position order ([`ChannelOrder`]) and, after a reconnect, recovers what
-//! the channel published meanwhile.
+//! its channels after a reconnect, pings when it has sent nothing for 9 minutes (under API
+//! Gateway's 10-minute idle timeout) and replaces a socket whose ping goes unanswered, drops
+//! messages whose id it has already delivered ([`RecentIds`]), delivers each channel's messages
+//! in position order ([`ChannelOrder`]) and, after a reconnect, recovers what the channel
+//! published meanwhile.
 //!
 //! With [`ClientConfig::with_token_provider`] it gets a fresh token before every connection
 //! attempt, and when the server says the token expired it reconnects at once with a new one. When

@@ -83,9 +83,15 @@ struct ConnectionArgs {
     /// parameter. When it expires the command stops: a fixed token cannot be renewed.
     #[arg(long, env = "AIRWAVE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Seconds between keep-alive pings (API Gateway drops connections idle for 10 minutes).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-    ping_interval_secs: u64,
+    /// Seconds without sending anything after which the client pings (API Gateway drops
+    /// connections idle for 10 minutes).
+    #[arg(
+        long,
+        alias = "ping-interval-secs",
+        default_value_t = 540,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    keep_alive_after_secs: u64,
     /// Connection retries before giving up.
     #[arg(long, default_value_t = 10)]
     max_attempts: u32,
@@ -97,7 +103,7 @@ impl ConnectionArgs {
         let backoff = Backoff::new(defaults.base(), defaults.factor(), defaults.cap(), self.max_attempts);
         let config = ClientConfig::new(url)?
             .with_backoff(backoff)
-            .with_ping_interval(Duration::from_secs(self.ping_interval_secs));
+            .with_keep_alive_after(Duration::from_secs(self.keep_alive_after_secs));
         Ok(match &self.token {
             Some(token) => config.with_token(token),
             None => config,

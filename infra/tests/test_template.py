@@ -419,7 +419,7 @@ class TemplateMatchesTheCode(unittest.TestCase):
 
     def test_every_route_reaches_a_function_that_api_gateway_may_invoke(self):
         routes = {r["Properties"]["RouteKey"]: r for r in RESOURCES.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
-        self.assertEqual(set(routes), {"$connect", "$disconnect", "$default"})
+        self.assertEqual(set(routes), {"$connect", "$disconnect", "$default", "ping"})
         self.assertEqual(
             RESOURCES["WebSocketApi"]["Properties"]["RouteSelectionExpression"], "$request.body.action"
         )
@@ -434,6 +434,23 @@ class TemplateMatchesTheCode(unittest.TestCase):
                 ),
                 f"no invoke permission for {key}",
             )
+
+    def test_a_ping_is_answered_by_api_gateway_alone(self):
+        route = next(r["Properties"] for r in RESOURCES.values()
+                     if r["Type"] == "AWS::ApiGatewayV2::Route" and r["Properties"]["RouteKey"] == "ping")
+        integration_id = re.fullmatch(r"integrations/\$\{(\w+)\}", route["Target"]["Fn::Sub"]).group(1)
+        integration = RESOURCES[integration_id]["Properties"]
+        self.assertEqual(integration["IntegrationType"], "MOCK")
+        self.assertNotIn("ping", routed_functions())
+        self.assertEqual(json.loads(integration["RequestTemplates"]["$default"]), {"statusCode": 200})
+        responses = [r["Properties"] for r in RESOURCES.values()
+                     if r["Type"] == "AWS::ApiGatewayV2::IntegrationResponse"
+                     and r["Properties"]["IntegrationId"] == {"Ref": integration_id}]
+        self.assertEqual(len(responses), 1)
+        self.assertEqual(json.loads(responses[0]["ResponseTemplates"]["$default"]), {"type": "pong"})
+        self.assertTrue(any(r["Type"] == "AWS::ApiGatewayV2::RouteResponse"
+                            and r["Properties"]["RouteId"] == {"Ref": next(k for k, v in RESOURCES.items() if v["Properties"] is route)}
+                            for r in RESOURCES.values()), "the pong is sent back only through a route response")
 
     def test_no_statement_grants_every_action_or_every_resource(self):
         for name, function in FUNCTIONS.items():
@@ -573,8 +590,9 @@ class TemplateMatchesTheCode(unittest.TestCase):
 
     def test_posting_and_closing_are_limited_to_this_apis_connections(self):
         # The stream-processor posts and closes pruned connections; $connect
-        # closes evicted ones, $default those whose token expired, the reaper
-        # those whose record was removed behind Airwave's back.
+        # closes evicted ones and asks (GET) whether a full cap's holders are
+        # still connected, $default closes those whose token expired, the
+        # reaper those whose record was removed or whose expiry passed.
         closers = {"StreamProcessorFunction", "ConnectFunction", "MessageFunction", "ReaperFunction"}
         for name, function in FUNCTIONS.items():
             grants = [s for s in statements(function) if "execute-api:ManageConnections" in listed(s["Action"])]
@@ -583,7 +601,10 @@ class TemplateMatchesTheCode(unittest.TestCase):
                 continue
             self.assertEqual(len(grants), 1, name)
             resources = sorted(r["Fn::Sub"].rsplit("}/", 1)[-1] for r in listed(grants[0]["Resource"]))
-            self.assertEqual(resources, ["DELETE/@connections/*", "POST/@connections/*"], name)
+            expected = ["DELETE/@connections/*", "POST/@connections/*"]
+            if name == "ConnectFunction":
+                expected = ["DELETE/@connections/*", "GET/@connections/*", "POST/@connections/*"]
+            self.assertEqual(resources, expected, name)
             for resource in listed(grants[0]["Resource"]):
                 self.assertIn("${WebSocketApi}/${StageName}/", resource["Fn::Sub"], name)
             self.assertIn("AIRWAVE_MANAGEMENT_ENDPOINT", environment(function), name)

@@ -7,10 +7,10 @@ use crate::{MessageFrame, Position, RequestId};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
-    Pong {
-        /// When the connection's record expires unless pinged again (epoch seconds).
-        expires_at: i64,
-    },
+    /// The answer to `ping`, given by API Gateway itself (the `ping` route's
+    /// mock integration): `{"type": "pong"}`, with no request id, since a
+    /// route answered without a function cannot echo one.
+    Pong,
     Subscribed {
         channel: String,
         /// The channel's latest position when the subscription took effect: the

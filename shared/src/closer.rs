@@ -50,6 +50,24 @@ impl Closer {
     }
 }
 
+impl Closer {
+    /// Asks API Gateway whether the connection is open (`GET
+    /// @connections/{id}`): `false` on 410, the authoritative answer for a
+    /// connection whose `$disconnect` never came. Any other failure is an
+    /// error, so a caller never releases a slot on a guess.
+    pub async fn is_connected(&self, connection_id: &str) -> Result<bool, Error> {
+        match self.client.get_connection().connection_id(connection_id).send().await {
+            Ok(_) => Ok(true),
+            Err(error) if is_gone(&error) => Ok(false),
+            Err(error) => Err(Error::Management {
+                operation: "GetConnection",
+                connection_id: connection_id.to_owned(),
+                message: aws_sdk_apigatewaymanagement::error::DisplayErrorContext(&error).to_string(),
+            }),
+        }
+    }
+}
+
 /// [`Closer::close`] with any Management API client.
 pub(crate) async fn close_with_reason(
     client: &Client,

@@ -110,10 +110,12 @@ pub const DEFAULT_CONNECT_ATTEMPTS_PER_IP: u64 = 120;
 pub const DEFAULT_CONNECT_WINDOW_SECONDS: u64 = 60;
 /// HS256 keys shorter than the hash output are easy to brute-force.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
-/// API Gateway closes every WebSocket after two hours, so a record older than
-/// that is stale by definition; the TTL never needs to be longer.
-pub const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_200;
-pub const MAX_CONNECTION_TTL_SECONDS: u64 = 7_200;
+/// API Gateway closes every WebSocket after two hours. The record's expiry is
+/// set once, at `$connect`, a minute past that: the `$disconnect` that follows
+/// the close removes it first, and the sweep only meets the connections whose
+/// `$disconnect` never came.
+pub const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_260;
+pub const MAX_CONNECTION_TTL_SECONDS: u64 = 7_260;
 pub const MIN_CONNECTION_TTL_SECONDS: u64 = 60;
 pub const DEFAULT_FANOUT_CONCURRENCY: usize = 64;
 pub const MAX_FANOUT_CONCURRENCY: usize = 1_000;
@@ -129,7 +131,7 @@ pub const DEFAULT_ALLOW_CLIENT_PUBLISH: bool = false;
 pub const DEFAULT_ALLOW_ANONYMOUS_PUBLISH: bool = false;
 
 const TABLE_NAME_FORM: &str = "a DynamoDB table name: 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' or '.'";
-const TTL_FORM: &str = "whole seconds from 60 to 7200 (API Gateway closes every connection after 2 hours)";
+const TTL_FORM: &str = "whole seconds from 60 to 7260 (API Gateway closes every connection after 2 hours; 60 s more lets its $disconnect come first)";
 const ENDPOINT_FORM: &str =
     "an http(s) URL with the stage, such as https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
 const CONCURRENCY_FORM: &str = "a whole number of concurrent posts from 1 to 1000";
@@ -229,6 +231,10 @@ pub struct Config {
     /// The SQS queue poison stream records are reported to (the stream
     /// mappings' on-failure destination); required by the stream-processor.
     pub failure_queue_url: Option<String>,
+    /// How young a connection must be for API Gateway's 410 about it to be
+    /// doubted: it answers 410 while a handshake is still in progress too.
+    /// Not read from the environment; tests shorten it.
+    pub connecting_window: std::time::Duration,
 }
 
 /// How long one attempt of an AWS call, and the call with its retries, may take.
@@ -468,6 +474,7 @@ impl Default for Config {
             message_retention_seconds: DEFAULT_MESSAGE_RETENTION_SECONDS,
             aws_timeouts: AwsTimeouts::default(),
             failure_queue_url: None,
+            connecting_window: crate::fanout::CONNECTING_WINDOW,
         }
     }
 }
@@ -747,6 +754,7 @@ impl Config {
             aws_timeouts,
             message_retention_seconds,
             failure_queue_url,
+            connecting_window: defaults.connecting_window,
         })
     }
 
@@ -966,7 +974,7 @@ mod tests {
     fn unset_variables_take_the_documented_defaults() {
         let config = config_from(&[]).unwrap();
         assert_eq!(config, Config::default());
-        assert_eq!(config.connection_ttl_seconds, 7_200);
+        assert_eq!(config.connection_ttl_seconds, 7_260);
         assert_eq!(config.connections_table, "airwave-connections");
     }
 

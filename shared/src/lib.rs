@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod handlers;
 pub mod history;
 pub mod jwks;
+pub mod liveness;
 pub mod message;
 pub mod permissions;
 pub mod rate;

@@ -30,6 +30,9 @@ pub mod metric {
     /// TTL, not by Airwave) with subscriptions left: those were deleted and
     /// the socket closed by the reaper.
     pub const ORPHANS_CLOSED: &str = "OrphanedConnectionsClosed";
+    /// Connections the scheduled sweep found past their expiry (token or
+    /// lifetime), removed and closed.
+    pub const CONNECTIONS_SWEPT: &str = "ExpiredConnectionsClosed";
     /// Client frames answered with an error, with the dimension `code`.
     pub const CLIENT_ERRORS: &str = "ClientErrors";
     pub const FANOUT_TARGETS: &str = "FanoutTargets";

@@ -7,6 +7,7 @@ mod connections;
 mod end_to_end;
 mod fanout;
 mod fixtures;
+mod heartbeat;
 mod jwks;
 mod messages;
 mod permissions;

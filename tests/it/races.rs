@@ -100,32 +100,6 @@ async fn subscribe_and_unsubscribe_of_one_channel_at_once_leave_the_record_and_i
 }
 
 #[tokio::test]
-async fn subscribes_racing_a_ping_give_every_item_the_expiry_the_ping_set() {
-    let tables = TestTables::create().await;
-    let (store, proxy) = tables.faulty_store(faults(2)).await;
-    tables.admit("pinger=").await;
-    for round in 0..ROUNDS {
-        let channel = format!("channel-{round}");
-        let ping = async {
-            pause().await;
-            let expires_at = epoch_seconds_now() + 600 + round as i64;
-            store
-                .refresh_connection("pinger=", expires_at, epoch_seconds_now())
-                .await
-                .unwrap();
-        };
-        let (outcome, ()) = tokio::join!(subscribe(&store, "pinger=", &channel), ping);
-        assert_eq!(outcome, Some(SubscribeOutcome::Subscribed));
-        assert_consistent(&tables, "pinger=", &format!("round {round}")).await;
-    }
-    assert!(
-        proxy.counts().injected(airwave_local::dynamodb_faults::CONFLICT) > 0,
-        "conflicts were injected: {:?}",
-        proxy.counts()
-    );
-}
-
-#[tokio::test]
 async fn subscribes_and_unsubscribes_racing_a_disconnect_leave_nothing_behind() {
     let tables = TestTables::create().await;
     let (store, proxy) = tables.faulty_store(faults(3)).await;

@@ -1,6 +1,7 @@
 //! Test support: a fresh pair of tables on the local DynamoDB-compatible server
 //! for every test, events in the exact shape AWS sends, and a log capture.
 
+pub mod cost;
 pub mod soak;
 pub mod stack;
 
@@ -213,6 +214,28 @@ impl TestTables {
                 .build(),
         );
         (DynamoStore::new(client, &self.config), proxy)
+    }
+
+    /// A store whose every request goes through a meter that counts what
+    /// DynamoDB would bill for it (read and write units, index writes).
+    pub async fn metered_store(&self) -> (DynamoStore, airwave_local::MeteredDynamoDb) {
+        let upstream = std::env::var(DYNAMODB_ENDPOINT_VARIABLE).expect("the local DynamoDB's endpoint");
+        let meter = airwave_local::MeteredDynamoDb::start(&upstream)
+            .await
+            .expect("start the DynamoDB meter");
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
+                .endpoint_url(meter.endpoint())
+                .build(),
+        );
+        (DynamoStore::new(client, &self.config), meter)
+    }
+
+    /// Every item of the connections table as stored, ordered by id.
+    pub async fn stored_connections(&self) -> Vec<HashMap<String, AttributeValue>> {
+        let mut items = self.scan_all(&self.config.connections_table).await;
+        items.sort_by_key(|item| item.get("connection_id").and_then(|id| id.as_s().ok()).cloned());
+        items
     }
 
     /// Subscribes an admitted connection to `channel` through the store, as

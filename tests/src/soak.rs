@@ -332,6 +332,9 @@ pub async fn run(plan: &SoakPlan) -> SoakReport {
             kill_every_stream_batch: plan.kill_every_stream_batch,
             seed: plan.seed,
             connecting_window: airwave_shared::fanout::CONNECTING_WINDOW,
+            // The sweep runs throughout, under the same faults.
+            schedule_period: Some(Duration::from_secs(2)),
+            metered: false,
         },
     )
     .await;

@@ -11,15 +11,17 @@ use std::time::Duration;
 
 use airwave_gateway::streams::RunningPoller;
 use airwave_gateway::{
-    Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, RunningGateway, StackModel, StartingPosition,
-    StreamOptions, StreamPoller,
+    Gateway, GatewayError, GatewayOptions, InvokeFuture, Invoker, RunningGateway, ScheduleOptions, ScheduleRunner,
+    StackModel, StartingPosition, StreamOptions, StreamPoller,
 };
-use airwave_local::{DynamoDbFaults, FaultyDynamoDb, FaultyManagementApi, ManagementFaults};
+use airwave_local::{
+    DynamoDbFaults, DynamoDbUsage, FaultyDynamoDb, FaultyManagementApi, ManagementFaults, MeteredDynamoDb,
+};
 use airwave_shared::auth::Authenticator;
 use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use airwave_shared::failures::SqsFailureQueue;
 use airwave_shared::handlers::{
-    handle_connect, handle_connection_removals, handle_disconnect, handle_message, handle_stream_batch,
+    handle_connect, handle_disconnect, handle_message, handle_reaper_event, handle_stream_batch,
 };
 use airwave_shared::{Closer, DynamoStore, FanOut};
 use futures::FutureExt;
@@ -59,6 +61,8 @@ pub struct InProcessFunctions {
     pub errors: Mutex<BTreeMap<String, usize>>,
     /// Every invocation, by function.
     pub invocations: Mutex<BTreeMap<String, usize>>,
+    /// Lambda's billed duration of every invocation (rounded up to 1 ms), by function.
+    pub billed_ms: Mutex<BTreeMap<String, u64>>,
 }
 
 /// How a [`LocalStack`] differs from the default: the faults it injects
@@ -80,6 +84,13 @@ pub struct StackOptions {
     /// default, so a test's vanished socket is pruned at once; production's
     /// is [`airwave_shared::fanout::CONNECTING_WINDOW`].
     pub connecting_window: Duration,
+    /// Runs the template's `Schedule` events (the reaper's sweep) at this
+    /// period; `None`, the default, runs none, so a test's invocation counts
+    /// hold only what it caused.
+    pub schedule_period: Option<Duration>,
+    /// The functions' DynamoDB requests go through a meter
+    /// ([`LocalStack::dynamodb_usage`]); not with `dynamodb_faults`.
+    pub metered: bool,
 }
 
 fn failed(function: &str, error: impl std::fmt::Display) -> GatewayError {
@@ -166,8 +177,7 @@ impl InProcessFunctions {
             }
             "reaper" => answer(
                 function,
-                handle_connection_removals(&self.store, self.closer.get(), LambdaEvent::new(event, context.clone()))
-                    .await,
+                handle_reaper_event(&self.store, self.closer.get(), LambdaEvent::new(event, context.clone())).await,
             ),
             other => Err(failed(other, "no such function")),
         }
@@ -186,9 +196,13 @@ impl InProcessFunctions {
     /// Runs one invocation, counting errors and catching a panic as Lambda
     /// would see a crashed runtime.
     async fn invoke_counted(&self, function: &str, event: Value) -> Result<Value, GatewayError> {
+        let started = std::time::Instant::now();
         let outcome = std::panic::AssertUnwindSafe(self.run(function, event))
             .catch_unwind()
             .await;
+        // Lambda bills each invocation's duration rounded up to the millisecond.
+        let billed = started.elapsed().as_micros().div_ceil(1_000) as u64;
+        *lock(&self.billed_ms).entry(function.to_owned()).or_default() += billed;
         *lock(&self.invocations).entry(function.to_owned()).or_default() += 1;
         let count = |counts: &Mutex<BTreeMap<String, usize>>| {
             let mut counts = lock(counts);
@@ -210,6 +224,11 @@ impl InProcessFunctions {
     /// How many times `function` was invoked.
     pub fn invocations(&self, function: &str) -> usize {
         lock(&self.invocations).get(function).copied().unwrap_or(0)
+    }
+
+    /// The billed milliseconds of all of `function`'s invocations.
+    pub fn billed_ms(&self, function: &str) -> u64 {
+        lock(&self.billed_ms).get(function).copied().unwrap_or(0)
     }
 
     /// How many of `function`'s invocations failed or crashed.
@@ -241,6 +260,9 @@ pub struct LocalStack {
     /// The proxies injecting [`StackOptions`]' faults, while they run.
     pub dynamodb_faults: Option<FaultyDynamoDb>,
     pub management_faults: Option<FaultyManagementApi>,
+    pub schedules: Option<ScheduleRunner>,
+    /// With [`StackOptions::metered`]: what the functions' DynamoDB requests would bill.
+    pub meter: Option<MeteredDynamoDb>,
 }
 
 impl LocalStack {
@@ -254,12 +276,16 @@ impl LocalStack {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let model = StackModel::from_path(root.join("template.yaml")).expect("read template.yaml");
         let names = tables.local_names();
-        let (store, dynamodb_faults) = match stack.dynamodb_faults {
-            Some(dynamodb) => {
+        let (store, dynamodb_faults, meter) = match (stack.dynamodb_faults, stack.metered) {
+            (Some(dynamodb), _) => {
                 let (store, proxy) = tables.faulty_store(dynamodb).await;
-                (store, Some(proxy))
+                (store, Some(proxy), None)
             }
-            None => (tables.store.clone(), None),
+            (None, true) => {
+                let (store, meter) = tables.metered_store().await;
+                (store, None, Some(meter))
+            }
+            (None, false) => (tables.store.clone(), None, None),
         };
         let functions = Arc::new(InProcessFunctions {
             store,
@@ -278,6 +304,7 @@ impl LocalStack {
             crashes: Mutex::new(BTreeMap::new()),
             errors: Mutex::new(BTreeMap::new()),
             invocations: Mutex::new(BTreeMap::new()),
+            billed_ms: Mutex::new(BTreeMap::new()),
         });
         let gateway = Gateway::start(options, model.clone(), functions.clone())
             .await
@@ -318,6 +345,13 @@ impl LocalStack {
         )
         .await
         .expect("start polling the messages stream");
+        let schedules = stack.schedule_period.map(|period| {
+            ScheduleRunner::start(
+                &model.schedules,
+                functions.clone(),
+                ScheduleOptions { period: Some(period) },
+            )
+        });
         LocalStack {
             tables,
             functions,
@@ -325,7 +359,15 @@ impl LocalStack {
             poller,
             dynamodb_faults,
             management_faults,
+            schedules,
+            meter,
         }
+    }
+
+    /// What the functions' DynamoDB requests so far would bill (empty
+    /// without [`StackOptions::metered`]).
+    pub fn dynamodb_usage(&self) -> DynamoDbUsage {
+        self.meter.as_ref().map(MeteredDynamoDb::usage).unwrap_or_default()
     }
 
     pub fn ws_url(&self) -> String {
@@ -356,6 +398,9 @@ impl LocalStack {
     }
 
     pub async fn shutdown(self) {
+        if let Some(schedules) = self.schedules {
+            schedules.shutdown().await;
+        }
         self.poller.shutdown().await;
         self.gateway.shutdown().await;
     }

@@ -5,6 +5,7 @@ import { AirwaveProvider, useAirwave, useChannel, useConnectionState } from "@ai
 
 // Settings come from the query string, so the page (and the browser tests)
 // can point it anywhere: ?url=ws://…&channel=…&base=…&cap=…&attempts=…
+// (`ping`: keepAliveAfterMs, the quiet time before a keep-alive ping).
 const query = new URLSearchParams(location.search);
 const url = query.get("url") ?? "ws://127.0.0.1:3001/local";
 const channel = query.get("channel") ?? "prices";
@@ -21,7 +22,7 @@ const options: AirwaveOptions = {
     ...(numberParam("attempts") !== undefined ? { maxAttempts: numberParam("attempts") } : {}),
   },
   ...(numberParam("breaker") !== undefined ? { breakerThreshold: numberParam("breaker") } : {}),
-  ...(numberParam("ping") !== undefined ? { pingIntervalMs: numberParam("ping") } : {}),
+  ...(numberParam("ping") !== undefined ? { keepAliveAfterMs: numberParam("ping") } : {}),
   ...(query.has("debug") ? { debug: (message: string) => console.debug(`[airwave] ${message}`) } : {}),
 };
 const token = query.get("token");

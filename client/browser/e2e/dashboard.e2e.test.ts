@@ -194,8 +194,9 @@ describe("with the gateway gone", () => {
       cap: "1000",
       attempts: String(attempts),
       breaker: "0",
-      // A heartbeat every 2 s: should the closing socket's end not reach the
-      // page (it is offline), the missed pong says the socket is dead.
+      // A keep-alive ping after 2 s without a frame sent (the page sends
+      // nothing once subscribed): should the closing socket's end not reach
+      // the page (it is offline), the missed pong says the socket is dead.
       ping: "2000",
     });
     try {

@@ -54,7 +54,7 @@ const OPEN = 1;
  */
 export class AirwaveClient {
   private readonly options: Required<
-    Omit<AirwaveOptions, "getToken" | "backoff" | "WebSocket" | "lifecycle" | "debug">
+    Omit<AirwaveOptions, "getToken" | "backoff" | "WebSocket" | "lifecycle" | "debug" | "pingIntervalMs">
   > & { backoff: BackoffOptions };
   private readonly WebSocketImpl: SocketConstructor;
   private readonly timers: Timers;
@@ -78,8 +78,9 @@ export class AirwaveClient {
   private retryTimer: unknown = null;
   private connectTimer: unknown = null;
   private healthyTimer: unknown = null;
-  private pingTimer: unknown = null;
-  private pingDueAt = 0;
+  /** Fires after `keepAliveAfterMs` without a frame sent on the open socket. */
+  private keepAliveTimer: unknown = null;
+  private keepAliveDueAt = 0;
   private hiddenAt: number | null = null;
   private waitingForOnline = false;
   private stopListening: (() => void) | null = null;
@@ -113,7 +114,7 @@ export class AirwaveClient {
       breakerWindowMs: options.breakerWindowMs ?? 60_000,
       healthyAfterMs: options.healthyAfterMs ?? 5_000,
       connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
-      pingIntervalMs: options.pingIntervalMs ?? 180_000,
+      keepAliveAfterMs: options.keepAliveAfterMs ?? options.pingIntervalMs ?? 540_000,
       pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       maxQueued: options.maxQueued ?? 100,
@@ -138,7 +139,12 @@ export class AirwaveClient {
     this.getToken = options.getToken;
     this.breaker = new CircuitBreaker(this.options.breakerThreshold, this.options.breakerWindowMs);
     this.recent = new RecentIds(this.options.dedupeCapacity);
-    this.requests = new PendingRequests(this.timers, this.options.maxQueued, (message) => this.debug(message));
+    this.requests = new PendingRequests(
+      this.timers,
+      this.options.maxQueued,
+      (message) => this.debug(message),
+      () => this.restartKeepAlive(),
+    );
   }
 
   get state(): ConnectionState {
@@ -222,7 +228,10 @@ export class AirwaveClient {
     return stats;
   }
 
-  /** Checks the socket now: a ping when open, an attempt now when waiting to reconnect. */
+  /**
+   * Pings the server (queued while disconnected, like any request); resolves
+   * on its pong. A ping while another is outstanding shares it.
+   */
   ping(): Promise<void> {
     return this.request({ action: "ping" }).then(() => undefined);
   }
@@ -349,7 +358,7 @@ export class AirwaveClient {
       this.healthyTimer = null;
       if (generation === this.generation) this.markHealthy();
     }, this.options.healthyAfterMs);
-    this.schedulePing();
+    this.restartKeepAlive();
     for (const [channel, state] of this.channels) {
       if (state.unsubscribeTimer === null) this.sendSubscribe(channel, state, "reconnect");
     }
@@ -450,10 +459,10 @@ export class AirwaveClient {
   }
 
   private clearConnectionTimers(): void {
-    for (const timer of [this.retryTimer, this.connectTimer, this.healthyTimer, this.pingTimer]) {
+    for (const timer of [this.retryTimer, this.connectTimer, this.healthyTimer, this.keepAliveTimer]) {
       if (timer !== null) this.timers.clearTimeout(timer);
     }
-    this.retryTimer = this.connectTimer = this.healthyTimer = this.pingTimer = null;
+    this.retryTimer = this.connectTimer = this.healthyTimer = this.keepAliveTimer = null;
     this.waitingForOnline = false;
   }
 
@@ -477,21 +486,32 @@ export class AirwaveClient {
 
   // --- heartbeat and page lifecycle --------------------------------------
 
-  private schedulePing(): void {
-    if (this.pingTimer !== null) this.timers.clearTimeout(this.pingTimer);
-    this.pingDueAt = this.now() + this.options.pingIntervalMs;
-    this.pingTimer = this.timers.setTimeout(() => {
-      this.pingTimer = null;
+  /**
+   * Restarts the quiet period after which a keep-alive ping goes: called on
+   * the socket's opening and after every frame the client sends on it. API
+   * Gateway closes a connection idle for 10 minutes, and any frame resets
+   * that. Only frames the client sends count here, not those it receives:
+   * whether server-to-client frames reset API Gateway's idle timer is not
+   * documented. The 9-minute default leaves a minute for hidden tabs, whose
+   * timers browsers throttle (Chrome: to once a minute), so a late keep-alive
+   * still goes out within the 10 minutes.
+   */
+  private restartKeepAlive(): void {
+    if (this.keepAliveTimer !== null) this.timers.clearTimeout(this.keepAliveTimer);
+    this.keepAliveDueAt = this.now() + this.options.keepAliveAfterMs;
+    this.keepAliveTimer = this.timers.setTimeout(() => {
+      this.keepAliveTimer = null;
       // Timers stop while a machine sleeps; a wall clock far past the due time says it did.
-      if (this.now() - this.pingDueAt > this.options.pingIntervalMs) this.debug("woke from a long sleep");
+      if (this.now() - this.keepAliveDueAt > this.options.keepAliveAfterMs) this.debug("woke from a long sleep");
       this.checkNow();
-    }, this.options.pingIntervalMs);
+    }, this.options.keepAliveAfterMs);
   }
 
-  /** Pings now; a ping that gets no pong in time replaces the socket. */
+  /** Pings now (the ping restarts the quiet period); a ping that gets no pong in time replaces the socket. */
   private checkNow(): void {
     if (this.current === "open" && this.socket) {
       const generation = this.generation;
+      // Joins the outstanding ping, if there is one: a pong cannot say which ping it answers.
       this.sendRequest({ action: "ping" }, this.options.pongTimeoutMs, true).then(
         () => {
           if (generation === this.generation) this.markHealthy();
@@ -503,7 +523,8 @@ export class AirwaveClient {
           }
         },
       );
-      this.schedulePing();
+      // A joined ping sent nothing, so nothing restarted the quiet period: keep it running.
+      if (this.keepAliveTimer === null && this.current === "open") this.restartKeepAlive();
     } else if (this.current === "reconnecting" && (this.retryTimer !== null || this.waitingForOnline)) {
       // Waiting out a backoff delay: try now instead.
       if (this.retryTimer !== null) this.timers.clearTimeout(this.retryTimer);
@@ -531,14 +552,16 @@ export class AirwaveClient {
   private onVisibility(): void {
     if (!this.lifecycle) return;
     if (this.lifecycle.isHidden()) {
-      // Pings go on while hidden: a paused heartbeat would let API Gateway's
-      // 10-minute idle timeout close the socket.
+      // The keep-alive goes on while hidden (its timer runs, if throttled):
+      // pausing it would let API Gateway's 10-minute idle timeout close a
+      // quiet socket.
       this.hiddenAt = this.now();
       return;
     }
     const hiddenFor = this.hiddenAt === null ? 0 : this.now() - this.hiddenAt;
     this.hiddenAt = null;
-    if (hiddenFor >= this.options.wakeCheckAfterMs || this.now() > this.pingDueAt + this.options.pongTimeoutMs) {
+    // Hidden long, or a keep-alive overdue (the wall clock jumped: the machine slept): the socket may be stale.
+    if (hiddenFor >= this.options.wakeCheckAfterMs || this.now() > this.keepAliveDueAt + this.options.pongTimeoutMs) {
       this.checkNow();
     }
   }

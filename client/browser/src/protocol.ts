@@ -46,6 +46,7 @@ export type ClientErrorCode =
 export type ErrorCode = ServerErrorCode | ClientErrorCode | (string & {});
 
 export type ClientRequest =
+  /** Sent without an `id`: its pong carries none. */
   | { action: "ping" }
   | { action: "subscribe"; channel: string; since?: Position }
   | { action: "unsubscribe"; channel: string }
@@ -84,9 +85,14 @@ interface Replied {
   id?: RequestId | null;
 }
 
+/**
+ * The answer to `ping`, given by API Gateway itself (the route's mock
+ * integration): `{"type": "pong"}`, without the request's `id`, which a mock
+ * cannot echo. So a pong answers whichever ping is outstanding; the client
+ * keeps at most one per socket. Older servers echoed an `id`.
+ */
 export interface PongFrame extends Replied {
   type: "pong";
-  expires_at: number;
 }
 export interface SubscribedFrame extends Replied {
   type: "subscribed";

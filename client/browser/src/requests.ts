@@ -7,8 +7,11 @@ type Sender = Pick<SocketLike, "send">;
 interface PendingRequest {
   id: number;
   request: ClientRequest;
+  /** What `send` returned: a ping made while this one is pending gets the same. */
+  reply: Promise<ReplyFrame>;
   resolve: (reply: ReplyFrame) => void;
   reject: (error: AirwaveError) => void;
+  timeoutMs: number;
   timer: unknown;
   /** Sent on the current socket (vs. queued waiting for one). */
   sent: boolean;
@@ -22,6 +25,10 @@ interface PendingRequest {
  * Requests waiting for their reply: numbered, paired with replies by id (or
  * by kind, for servers without request ids), each under its own timeout, and
  * queued (bounded) while there is no open socket.
+ *
+ * Pings are the exception to ids: API Gateway answers them itself with an
+ * id-less `{"type": "pong"}`, so a ping goes without an id, at most one is
+ * pending at a time (a second joins it), and any pong answers it.
  */
 export class PendingRequests {
   private nextId = 1;
@@ -33,6 +40,8 @@ export class PendingRequests {
     private readonly timers: Timers,
     private readonly maxQueued: number,
     private readonly debug: (message: string) => void,
+    /** Called after each frame that went out on a socket. */
+    private readonly onSent: () => void = () => {},
   ) {}
 
   /** Requests waiting for a socket. */
@@ -49,42 +58,53 @@ export class PendingRequests {
 
   /**
    * Sends `request` on `socket`, or without one queues it (an internal request
-   * fails instead); settles with the reply, a timeout, or a `fail…` call.
+   * fails instead); settles with the reply, a timeout, or a `fail…` call. A
+   * ping while another is pending (sent or queued) shares that one's outcome
+   * and timeout: its pong could not tell two apart.
    */
   send(request: ClientRequest, timeoutMs: number, internal: boolean, socket: Sender | null): Promise<ReplyFrame> {
-    return new Promise<ReplyFrame>((resolve, reject) => {
-      if (!socket && !internal) {
-        const queued = this.queued;
-        if (queued >= this.maxQueued) {
-          reject(new AirwaveError("queue_full", `${queued} requests already wait for a connection`));
-          return;
-        }
+    if (request.action === "ping") {
+      const outstanding = this.pendingPing();
+      if (outstanding) return outstanding.reply;
+    }
+    if (!socket && !internal) {
+      const queued = this.queued;
+      if (queued >= this.maxQueued) {
+        return Promise.reject(new AirwaveError("queue_full", `${queued} requests already wait for a connection`));
       }
-      const id = this.nextId++;
-      const pending: PendingRequest = {
-        id,
-        request,
-        resolve,
-        reject,
-        internal,
-        sent: false,
-        withId: false,
-        timer: this.timers.setTimeout(() => {
-          if (this.pending.delete(id)) {
-            reject(new AirwaveError("timeout", `no reply to ${request.action} within ${timeoutMs} ms`, id));
-          }
-        }, timeoutMs),
-      };
-      this.pending.set(id, pending);
-      if (socket) this.transmit(pending, socket);
-      else if (internal) this.settle(pending, new AirwaveError("disconnected", "no open socket"));
+    }
+    let resolve: PendingRequest["resolve"] = () => {};
+    let reject: PendingRequest["reject"] = () => {};
+    const reply = new Promise<ReplyFrame>((onReply, onError) => {
+      resolve = onReply;
+      reject = onError;
     });
+    const pending: PendingRequest = {
+      id: this.nextId++,
+      request,
+      reply,
+      resolve,
+      reject,
+      timeoutMs,
+      timer: null,
+      internal,
+      sent: false,
+      withId: false,
+    };
+    this.startTimer(pending);
+    this.pending.set(pending.id, pending);
+    if (socket) this.transmit(pending, socket);
+    else if (internal) this.settle(pending, new AirwaveError("disconnected", "no open socket"));
+    return reply;
   }
 
   /** Sends the queued requests on a socket that just opened. */
   sendQueued(socket: Sender): void {
     for (const pending of this.pending.values()) {
-      if (!pending.sent) this.transmit(pending, socket);
+      if (pending.sent) continue;
+      // A ping measures the socket, not the wait for one: its timeout starts now.
+      if (pending.request.action === "ping") this.startTimer(pending);
+      this.transmit(pending, socket);
     }
   }
 
@@ -136,14 +156,33 @@ export class PendingRequests {
     }
   }
 
+  /** The ping sent or queued and not yet answered, if any. */
+  private pendingPing(): PendingRequest | undefined {
+    for (const pending of this.pending.values()) if (pending.request.action === "ping") return pending;
+    return undefined;
+  }
+
+  private startTimer(pending: PendingRequest): void {
+    if (pending.timer !== null) this.timers.clearTimeout(pending.timer);
+    const { id, request, timeoutMs } = pending;
+    pending.timer = this.timers.setTimeout(() => {
+      if (this.pending.get(id) !== pending) return;
+      this.pending.delete(id);
+      pending.reject(new AirwaveError("timeout", `no reply to ${request.action} within ${timeoutMs} ms`, id));
+    }, timeoutMs);
+  }
+
   private transmit(pending: PendingRequest, socket: Sender): void {
     pending.sent = true;
-    pending.withId = this.sendIds;
+    // A ping never carries an id: API Gateway's pong could not echo it.
+    pending.withId = this.sendIds && pending.request.action !== "ping";
     try {
-      socket.send(JSON.stringify(this.sendIds ? { ...pending.request, id: pending.id } : pending.request));
+      socket.send(JSON.stringify(pending.withId ? { ...pending.request, id: pending.id } : pending.request));
     } catch (error) {
       this.settle(pending, new AirwaveError("disconnected", `send failed: ${String(error)}`));
+      return;
     }
+    this.onSent();
   }
 
   private settle(pending: PendingRequest, outcome: ReplyFrame | AirwaveError): void {
@@ -155,11 +194,15 @@ export class PendingRequests {
     } else pending.resolve(outcome);
   }
 
-  /** The request a reply answers: by id, or (servers without request ids) the oldest of the matching kind. */
+  /**
+   * The request a reply answers: by id, or (servers without request ids, and
+   * every pong) the oldest of the matching kind, which for a pong is the one
+   * pending ping, whatever id the pong carries.
+   */
   private find(reply: ReplyFrame): PendingRequest | undefined {
     if (typeof reply.id === "number") {
       const byId = this.pending.get(reply.id);
-      if (byId?.sent) return byId;
+      if (byId?.sent && (reply.type === "error" || REPLY_TYPE[byId.request.action] === reply.type)) return byId;
     }
     for (const pending of this.pending.values()) {
       if (!pending.sent) continue;

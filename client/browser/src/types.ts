@@ -50,7 +50,15 @@ export interface AirwaveOptions {
   healthyAfterMs?: number;
   /** A handshake not done by then is abandoned. Default 10 s. */
   connectTimeoutMs?: number;
-  /** Ping period. Default 180 s: under API Gateway's 10-minute idle timeout even when a hidden tab's timers run late. */
+  /**
+   * Quiet time after which the client sends a keep-alive ping: the time since
+   * the last frame it sent (any request restarts it). API Gateway closes a
+   * connection idle for 10 minutes. Default 540 s (9 minutes): a hidden tab's
+   * throttled timers may run up to a minute late (Chrome), which still lands
+   * the ping within the 10 minutes.
+   */
+  keepAliveAfterMs?: number;
+  /** @deprecated Use `keepAliveAfterMs`, which it sets when that is not given. Pings are no longer periodic: they go after this much quiet. */
   pingIntervalMs?: number;
   /** A ping unanswered this long replaces the socket. Default 10 s. */
   pongTimeoutMs?: number;

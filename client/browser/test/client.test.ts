@@ -154,23 +154,21 @@ describe("state machine", () => {
     expect(h.client.state).toBe("open");
   });
 
-  it("pings on the interval and replaces a socket whose pong does not come", async () => {
-    const h = harness({ pingIntervalMs: 60_000, pongTimeoutMs: 5000 });
-    const socket = await opened(h);
-    await h.clock.advance(60_000);
-    const ping = socket.lastRequest("ping");
-    socket.receive({ type: "pong", expires_at: 1, id: ping.id });
-    await h.clock.advance(60_000 + 5000);
-    expect(socket.requests("ping").length).toBe(2);
-    expect(h.client.state).toBe("reconnecting");
-    expect(socket.closedWith).not.toBeNull();
-  });
-
   it("checks the socket at once when a page hidden for long is shown again", async () => {
-    const h = harness({ pingIntervalMs: 180_000, wakeCheckAfterMs: 30_000 });
+    const h = harness({ keepAliveAfterMs: 540_000, wakeCheckAfterMs: 30_000 });
     const socket = await opened(h);
     h.lifecycle.setHidden(true);
     h.clock.time += 120_000; // the machine slept: wall clock jumped, no timer ran
+    h.lifecycle.setHidden(false);
+    expect(socket.sent).toEqual([{ action: "ping" }]);
+  });
+
+  it("checks the socket when shown again after its keep-alive was due, however briefly hidden", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000, wakeCheckAfterMs: 30_000 });
+    const socket = await opened(h);
+    h.clock.time += 50_000;
+    h.lifecycle.setHidden(true);
+    h.clock.time += 25_000; // slept past the keep-alive, hidden for less than wakeCheckAfterMs
     h.lifecycle.setHidden(false);
     expect(socket.requests("ping").length).toBe(1);
   });
@@ -183,6 +181,124 @@ describe("state machine", () => {
     h.lifecycle.goOnline();
     await flush();
     expect(h.sockets.length).toBe(2);
+  });
+});
+
+describe("keep-alive", () => {
+  const pings = (socket: { sent: Record<string, unknown>[] }) => socket.sent.filter((f) => f.action === "ping");
+
+  it("sends no ping while the client sends frames more often than keepAliveAfterMs", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000 });
+    const socket = await opened(h);
+    for (let i = 0; i < 12; i++) {
+      await h.clock.advance(50_000);
+      const published = h.client.publish("c", i);
+      socket.receive({ type: "published", message_id: `m${i}`, id: socket.lastRequest("publish").id });
+      await published;
+    }
+    expect(h.clock.time - 1_000_000).toBeGreaterThan(5 * 60_000);
+    expect(pings(socket)).toEqual([]);
+    // Any frame counts: a subscribe and an unsubscribe keep it quiet too.
+    await h.clock.advance(50_000);
+    const off = h.client.subscribe("d", () => {});
+    await answerSubscribe(socket, "d");
+    await h.clock.advance(50_000);
+    off();
+    await h.clock.advance(50_000);
+    expect(socket.lastRequest("unsubscribe")).toMatchObject({ channel: "d" });
+    expect(pings(socket)).toEqual([]);
+  });
+
+  it("sends exactly one ping, without an id, after keepAliveAfterMs of quiet; an id-less pong answers it", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000, pongTimeoutMs: 5000 });
+    const socket = await opened(h);
+    const published = h.client.publish("c", 1);
+    socket.receive({ type: "published", message_id: "m1", id: socket.lastRequest("publish").id });
+    await published;
+    await h.clock.advance(59_999);
+    expect(pings(socket)).toEqual([]);
+    await h.clock.advance(1);
+    expect(pings(socket)).toEqual([{ action: "ping" }]);
+    socket.receive({ type: "pong" });
+    await h.clock.advance(5000 + 1000); // past the pong timeout: answered, nothing happens
+    expect(pings(socket).length).toBe(1);
+    expect(h.client.state).toBe("open");
+    expect(h.sockets.length).toBe(1);
+    expect(socket.closedWith).toBeNull();
+    expect(h.client.stats().pendingRequests).toBe(0);
+    // The ping was a frame sent: the next one goes a full quiet period after it.
+    await h.clock.advance(60_000 - 6000 - 1);
+    expect(pings(socket).length).toBe(1);
+    await h.clock.advance(1);
+    expect(pings(socket)).toEqual([{ action: "ping" }, { action: "ping" }]);
+  });
+
+  it("replaces the socket when the pong does not come within pongTimeoutMs", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000, pongTimeoutMs: 5000 });
+    const socket = await opened(h);
+    await h.clock.advance(60_000);
+    expect(pings(socket).length).toBe(1);
+    await h.clock.advance(4999);
+    expect(h.client.state).toBe("open");
+    await h.clock.advance(1);
+    expect(h.client.state).toBe("reconnecting");
+    expect(socket.closedWith).not.toBeNull();
+    await h.clock.advance(h.clock.pendingDelays()[0] ?? 0);
+    expect(h.sockets.length).toBe(2);
+  });
+
+  it("still pings when the only traffic is messages received", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000 });
+    const socket = await opened(h);
+    const got: string[] = [];
+    h.client.on("broadcast", (m) => got.push(m.id));
+    for (let i = 0; i < 6; i++) {
+      await h.clock.advance(10_000);
+      socket.receive({ type: "message", id: `b${i}`, data: i });
+    }
+    expect(got.length).toBe(6);
+    expect(pings(socket)).toEqual([{ action: "ping" }]);
+  });
+
+  it("keeps one ping outstanding: another ping shares it, and one pong answers both", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000, pongTimeoutMs: 5000 });
+    const socket = await opened(h);
+    await h.clock.advance(60_000); // the keep-alive ping
+    const mine = h.client.ping();
+    h.lifecycle.goOnline(); // a check while the ping is outstanding
+    expect(pings(socket).length).toBe(1);
+    socket.receive({ type: "pong" });
+    await mine;
+    await h.clock.advance(10_000);
+    expect(h.client.state).toBe("open");
+    expect(h.sockets.length).toBe(1);
+  });
+
+  it("takes a pong that carries an id (older servers) as the answer too", async () => {
+    const h = harness({ keepAliveAfterMs: 60_000, pongTimeoutMs: 5000 });
+    const socket = await opened(h);
+    const answered = h.client.ping();
+    expect(socket.lastRequest("ping")).toEqual({ action: "ping" });
+    socket.receive({ type: "pong", id: 1 });
+    await answered;
+    await h.clock.advance(10_000);
+    expect(h.client.state).toBe("open");
+  });
+
+  it("accepts pingIntervalMs as a deprecated alias of keepAliveAfterMs", async () => {
+    const h = harness({ pingIntervalMs: 30_000 });
+    const socket = await opened(h);
+    await h.clock.advance(30_000);
+    expect(pings(socket).length).toBe(1);
+  });
+
+  it("defaults to a keep-alive after 9 minutes of quiet", async () => {
+    const h = harness();
+    const socket = await opened(h);
+    await h.clock.advance(540_000 - 1);
+    expect(pings(socket)).toEqual([]);
+    await h.clock.advance(1);
+    expect(pings(socket)).toEqual([{ action: "ping" }]);
   });
 });
 

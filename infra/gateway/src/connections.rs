@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Bytes;
@@ -30,6 +30,40 @@ pub(crate) struct Shared {
     idle: Notify,
     /// `DELETE @connections/{id}` requests that closed a live socket.
     pub management_closes: AtomicUsize,
+    /// Messages as API Gateway bills them, both ways.
+    pub billed: BilledMessages,
+}
+
+/// API Gateway's metered messages: each frame a client sends and each one
+/// delivered to a client (route replies and Management API posts alike),
+/// counted in 32 KB units. A refused handshake and a close frame are not
+/// messages.
+#[derive(Debug, Default)]
+pub struct BilledMessages {
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// API Gateway meters messages in 32 KB units.
+const MESSAGE_UNIT_BYTES: usize = 32 * 1024;
+
+impl BilledMessages {
+    pub fn count_received(&self, bytes: usize) {
+        self.received.fetch_add(units(bytes), Ordering::Relaxed);
+    }
+
+    pub fn count_sent(&self, bytes: usize) {
+        self.sent.fetch_add(units(bytes), Ordering::Relaxed);
+    }
+
+    /// (received, sent), in 32 KB units.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.received.load(Ordering::Relaxed), self.sent.load(Ordering::Relaxed))
+    }
+}
+
+fn units(bytes: usize) -> u64 {
+    bytes.div_ceil(MESSAGE_UNIT_BYTES).max(1) as u64
 }
 
 impl Shared {
@@ -50,6 +84,7 @@ impl Shared {
             active: AtomicUsize::new(0),
             idle: Notify::new(),
             management_closes: AtomicUsize::new(0),
+            billed: BilledMessages::default(),
         }
     }
 

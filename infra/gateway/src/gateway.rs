@@ -38,7 +38,9 @@ use tracing::Instrument;
 
 use crate::connections::{ActiveGuard, Command, ConnectionHandle, Shared};
 use crate::events::{epoch_millis_now, new_id, ConnectionContext};
+use crate::mock::{MockAnswer, TemplateContext};
 use crate::responses::forbidden;
+use crate::template::RouteIntegration;
 use crate::GatewayError;
 
 /// How long a write to a client may block before the connection counts as broken.
@@ -165,9 +167,10 @@ async fn upgrade(shared: Arc<Shared>, peer: SocketAddr, mut request: Request) ->
 
     let mut response_headers = Vec::new();
     let mut admitted = None;
-    if let Some(route) = shared.model.routes.get("$connect") {
+    // A mock $connect admits (its request template's status is not checked here).
+    if let Some(function) = shared.model.routes.get("$connect").and_then(|route| route.function()) {
         let event = context.connect_event(&event_headers, &query);
-        let answer = invoke_connect(&shared, &context, &route.function, event, &span).await;
+        let answer = invoke_connect(&shared, &context, function, event, &span).await;
         match answer {
             Ok((answer, admission)) => {
                 let status = status_code(&answer);
@@ -455,11 +458,16 @@ async fn invoke_connect(
 }
 
 async fn invoke_disconnect(shared: &Shared, context: &ConnectionContext, code: u16, reason: &str) {
-    let Some(route) = shared.model.routes.get("$disconnect") else {
+    let Some(function) = shared
+        .model
+        .routes
+        .get("$disconnect")
+        .and_then(|route| route.function())
+    else {
         return;
     };
     let event = context.disconnect_event(code, reason);
-    match shared.invoker.invoke(&route.function, event).await {
+    match shared.invoker.invoke(function, event).await {
         Ok(_) => tracing::debug!(code, "$disconnect delivered"),
         // API Gateway does not retry $disconnect either; the record's TTL covers it.
         Err(error) => tracing::warn!(error = %error, "$disconnect failed"),
@@ -499,12 +507,16 @@ async fn serve_socket(
             }
             command = commands.recv() => match command {
                 Some(Command::Send { payload, done }) => {
+                    let bytes = payload.len();
                     // Checked in place, not copied: every post and reply passes here.
                     let message = match Utf8Bytes::try_from(payload.clone()) {
                         Ok(text) => Message::Text(text),
                         Err(_) => Message::Binary(payload),
                     };
                     let sent = matches!(timeout(SEND_TIMEOUT, socket.send(message)).await, Ok(Ok(())));
+                    if sent {
+                        shared.billed.count_sent(bytes);
+                    }
                     if let Some(done) = done {
                         let _ = done.send(sent);
                     }
@@ -534,6 +546,7 @@ async fn serve_socket(
             },
             incoming = socket.next(), if slot.is_some() => match incoming {
                 Some(Ok(Message::Text(text))) => {
+                    shared.billed.count_received(text.len());
                     idle_since = Instant::now();
                     last_active_ms.store(epoch_millis_now(), Ordering::SeqCst);
                     if let Some(permit) = slot.take() {
@@ -650,12 +663,32 @@ async fn route_messages(
         };
         let (event, request_id) = context.message_event(&route.route_key, &body);
         let span = tracing::info_span!("message", route = %route.route_key, request_id = %request_id);
-        match shared
-            .invoker
-            .invoke(&route.function, event)
-            .instrument(span.clone())
-            .await
-        {
+        let function = match &route.integration {
+            RouteIntegration::Function { binary, .. } => binary,
+            RouteIntegration::Mock(mock) => {
+                let empty = serde_json::Map::new();
+                let variables = event.get("requestContext").and_then(Value::as_object).unwrap_or(&empty);
+                match mock.answer(&TemplateContext { variables }, route.has_route_response) {
+                    MockAnswer::Reply(Some(frame)) => reply(frame),
+                    MockAnswer::Reply(None) => {}
+                    MockAnswer::ConfigurationError(why) => {
+                        span.in_scope(
+                            || tracing::warn!(integration = %mock.logical_id, why = %why, "mock integration failed"),
+                        );
+                        reply(
+                            json!({
+                                "message": "Internal server error",
+                                "connectionId": context.connection_id,
+                                "requestId": request_id,
+                            })
+                            .to_string(),
+                        );
+                    }
+                }
+                continue;
+            }
+        };
+        match shared.invoker.invoke(function, event).instrument(span.clone()).await {
             Ok(answer) => {
                 if route.has_route_response {
                     if let Some(body) = answer

@@ -95,6 +95,12 @@ impl RunningGateway {
         self.shared.management_closes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Messages billed so far as API Gateway meters them: (received from
+    /// clients, sent to clients), in 32 KB units.
+    pub fn billed_messages(&self) -> (u64, u64) {
+        self.shared.billed.snapshot()
+    }
+
     /// Connections whose socket is open.
     pub fn connection_count(&self) -> usize {
         self.shared.connections().len()

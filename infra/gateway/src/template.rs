@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::mock::MockIntegration;
+use crate::schedules::{schedules_of, Schedule};
 use crate::GatewayError;
 
 const FUNCTION_TYPES: [&str; 2] = ["AWS::Serverless::Function", "AWS::Lambda::Function"];
@@ -48,6 +50,8 @@ pub struct StackModel {
     pub queues: Vec<Queue>,
     /// Every DynamoDB stream mapped to a function.
     pub stream_mappings: Vec<StreamMapping>,
+    /// Every `Schedule` event of a function.
+    pub schedules: Vec<Schedule>,
     /// Template parameters with their defaults, for resolving `!Ref Parameter`.
     parameters: BTreeMap<String, Option<String>>,
 }
@@ -103,13 +107,42 @@ impl RouteSelection {
 pub struct Route {
     pub logical_id: String,
     pub route_key: String,
-    /// Logical id of the function its integration invokes.
-    pub function_logical_id: String,
-    /// The binary (the function name `cargo lambda watch` serves it under).
-    pub function: String,
+    pub integration: RouteIntegration,
     /// Whether an `AWS::ApiGatewayV2::RouteResponse` exists: then the function's
-    /// `body` is sent back to the client as a frame.
+    /// `body` (or the mock's response template) is sent back as a frame.
     pub has_route_response: bool,
+}
+
+/// What answers a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteIntegration {
+    /// `AWS_PROXY` to a Lambda function.
+    Function {
+        /// Logical id of the function.
+        logical_id: String,
+        /// The binary (the function name `cargo lambda watch` serves it under).
+        binary: String,
+    },
+    /// `MOCK`: API Gateway answers by itself.
+    Mock(MockIntegration),
+}
+
+impl Route {
+    /// The binary of the function behind this route; none for a mock.
+    pub fn function(&self) -> Option<&str> {
+        match &self.integration {
+            RouteIntegration::Function { binary, .. } => Some(binary),
+            RouteIntegration::Mock(_) => None,
+        }
+    }
+
+    /// The logical id of the function behind this route; none for a mock.
+    pub fn function_logical_id(&self) -> Option<&str> {
+        match &self.integration {
+            RouteIntegration::Function { logical_id, .. } => Some(logical_id),
+            RouteIntegration::Mock(_) => None,
+        }
+    }
 }
 
 /// One Lambda function.
@@ -121,6 +154,8 @@ pub struct Function {
     pub binary: Option<String>,
     /// `Environment.Variables`, the template's `Globals` merged under the function's own.
     pub environment: BTreeMap<String, EnvValue>,
+    /// `MemorySize` (its own, else `Globals`), parameters resolved to their defaults.
+    pub memory_mb: Option<u64>,
 }
 
 /// What an environment variable is set to in the template.
@@ -648,6 +683,7 @@ fn sub_variables(template: &str) -> Vec<String> {
 struct Parser<'a> {
     resources: &'a Map<String, Value>,
     globals_environment: Map<String, Value>,
+    globals_memory: Option<Value>,
     parameters: BTreeMap<String, Option<String>>,
 }
 
@@ -672,9 +708,11 @@ impl<'a> Parser<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        let globals_memory = template.pointer("/Globals/Function/MemorySize").cloned();
         Ok(Parser {
             resources,
             globals_environment,
+            globals_memory,
             parameters,
         })
     }
@@ -700,6 +738,12 @@ impl<'a> Parser<'a> {
             .map(|(logical_id, resource)| self.table(logical_id, resource))
             .collect::<Result<Vec<_>, _>>()?;
         let stream_mappings = self.stream_mappings(&functions, &tables)?;
+        let mut schedules = Vec::new();
+        for (logical_id, function) in &functions {
+            if let (Some(binary), Some(resource)) = (&function.binary, self.resources.get(logical_id)) {
+                schedules.extend(schedules_of(logical_id, binary, resource)?);
+            }
+        }
         let queues = self
             .of_type("AWS::SQS::Queue")
             .into_iter()
@@ -713,6 +757,7 @@ impl<'a> Parser<'a> {
             tables,
             queues,
             stream_mappings,
+            schedules,
             parameters: self.parameters,
         })
     }
@@ -774,25 +819,54 @@ impl<'a> Parser<'a> {
                 .ok_or_else(|| GatewayError::Template(format!("route {logical_id} has no Target")))?;
             let integration =
                 self.single_reference(logical_id, "Target", target, &["AWS::ApiGatewayV2::Integration"])?;
-            let uri = self
-                .resources
-                .get(&integration)
-                .and_then(|resource| resource.pointer("/Properties/IntegrationUri"))
-                .ok_or_else(|| GatewayError::Template(format!("integration {integration} has no IntegrationUri")))?;
-            let function_logical_id = self.single_reference(&integration, "IntegrationUri", uri, &FUNCTION_TYPES)?;
-            let function = binary_of(functions, &function_logical_id)?;
             routes.insert(
                 route_key.to_owned(),
                 Route {
                     logical_id: logical_id.clone(),
                     route_key: route_key.to_owned(),
-                    function_logical_id,
-                    function,
+                    integration: self.route_integration(&integration, functions)?,
                     has_route_response: with_route_response.contains(logical_id),
                 },
             );
         }
         Ok(routes)
+    }
+
+    fn route_integration(
+        &self,
+        integration: &str,
+        functions: &BTreeMap<String, Function>,
+    ) -> Result<RouteIntegration, GatewayError> {
+        let resource = self.resources.get(integration).cloned().unwrap_or_default();
+        match resource.pointer("/Properties/IntegrationType").and_then(Value::as_str) {
+            Some("MOCK") => {
+                let responses: Vec<(&String, &Value)> = self
+                    .of_type("AWS::ApiGatewayV2::IntegrationResponse")
+                    .into_iter()
+                    .filter(|(_, response)| {
+                        response
+                            .pointer("/Properties/IntegrationId")
+                            .is_some_and(|id| references(id).contains(integration))
+                    })
+                    .collect();
+                Ok(RouteIntegration::Mock(MockIntegration::from_resources(
+                    integration,
+                    &resource,
+                    &responses,
+                )?))
+            }
+            Some("AWS_PROXY") => {
+                let uri = resource.pointer("/Properties/IntegrationUri").ok_or_else(|| {
+                    GatewayError::Template(format!("integration {integration} has no IntegrationUri"))
+                })?;
+                let logical_id = self.single_reference(integration, "IntegrationUri", uri, &FUNCTION_TYPES)?;
+                let binary = binary_of(functions, &logical_id)?;
+                Ok(RouteIntegration::Function { logical_id, binary })
+            }
+            other => Err(GatewayError::Template(format!(
+                "integration {integration} has IntegrationType {other:?}; the local gateway serves AWS_PROXY and MOCK"
+            ))),
+        }
     }
 
     /// The one resource of `types` that `value` refers to.
@@ -843,6 +917,11 @@ impl<'a> Parser<'a> {
                         logical_id: logical_id.clone(),
                         binary: function_binary(resource),
                         environment,
+                        memory_mb: resource
+                            .pointer("/Properties/MemorySize")
+                            .or(if is_sam { self.globals_memory.as_ref() } else { None })
+                            .and_then(|memory| self.resolve_integer(memory))
+                            .and_then(|mb| u64::try_from(mb).ok()),
                     },
                 )
             })

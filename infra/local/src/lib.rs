@@ -8,13 +8,17 @@
 //! `airwave-gateway`.
 
 pub mod dynamodb_faults;
+pub mod dynamodb_meter;
 pub mod fault_proxy;
+pub mod item_size;
 pub mod management;
 pub mod management_faults;
 pub mod tcp_resets;
 
 pub use dynamodb_faults::{DynamoDbFaults, FaultyDynamoDb};
+pub use dynamodb_meter::{DynamoDbUsage, MeteredDynamoDb, TableUsage};
 pub use fault_proxy::{FaultCounts, FaultPlan, FaultProxy};
+pub use item_size::item_size;
 pub use management::{Faults, LocalManagementApi, Options, PostCounts};
 pub use management_faults::{FaultyManagementApi, ManagementFaults};
 pub use tcp_resets::ResettingRelay;

@@ -9,7 +9,8 @@ use crate::auth::{self, Authenticator};
 use crate::config::UserCapMode;
 use crate::connection::ConnectionRecord;
 use crate::eviction::{EvictOutcome, Eviction};
-use crate::store::AdmissionStore;
+use crate::liveness::{release_gone_holders, SlotHolders};
+use crate::store::{AdmissionStore, ConnectionStore};
 use crate::telemetry::metric;
 use crate::time::{epoch_millis_now, epoch_seconds_now};
 use crate::Closer;
@@ -34,7 +35,7 @@ use airwave_protocol::ErrorCode;
 /// With `AIRWAVE_USER_CAP_MODE=evict_oldest`, a full per-user cap admits the
 /// new connection in place of the user's oldest, which `closer` then closes
 /// with a `closing` frame saying `evicted`.
-pub async fn handle_connect<S: AdmissionStore + Eviction>(
+pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
     store: &S,
     authenticator: Option<&Authenticator>,
     closer: Option<&Closer>,
@@ -155,7 +156,7 @@ pub async fn handle_connect<S: AdmissionStore + Eviction>(
             slot_user: slot_key(CapScope::User),
             slot_ip: slot_key(CapScope::Ip),
         };
-        match admit(store, config.user_cap_mode, &record, &slots).await? {
+        match admit(store, closer, config, &record, &slots).await? {
             Admission::Admitted => {}
             Admission::Evicted(old) => close_evicted(closer, &old, limits.max_connections_per_user).await,
             Admission::Refused { slot, open } => {
@@ -208,16 +209,20 @@ enum Admission {
 const EVICTION_ROUNDS: u32 = 3;
 
 /// Takes the slots. When a cap is full, gives back the slots of expired
-/// connections in that cap's scope and tries again, once per cap, since the
+/// connections in that cap's scope, then those of holders API Gateway says
+/// are gone (`GET @connections`), and tries again, once per cap, since the
 /// next try may find another cap full. A full per-user cap in evict mode then
 /// swaps the user's oldest connection for this one.
-async fn admit<S: AdmissionStore + Eviction>(
+async fn admit<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
     store: &S,
-    mode: UserCapMode,
+    closer: Option<&Closer>,
+    config: &Config,
     record: &ConnectionRecord,
     slots: &[Slot],
 ) -> Result<Admission, Error> {
+    let mode = config.user_cap_mode;
     let mut reclaimed: Vec<CapScope> = Vec::new();
+    let mut checked: Vec<CapScope> = Vec::new();
     let mut evictions = 0;
     loop {
         let (slot, open) = match store.admit_connection(record, slots).await? {
@@ -227,6 +232,15 @@ async fn admit<S: AdmissionStore + Eviction>(
         if !reclaimed.contains(&slot.scope) {
             reclaimed.push(slot.scope);
             let released = store.reclaim_expired_slots(&slot, epoch_seconds_now()).await?;
+            if released > 0 {
+                metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
+                continue;
+            }
+        }
+        if let (Some(closer), false) = (closer, checked.contains(&slot.scope)) {
+            checked.push(slot.scope);
+            let released =
+                release_gone_holders(store, closer, &slot, epoch_millis_now(), config.connecting_window).await?;
             if released > 0 {
                 metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
                 continue;

@@ -5,14 +5,17 @@ mod disconnect;
 mod message;
 mod reaper;
 mod stream;
+mod sweep;
 
 pub use connect::handle_connect;
 pub use disconnect::handle_disconnect;
 pub use message::{handle_message, parse_client_frame, ErrorCode, Reply, Stats};
 pub use reaper::{
-    decode_removed_connection, handle_connection_removals, RemovedConnection, RECORD_REMOVED_MESSAGE, TTL_PRINCIPAL,
+    decode_removed_connection, handle_connection_removals, handle_reaper_event, RemovedConnection,
+    RECORD_REMOVED_MESSAGE, TTL_PRINCIPAL,
 };
 pub use stream::{decode_message_record, handle_stream_batch, DecodedMessage};
+pub use sweep::{sweep_expired_connections, SweepReport, LIFETIME_REACHED_MESSAGE};
 
 use aws_lambda_events::apigw::ApiGatewayProxyResponse;
 use aws_lambda_events::encodings::Body;

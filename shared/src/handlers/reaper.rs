@@ -5,11 +5,11 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::{sequence_number, stream_records};
+use super::{sequence_number, stream_records, sweep_expired_connections};
 
 use crate::closer::Closer;
 use crate::connection::ConnectionRecord;
-use crate::store::{AdmissionStore, SubscriptionStore};
+use crate::store::{AdmissionStore, ConnectionStore, SubscriptionStore};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::Error;
@@ -95,6 +95,31 @@ pub async fn handle_connection_removals<S: AdmissionStore + SubscriptionStore>(
     }
     .instrument(span)
     .await
+}
+
+/// The reaper's two inputs: the connections table's stream (`Records`), and
+/// the schedule that runs the sweep (EventBridge's `Scheduled Event`).
+/// Anything else is refused with what was expected.
+pub async fn handle_reaper_event<S: AdmissionStore + SubscriptionStore + ConnectionStore>(
+    store: &S,
+    closer: Option<&Closer>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    let scheduled = event.payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
+    if scheduled {
+        let span = tracing::info_span!("sweep", request_id = %event.context.request_id);
+        let report = sweep_expired_connections(store, closer, epoch_seconds_now())
+            .instrument(span)
+            .await?;
+        return Ok(serde_json::to_value(report).unwrap_or_default());
+    }
+    if event.payload.get("Records").is_none() {
+        return Err(Error::EventField {
+            field: "Records (a DynamoDB stream event) or detail-type \"Scheduled Event\"".into(),
+        });
+    }
+    let response = handle_connection_removals(store, closer, event).await?;
+    Ok(serde_json::to_value(response)?)
 }
 
 /// The connection record a raw stream record of the connections table

@@ -5,9 +5,9 @@
 use std::future::Future;
 
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
+use super::subscriptions::{TargetCursor, TargetPage};
 use super::{is_conditional_check_failure, number, DynamoStore, Item, RemoveIf};
 use crate::connection::ConnectionRecord;
 use crate::Error;
@@ -23,23 +23,20 @@ pub trait ConnectionStore: Send + Sync {
         connection_id: &str,
     ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
 
-    /// Moves a live connection's expiry (and its subscriptions') to
-    /// `expires_at`, or to its token's expiry when that comes first. `None`
-    /// when the record is gone or already expired: an expired record is
-    /// treated as gone, never revived.
-    fn refresh_connection(
-        &self,
-        connection_id: &str,
-        expires_at: i64,
-        now_epoch_seconds: i64,
-    ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
-
     /// Deletes a connection and its subscriptions; deleting an id that is
     /// already gone succeeds. Answers the record that was there.
     fn remove_connection(
         &self,
         connection_id: &str,
     ) -> impl Future<Output = Result<Option<ConnectionRecord>, Error>> + Send;
+
+    /// One page of every connection's id and expiry (the keys-only
+    /// `everyone` index), expired ones included: what the sweep reads.
+    fn list_connections_page(
+        &self,
+        from: Option<TargetCursor>,
+        limit: i32,
+    ) -> impl Future<Output = Result<TargetPage, Error>> + Send;
 
     /// Like [`ConnectionStore::remove_connection`], but only if the record is
     /// still expired at `now_epoch_seconds`, so a connection refreshed
@@ -77,48 +74,6 @@ impl DynamoStore {
         match item {
             Some(item) if !item.is_empty() => self.decode_record(connection_id, item).map(Some),
             _ => Ok(None),
-        }
-    }
-
-    /// `SET expires_at` on a live record (and, with `within_token`, only up to
-    /// its token's expiry). `Err` holds the record as it stood when a
-    /// condition failed (`None`: no record).
-    async fn set_expiry(
-        &self,
-        connection_id: &str,
-        expires_at: i64,
-        now_epoch_seconds: i64,
-        within_token: bool,
-    ) -> Result<Result<Option<ConnectionRecord>, Option<ConnectionRecord>>, Error> {
-        let condition = if within_token {
-            "attribute_exists(connection_id) AND expires_at > :now AND \
-             (attribute_not_exists(token_expires_at) OR token_expires_at >= :expires_at)"
-        } else {
-            "attribute_exists(connection_id) AND expires_at > :now"
-        };
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.connections_table)
-            .set_key(Some(Self::connection_key(connection_id)))
-            .update_expression("SET expires_at = :expires_at")
-            .condition_expression(condition)
-            .expression_attribute_values(":expires_at", number(expires_at))
-            .expression_attribute_values(":now", number(now_epoch_seconds))
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Ok(self.decode_returned(connection_id, output.attributes)?)),
-            Err(error) if is_conditional_check_failure(&error) => {
-                let old_item = match error.into_service_error() {
-                    UpdateItemError::ConditionalCheckFailedException(refusal) => refusal.item,
-                    _ => None,
-                };
-                Ok(Err(self.decode_returned(connection_id, old_item)?))
-            }
-            Err(error) => Err(Error::dynamodb("UpdateItem", &self.connections_table, error)),
         }
     }
 
@@ -203,6 +158,10 @@ impl Removal {
 }
 
 impl ConnectionStore for DynamoStore {
+    async fn list_connections_page(&self, from: Option<TargetCursor>, limit: i32) -> Result<TargetPage, Error> {
+        self.scan_everyone_page(from, limit).await
+    }
+
     async fn put_connection(&self, record: &ConnectionRecord) -> Result<(), Error> {
         let item = serde_dynamo::to_item(record).map_err(|source| Error::ItemFormat {
             table: self.connections_table.clone(),
@@ -230,40 +189,6 @@ impl ConnectionStore for DynamoStore {
             .await
             .map_err(|error| Error::dynamodb("GetItem", &self.connections_table, error))?;
         self.decode_returned(connection_id, output.item)
-    }
-
-    async fn refresh_connection(
-        &self,
-        connection_id: &str,
-        expires_at: i64,
-        now_epoch_seconds: i64,
-    ) -> Result<Option<ConnectionRecord>, Error> {
-        // One write while the token outlives the new expiry; near the token's
-        // end the refusal hands back the record, and a second write stops the
-        // expiry at the token's.
-        let record = match self
-            .set_expiry(connection_id, expires_at, now_epoch_seconds, true)
-            .await?
-        {
-            Ok(record) => record,
-            Err(Some(old)) if !old.is_expired(now_epoch_seconds) => match old.token_expires_at {
-                Some(token_expires_at) if token_expires_at < expires_at => self
-                    .set_expiry(connection_id, token_expires_at, now_epoch_seconds, false)
-                    .await?
-                    .unwrap_or(None),
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        if let Some(record) = &record {
-            let expires_at = record.expires_at;
-            let refreshes = record
-                .channels
-                .iter()
-                .map(|channel| self.refresh_subscription(channel, connection_id, expires_at));
-            futures::future::try_join_all(refreshes).await?;
-        }
-        Ok(record)
     }
 
     // The record goes first, then its subscriptions. If a subscription delete

@@ -9,7 +9,7 @@ use std::future::Future;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
 
-use super::{conflict_backoff, is_conditional_check_failure, number, ConnectionStore, DynamoStore, Item, Transaction};
+use super::{conflict_backoff, number, ConnectionStore, DynamoStore, Item, Transaction};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
 use crate::Error;
@@ -206,27 +206,24 @@ impl DynamoStore {
         Ok(existing)
     }
 
-    pub(super) async fn refresh_subscription(
-        &self,
-        channel: &str,
-        connection_id: &str,
-        expires_at: i64,
-    ) -> Result<(), Error> {
-        let result = self
+    /// One page of the keys-only `everyone` index: every connection's id and expiry.
+    pub(super) async fn scan_everyone_page(&self, from: Option<TargetCursor>, limit: i32) -> Result<TargetPage, Error> {
+        let page = self
             .client
-            .update_item()
-            .table_name(&self.subscriptions_table)
-            .set_key(Some(Self::subscription_key(channel, connection_id)))
-            .update_expression("SET expires_at = :expires_at")
-            .condition_expression("attribute_exists(connection_id)")
-            .expression_attribute_values(":expires_at", AttributeValue::N(expires_at.to_string()))
+            .scan()
+            .table_name(&self.connections_table)
+            .index_name(EVERYONE_INDEX)
+            .limit(limit.max(1))
+            .set_exclusive_start_key(from.map(|cursor| cursor.0))
             .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_conditional_check_failure(&error) => Ok(()),
-            Err(error) => Err(Error::dynamodb("UpdateItem", &self.subscriptions_table, error)),
-        }
+            .await
+            .map_err(|error| Error::dynamodb("Scan", &self.connections_table, error))?;
+        let mut targets = Vec::new();
+        self.decode_targets(&self.connections_table, page.items.unwrap_or_default(), &mut targets);
+        Ok(TargetPage {
+            targets,
+            next: page.last_evaluated_key.filter(|key| !key.is_empty()).map(TargetCursor),
+        })
     }
 
     fn decode_targets(&self, table: &str, items: Vec<Item>, targets: &mut Vec<ConnectionTarget>) {
@@ -412,19 +409,7 @@ impl SubscriptionStore for DynamoStore {
                     .map_err(|error| Error::dynamodb("Query", &self.subscriptions_table, error))?;
                 (&self.subscriptions_table, page.items, page.last_evaluated_key)
             }
-            Audience::Everyone => {
-                let page = self
-                    .client
-                    .scan()
-                    .table_name(&self.connections_table)
-                    .index_name(EVERYONE_INDEX)
-                    .limit(limit.max(1))
-                    .set_exclusive_start_key(from)
-                    .send()
-                    .await
-                    .map_err(|error| Error::dynamodb("Scan", &self.connections_table, error))?;
-                (&self.connections_table, page.items, page.last_evaluated_key)
-            }
+            Audience::Everyone => return self.scan_everyone_page(from.map(TargetCursor), limit).await,
         };
         let mut targets = Vec::new();
         self.decode_targets(table, items.unwrap_or_default(), &mut targets);

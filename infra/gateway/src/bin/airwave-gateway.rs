@@ -27,8 +27,8 @@ use airwave_gateway::queues::create_queues;
 use airwave_gateway::streams::RunningPoller;
 use airwave_gateway::tables::create_tables;
 use airwave_gateway::{
-    Gateway, GatewayError, GatewayOptions, HttpInvoker, LocalNames, StackModel, StartingPosition, StreamOptions,
-    StreamPoller,
+    Gateway, GatewayError, GatewayOptions, HttpInvoker, LocalNames, ScheduleOptions, ScheduleRunner, StackModel,
+    StartingPosition, StreamOptions, StreamPoller,
 };
 use clap::{Parser, ValueEnum};
 
@@ -73,6 +73,12 @@ struct Args {
     /// Do not poll the DynamoDB streams mapped to functions.
     #[arg(long)]
     no_streams: bool,
+    /// Do not run the functions' Schedule events.
+    #[arg(long)]
+    no_schedules: bool,
+    /// Run every Schedule event at this period instead of its own.
+    #[arg(long)]
+    schedule_period_secs: Option<u64>,
     /// Where stream polling starts (default: each mapping's StartingPosition).
     #[arg(long, value_enum)]
     stream_start: Option<Position>,
@@ -163,6 +169,15 @@ async fn run(args: Args) -> Result<(), GatewayError> {
         ..GatewayOptions::default()
     };
     let gateway = Gateway::start(options, model.clone(), invoker.clone()).await?;
+    let schedules = (!args.no_schedules).then(|| {
+        ScheduleRunner::start(
+            &model.schedules,
+            invoker.clone(),
+            ScheduleOptions {
+                period: args.schedule_period_secs.map(Duration::from_secs),
+            },
+        )
+    });
 
     let mut poller: Option<RunningPoller> = None;
     if let (false, Some(clients)) = (args.no_streams, &clients) {
@@ -191,7 +206,16 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     println!("  WebSocket:       {}", gateway.ws_url());
     println!("  Management API:  {}", gateway.management_endpoint());
     for (key, route) in &model.routes {
-        println!("  route {key:<12} -> {}", route.function);
+        println!(
+            "  route {key:<12} -> {}",
+            route.function().unwrap_or("(mock: API Gateway answers)")
+        );
+    }
+    for schedule in &model.schedules {
+        println!(
+            "  schedule {} -> {} every {:?}",
+            schedule.name, schedule.function, schedule.period
+        );
     }
     for mapping in &model.stream_mappings {
         println!(
@@ -208,6 +232,9 @@ async fn run(args: Args) -> Result<(), GatewayError> {
     stop.received().await;
     if let Some(poller) = poller {
         poller.shutdown().await;
+    }
+    if let Some(schedules) = schedules {
+        schedules.shutdown().await;
     }
     gateway.shutdown().await;
     Ok(())
