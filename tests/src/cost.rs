@@ -66,7 +66,9 @@ pub struct UnitCosts {
     /// A subscribe with `since`, as every reconnect makes.
     pub resubscribe: Usage,
     pub ping: Usage,
+    /// A disconnect of a connection on one channel, and what each further channel adds.
     pub disconnect: Usage,
+    pub disconnect_per_channel: Usage,
     /// A producer's message to a channel: the part that does not grow with
     /// the audience, and the part per subscriber.
     pub message_fixed: Usage,
@@ -242,7 +244,8 @@ impl Workload {
         let cycle = units
             .connect
             .plus(&units.resubscribe.times(self.channels_per_connection))
-            .plus(&units.disconnect);
+            .plus(&units.disconnect)
+            .plus(&units.disconnect_per_channel.times(self.channels_per_connection - 1.0));
         let message = units
             .message_fixed
             .plus(&units.message_per_subscriber.times(self.subscribers_per_message));
@@ -332,12 +335,13 @@ pub fn report(units: &UnitCosts, prices: &Prices, deployment: Deployment, keep_a
         "| operation | write units | read units | Lambda invocations | Lambda GB-s | API Gateway messages |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    let rows: [(&str, &Usage); 8] = [
+    let rows: [(&str, &Usage); 9] = [
         ("connect", &units.connect),
         ("subscribe", &units.subscribe),
         ("subscribe with recovery (`since`)", &units.resubscribe),
         ("ping", &units.ping),
-        ("disconnect (and the reaper's check)", &units.disconnect),
+        ("disconnect, on one channel (and the reaper's check)", &units.disconnect),
+        ("disconnect, each further channel", &units.disconnect_per_channel),
         ("producer message, fixed part", &units.message_fixed),
         ("producer message, per subscriber", &units.message_per_subscriber),
         ("client publish to a room of 10", &units.room_publish),

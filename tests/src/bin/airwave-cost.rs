@@ -28,6 +28,8 @@ const SECRET: &str = "cost-model-secret-cost-model-secret-cost";
 const FUNCTIONS: [&str; 5] = ["connect", "disconnect", "message", "stream-processor", "reaper"];
 /// Connections per measured batch (two rooms of ten).
 const CONNECTIONS: usize = 20;
+/// Subscribers of the larger measured audience.
+const AUDIENCE: usize = 100;
 /// Messages per measured publish.
 const REPEATS: usize = 5;
 /// Synthetic connections the sweep lists.
@@ -142,12 +144,12 @@ async fn message(socket: &mut Socket) -> Option<Position> {
     }
 }
 
-async fn connect_all(stack: &LocalStack) -> Vec<Socket> {
+async fn connect_all(stack: &LocalStack, count: usize, prefix: &str) -> Vec<Socket> {
     let mut sockets = Vec::new();
-    for i in 0..CONNECTIONS {
+    for i in 0..count {
         // A chat member may publish to its rooms.
         let claims = json!({
-            "sub": format!("user-{i}"),
+            "sub": format!("{prefix}-{i}"),
             "exp": epoch_seconds_now() + 3_600,
             "publish": ["room-*"],
         });
@@ -233,7 +235,7 @@ async fn main() {
 
     // Connect, subscribe (half to room-0, half to room-1), ping.
     let start = meter.settled().await;
-    let mut sockets = connect_all(&stack).await;
+    let mut sockets = connect_all(&stack, CONNECTIONS, "user").await;
     let connected = meter.settled().await;
     units.connect = per(connected.minus(&start), CONNECTIONS);
     let mut positions = Vec::new();
@@ -253,7 +255,7 @@ async fn main() {
     let pinged = meter.settled().await;
     units.ping = per(pinged.minus(&subscribed), CONNECTIONS);
 
-    // A producer's message to a room of 10, then to all 20 (everyone also on "all").
+    // A producer's message to a room of 10.
     let produce = |channel: &'static str, n: usize| MessageRecord {
         message_id: format!("{channel}-{n}-{}", uuid::Uuid::new_v4()),
         channel: Some(channel.to_owned()),
@@ -281,20 +283,27 @@ async fn main() {
         }
     }
     let to_ten = per(meter.settled().await.minus(&before), REPEATS);
-    for socket in sockets.iter_mut() {
+    // Then to an audience of AUDIENCE: these 20 and more sockets that only listen.
+    let mut listeners = connect_all(&stack, AUDIENCE - CONNECTIONS, "listener").await;
+    for socket in sockets.iter_mut().chain(listeners.iter_mut()) {
         send(socket, json!({"action": "subscribe", "channel": "all", "id": "a"})).await;
         reply(socket).await;
     }
     before = meter.settled().await;
     for n in 0..REPEATS {
         producer.put_message(&produce("all", n)).await.expect("produced");
-        for socket in sockets.iter_mut() {
+        for socket in sockets.iter_mut().chain(listeners.iter_mut()) {
             message(socket).await;
         }
     }
-    let to_twenty = per(meter.settled().await.minus(&before), REPEATS);
-    units.message_per_subscriber = to_twenty.minus(&to_ten).times(0.1).at_least_zero();
+    let to_audience = per(meter.settled().await.minus(&before), REPEATS);
+    let extra = (AUDIENCE - 10) as f64;
+    units.message_per_subscriber = to_audience.minus(&to_ten).times(1.0 / extra).at_least_zero();
     units.message_fixed = to_ten.minus(&units.message_per_subscriber.times(10.0)).at_least_zero();
+    for socket in listeners.iter_mut() {
+        let _ = socket.close(None).await;
+    }
+    drop(listeners);
 
     // A client publish to room-0, delivered to its 10 members.
     before = meter.settled().await;
@@ -312,18 +321,20 @@ async fn main() {
     assert_eq!(ROOM_SIZE as usize, CONNECTIONS / 2);
 
     // Disconnect: $disconnect, then the reaper's check of the removed records.
+    // One at a time: the meter serializes requests, and a burst would bill
+    // each function for the others' turns.
     before = meter.settled().await;
     for socket in sockets.iter_mut() {
         let _ = socket.close(None).await;
+        meter.settled().await;
     }
     drop(sockets);
-    let disconnected = meter.settled().await;
-    // Two subscriptions each here ("all" and a room); a reconnecting client
-    // has its workload's channels, priced by the resubscribe below.
-    units.disconnect = per(disconnected.minus(&before), CONNECTIONS);
+    // Two subscriptions each here ("all" and a room); the reconnect below has
+    // one, and the difference is what each further channel adds.
+    let with_two_channels = per(meter.settled().await.minus(&before), CONNECTIONS);
 
     // A reconnect: connect again and subscribe with `since`.
-    let mut sockets = connect_all(&stack).await;
+    let mut sockets = connect_all(&stack, CONNECTIONS, "user").await;
     before = meter.settled().await;
     for (i, socket) in sockets.iter_mut().enumerate() {
         let since = positions[i % 2].clone();
@@ -335,10 +346,13 @@ async fn main() {
         reply(socket).await;
     }
     units.resubscribe = per(meter.settled().await.minus(&before), CONNECTIONS);
+    before = meter.settled().await;
     for socket in sockets.iter_mut() {
         let _ = socket.close(None).await;
+        meter.settled().await;
     }
-    meter.settled().await;
+    units.disconnect = per(meter.settled().await.minus(&before), CONNECTIONS);
+    units.disconnect_per_channel = with_two_channels.minus(&units.disconnect).at_least_zero();
 
     // The sweep, with SWEEP_EXTRA live connections to list.
     for i in 0..SWEEP_EXTRA {
