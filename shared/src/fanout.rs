@@ -623,8 +623,9 @@ impl FanOut {
                         delivery.outcome = Outcome::Expired;
                         return delivery;
                     }
-                    // Refreshed after the listing: live, so it gets the message.
-                    Ok(ExpiredRemoval::Refreshed) => {}
+                    // The record itself is not expired (the listed copy was
+                    // stale): live, so it gets the message.
+                    Ok(ExpiredRemoval::NotExpired) => {}
                     // No record: a connection without one gets nothing. Its
                     // leftover subscription goes, and its socket is closed so
                     // its client reconnects and recovers what it missed.

@@ -111,7 +111,7 @@ impl DynamoStore {
 
     /// Deletes `record` and gives back its slots in one transaction, only if
     /// `only` still holds for it. Answers whether this call removed it (false:
-    /// already gone, or refreshed meanwhile).
+    /// already gone, or no longer matching `only`).
     pub(super) async fn release_record(&self, record: &ConnectionRecord, only: RemoveIf) -> Result<bool, Error> {
         let mut delete = Delete::builder()
             .table_name(&self.connections_table)
@@ -242,7 +242,7 @@ impl AdmissionStore for DynamoStore {
             // Read whole: the index does not carry `channels` (a subscribe
             // would otherwise write to every index), and the release deletes
             // the subscriptions the record lists. The release re-checks the
-            // expiry on the table, so a connection refreshed meanwhile stays.
+            // expiry on the table, so a listing's stale copy removes nothing live.
             let record = match self.get_connection(&connection_id).await {
                 Ok(Some(record)) if record.is_expired(now_epoch_seconds) => record,
                 Ok(_) => continue,

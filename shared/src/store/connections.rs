@@ -1,4 +1,4 @@
-//! Connection records: written at `$connect`, refreshed by pings, removed on
+//! Connection records: written once at `$connect` (nothing refreshes them), removed on
 //! `$disconnect`, when they expire or when API Gateway reports them gone.
 //! A removal takes the record's subscriptions and cap slots with it.
 
@@ -39,8 +39,8 @@ pub trait ConnectionStore: Send + Sync {
     ) -> impl Future<Output = Result<TargetPage, Error>> + Send;
 
     /// Like [`ConnectionStore::remove_connection`], but only if the record is
-    /// still expired at `now_epoch_seconds`, so a connection refreshed
-    /// meanwhile is left alone. Says which of the three it found, from the
+    /// still expired at `now_epoch_seconds` on the table, so a record a
+    /// listing saw stale is left alone. Says which of the three it found, from the
     /// delete's own answer (no read).
     fn remove_expired_connection(
         &self,
@@ -134,8 +134,9 @@ impl DynamoStore {
 pub enum ExpiredRemoval {
     /// Still expired: removed, with its subscriptions.
     Removed(Box<ConnectionRecord>),
-    /// Refreshed since it was listed: it stays.
-    Refreshed,
+    /// The record is not expired (a listing's copy of its expiry was
+    /// stale): it stays.
+    NotExpired,
     /// No record at all: a connection without one gets nothing.
     Absent,
 }
@@ -211,7 +212,7 @@ impl ConnectionStore for DynamoStore {
                 .await?
             {
                 Removal::Removed(record) => ExpiredRemoval::Removed(record),
-                Removal::Kept => ExpiredRemoval::Refreshed,
+                Removal::Kept => ExpiredRemoval::NotExpired,
                 Removal::Absent => ExpiredRemoval::Absent,
             },
         )
