@@ -30,7 +30,8 @@ pub struct Holder {
 
 pub trait SlotHolders: Send + Sync {
     /// Up to `limit` unexpired holders of `slot`, soonest expiry first (the
-    /// oldest, since every record's expiry is set once at `$connect`).
+    /// oldest, since every record's expiry is set once at `$connect`, except
+    /// those whose token ends first).
     fn oldest_holders(
         &self,
         slot: &Slot,
@@ -86,12 +87,20 @@ pub async fn release_gone_holders<S: SlotHolders + ConnectionStore>(
     let holders = store
         .oldest_holders(slot, now_epoch_millis / 1_000, LIVENESS_CHECKS)
         .await?;
-    let mut released = 0;
-    for holder in holders
+    // Asked all at once: a connect waits on one round trip, not ten.
+    let candidates: Vec<&Holder> = holders
         .iter()
         .filter(|holder| holder.connected_at_ms <= connected_before_ms)
-    {
-        match closer.is_connected(&holder.connection_id).await {
+        .collect();
+    let answers = futures::future::join_all(
+        candidates
+            .iter()
+            .map(|holder| closer.is_connected(&holder.connection_id)),
+    )
+    .await;
+    let mut released = 0;
+    for (holder, answer) in candidates.into_iter().zip(answers) {
+        match answer {
             Ok(true) => {}
             Ok(false) => {
                 if store
@@ -107,14 +116,11 @@ pub async fn release_gone_holders<S: SlotHolders + ConnectionStore>(
                     );
                 }
             }
-            Err(error) => {
-                tracing::warn!(
-                    connection_id = %holder.connection_id,
-                    error = %error,
-                    "could not ask API Gateway whether a slot's holder is connected"
-                );
-                break;
-            }
+            Err(error) => tracing::warn!(
+                connection_id = %holder.connection_id,
+                error = %error,
+                "could not ask API Gateway whether a slot's holder is connected"
+            ),
         }
     }
     Ok(released)

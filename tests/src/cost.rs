@@ -98,7 +98,9 @@ pub struct Prices {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiGatewayPrices {
+    /// The first billion messages of a month.
     pub messages_per_million: f64,
+    pub messages_per_million_over_billion: f64,
     pub connection_minutes_per_million: f64,
 }
 
@@ -131,13 +133,18 @@ pub struct SqsPrices {
 pub struct CloudWatchPrices {
     pub logs_ingested_per_gb: f64,
     pub lambda_platform_log_bytes_per_invocation: f64,
-    pub alarm_month: f64,
+    /// An alarm is billed per metric it evaluates.
+    pub alarm_metric_month: f64,
+    pub custom_metric_month: f64,
 }
 
 /// What the template deploys that has a monthly price of its own.
 #[derive(Debug, Clone, Copy)]
 pub struct Deployment {
-    pub alarms: usize,
+    /// Metrics the template's alarms evaluate (a metric-math alarm bills each).
+    pub alarm_metrics: usize,
+    /// Custom metrics the functions publish (names; a dimension value makes more).
+    pub custom_metrics: usize,
     pub arm64: bool,
 }
 
@@ -149,6 +156,10 @@ pub struct Workload {
     pub connections: f64,
     /// Connected minutes per connection in the month.
     pub minutes_per_connection: f64,
+    /// Sessions per connection in the month, and how long each lasts (a
+    /// service with longer connections reconnects less within one).
+    pub sessions_per_connection: f64,
+    pub session_hours: f64,
     /// Connection cycles (connect, subscribes, disconnect) in the month, all connections.
     pub cycles: f64,
     pub channels_per_connection: f64,
@@ -193,6 +204,8 @@ impl Workload {
                 ),
                 connections,
                 minutes_per_connection: MINUTES_PER_MONTH,
+                sessions_per_connection: 1.0,
+                session_hours: 720.0,
                 cycles: full_month_cycles,
                 channels_per_connection: 3.0,
                 pings: full_month_cycles * pings,
@@ -210,6 +223,8 @@ impl Workload {
                     .to_owned(),
                 connections,
                 minutes_per_connection: chat_minutes,
+                sessions_per_connection: 30.0,
+                session_hours: 8.0,
                 cycles: chat_cycles,
                 channels_per_connection: 1.0,
                 pings: 0.0,
@@ -227,6 +242,8 @@ impl Workload {
                 ),
                 connections,
                 minutes_per_connection: MINUTES_PER_MONTH,
+                sessions_per_connection: 1.0,
+                session_hours: 720.0,
                 cycles: full_month_cycles,
                 channels_per_connection: 1.0,
                 pings: full_month_cycles * pings,
@@ -300,13 +317,20 @@ pub fn price(workload: &Workload, usage: &Usage, prices: &Prices, deployment: De
         usage.log_bytes + usage.lambda_invocations * prices.cloudwatch.lambda_platform_log_bytes_per_invocation;
     // AppSync Events: an operation per connect, subscribe, inbound publish
     // and outbound delivery; its own keep-alives are not billed. Its
-    // connections last up to 24 h, so fewer reconnects.
-    let appsync_cycles = workload.cycles * MAX_CONNECTION_MINUTES / (prices.appsync_events.max_connection_hours * 60.0);
+    // connections last up to 24 h, so fewer reconnects within a session.
+    let appsync_cycles = workload.connections
+        * workload.sessions_per_connection
+        * (workload.session_hours / prices.appsync_events.max_connection_hours).ceil();
     let appsync_operations = appsync_cycles * (1.0 + workload.channels_per_connection)
         + workload.messages * (1.0 + workload.subscribers_per_message)
         + workload.room_publishes * (1.0 + ROOM_SIZE);
+    // API Gateway's messages: the first billion of the month at one rate, the rest at a lower one.
+    let messages = usage.messages_in + usage.messages_out;
+    let first_tier = messages.min(1_000.0 * MILLION);
+    let api_gateway_messages = first_tier / MILLION * prices.api_gateway.messages_per_million
+        + (messages - first_tier) / MILLION * prices.api_gateway.messages_per_million_over_billion;
     Bill {
-        api_gateway: (usage.messages_in + usage.messages_out) / MILLION * prices.api_gateway.messages_per_million
+        api_gateway: api_gateway_messages
             + connection_minutes / MILLION * prices.api_gateway.connection_minutes_per_million,
         lambda: usage.lambda_invocations / MILLION * prices.lambda.requests_per_million
             + usage.lambda_gb_seconds * gb_second,
@@ -315,7 +339,8 @@ pub fn price(workload: &Workload, usage: &Usage, prices: &Prices, deployment: De
         // The failure queue only receives poison records and given-up batches: none in a healthy month.
         sqs: 0.0 * prices.sqs.requests_per_million,
         cloudwatch: log_bytes / 1e9 * prices.cloudwatch.logs_ingested_per_gb
-            + deployment.alarms as f64 * prices.cloudwatch.alarm_month,
+            + deployment.alarm_metrics as f64 * prices.cloudwatch.alarm_metric_month
+            + deployment.custom_metrics as f64 * prices.cloudwatch.custom_metric_month,
         appsync_events: appsync_operations / MILLION * prices.appsync_events.operations_per_million
             + connection_minutes / MILLION * prices.appsync_events.connection_minutes_per_million,
     }
@@ -423,9 +448,9 @@ pub fn report(units: &UnitCosts, prices: &Prices, deployment: Deployment, keep_a
     }
     let _ = writeln!(
         out,
-        "- every workload: the sweep runs every minute; CloudWatch adds {} alarms and Lambda's own \
-         log lines ({} bytes an invocation).",
-        deployment.alarms, prices.cloudwatch.lambda_platform_log_bytes_per_invocation
+        "- every workload: the sweep runs every minute; CloudWatch adds the alarms' {} metrics, at least {} \
+         custom metrics and Lambda's own log lines ({} bytes an invocation).",
+        deployment.alarm_metrics, deployment.custom_metrics, prices.cloudwatch.lambda_platform_log_bytes_per_invocation
     );
     let _ = writeln!(
         out,
@@ -462,13 +487,37 @@ mod tests {
             &idle,
             &idle.usage(&units),
             &prices(),
-            Deployment { alarms: 0, arm64: true },
+            Deployment {
+                alarm_metrics: 0,
+                custom_metrics: 0,
+                arm64: true,
+            },
         );
         // 432 M connection minutes at $0.25 per million, and 2 x 13 x 3.6 M messages at $1 per million.
         assert!((bill.api_gateway - (108.0 + 93.6)).abs() < 0.01, "{bill:?}");
         assert_eq!(bill.overhead(), 0.0);
         // AppSync Events: 432 M minutes at $0.08, plus a connect and 3 subscribes a day.
         assert!((bill.appsync_events - (34.56 + 1.2)).abs() < 0.01, "{bill:?}");
+    }
+
+    #[test]
+    fn messages_past_a_billion_a_month_cost_less() {
+        let feed = Workload::reference(540.0).remove(2);
+        let usage = Usage {
+            messages_out: 3_000.0 * MILLION,
+            ..Usage::default()
+        };
+        let deployment = Deployment {
+            alarm_metrics: 0,
+            custom_metrics: 0,
+            arm64: true,
+        };
+        let bill = price(&feed, &usage, &prices(), deployment);
+        // 1,000 M at $1.00 and 2,000 M at $0.80, plus 432 M connection minutes at $0.25.
+        assert!(
+            (bill.api_gateway - (1_000.0 + 1_600.0 + 108.0)).abs() < 0.01,
+            "{bill:?}"
+        );
     }
 
     #[test]

@@ -108,7 +108,14 @@ pub async fn handle_reaper_event<S: AdmissionStore + SubscriptionStore + Connect
     let scheduled = event.payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event");
     if scheduled {
         let span = tracing::info_span!("sweep", request_id = %event.context.request_id);
-        let report = sweep_expired_connections(store, closer, epoch_seconds_now())
+        // Stop listing 10 s before Lambda's deadline, so the run ends cleanly.
+        let stop_listing_at = event
+            .context
+            .deadline()
+            .duration_since(std::time::SystemTime::now())
+            .ok()
+            .map(|left| std::time::Instant::now() + left.saturating_sub(std::time::Duration::from_secs(10)));
+        let report = sweep_expired_connections(store, closer, epoch_seconds_now(), stop_listing_at)
             .instrument(span)
             .await?;
         return Ok(serde_json::to_value(report).unwrap_or_default());

@@ -11,6 +11,7 @@
 //! with its slots and subscriptions, then tells its socket why and closes it.
 
 use airwave_protocol::ErrorCode;
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::closer::{Closer, TOKEN_EXPIRED_MESSAGE};
@@ -31,41 +32,66 @@ pub struct SweepReport {
     pub closed: usize,
     /// Of those, closed because their token expired.
     pub token_expired: usize,
+    /// The invocation's deadline came before the last page; the next run goes on.
+    pub stopped_at_deadline: bool,
 }
 
-/// Removes and closes every connection expired at `now_epoch_seconds`.
+/// Expired connections removed and closed at once: a cohort of tokens that
+/// expire together is closed in one run, not one connection at a time.
+pub const SWEEP_CONCURRENCY: usize = 16;
+
+/// Removes and closes every connection expired at `now_epoch_seconds`,
+/// reading no further page once `stop_listing_at` has passed (the next run,
+/// a minute later, carries on).
 ///
-/// A failure to remove one connection stops the sweep (the next run, a
-/// minute later, starts over); a failure to close a removed one is logged:
-/// its record is gone, so it gets nothing, and its next request is refused.
+/// A failure to remove one connection stops the sweep (the next run starts
+/// over); a failure to close a removed one is logged: its record is gone,
+/// so it gets nothing, and its next request is refused.
 pub async fn sweep_expired_connections<S: ConnectionStore>(
     store: &S,
     closer: Option<&Closer>,
     now_epoch_seconds: i64,
+    stop_listing_at: Option<std::time::Instant>,
 ) -> Result<SweepReport, Error> {
     let mut report = SweepReport::default();
     let mut from = None;
     loop {
         let page = store.list_connections_page(from, TARGET_PAGE_SIZE).await?;
         report.listed += page.targets.len();
-        for target in page
+        let next = page.next;
+        let expired: Vec<String> = page
             .targets
-            .iter()
+            .into_iter()
             .filter(|target| target.expires_at <= now_epoch_seconds)
-        {
-            let ExpiredRemoval::Removed(record) = store
-                .remove_expired_connection(&target.connection_id, now_epoch_seconds)
-                .await?
-            else {
-                continue;
-            };
-            let token_expired = record.token_expires_at.is_some_and(|at| at <= now_epoch_seconds);
-            report.closed += 1;
-            report.token_expired += usize::from(token_expired);
-            close(closer, &record, token_expired).await;
+            .map(|target| target.connection_id)
+            .collect();
+        let mut removals = futures::stream::iter(expired)
+            .map(|connection_id| async move {
+                match store
+                    .remove_expired_connection(&connection_id, now_epoch_seconds)
+                    .await?
+                {
+                    ExpiredRemoval::Removed(record) => {
+                        let token_expired = record.token_expires_at.is_some_and(|at| at <= now_epoch_seconds);
+                        close(closer, &record, token_expired).await;
+                        Ok::<_, Error>(Some(token_expired))
+                    }
+                    ExpiredRemoval::NotExpired | ExpiredRemoval::Absent => Ok(None),
+                }
+            })
+            .buffer_unordered(SWEEP_CONCURRENCY);
+        while let Some(removed) = removals.next().await {
+            if let Some(token_expired) = removed? {
+                report.closed += 1;
+                report.token_expired += usize::from(token_expired);
+            }
         }
-        match page.next {
-            Some(next) => from = Some(next),
+        match next {
+            Some(next) if stop_listing_at.is_none_or(|at| std::time::Instant::now() < at) => from = Some(next),
+            Some(_) => {
+                report.stopped_at_deadline = true;
+                break;
+            }
             None => break,
         }
     }
@@ -74,6 +100,7 @@ pub async fn sweep_expired_connections<S: ConnectionStore>(
         listed = report.listed,
         closed = report.closed,
         token_expired = report.token_expired,
+        stopped_at_deadline = report.stopped_at_deadline,
         "swept expired connections"
     );
     Ok(report)

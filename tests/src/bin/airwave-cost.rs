@@ -170,6 +170,27 @@ async fn send(socket: &mut Socket, frame: serde_json::Value) {
     socket.send(Frame::text(frame.to_string())).await.expect("sent");
 }
 
+/// The metrics the template's alarms evaluate: one for a plain alarm, one
+/// per `MetricStat` for a metric-math alarm (CloudWatch bills each).
+fn alarm_metrics(template: &str) -> usize {
+    let mut blocks: Vec<String> = Vec::new();
+    for line in template.lines() {
+        // A resource starts at two spaces of indentation.
+        if line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':') {
+            blocks.push(String::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    blocks
+        .iter()
+        .filter(|block| block.contains("Type: AWS::CloudWatch::Alarm"))
+        .map(|block| block.matches("MetricStat:").count().max(1))
+        .sum()
+}
+
 #[tokio::main]
 async fn main() {
     let logs = LogBytes::default();
@@ -186,8 +207,11 @@ async fn main() {
     .expect("infra/cost/prices.json is a price table");
     let template = std::fs::read_to_string(root.join("template.yaml")).expect("read template.yaml");
     let model = StackModel::from_yaml(&template).expect("read template.yaml");
+    let telemetry =
+        std::fs::read_to_string(root.join("shared/src/telemetry.rs")).expect("read shared/src/telemetry.rs");
     let deployment = Deployment {
-        alarms: template.matches("Type: AWS::CloudWatch::Alarm").count(),
+        alarm_metrics: alarm_metrics(&template),
+        custom_metrics: telemetry.matches("pub const").count().saturating_sub(1),
         arm64: template.contains("Default: arm64"),
     };
     let memory_gb = FUNCTIONS
