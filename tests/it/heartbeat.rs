@@ -12,7 +12,7 @@ use airwave_shared::closer::TOKEN_EXPIRED_MESSAGE;
 use airwave_shared::config::JwtSecret;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_tests::stack::{LocalStack, StackOptions};
-use airwave_tests::{signed_token, TestTables};
+use airwave_tests::{read_until_closed, signed_token, TestTables};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -122,23 +122,9 @@ async fn a_connection_whose_token_expires_is_closed_by_the_sweep_with_no_client_
         .unwrap();
 
     // The client sends nothing at all.
-    let closing = tokio::time::timeout(GUARD, async {
-        let mut closing = None;
-        while let Some(Ok(frame)) = socket.next().await {
-            match frame {
-                Frame::Text(text) => {
-                    if let Ok(Incoming::Closing { code, message }) = parse_server_frame(&text) {
-                        closing = Some((code, message));
-                    }
-                }
-                Frame::Close(_) => break,
-                _ => {}
-            }
-        }
-        closing
-    })
-    .await
-    .expect("the socket is closed");
+    let closing = tokio::time::timeout(GUARD, read_until_closed(&mut socket))
+        .await
+        .expect("the socket is closed");
     let closed_at = epoch_seconds_now();
 
     assert_eq!(

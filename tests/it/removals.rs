@@ -13,7 +13,7 @@ use airwave_shared::handlers::RECORD_REMOVED_MESSAGE;
 use airwave_shared::message::MessageRecord;
 use airwave_shared::MessageStore;
 use airwave_tests::stack::LocalStack;
-use airwave_tests::TestTables;
+use airwave_tests::{read_until_closed, TestTables};
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
@@ -86,23 +86,9 @@ async fn a_record_deleted_by_hand_closes_its_socket_with_a_reason_and_takes_its_
         .unwrap();
 
     // Then the socket is told why and closed, and its subscription is gone.
-    let closing = tokio::time::timeout(GUARD, async {
-        let mut closing = None;
-        while let Some(Ok(frame)) = socket.next().await {
-            match frame {
-                Frame::Text(text) => {
-                    if let Ok(Incoming::Closing { code, message }) = parse_server_frame(&text) {
-                        closing = Some((code, message));
-                    }
-                }
-                Frame::Close(_) => break,
-                _ => {}
-            }
-        }
-        closing
-    })
-    .await
-    .expect("the socket is closed");
+    let closing = tokio::time::timeout(GUARD, read_until_closed(&mut socket))
+        .await
+        .expect("the socket is closed");
     assert_eq!(
         closing,
         Some((ErrorCode::UnknownConnection, RECORD_REMOVED_MESSAGE.to_owned()))

@@ -626,3 +626,28 @@ impl aws_sdk_dynamodb::config::Intercept for OperationCounter {
         Ok(())
     }
 }
+
+/// A client's WebSocket to the local gateway.
+pub type TestSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads `socket` until the server closes it, and answers the `closing`
+/// frame it was told why in (code, message), if any.
+pub async fn read_until_closed(socket: &mut TestSocket) -> Option<(airwave_protocol::ErrorCode, String)> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut closing = None;
+    while let Some(Ok(frame)) = socket.next().await {
+        match frame {
+            Message::Text(text) => {
+                if let Ok(airwave_protocol::Incoming::Closing { code, message }) =
+                    airwave_protocol::parse_server_frame(&text)
+                {
+                    closing = Some((code, message));
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    closing
+}

@@ -675,14 +675,7 @@ async fn route_messages(
                         span.in_scope(
                             || tracing::warn!(integration = %mock.logical_id, why = %why, "mock integration failed"),
                         );
-                        reply(
-                            json!({
-                                "message": "Internal server error",
-                                "connectionId": context.connection_id,
-                                "requestId": request_id,
-                            })
-                            .to_string(),
-                        );
+                        reply(internal_server_error(&context.connection_id, &request_id));
                     }
                 }
                 continue;
@@ -702,17 +695,21 @@ async fn route_messages(
             }
             Err(error) => {
                 span.in_scope(|| tracing::warn!(error = %error, "route invocation failed"));
-                reply(
-                    json!({
-                        "message": "Internal server error",
-                        "connectionId": context.connection_id,
-                        "requestId": request_id,
-                    })
-                    .to_string(),
-                );
+                reply(internal_server_error(&context.connection_id, &request_id));
             }
         }
     }
+}
+
+/// API Gateway's frame when a route's integration failed (a function's
+/// error or a mock's configuration error).
+fn internal_server_error(connection_id: &str, request_id: &str) -> String {
+    json!({
+        "message": "Internal server error",
+        "connectionId": connection_id,
+        "requestId": request_id,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -134,14 +134,8 @@ impl MeteredDynamoDb {
             one_at_a_time: tokio::sync::Mutex::new(()),
             schemas: Mutex::new(HashMap::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
         let router = Router::new().fallback(meter).with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(error = %error, "DynamoDB meter stopped");
-            }
-        });
+        let (address, server) = crate::serve_on_loopback(router, "DynamoDB meter").await?;
         Ok(MeteredDynamoDb {
             shared,
             address,

@@ -95,14 +95,8 @@ impl<P: FaultPlan> FaultProxy<P> {
                 counts: FaultCounts::default(),
             }),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
         let router = Router::new().fallback(forward::<P>).with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(error = %error, "fault proxy stopped");
-            }
-        });
+        let (address, server) = crate::serve_on_loopback(router, "fault proxy").await?;
         Ok(FaultProxy {
             shared,
             address,

@@ -23,6 +23,22 @@ pub use management::{Faults, LocalManagementApi, Options, PostCounts};
 pub use management_faults::{FaultyManagementApi, ManagementFaults};
 pub use tcp_resets::ResettingRelay;
 
+/// Serves `router` on a free loopback port; `name` says which stand-in in
+/// the log if the server stops. Dropping the handle leaves it running.
+pub(crate) async fn serve_on_loopback(
+    router: axum::Router,
+    name: &'static str,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), LocalError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(error = %error, stand_in = name, "a local stand-in stopped serving");
+        }
+    });
+    Ok((address, server))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     #[error("could not start a local stand-in: {0}")]

@@ -113,8 +113,6 @@ impl LocalManagementApi {
             posts: AtomicUsize::new(0),
             options,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
         let router = Router::new()
             .route(
                 "/{stage}/@connections/{connection_id}",
@@ -123,11 +121,7 @@ impl LocalManagementApi {
             // Let oversized bodies reach the handler so it can answer 413 the way API Gateway does.
             .layer(DefaultBodyLimit::max(4 * MAX_MESSAGE_BYTES))
             .with_state(shared.clone());
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(error = %error, "local Management API stopped");
-            }
-        });
+        let (address, _server) = crate::serve_on_loopback(router, "local Management API").await?;
         Ok(LocalManagementApi { shared, address })
     }
 
