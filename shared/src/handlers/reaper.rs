@@ -21,6 +21,11 @@ pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 /// in its `closing` frame before its socket is closed.
 pub const RECORD_REMOVED_MESSAGE: &str = "this connection's record was removed; reconnect";
 
+/// How long a removal's leftover subscriptions may take to go before they
+/// count as orphans: Airwave's own removals delete them within milliseconds
+/// of the record.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A connection record the connections table's stream says was deleted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemovedConnection {
@@ -189,6 +194,14 @@ async fn reap<S: AdmissionStore + SubscriptionStore>(
         // Nothing can reach a connection without a record or a subscription.
         return Ok(Reaped::Nothing);
     }
+    // Airwave's own removals delete the record, then its subscriptions: a
+    // check that lands in between sees leftovers that are about to go, and
+    // must not close the socket in the middle of that removal (with the
+    // wrong reason). Leftovers still there after a grace are orphans.
+    if store.leftover_subscriptions(&record).await?.is_empty() {
+        return Ok(Reaped::Nothing);
+    }
+    tokio::time::sleep(ORPHAN_GRACE).await;
     let leftover = store.remove_leftover_subscriptions(&record).await?;
     if leftover.is_empty() {
         return Ok(Reaped::Nothing);

@@ -104,6 +104,13 @@ pub trait SubscriptionStore: Send + Sync {
         record: &ConnectionRecord,
     ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
+    /// The channels of `record` whose subscription items are still there
+    /// (consistent reads of the keys), deleting nothing.
+    fn leftover_subscriptions(
+        &self,
+        record: &ConnectionRecord,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+
     /// Every target at once: for tests and tools, not for a broadcast.
     fn list_targets(
         &self,
@@ -350,6 +357,11 @@ impl SubscriptionStore for DynamoStore {
             // left behind remains to delete.
             Transaction::ConditionFailed { .. } => self.delete_subscription(channel, connection_id).await,
         }
+    }
+
+    async fn leftover_subscriptions(&self, record: &ConnectionRecord) -> Result<Vec<String>, Error> {
+        self.existing_subscriptions(&record.connection_id, &record.channels)
+            .await
     }
 
     async fn remove_leftover_subscriptions(&self, record: &ConnectionRecord) -> Result<Vec<String>, Error> {
