@@ -17,6 +17,7 @@ import {
   pageState,
   publisher,
   receivedOnPage,
+  socketsOpened,
   startDemoServer,
   startStack,
   subscribedOnPage,
@@ -217,13 +218,19 @@ describe("with the gateway gone", () => {
       });
       await new Promise<void>((resolve) => refuser.listen(port, "127.0.0.1", resolve));
       try {
+        const openedBefore = await socketsOpened(page);
         await browser.context.setOffline(false);
         await eventually("the page to give up", async () => (await pageState(page)) === "gave_up", 60_000);
         const atGiveUp = upgrades.length;
         // Quiet after giving up: no attempt in the next seconds.
         await new Promise((resolve) => setTimeout(resolve, 3000));
         expect(upgrades.length).toBe(atGiveUp);
-        expect(atGiveUp).toBe(attempts);
+        // The client spends exactly its budget. Chromium may fail the first
+        // attempts after going back online before they reach the server, so
+        // the server sees at most that many, and at least one.
+        expect((await socketsOpened(page)) - openedBefore).toBe(attempts);
+        expect(atGiveUp).toBeGreaterThanOrEqual(1);
+        expect(atGiveUp).toBeLessThanOrEqual(attempts);
         const gaps = upgrades.slice(1).map((at, i) => at - (upgrades[i] ?? at));
         console.log(`refused attempts: ${upgrades.length}; gaps between them (ms): ${gaps.join(", ")}`);
         // Each gap is a jittered delay under the 1 s cap, plus handshake time:

@@ -237,6 +237,11 @@ export async function pageState(page: Page): Promise<string> {
   return page.evaluate(() => window.airwaveDemo.client?.state ?? "none");
 }
 
+/** How many sockets the page's client has opened so far (its own counter). */
+export async function socketsOpened(page: Page): Promise<number> {
+  return page.evaluate(() => window.airwaveDemo.client?.stats().socketsOpened ?? 0);
+}
+
 /** Resolves once the page's client has a confirmed subscription to `channel` on its current socket. */
 export async function subscribedOnPage(page: Page, channel: string): Promise<void> {
   await eventually(`the page subscribed to ${channel}`, () =>
