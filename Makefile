@@ -25,7 +25,7 @@ LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-e
              AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(DYNAMODB_PORT)
 
 .PHONY: cost soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
-	rust-tools node-tools chromium deploy-check
+	rust-tools node-tools chromium deploy-check docs docs-check
 
 # What cannot go into .tools/ is checked where it is needed, with what to install.
 # $(call require,TOOL,HINT) fails with HINT when TOOL is not on PATH (no commas in HINT).
@@ -33,7 +33,9 @@ require = @command -v $(1) >/dev/null 2>&1 || { echo "make: $(1) is required but
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
-	@echo "make test   format check, clippy, template checks, every test against a local DynamoDB, the browser tests, fuzzing, the release and sam builds"
+	@echo "make test   the docs check, format check, clippy, template checks, every test against a local DynamoDB, the browser tests, fuzzing, the release and sam builds"
+	@echo "make docs   build the book (docs/) into docs/book/ with mdBook (installed into .tools/cargo when missing)"
+	@echo "make docs-check   links and anchors of the README and the book, make targets they name, the README's length"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
 	@echo "make cost   the monthly bill of the reference workloads (idle, chat, feed) from measured request counts"
@@ -43,7 +45,7 @@ help:
 	@echo "make size   release Lambda binaries and their sizes (ARCH=x86_64 or arm64, default arm64)"
 	@echo "make build / deploy / logs / delete   the SAM stack (STACK=$(STACK))"
 	@echo "make replay  replay the stream failure queue into the messages table (STACK=$(STACK), or QUEUE_URL= MESSAGES_TABLE=;"
-	@echo "             REPLAY_ARGS=\"--dry-run --max N\"); see the README's \"Replaying the failure queue\""
+	@echo "             REPLAY_ARGS=\"--dry-run --max N\"); see the book's \"Replaying the failure queue\""
 
 # Keyed on pip, not python: a venv made without ensurepip has python but no pip.
 $(VENV)/bin/pip:
@@ -86,7 +88,7 @@ unit: $(TEST_TOOLS)
 
 # The cost model: every unit event measured on the local stack (optimized
 # build), scaled to a month of each reference workload and priced with
-# infra/cost/prices.json. Prints the README's cost tables.
+# infra/cost/prices.json. Prints the cost tables of docs/src/cost.md.
 cost: $(TEST_TOOLS)
 	infra/with-moto.sh cargo run --profile bench --locked -p airwave-tests --bin airwave-cost
 
@@ -104,8 +106,33 @@ lint: $(DEPLOY_TOOLS)
 	$(OFFLINE_AWS) cfn-lint template.yaml
 	$(OFFLINE_AWS) sam validate --lint
 
-# Everything CI runs (.ci/run is only this), the deploy path last.
-test: fmt-check clippy lint template-check unit browser-test fuzz-check deploy-check
+# Everything CI runs (.ci/run is only this), the docs check first (it takes a
+# second), the deploy path last.
+test: docs-check fmt-check clippy lint template-check unit browser-test fuzz-check deploy-check
+
+# The book (docs/, mdBook). Debian has no mdbook package, so `cargo install`
+# builds it once into .tools/cargo (pinned, --locked; without the serve and watch
+# features, which it does not need: about 2 minutes on 2 cores). Open
+# docs/book/index.html, or serve that folder with any static file server.
+MDBOOK         := .tools/cargo/bin/mdbook
+MDBOOK_VERSION := 0.5.4
+
+$(MDBOOK):
+	$(call require,cargo,install Rust 1.94 or newer with rustup)
+	cargo install --locked --root .tools/cargo --version $(MDBOOK_VERSION) --no-default-features --features search mdbook
+
+docs: $(MDBOOK)
+	@$(MDBOOK) --version | grep -qx 'mdbook v$(MDBOOK_VERSION)' || { \
+		echo "make: $(MDBOOK) is not mdbook $(MDBOOK_VERSION): remove it and run make docs again" >&2; exit 2; }
+	$(MDBOOK) build docs
+
+# Links and anchors of the README, the root's Markdown files and the book, the
+# make targets they name and the README's length (infra/docs-check.py, standard
+# library only), after the check's own tests.
+docs-check:
+	$(call require,python3,install Python 3)
+	python3 -m unittest discover -s infra/tests -p 'test_docs_check.py'
+	python3 infra/docs-check.py
 
 # The deploy path, offline: every function as a release Lambda binary, then
 # `sam build` of the template, which reuses them. x86_64, the one Rust target
@@ -216,8 +243,8 @@ logs: $(DEPLOY_TOOLS)
 delete: $(DEPLOY_TOOLS)
 	$(SAM) delete --stack-name $(STACK)
 
-# Replays the stream failure queue (the README's "Replaying the failure
-# queue"). The queue and the messages table are the stack's outputs
+# Replays the stream failure queue (the book's "Replaying the failure
+# queue", docs/src/operations/replay.md). The queue and the messages table are the stack's outputs
 # (StreamFailureQueueUrl, MessagesTableName) unless QUEUE_URL and
 # MESSAGES_TABLE name them; REPLAY_ARGS passes --dry-run, --max N or
 # --endpoint-url (a local server). Exits 2 when messages stay in the queue.
@@ -245,8 +272,8 @@ dev: $(DEV_TOOLS) $(BROWSER_NPM)
 schema:
 	cargo run --quiet --locked -p airwave-protocol --bin airwave-protocol-schema > protocol/schema.json
 
-# The benchmarks (release build), each checking the targets the README
-# quotes: the fan-out against its bound and in memory, coalescing a backlog,
+# The benchmarks (release build), each checking the targets the book
+# quotes (docs/src/benchmarks.md): the fan-out against its bound and in memory, coalescing a backlog,
 # positions, and the release binaries' size and cold start.
 bench: $(TEST_TOOLS)
 	cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
