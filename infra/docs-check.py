@@ -26,7 +26,9 @@ import sys
 from pathlib import Path
 
 README_MAX_LINES = 160
-ROOT_DOCS = ("README.md", "CONTRIBUTING.md", "SECURITY.md", "CHANGELOG.md")
+# Markdown outside the book that is checked too (the browser package's README is what npm
+# shows, and the book includes it).
+ROOT_DOCS = ("README.md", "CONTRIBUTING.md", "SECURITY.md", "CHANGELOG.md", "client/browser/README.md")
 BOOK_SRC = Path("docs/src")
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
