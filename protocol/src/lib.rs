@@ -12,7 +12,7 @@ mod reply;
 mod request;
 mod server;
 
-pub use position::Position;
+pub use position::{Position, EPOCH_CHARS};
 pub use reply::{ErrorCode, Reply, ReplyFrame, Stats};
 pub use request::{ClientFrame, Request, RequestId};
 pub use server::{parse_server_frame, Closing, Incoming, MessageFrame, ServerFrame};

@@ -1,6 +1,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Characters in an epoch the server chooses: the longest a position's
+/// epoch can be, which bounds the size of a frame that carries one.
+pub const EPOCH_CHARS: usize = 12;
+
 /// Where a message stands in its channel: `offset` counts the channel's
 /// messages from 1 within `epoch`. A new epoch means the channel's history was
 /// lost or reset, so offsets of different epochs cannot be compared.

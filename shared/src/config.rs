@@ -9,6 +9,7 @@ pub const CONNECTION_TTL_SECONDS: &str = "AIRWAVE_CONNECTION_TTL_SECONDS";
 pub const MANAGEMENT_ENDPOINT: &str = "AIRWAVE_MANAGEMENT_ENDPOINT";
 pub const FANOUT_CONCURRENCY: &str = "AIRWAVE_FANOUT_CONCURRENCY";
 pub const POST_MAX_ATTEMPTS: &str = "AIRWAVE_POST_MAX_ATTEMPTS";
+pub const POST_QUOTA_PER_SECOND: &str = "AIRWAVE_POST_QUOTA_PER_SECOND";
 pub const MAX_CHANNELS_PER_CONNECTION: &str = "AIRWAVE_MAX_CHANNELS_PER_CONNECTION";
 pub const ALLOW_CLIENT_PUBLISH: &str = "AIRWAVE_ALLOW_CLIENT_PUBLISH";
 pub const ADMISSION_TABLE: &str = "AIRWAVE_ADMISSION_TABLE";
@@ -51,6 +52,7 @@ pub const ALL_VARIABLES: &[&str] = &[
     MANAGEMENT_ENDPOINT,
     FANOUT_CONCURRENCY,
     POST_MAX_ATTEMPTS,
+    POST_QUOTA_PER_SECOND,
     MAX_CHANNELS_PER_CONNECTION,
     ALLOW_CLIENT_PUBLISH,
     ADMISSION_TABLE,
@@ -117,11 +119,17 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 pub const DEFAULT_CONNECTION_TTL_SECONDS: u64 = 7_260;
 pub const MAX_CONNECTION_TTL_SECONDS: u64 = 7_260;
 pub const MIN_CONNECTION_TTL_SECONDS: u64 = 60;
-pub const DEFAULT_FANOUT_CONCURRENCY: usize = 64;
+/// Enough posts in flight to reach the default post quota from one
+/// invocation at 20 ms a post (10,000/s x 0.02 s = 200).
+pub const DEFAULT_FANOUT_CONCURRENCY: usize = 256;
 pub const MAX_FANOUT_CONCURRENCY: usize = 1_000;
 /// Five attempts make a post that fails 15 % of the time transiently fail for
 /// good less than once in ten thousand.
 pub const DEFAULT_POST_MAX_ATTEMPTS: u32 = 5;
+/// API Gateway's default account quota in most regions: 10,000 requests a
+/// second, `@connections` included.
+pub const DEFAULT_POST_QUOTA_PER_SECOND: u32 = 10_000;
+pub const MAX_POST_QUOTA_PER_SECOND: u32 = 1_000_000;
 pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 10;
 /// Off by default: producers publish by writing to the messages table, and a
 /// browser that can publish can reach every other browser.
@@ -136,6 +144,7 @@ const ENDPOINT_FORM: &str =
     "an http(s) URL with the stage, such as https://abc123.execute-api.eu-west-1.amazonaws.com/prod";
 const CONCURRENCY_FORM: &str = "a whole number of concurrent posts from 1 to 1000";
 const ATTEMPTS_FORM: &str = "a whole number of attempts per post from 1 to 10";
+const POST_QUOTA_FORM: &str = "a whole number of posts per second from 0 (no pacing) to 1000000";
 const MAX_CHANNELS_FORM: &str = "a whole number of channels per connection from 1 to 100";
 const BOOL_FORM: &str = "true or false";
 const ATTEMPTS_PER_IP_FORM: &str = "a whole number of connection attempts per IP per window, 0 for no limit";
@@ -203,6 +212,9 @@ pub struct Config {
     pub fanout_concurrency: usize,
     /// Attempts per post, first included, for throttling (429) and 5xx answers.
     pub post_max_attempts: u32,
+    /// Posts per second one fan-out starts at most (the account's quota);
+    /// 0 does not pace.
+    pub post_quota_per_second: u32,
     pub max_channels_per_connection: usize,
     pub allow_client_publish: bool,
     /// Whether a connection without a user (no token) may publish, where
@@ -459,6 +471,7 @@ impl Default for Config {
             management_endpoint: None,
             fanout_concurrency: DEFAULT_FANOUT_CONCURRENCY,
             post_max_attempts: DEFAULT_POST_MAX_ATTEMPTS,
+            post_quota_per_second: DEFAULT_POST_QUOTA_PER_SECOND,
             max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
             allow_client_publish: DEFAULT_ALLOW_CLIENT_PUBLISH,
             allow_anonymous_publish: DEFAULT_ALLOW_ANONYMOUS_PUBLISH,
@@ -527,6 +540,15 @@ impl Config {
         let post_max_attempts = match read(POST_MAX_ATTEMPTS) {
             Some(value) => parse_in_range(POST_MAX_ATTEMPTS, value, 1..=10, ATTEMPTS_FORM)?,
             None => defaults.post_max_attempts,
+        };
+        let post_quota_per_second = match read(POST_QUOTA_PER_SECOND) {
+            Some(value) => parse_in_range(
+                POST_QUOTA_PER_SECOND,
+                value,
+                0..=MAX_POST_QUOTA_PER_SECOND,
+                POST_QUOTA_FORM,
+            )?,
+            None => defaults.post_quota_per_second,
         };
         let max_channels_per_connection = match read(MAX_CHANNELS_PER_CONNECTION) {
             Some(value) => parse_in_range(MAX_CHANNELS_PER_CONNECTION, value, 1..=100, MAX_CHANNELS_FORM)?,
@@ -739,6 +761,7 @@ impl Config {
             management_endpoint,
             fanout_concurrency,
             post_max_attempts,
+            post_quota_per_second,
             max_channels_per_connection,
             allow_client_publish,
             allow_anonymous_publish,
@@ -991,6 +1014,7 @@ mod tests {
             (FANOUT_CONCURRENCY, "16"),
             (SUBSCRIPTIONS_TABLE, "prod-subscriptions"),
             (POST_MAX_ATTEMPTS, "3"),
+            (POST_QUOTA_PER_SECOND, "2500"),
             (MAX_CHANNELS_PER_CONNECTION, "4"),
             (ALLOW_CLIENT_PUBLISH, "TRUE"),
             (ADMISSION_TABLE, "prod-admission"),
@@ -1016,6 +1040,7 @@ mod tests {
         assert_eq!(config.fanout_concurrency, 16);
         assert_eq!(config.subscriptions_table, "prod-subscriptions");
         assert_eq!(config.post_max_attempts, 3);
+        assert_eq!(config.post_quota_per_second, 2_500);
         assert_eq!(config.max_channels_per_connection, 4);
         assert!(config.allow_client_publish);
         assert_eq!(config.admission_table, "prod-admission");
@@ -1065,6 +1090,7 @@ mod tests {
             (MANAGEMENT_ENDPOINT, "abc.execute-api.amazonaws.com"),
             (FANOUT_CONCURRENCY, "0"),
             (POST_MAX_ATTEMPTS, "11"),
+            (POST_QUOTA_PER_SECOND, "10k"),
             (MAX_CHANNELS_PER_CONNECTION, "-1"),
             (ALLOW_CLIENT_PUBLISH, "yes"),
             (CONNECT_ATTEMPTS_PER_IP, "-5"),

@@ -21,7 +21,10 @@ use crate::closer::{close_with_reason, delete_connection, TOKEN_EXPIRED_MESSAGE}
 use crate::config::AwsTimeouts;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
-use crate::store::{ConnectionStore, ExpiredRemoval, SubscriptionStore, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE};
+use crate::pacing::{PostPacer, QuotaFeedback};
+use crate::store::{
+    ConnectionStore, ExpiredRemoval, SubscriptionStore, TargetPage, FIRST_TARGET_PAGE_SIZE, TARGET_PAGE_SIZE,
+};
 use crate::telemetry::metric;
 use crate::time::epoch_seconds_now;
 use crate::{Config, Error};
@@ -59,6 +62,8 @@ pub struct FanOutSettings {
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     pub breaker: BreakerSettings,
+    /// Posts per second at most (the account's quota, see [`crate::pacing`]); 0 does not pace.
+    pub post_quota_per_second: u32,
     /// Bounds on each post attempt and on each post with its retries.
     pub timeouts: AwsTimeouts,
     /// The wait before the second pass over the posts that failed.
@@ -95,6 +100,7 @@ impl From<&Config> for FanOutSettings {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             breaker: BreakerSettings::default(),
+            post_quota_per_second: config.post_quota_per_second,
             timeouts: config.aws_timeouts,
             second_pass_delay: Duration::from_millis(500),
             connecting_window: CONNECTING_WINDOW,
@@ -300,6 +306,7 @@ pub struct FanOut {
     client: aws_sdk_apigatewaymanagement::Client,
     concurrency: usize,
     attempts: AttemptCounter,
+    pacer: PostPacer,
     breaker: Arc<Mutex<Breaker>>,
     second_pass_delay: Duration,
     connecting_window_ms: i64,
@@ -320,6 +327,7 @@ impl FanOut {
     /// A fan-out posting to the Management API at `endpoint` (stage included).
     pub fn new(sdk_config: &SdkConfig, endpoint: &str, settings: FanOutSettings) -> Self {
         let attempts = AttemptCounter::default();
+        let pacer = PostPacer::new(settings.post_quota_per_second);
         let retry = RetryConfig::standard()
             .with_max_attempts(settings.post_max_attempts.max(1))
             .with_initial_backoff(settings.initial_backoff)
@@ -338,11 +346,13 @@ impl FanOut {
             .retry_partition(partition)
             .timeout_config(crate::clients::timeout_config(&settings.timeouts))
             .interceptor(attempts.clone())
+            .interceptor(QuotaFeedback(pacer.clone()))
             .build();
         FanOut {
             client: aws_sdk_apigatewaymanagement::Client::from_conf(client_config),
             concurrency: settings.concurrency.max(1),
             attempts,
+            pacer,
             breaker: Arc::new(Mutex::new(Breaker::new(settings.breaker))),
             second_pass_delay: settings.second_pass_delay,
             connecting_window_ms: i64::try_from(settings.connecting_window.as_millis()).unwrap_or(i64::MAX),
@@ -391,6 +401,22 @@ impl FanOut {
         frames: &[F],
         stop_starting_at: Option<Instant>,
     ) -> Result<FanOutReport, Error> {
+        self.broadcast_frames_from(store, audience, None, frames, stop_starting_at)
+            .await
+    }
+
+    /// [`FanOut::broadcast_frames`], starting from `first_page` when the
+    /// caller read it already (of at most [`FIRST_TARGET_PAGE_SIZE`]
+    /// targets, while it did something else: the stream handler reads it
+    /// while positions are assigned, so it costs no round trip of its own).
+    pub async fn broadcast_frames_from<S: ConnectionStore + SubscriptionStore, F: AsRef<[u8]> + Sync>(
+        &self,
+        store: &S,
+        audience: Audience<'_>,
+        first_page: Option<TargetPage>,
+        frames: &[F],
+        stop_starting_at: Option<Instant>,
+    ) -> Result<FanOutReport, Error> {
         let channel = audience.channel();
         // An open breaker is waited out (it is short) rather than failed at
         // once: Lambda retries a stream batch without delay, and failing fast
@@ -430,6 +456,7 @@ impl FanOut {
         let listing = async move {
             let mut listing = Listing::default();
             let mut from = None;
+            let mut prefetched = first_page;
             loop {
                 if has_passed(stop_starting_at) {
                     listing.stopped = true;
@@ -438,7 +465,10 @@ impl FanOut {
                 let requested = Instant::now();
                 // 125, 250, 500, then full pages.
                 let limit = (FIRST_TARGET_PAGE_SIZE << listing.pages.min(8)).min(TARGET_PAGE_SIZE);
-                let page = store.list_targets_page(audience, from, limit).await?;
+                let page = match prefetched.take() {
+                    Some(page) => page,
+                    None => store.list_targets_page(audience, from, limit).await?,
+                };
                 listing.list_ms += requested.elapsed().as_millis() as u64;
                 if listing.pages == 0 {
                     listing.first_page_ms = started.elapsed().as_millis() as u64;
@@ -517,6 +547,8 @@ impl FanOut {
             mean_post_round_trip_ms = report.mean_post_round_trip_ms(),
             elapsed_ms = report.elapsed_ms,
             concurrency = self.concurrency,
+            post_rate = self.pacer.current_rate().unwrap_or_default(),
+            throttles = self.pacer.throttles(),
             "fan-out finished"
         );
         metrics::counter!(metric::FANOUT_TARGETS).increment(report.targets as u64);
@@ -765,6 +797,7 @@ impl FanOut {
         frame: &[u8],
         stop_starting_at: Option<Instant>,
     ) -> Outcome {
+        self.pacer.wait_for_turn().await;
         let result = self
             .client
             .post_to_connection()

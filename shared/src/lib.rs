@@ -20,6 +20,7 @@ pub mod history;
 pub mod jwks;
 pub mod liveness;
 pub mod message;
+pub mod pacing;
 pub mod permissions;
 pub mod rate;
 pub mod stats;

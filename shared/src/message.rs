@@ -1,10 +1,9 @@
 //! Messages as producers write them to the messages table, and the frame every
 //! client receives for one.
 
-use airwave_protocol::{MessageFrame, Position};
+use airwave_protocol::{MessageFrame, Position, EPOCH_CHARS};
 use serde::{Deserialize, Serialize};
 
-use crate::history::EPOCH_CHARS;
 use crate::Error;
 
 /// API Gateway refuses to post a WebSocket message larger than 128 KB.

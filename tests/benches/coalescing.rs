@@ -162,6 +162,7 @@ async fn main() {
     let gateway = LocalManagementApi::start_with(Options {
         latency: Duration::from_millis(latency_ms),
         faults: Faults::default(),
+        ..Options::default()
     })
     .await
     .expect("start the local Management API");

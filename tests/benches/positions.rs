@@ -29,6 +29,7 @@ async fn run(history_size: u64, messages: usize) -> Run {
     let gateway = LocalManagementApi::start_with(Options {
         latency: std::time::Duration::ZERO,
         faults: Faults::default(),
+        ..Options::default()
     })
     .await
     .expect("start the local Management API");

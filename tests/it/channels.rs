@@ -107,6 +107,7 @@ async fn with_transient_500s_and_429s_every_live_connection_still_receives_the_m
             seed: 20261122,
             ..Faults::default()
         },
+        ..Options::default()
     })
     .await
     .unwrap();
@@ -205,6 +206,7 @@ async fn in_flight_posts_never_exceed_the_configured_bound() {
     let gateway = LocalManagementApi::start_with(Options {
         latency: Duration::from_millis(20),
         faults: Faults::default(),
+        ..Options::default()
     })
     .await
     .unwrap();
@@ -235,6 +237,7 @@ async fn a_broadly_failing_endpoint_trips_the_breaker_and_the_record_is_retried_
             seed: 1,
             ..Faults::default()
         },
+        ..Options::default()
     })
     .await
     .unwrap();
@@ -310,6 +313,7 @@ async fn posts_that_fail_every_attempt_of_the_first_pass_are_delivered_in_the_se
             ..Faults::default()
         },
         latency: Duration::from_millis(30),
+        ..Options::default()
     })
     .await
     .unwrap();

@@ -545,6 +545,7 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
     let gateway = airwave_local::LocalManagementApi::start_with(airwave_local::Options {
         latency: Duration::from_millis(100),
         faults: airwave_local::Faults::default(),
+        ..airwave_local::Options::default()
     })
     .await
     .unwrap();

@@ -305,9 +305,17 @@ async fn a_record_retried_after_its_position_was_assigned_keeps_that_position() 
         .unwrap()
         .unwrap();
     let fanout = stack.tables.fanout(&stack.gateway.management_endpoint(), 4);
+    // The claim lives on the message's item, so the item is written first, to
+    // a messages table the stack does not stream from: these calls stand in
+    // for the stream-processor.
+    let unstreamed = TestTables::create().await;
+    let mut config = stack.tables.config.clone();
+    config.messages_table = unstreamed.config.messages_table.clone();
+    let store = DynamoStore::new(stack.tables.dynamodb.clone(), &config);
+    store.put_message(&message("order-1", "orders", 1)).await.unwrap();
     // A store whose subscriptions table is missing: the position is assigned,
     // then listing the subscribers fails, so the record is reported for retry.
-    let mut broken = stack.tables.config.clone();
+    let mut broken = config.clone();
     broken.subscriptions_table = "missing-subscriptions-table".into();
     let broken_store = DynamoStore::new(stack.tables.dynamodb.clone(), &broken);
     let record = insert_record(
@@ -333,7 +341,7 @@ async fn a_record_retried_after_its_position_was_assigned_keeps_that_position() 
     // Lambda retries it (twice, as a retry after a timeout can): one delivery, one position.
     for _ in 0..2 {
         let retried = handle_stream_batch(
-            &stack.tables.store,
+            &store,
             history,
             &fanout,
             &RecordedFailures::default(),
@@ -417,6 +425,8 @@ async fn concurrent_assignments_in_one_channel_take_every_offset_exactly_once() 
             let mut positions = Vec::new();
             for n in 0..25 {
                 let message = message(&format!("s{shard}-{n}"), "hot", n);
+                // A stream record's item is there: the claim is written on it.
+                store.put_message(&message).await.unwrap();
                 let position = store
                     .assign_position("hot", &message, ttl, epoch_seconds_now())
                     .await

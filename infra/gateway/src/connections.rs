@@ -4,6 +4,7 @@
 //! for the last `$disconnect`. Here rather than in either side, so that neither
 //! depends on the other.
 
+use airwave_local::QuotaBucket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub management_closes: AtomicUsize,
     /// Messages as API Gateway bills them, both ways.
     pub billed: BilledMessages,
+    /// The account's request quota, which every Management API request takes from.
+    pub quota: QuotaBucket,
 }
 
 /// API Gateway's metered messages: each frame a client sends and each one
@@ -75,6 +78,7 @@ impl Shared {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Shared {
+            quota: QuotaBucket::new(options.management_quota),
             options,
             model,
             invoker,

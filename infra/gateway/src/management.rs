@@ -1,7 +1,9 @@
 //! The API Gateway Management API on the gateway's own port:
 //! `POST|GET|DELETE /{stage}/@connections/{id}` (and without the stage), with
 //! API Gateway's answers: 410 `GoneException` for an id that is not connected,
-//! 413 `PayloadTooLargeException` over the message limit, 403 for another stage.
+//! 413 `PayloadTooLargeException` over the message limit, 403 for another
+//! stage, 429 `LimitExceededException` beyond the account's request quota
+//! (`GatewayOptions::management_quota`).
 //! Requests are signed by the SDK; the signature is not checked.
 
 use std::sync::atomic::Ordering;
@@ -73,7 +75,19 @@ async fn delete_staged(State(shared): State<Arc<Shared>>, Path((stage, id)): Pat
     delete_connection(&shared, &id).await
 }
 
+/// 429, as API Gateway answers a request beyond the account's quota.
+fn throttled() -> Response {
+    api_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "LimitExceededException",
+        "too many requests",
+    )
+}
+
 async fn post_to_connection(shared: Arc<Shared>, connection_id: String, body: Body) -> Response {
+    if !shared.quota.admit() {
+        return throttled();
+    }
     let limit = shared.options.max_message_bytes;
     // Read one byte past the limit: enough to know it is too large without
     // buffering an arbitrarily large body.
@@ -109,6 +123,9 @@ fn too_large() -> Response {
 }
 
 fn get_connection(shared: &Shared, connection_id: &str) -> Response {
+    if !shared.quota.admit() {
+        return throttled();
+    }
     let Some(connection) = shared.connection(connection_id) else {
         return gone();
     };
@@ -131,6 +148,9 @@ fn get_connection(shared: &Shared, connection_id: &str) -> Response {
 }
 
 async fn delete_connection(shared: &Shared, connection_id: &str) -> Response {
+    if !shared.quota.admit() {
+        return throttled();
+    }
     let Some(connection) = shared.connection(connection_id) else {
         return gone();
     };

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use airwave_local::Quota;
+
 /// API Gateway's limit for one incoming frame.
 pub(crate) const DEFAULT_MAX_FRAME_BYTES: usize = 32 * 1024;
 /// API Gateway's limit for one message (frames put together, and Management API posts).
@@ -33,6 +35,9 @@ pub struct GatewayOptions {
     /// A larger incoming message closes the connection with 1009; a larger
     /// Management API post is refused with 413.
     pub max_message_bytes: usize,
+    /// The account's quota over every Management API request (429 beyond
+    /// it); `None` for none.
+    pub management_quota: Option<Quota>,
 }
 
 impl Default for GatewayOptions {
@@ -45,6 +50,7 @@ impl Default for GatewayOptions {
             max_connection_duration: DEFAULT_MAX_CONNECTION_DURATION,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            management_quota: Some(Quota::default()),
         }
     }
 }

@@ -325,6 +325,42 @@ async fn the_management_api_posts_gets_and_deletes_connections() {
 }
 
 #[tokio::test]
+async fn management_requests_beyond_the_accounts_quota_answer_429() {
+    let options = GatewayOptions {
+        management_quota: Some(airwave_local::Quota {
+            per_second: 20.0,
+            burst: 10.0,
+        }),
+        ..GatewayOptions::default()
+    };
+    let (gateway, functions) = start(options).await;
+    let mut client = connect(&gateway.ws_url()).await;
+    let connection_id = last_connection_id(&functions, 1).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/@connections/{connection_id}", gateway.management_endpoint());
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let answer = http.post(&url).body("x").send().await.unwrap();
+        statuses.push(answer.status().as_u16());
+        if answer.status() == 429 {
+            assert_eq!(answer.headers()["x-amzn-errortype"], "LimitExceededException");
+        }
+    }
+    let delivered = statuses.iter().filter(|status| **status == 200).count();
+    // The burst of 10, and about one more per 50 ms the loop took.
+    assert!((10..=14).contains(&delivered), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    for _ in 0..delivered {
+        assert_eq!(next_text(&mut client).await, "x");
+    }
+    // The bucket refills at its rate: a request half a second later passes.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(http.post(&url).body("y").send().await.unwrap().status(), 200);
+    assert_eq!(next_text(&mut client).await, "y");
+    close(client).await;
+}
+
+#[tokio::test]
 async fn a_frame_over_the_limit_closes_with_1009() {
     let options = GatewayOptions {
         max_frame_bytes: 1024,

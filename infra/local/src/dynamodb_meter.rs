@@ -51,6 +51,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use crate::item_size::item_size;
+use crate::round_trips::RequestSpan;
 use crate::LocalError;
 
 const TARGET_PREFIX: &str = "DynamoDB_20120810";
@@ -131,6 +132,7 @@ impl MeteredDynamoDb {
                 .build()
                 .map_err(|error| LocalError::Bind(std::io::Error::other(error)))?,
             usage: Mutex::new(DynamoDbUsage::default()),
+            spans: Mutex::new(Vec::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
             schemas: Mutex::new(HashMap::new()),
         });
@@ -153,8 +155,17 @@ impl MeteredDynamoDb {
         self.shared.usage().clone()
     }
 
+    /// Every request since the start or the last [`reset`](Self::reset), in
+    /// the order they were answered. Requests arrive at once but are metered
+    /// one at a time, so an answer can come later than on DynamoDB; the
+    /// arrivals, which [`crate::round_trips_before`] reads, are the client's.
+    pub fn request_spans(&self) -> Vec<RequestSpan> {
+        self.shared.spans().clone()
+    }
+
     pub fn reset(&self) {
         *self.shared.usage() = DynamoDbUsage::default();
+        self.shared.spans().clear();
     }
 }
 
@@ -162,6 +173,8 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     usage: Mutex<DynamoDbUsage>,
+    /// Every request, when it arrived and when it was answered.
+    spans: Mutex<Vec<RequestSpan>>,
     /// Held by every metered request from before its first look at the
     /// items to after its last.
     one_at_a_time: tokio::sync::Mutex<()>,
@@ -171,6 +184,10 @@ struct Shared {
 impl Shared {
     fn usage(&self) -> MutexGuard<'_, DynamoDbUsage> {
         self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn spans(&self) -> MutexGuard<'_, Vec<RequestSpan>> {
+        self.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn schemas(&self) -> MutexGuard<'_, HashMap<String, Arc<TableSchema>>> {
@@ -487,6 +504,7 @@ async fn meter(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let path = uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
     let target = headers
         .get("x-amz-target")
@@ -543,6 +561,12 @@ async fn meter(
             schemas.remove(table);
         }
     }
+    shared.spans().push(RequestSpan {
+        operation: operation.to_owned(),
+        tables: tables.iter().cloned().collect(),
+        arrived,
+        answered: std::time::Instant::now(),
+    });
     shared.record(operation, &tables, charges);
     match answer {
         Some(answer) => answer.into_response(),

@@ -13,6 +13,8 @@ pub mod fault_proxy;
 pub mod item_size;
 pub mod management;
 pub mod management_faults;
+pub mod quota;
+pub mod round_trips;
 pub mod tcp_resets;
 
 pub use dynamodb_faults::{DynamoDbFaults, FaultyDynamoDb};
@@ -21,6 +23,8 @@ pub use fault_proxy::{FaultCounts, FaultPlan, FaultProxy};
 pub use item_size::item_size;
 pub use management::{Faults, LocalManagementApi, Options, PostCounts};
 pub use management_faults::{FaultyManagementApi, ManagementFaults};
+pub use quota::{Quota, QuotaBucket};
+pub use round_trips::{round_trips_before, RequestSpan};
 pub use tcp_resets::ResettingRelay;
 
 /// Serves `router` on a free loopback port; `name` says which stand-in in

@@ -1,14 +1,16 @@
 //! A local API Gateway Management API (`/@connections/{id}`), answering the
 //! way API Gateway does: 410 `GoneException` for an id that is not connected,
-//! 413 `PayloadTooLargeException` over 128 KB. For tests and benchmarks it can
-//! add latency to every post and inject transient 500 and 429 answers.
+//! 413 `PayloadTooLargeException` over 128 KB, and 429 `LimitExceededException`
+//! beyond the account's request quota when one is set ([`Quota`]). For tests
+//! and benchmarks it can add latency to every post and inject transient 500
+//! and 429 answers.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -17,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
+use crate::quota::{Quota, QuotaBucket};
 use crate::LocalError;
 
 /// API Gateway's limit for one WebSocket message.
@@ -46,11 +49,24 @@ pub struct Faults {
     pub forbidden: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Held before answering each post, like the round trip to API Gateway.
     pub latency: Duration,
     pub faults: Faults,
+    /// The account's quota over every `@connections` request; `None` for none.
+    pub quota: Option<Quota>,
+}
+
+impl Default for Options {
+    /// No latency, no faults, and API Gateway's default quota.
+    fn default() -> Self {
+        Options {
+            latency: Duration::ZERO,
+            faults: Faults::default(),
+            quota: Some(Quota::default()),
+        }
+    }
 }
 
 /// Answers counted by kind.
@@ -77,6 +93,8 @@ struct Connections {
 
 struct Shared {
     connections: Mutex<Connections>,
+    quota: QuotaBucket,
+    first_post_at: Mutex<Option<Instant>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     posts: AtomicUsize,
@@ -108,6 +126,8 @@ impl LocalManagementApi {
     pub async fn start_with(options: Options) -> Result<Self, LocalError> {
         let shared = Arc::new(Shared {
             connections: Mutex::new(Connections::default()),
+            quota: QuotaBucket::new(options.quota),
+            first_post_at: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             posts: AtomicUsize::new(0),
@@ -169,6 +189,15 @@ impl LocalManagementApi {
         self.shared.posts.load(Ordering::SeqCst)
     }
 
+    /// When the first post arrived, if one has.
+    pub fn first_post_at(&self) -> Option<Instant> {
+        *self
+            .shared
+            .first_post_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Posts answered so far, by kind of answer.
     pub fn post_counts(&self) -> PostCounts {
         self.shared.connections().counts
@@ -226,6 +255,15 @@ async fn post_to_connection(
 ) -> Response {
     let _in_flight = InFlight::enter(&shared);
     shared.posts.fetch_add(1, Ordering::SeqCst);
+    shared
+        .first_post_at
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert_with(Instant::now);
+    if !shared.quota.admit() {
+        shared.connections().counts.throttled += 1;
+        return api_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException");
+    }
     if !shared.options.latency.is_zero() {
         tokio::time::sleep(shared.options.latency).await;
     }
@@ -284,6 +322,9 @@ async fn get_connection(
     State(shared): State<Arc<Shared>>,
     Path((_stage, connection_id)): Path<(String, String)>,
 ) -> Response {
+    if !shared.quota.admit() {
+        return api_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException");
+    }
     if shared.connections().live.contains_key(&connection_id) {
         (
             StatusCode::OK,
@@ -300,6 +341,9 @@ async fn delete_connection(
     State(shared): State<Arc<Shared>>,
     Path((_stage, connection_id)): Path<(String, String)>,
 ) -> Response {
+    if !shared.quota.admit() {
+        return api_error(StatusCode::TOO_MANY_REQUESTS, "LimitExceededException");
+    }
     match shared.connections().live.remove(&connection_id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => api_error(StatusCode::GONE, "GoneException"),

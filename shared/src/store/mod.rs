@@ -37,7 +37,9 @@ use aws_sdk_dynamodb::Client;
 use crate::{Config, Error};
 
 mod admission;
+mod batch;
 mod connections;
+mod history;
 mod messages;
 mod subscriptions;
 mod transaction;
@@ -91,10 +93,10 @@ pub struct DynamoStore {
     pub(crate) client: Client,
     connections_table: String,
     subscriptions_table: String,
-    messages_table: String,
+    pub(crate) messages_table: String,
     admission_table: String,
     pub(crate) history_table: String,
-    message_retention_seconds: i64,
+    pub(crate) message_retention_seconds: i64,
 }
 
 impl DynamoStore {

@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
+use super::batch::{read_in_batches, BatchRead, Projection};
 use super::{conflict_backoff, number, ConnectionStore, DynamoStore, Item, Transaction};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
@@ -50,11 +51,6 @@ pub enum SubscribeOutcome {
     /// No live record for this connection (removed, or past its TTL).
     UnknownConnection,
 }
-
-/// Keys per `BatchGetItem`, DynamoDB's limit.
-const BATCH_GET_KEYS: usize = 100;
-/// Tries at reading the keys a `BatchGetItem` left unprocessed (throttled).
-const BATCH_GET_ATTEMPTS: u32 = 8;
 
 /// Reads and transactions a subscribe tries while the connection keeps
 /// changing under it (pings, other subscribes).
@@ -162,55 +158,33 @@ impl DynamoStore {
     /// The channels among `channels` that still have an item for `connection_id`.
     async fn existing_subscriptions(&self, connection_id: &str, channels: &[String]) -> Result<Vec<String>, Error> {
         let table = self.subscriptions_table.as_str();
-        let mut existing = Vec::new();
-        for chunk in channels.chunks(BATCH_GET_KEYS) {
-            let mut keys: Vec<Item> = chunk
-                .iter()
-                .map(|channel| Self::subscription_key(channel, connection_id))
-                .collect();
-            for attempt in 0..BATCH_GET_ATTEMPTS {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .projection_expression("#channel")
-                    .expression_attribute_names("#channel", "channel")
-                    .build()
-                    .map_err(|error| self.build_error(table, error))?;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(table, request)
-                    .send()
-                    .await
-                    .map_err(|error| Error::dynamodb("BatchGetItem", table, error))?;
-                let found = output.responses.and_then(|mut responses| responses.remove(table));
-                for item in found.unwrap_or_default() {
-                    if let Some(AttributeValue::S(channel)) = item.get("channel") {
-                        existing.push(channel.clone());
-                    }
-                }
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut unprocessed| unprocessed.remove(table))
-                    .map(|left| left.keys)
-                    .unwrap_or_default();
-                if keys.is_empty() {
-                    break;
-                }
-                conflict_backoff(attempt).await;
-            }
-            if !keys.is_empty() {
-                return Err(Error::DynamoDb {
-                    operation: "BatchGetItem",
-                    table: table.to_owned(),
-                    message: format!(
-                        "{} keys still unprocessed after {BATCH_GET_ATTEMPTS} attempts",
-                        keys.len()
-                    ),
-                });
-            }
-        }
-        Ok(existing)
+        let keys = channels
+            .iter()
+            .map(|channel| Self::subscription_key(channel, connection_id))
+            .collect();
+        let projection = Projection {
+            expression: "#channel",
+            names: &[("#channel", "channel")],
+        };
+        let items = read_in_batches(table, keys, |keys| async {
+            let request = projection.read_request(table, keys)?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.subscriptions_table, request)
+                .send()
+                .await
+                .map_err(|error| Error::dynamodb("BatchGetItem", table, error))?;
+            Ok(BatchRead::from_output(output, table))
+        })
+        .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|item| match item.get("channel") {
+                Some(AttributeValue::S(channel)) => Some(channel.clone()),
+                _ => None,
+            })
+            .collect())
     }
 
     /// One page of the keys-only `everyone` index: every connection's id and expiry.

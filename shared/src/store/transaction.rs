@@ -16,10 +16,9 @@ const TRANSACTION_ATTEMPTS: u32 = 12;
 
 /// Why a transaction was cancelled, from its per-item reasons.
 enum Cancellation {
-    /// Item `index` (the first) failed its condition; `failed` lists every one that did.
+    /// Item `index` (the first) failed its condition.
     ConditionFailed {
         index: usize,
-        failed: Vec<usize>,
     },
     /// Another transaction touched the same items; trying again is right.
     Conflict,
@@ -29,11 +28,10 @@ enum Cancellation {
 /// How a transaction ended when DynamoDB answered.
 pub(crate) enum Transaction {
     Committed,
-    /// Item `index` (the first) failed its condition, with every item in
-    /// `failed` that did; nothing was written.
+    /// Item `index` (the first whose condition failed) failed its
+    /// condition; nothing was written.
     ConditionFailed {
         index: usize,
-        failed: Vec<usize>,
     },
 }
 
@@ -41,14 +39,11 @@ fn cancellation<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsE
     match error.as_service_error() {
         Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
             let reasons = cancelled.cancellation_reasons();
-            let failed: Vec<usize> = reasons
+            let failed = reasons
                 .iter()
-                .enumerate()
-                .filter(|(_, reason)| reason.code() == Some("ConditionalCheckFailed"))
-                .map(|(index, _)| index)
-                .collect();
-            if let Some(&index) = failed.first() {
-                return Some(Cancellation::ConditionFailed { index, failed });
+                .position(|reason| reason.code() == Some("ConditionalCheckFailed"));
+            if let Some(index) = failed {
+                return Some(Cancellation::ConditionFailed { index });
             }
             if reasons
                 .iter()
@@ -84,9 +79,7 @@ impl DynamoStore {
                 Err(error) => error,
             };
             match cancellation(&error) {
-                Some(Cancellation::ConditionFailed { index, failed }) => {
-                    return Ok(Transaction::ConditionFailed { index, failed })
-                }
+                Some(Cancellation::ConditionFailed { index }) => return Ok(Transaction::ConditionFailed { index }),
                 Some(Cancellation::Conflict) if attempt + 1 < TRANSACTION_ATTEMPTS => conflict_backoff(attempt).await,
                 _ => return Err(Error::dynamodb("TransactWriteItems", table, error)),
             }

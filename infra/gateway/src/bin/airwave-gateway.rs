@@ -91,6 +91,13 @@ struct Args {
     /// Close every connection after this long.
     #[arg(long, default_value_t = 7200)]
     max_duration_secs: u64,
+    /// The account's request quota over the Management API, per second
+    /// (429 beyond it, as API Gateway answers); 0 for none.
+    #[arg(long, default_value_t = 10_000.0)]
+    management_quota_per_second: f64,
+    /// The quota's burst: requests that may arrive at once.
+    #[arg(long, default_value_t = 5_000.0)]
+    management_quota_burst: f64,
     /// Print each function's environment with local table names and endpoint
     /// (KEY=VALUE lines, for `cargo lambda watch --env-file`) and exit.
     #[arg(long)]
@@ -166,6 +173,10 @@ async fn run(args: Args) -> Result<(), GatewayError> {
         stage: args.stage.clone(),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_connection_duration: Duration::from_secs(args.max_duration_secs),
+        management_quota: (args.management_quota_per_second > 0.0).then_some(airwave_local::Quota {
+            per_second: args.management_quota_per_second,
+            burst: args.management_quota_burst,
+        }),
         ..GatewayOptions::default()
     };
     let gateway = Gateway::start(options, model.clone(), invoker.clone()).await?;
