@@ -27,6 +27,11 @@ use crate::Error;
 /// A head lives this long after its channel's last message (or its start).
 pub const HEAD_TTL_SECONDS: i64 = 30 * 86_400;
 
+/// The attributes of a message item that hold its position claim: whoever
+/// writes the item again (the replay) carries them over, so the message
+/// keeps its position.
+pub const CLAIM_ATTRIBUTES: [&str; 2] = ["position_epoch", "position_offset"];
+
 /// What a subscribe with `since` can be answered with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recovery {

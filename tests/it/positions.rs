@@ -10,7 +10,7 @@ use airwave_shared::history::ChannelHistory;
 use airwave_shared::message::MessageRecord;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{DynamoStore, MessageStore};
-use airwave_tests::{insert_record, stream_event, TestTables};
+use airwave_tests::{insert_record, stream_event, RequestTimer, TestTables};
 use serde_json::{json, Value};
 
 const SUBSCRIBER: &str = "positions-subscriber=";
@@ -65,6 +65,7 @@ struct Setup {
     gateway: LocalManagementApi,
     metered: DynamoStore,
     meter: MeteredDynamoDb,
+    timer: RequestTimer,
 }
 
 /// One subscriber to `channel`, which has had one message already (a
@@ -74,12 +75,14 @@ async fn setup(channel: &str) -> Setup {
     tables.admit(SUBSCRIBER).await;
     tables.subscribe(SUBSCRIBER, channel).await;
     let gateway = LocalManagementApi::start().await.unwrap();
-    let (metered, meter) = tables.metered_store().await;
+    let timer = RequestTimer::default();
+    let (metered, meter) = tables.timed_metered_store(&timer).await;
     let setup = Setup {
         tables,
         gateway,
         metered,
         meter,
+        timer,
     };
     // The first message goes out through a gateway of its own, so the one
     // the test reads sees only what the test sends.
@@ -153,10 +156,10 @@ async fn a_run_of_100_messages_takes_one_head_update_and_about_two_write_units_e
 async fn a_backlog_of_100_reaches_its_first_post_within_three_round_trips() {
     let setup = setup("backlog").await;
     let records = produce(&setup.tables, "backlog", 1, 100).await;
-    setup.meter.reset();
+    setup.timer.reset();
     assert_eq!(send(&setup, &setup.metered, records).await, 0);
     let first_post = setup.gateway.first_post_at().expect("a post was made");
-    let spans = setup.meter.request_spans();
+    let spans = setup.timer.spans();
     let round_trips = round_trips_before(&spans, first_post);
     let before: Vec<&str> = spans
         .iter()

@@ -12,6 +12,7 @@ use airwave_gateway::streams::{attribute_to_json, on_failure_record, record_to_j
 use airwave_gateway::GatewayOptions;
 use airwave_replay::{replay, Clients, Kind, Outcome, ReplayOptions, Report};
 use airwave_shared::failures::{FailureSink, PoisonRecord, SqsFailureQueue};
+use airwave_shared::history::ChannelHistory;
 use airwave_shared::message::MessageRecord;
 use airwave_shared::{Error, MessageStore};
 use airwave_tests::stack::LocalStack;
@@ -383,6 +384,42 @@ async fn a_batch_lambda_gave_up_on_is_read_back_from_the_stream_and_written_agai
     assert!(stored
         .iter()
         .any(|item| item["message_id"] == "batch-2" && item["payload"] == json!({"id": "batch-2"})));
+}
+
+#[tokio::test]
+async fn a_replayed_channel_message_keeps_the_position_it_was_given() {
+    let tables = TestTables::create().await;
+    let ttl = tables.config.history.ttl_seconds;
+    let now = airwave_shared::time::epoch_seconds_now();
+    let first = message("kept-0", "news", json!(0));
+    let replayed = message("kept-1", "news", json!(1));
+    tables.store.put_message(&first).await.unwrap();
+    tables.store.put_message(&replayed).await.unwrap();
+    // The stream-processor gave both their positions, then gave up on the second.
+    let given = tables
+        .store
+        .assign_positions("news", &[&first, &replayed], ttl, now)
+        .await
+        .unwrap();
+    let record = poison_record_for(&tables, &replayed, "100").await;
+    send(&tables, &serde_json::to_string(&record).unwrap()).await;
+
+    let report = run_replay(&tables, &options(&tables)).await;
+    assert_eq!(report.entries[0].outcome, Outcome::Replayed, "{report:?}");
+
+    let stored = tables.stored_messages().await;
+    let item = stored.iter().find(|item| item["message_id"] == "kept-1").unwrap();
+    assert_eq!(item["position_offset"], json!(given[1].offset), "{item}");
+    // Its new INSERT keeps that position; the next message takes the next one.
+    let next = message("kept-2", "news", json!(2));
+    tables.store.put_message(&next).await.unwrap();
+    let again = tables
+        .store
+        .assign_positions("news", &[&replayed, &next], ttl, now)
+        .await
+        .unwrap();
+    assert_eq!(again[0], given[1]);
+    assert_eq!(again[1].offset, given[1].offset + 1);
 }
 
 #[tokio::test]

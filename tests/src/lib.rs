@@ -2,8 +2,11 @@
 //! for every test, events in the exact shape AWS sends, and a log capture.
 
 pub mod cost;
+mod request_timer;
 pub mod soak;
 pub mod stack;
+
+pub use request_timer::RequestTimer;
 
 /// A lock that a panicked holder cannot make unusable: test bookkeeping is
 /// read after the fact, whatever happened.
@@ -226,6 +229,22 @@ impl TestTables {
         let client = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
                 .endpoint_url(meter.endpoint())
+                .build(),
+        );
+        (DynamoStore::new(client, &self.config), meter)
+    }
+
+    /// [`TestTables::metered_store`], with `timer` recording when each request
+    /// was sent and answered.
+    pub async fn timed_metered_store(&self, timer: &RequestTimer) -> (DynamoStore, airwave_local::MeteredDynamoDb) {
+        let upstream = std::env::var(DYNAMODB_ENDPOINT_VARIABLE).expect("the local DynamoDB's endpoint");
+        let meter = airwave_local::MeteredDynamoDb::start(&upstream)
+            .await
+            .expect("start the DynamoDB meter");
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk_config)
+                .endpoint_url(meter.endpoint())
+                .interceptor(timer.clone())
                 .build(),
         );
         (DynamoStore::new(client, &self.config), meter)

@@ -23,8 +23,9 @@
 //! (every attribute of the image equal, `expires_at` aside, which the
 //! stream-processor sets), and the put only writes where no item is, so a
 //! producer that reused the message id, before or during the replay, keeps
-//! its message. The stream-processor keeps a retried message's position by
-//! its claim, so a replayed channel message keeps the position it had.
+//! its message. The stream-processor claims a channel message's position on
+//! its item; the put carries that claim over from the deleted copy, so a
+//! replayed channel message keeps the position it had.
 //!
 //! A queue message is deleted only once all of its items were written back;
 //! anything else stays in the queue (visible again at the end of the run) and
@@ -34,6 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use airwave_shared::failures::{PoisonRecord, POISON_RECORD_KIND};
+use airwave_shared::history::CLAIM_ATTRIBUTES;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use base64::Engine;
@@ -614,7 +616,12 @@ async fn write_back(dynamodb: &aws_sdk_dynamodb::Client, table: &str, item: &Ite
     let mut names = HashMap::from([("#id".to_owned(), "message_id".to_owned())]);
     let mut values = HashMap::new();
     let mut same = Vec::new();
-    for (index, (name, value)) in item.iter().filter(|(name, _)| *name != "expires_at").enumerate() {
+    let set_by_the_stream_processor = |name: &str| name == "expires_at" || CLAIM_ATTRIBUTES.contains(&name);
+    for (index, (name, value)) in item
+        .iter()
+        .filter(|(name, _)| !set_by_the_stream_processor(name))
+        .enumerate()
+    {
         names.insert(format!("#a{index}"), name.clone());
         values.insert(format!(":v{index}"), value.clone());
         same.push(format!("#a{index} = :v{index}"));
@@ -626,26 +633,38 @@ async fn write_back(dynamodb: &aws_sdk_dynamodb::Client, table: &str, item: &Ite
         .condition_expression(format!("attribute_not_exists(#id) OR ({})", same.join(" AND ")))
         .set_expression_attribute_names(Some(names))
         .set_expression_attribute_values(Some(values))
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
         .send()
         .await;
-    if let Err(error) = deleted {
-        if error
-            .as_service_error()
-            .is_some_and(|service_error| service_error.is_conditional_check_failed_exception())
-        {
+    let deleted = match deleted {
+        Ok(deleted) => deleted,
+        Err(error) => {
+            if error
+                .as_service_error()
+                .is_some_and(|service_error| service_error.is_conditional_check_failed_exception())
+            {
+                return Err(format!(
+                    "the table holds another message under id {message_id} (a producer reused it); left as it is"
+                ));
+            }
             return Err(format!(
-                "the table holds another message under id {message_id} (a producer reused it); left as it is"
+                "DeleteItem of {message_id} failed: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(error)
             ));
         }
-        return Err(format!(
-            "DeleteItem of {message_id} failed: {}",
-            aws_sdk_dynamodb::error::DisplayErrorContext(error)
-        ));
+    };
+    // The position it was given goes back with it.
+    let mut item = item.clone();
+    let old = deleted.attributes.unwrap_or_default();
+    for name in CLAIM_ATTRIBUTES {
+        if let Some(value) = old.get(name) {
+            item.insert(name.to_owned(), value.clone());
+        }
     }
     let put = dynamodb
         .put_item()
         .table_name(table)
-        .set_item(Some(item.clone()))
+        .set_item(Some(item))
         .condition_expression("attribute_not_exists(#id)")
         .expression_attribute_names("#id", "message_id")
         .send()

@@ -28,7 +28,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::batch::{puts, read_in_batches, unprocessed_writes, write_in_batches, BatchRead, Projection};
 use super::{is_conditional_check_failure, number, read_number, DynamoStore, Item};
-use crate::history::{ChannelHistory, HEAD_TTL_SECONDS};
+use crate::history::{ChannelHistory, CLAIM_ATTRIBUTES, HEAD_TTL_SECONDS};
 use crate::message::MessageRecord;
 use crate::Error;
 
@@ -44,8 +44,8 @@ const HEAD_IS_GONE: &str = "attribute_not_exists(entry) OR attribute_not_exists(
 /// History entries per page of a recovery's read.
 const READ_PAGE_ITEMS: i32 = 50;
 /// The claim's attributes on a message item.
-const CLAIM_EPOCH: &str = "position_epoch";
-const CLAIM_OFFSET: &str = "position_offset";
+const CLAIM_EPOCH: &str = CLAIM_ATTRIBUTES[0];
+const CLAIM_OFFSET: &str = CLAIM_ATTRIBUTES[1];
 
 fn offset_entry(offset: u64) -> String {
     format!("o#{offset:020}")
