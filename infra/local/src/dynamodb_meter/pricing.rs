@@ -1,0 +1,72 @@
+//! Request units: what an item's size costs to write or read, and what one
+//! request consumed per table.
+
+use std::collections::BTreeMap;
+
+use crate::item_size::item_size;
+
+use super::Item;
+
+const WRITE_UNIT_BYTES: usize = 1024;
+const READ_UNIT_BYTES: usize = 4096;
+/// What an index entry costs beyond its attributes.
+pub(super) const INDEX_ENTRY_OVERHEAD: usize = 100;
+
+/// Units consumed by one request, per table.
+#[derive(Debug, Default)]
+pub(super) struct Charges(pub(super) BTreeMap<String, Units>);
+
+#[derive(Debug, Default)]
+pub(super) struct Units {
+    pub(super) read: f64,
+    pub(super) write: f64,
+    pub(super) index_write: f64,
+}
+
+impl Charges {
+    pub(super) fn read(&mut self, table: &str, units: f64) {
+        self.0.entry(table.to_owned()).or_default().read += units;
+    }
+
+    pub(super) fn write(&mut self, table: &str, table_units: u64, index_units: u64) {
+        let units = self.0.entry(table.to_owned()).or_default();
+        units.write += (table_units + index_units) as f64;
+        units.index_write += index_units as f64;
+    }
+}
+
+pub(super) fn write_units(bytes: usize) -> u64 {
+    bytes.div_ceil(WRITE_UNIT_BYTES).max(1) as u64
+}
+
+/// 4 KB blocks, at least one.
+pub(super) fn read_blocks(bytes: usize) -> u64 {
+    bytes.div_ceil(READ_UNIT_BYTES).max(1) as u64
+}
+
+pub(super) fn read_rate(consistent: bool) -> f64 {
+    if consistent {
+        1.0
+    } else {
+        0.5
+    }
+}
+
+pub(super) fn size_of(item: Option<&Item>) -> usize {
+    item.map_or(0, item_size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_round_up_and_never_fall_below_one() {
+        assert_eq!(write_units(0), 1);
+        assert_eq!(write_units(1024), 1);
+        assert_eq!(write_units(1025), 2);
+        assert_eq!(read_blocks(0), 1);
+        assert_eq!(read_blocks(4096), 1);
+        assert_eq!(read_blocks(10 * 1024), 3);
+    }
+}
