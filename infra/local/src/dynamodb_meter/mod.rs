@@ -1,5 +1,5 @@
 //! An HTTP proxy in front of the local DynamoDB that forwards every request
-//! unchanged and counts what DynamoDB on-demand would bill for it: read and
+//! and counts what DynamoDB on-demand would bill for it: read and
 //! write request units per table, and the share of the writes that went to
 //! secondary indexes. The local server reports no consumed capacity, so the
 //! meter works it out from the items themselves, by the rules of the
@@ -38,12 +38,29 @@
 //! the same `Query` or `Scan` without its filter and projection. Metered
 //! requests pass one at a time, so that what it reads before and after a
 //! write is that write's doing.
+//!
+//! With partition limits ([`MeteredDynamoDb::start_with`]), the meter also
+//! throttles a hot key as DynamoDB does: on AWS one partition-key value gets
+//! at most 1,000 write units and 3,000 read units a second, whatever the
+//! table's capacity. Each request's units are charged to the partitions of
+//! the items it wrote or read (a query's to the partition its key condition
+//! names; a scan is not limited), against a token bucket per partition and
+//! direction that holds one second of the limit; a request that touches a
+//! partition in debt is answered as DynamoDB answers a throttled request,
+//! without being forwarded, and costs nothing. Index writes count against
+//! the base item's partition, although a global index has partitions of its
+//! own on AWS; a query of a global index counts against the index's
+//! partition. `limits.rs` and `throttle.rs` say more. Without limits,
+//! [`MeteredDynamoDb::start`], every request is forwarded unchanged.
 
+mod evaluate;
+mod limits;
 mod plan;
 mod pricing;
 mod proxy;
 mod schema;
 mod settle;
+mod throttle;
 mod upstream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -55,6 +72,8 @@ use serde_json::{Map, Value};
 
 use crate::round_trips::RequestSpan;
 use crate::LocalError;
+use limits::Limiter;
+pub use limits::PartitionLimits;
 use pricing::Charges;
 use schema::TableSchema;
 
@@ -72,6 +91,9 @@ pub struct TableUsage {
     /// Requests that named this table, by operation (a batch or transaction
     /// over several tables counts once in each).
     pub requests: BTreeMap<String, u64>,
+    /// Requests refused, or batches cut short, by the partition limits
+    /// because of this table's partitions (also counted in `requests`).
+    pub throttled_requests: u64,
 }
 
 /// What the requests through a [`MeteredDynamoDb`] would have consumed.
@@ -80,6 +102,17 @@ pub struct DynamoDbUsage {
     pub tables: BTreeMap<String, TableUsage>,
     /// Every request once, by operation, whatever the tables it names.
     pub requests: BTreeMap<String, u64>,
+    /// Requests refused, or batches cut short, by the partition limits, by
+    /// table (a request throttled on several tables counts in each).
+    pub throttled: BTreeMap<String, u64>,
+}
+
+/// How a [`MeteredDynamoDb`] behaves beyond counting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeterOptions {
+    /// Throttle a partition-key value that takes more than these, as
+    /// DynamoDB does; none, the default, throttles nothing.
+    pub partition_limits: Option<PartitionLimits>,
 }
 
 impl DynamoDbUsage {
@@ -103,6 +136,10 @@ impl DynamoDbUsage {
     pub fn total_requests(&self) -> u64 {
         self.requests.values().sum()
     }
+
+    pub fn total_throttled(&self) -> u64 {
+        self.throttled.values().sum()
+    }
 }
 
 /// A running meter; it stops when dropped.
@@ -120,8 +157,14 @@ impl Drop for MeteredDynamoDb {
 
 impl MeteredDynamoDb {
     /// A meter on a free loopback port in front of `upstream` (scheme, host
-    /// and port, for example `http://127.0.0.1:8000`).
+    /// and port, for example `http://127.0.0.1:8000`), without limits.
     pub async fn start(upstream: &str) -> Result<Self, LocalError> {
+        Self::start_with(upstream, MeterOptions::default()).await
+    }
+
+    /// A meter with `options`; with partition limits, a hot key is
+    /// throttled here as it would be on AWS.
+    pub async fn start_with(upstream: &str, options: MeterOptions) -> Result<Self, LocalError> {
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_owned(),
             // Local upstreams only: never through a proxy the environment names.
@@ -133,6 +176,7 @@ impl MeteredDynamoDb {
             spans: Mutex::new(Vec::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
             schemas: Mutex::new(HashMap::new()),
+            limiter: options.partition_limits.map(Limiter::new),
         });
         let router = Router::new().fallback(proxy::meter).with_state(shared.clone());
         let (address, server) = crate::serve_on_loopback(router, "DynamoDB meter").await?;
@@ -161,6 +205,8 @@ impl MeteredDynamoDb {
         self.shared.spans().clone()
     }
 
+    /// Forgets the usage and the spans; the partitions keep their debts,
+    /// which time pays off.
     pub fn reset(&self) {
         *self.shared.usage() = DynamoDbUsage::default();
         self.shared.spans().clear();
@@ -177,6 +223,8 @@ struct Shared {
     /// items to after its last.
     one_at_a_time: tokio::sync::Mutex<()>,
     schemas: Mutex<HashMap<String, Arc<TableSchema>>>,
+    /// With partition limits.
+    limiter: Option<Limiter>,
 }
 
 impl Shared {
@@ -192,7 +240,7 @@ impl Shared {
         self.schemas.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn record(&self, operation: &str, tables: &BTreeSet<String>, charges: Charges) {
+    fn record(&self, operation: &str, tables: &BTreeSet<String>, charges: Charges, throttled: &BTreeSet<String>) {
         let mut usage = self.usage();
         *usage.requests.entry(operation.to_owned()).or_default() += 1;
         for table in tables {
@@ -204,11 +252,15 @@ impl Shared {
                 .entry(operation.to_owned())
                 .or_default() += 1;
         }
-        for (table, units) in charges.0 {
+        for (table, units) in charges.tables {
             let usage = usage.tables.entry(table).or_default();
             usage.read_units += units.read;
             usage.write_units += units.write;
             usage.index_write_units += units.index_write;
+        }
+        for table in throttled {
+            *usage.throttled.entry(table.clone()).or_default() += 1;
+            usage.tables.entry(table.clone()).or_default().throttled_requests += 1;
         }
     }
 }

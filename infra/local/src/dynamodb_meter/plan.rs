@@ -2,13 +2,14 @@
 //! write or read (each written item as it is before), or the request that
 //! sizes what a query or scan evaluates.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::schema::{IndexSchema, Projection, TableSchema};
+use super::evaluate::{asks_beyond_projection, partition_value, sizing_request};
+use super::limits::Partition;
+use super::schema::TableSchema;
 use super::upstream::{get_item, schema, shape, MeterError};
 use super::{Item, Shared};
 
@@ -31,6 +32,9 @@ pub(super) enum Plan {
         sizing: Value,
         /// Base-table items fetched by a local index query, sized with this schema.
         fetches: Option<Arc<TableSchema>>,
+        /// The partition a query reads, with limits (a scan reads them all
+        /// and is not limited).
+        partition: Option<Partition>,
     },
 }
 
@@ -42,6 +46,7 @@ pub(super) struct Write {
     pub(super) before: Option<Item>,
     /// The request as sent in a batch, to recognise it among unprocessed ones.
     pub(super) batch_request: Option<Value>,
+    pub(super) partition: Option<Partition>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub(super) struct Get {
     pub(super) table: String,
     pub(super) key: Item,
     pub(super) consistent: bool,
+    /// With limits only: finding it may take a `DescribeTable`.
+    pub(super) partition: Option<Partition>,
 }
 
 fn string_field<'a>(value: &'a Value, field: &str) -> Result<&'a str, MeterError> {
@@ -141,15 +148,21 @@ pub(super) async fn plan(
                 transaction: true,
             })
         }
-        "GetItem" => Ok(Plan::Gets {
-            gets: vec![Get {
-                table: string_field(request, "TableName")?.to_owned(),
-                key: map_field(request, "Key")?.clone(),
-                consistent: consistent_read(request),
-            }],
-            answered_whole: request.get("ProjectionExpression").is_none() && request.get("AttributesToGet").is_none(),
-            transaction: false,
-        }),
+        "GetItem" => {
+            let table = string_field(request, "TableName")?;
+            let key = map_field(request, "Key")?;
+            Ok(Plan::Gets {
+                gets: vec![Get {
+                    partition: partition(shared, credentials, table, key).await?,
+                    table: table.to_owned(),
+                    key: key.clone(),
+                    consistent: consistent_read(request),
+                }],
+                answered_whole: request.get("ProjectionExpression").is_none()
+                    && request.get("AttributesToGet").is_none(),
+                transaction: false,
+            })
+        }
         "BatchGetItem" => {
             let mut gets = Vec::new();
             for (table, keys_and_attributes) in map_field(request, "RequestItems")? {
@@ -161,6 +174,7 @@ pub(super) async fn plan(
                 {
                     let key = key.as_object().ok_or_else(|| shape("a key not a map"))?;
                     gets.push(Get {
+                        partition: partition(shared, credentials, table, key).await?,
                         table: table.clone(),
                         key: key.clone(),
                         consistent,
@@ -183,9 +197,12 @@ pub(super) async fn plan(
                 let get = item
                     .get("Get")
                     .ok_or_else(|| shape("a transactional read without Get"))?;
+                let table = string_field(get, "TableName")?;
+                let key = map_field(get, "Key")?;
                 gets.push(Get {
-                    table: string_field(get, "TableName")?.to_owned(),
-                    key: map_field(get, "Key")?.clone(),
+                    partition: partition(shared, credentials, table, key).await?,
+                    table: table.to_owned(),
+                    key: key.clone(),
                     consistent: true,
                 });
             }
@@ -209,12 +226,19 @@ pub(super) async fn plan(
                     fetches = Some(schema.clone());
                 }
             }
+            let partition = if operation == "Query" && shared.limiter.is_some() {
+                let schema = schema(shared, credentials, &table).await?;
+                query_partition(&schema, &table, request)
+            } else {
+                None
+            };
             Ok(Plan::Evaluates {
                 operation,
                 table,
                 consistent: consistent_read(request),
                 sizing: sizing_request(request, index_name.is_some())?,
                 fetches,
+                partition,
             })
         }
         _ => Err(shape("not a metered operation")),
@@ -240,6 +264,7 @@ pub(super) async fn write(
     };
     let before = get_item(shared, credentials, &table, &key).await?;
     Ok(Write {
+        partition: schema.partition_of(&table, &key),
         table,
         key,
         kind,
@@ -249,163 +274,33 @@ pub(super) async fn write(
     })
 }
 
-/// Whether a query or scan of a local index asks for attributes the index
-/// does not project (DynamoDB then reads each whole item from the table).
-fn asks_beyond_projection(request: &Value, index: &IndexSchema, table_keys: &[String]) -> bool {
-    if matches!(index.projection, Projection::All) {
-        return false;
+/// The partition of the item at `key`, with limits only: without, the meter
+/// asks the upstream nothing more than it did before limits.
+async fn partition(
+    shared: &Shared,
+    credentials: &HeaderMap,
+    table: &str,
+    key: &Item,
+) -> Result<Option<Partition>, MeterError> {
+    if shared.limiter.is_none() {
+        return Ok(None);
     }
-    if request.get("Select").and_then(Value::as_str) == Some("ALL_ATTRIBUTES") {
-        return true;
-    }
-    let names = request.get("ExpressionAttributeNames").and_then(Value::as_object);
-    let mut asked: Vec<String> = request
-        .get("AttributesToGet")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
-    if let Some(projection) = request.get("ProjectionExpression").and_then(Value::as_str) {
-        for path in projection.split(',') {
-            let top = path.trim().split(['.', '[']).next().unwrap_or_default();
-            let name = match names.and_then(|names| names.get(top)).and_then(Value::as_str) {
-                Some(name) => name,
-                None => top,
-            };
-            asked.push(name.to_owned());
-        }
-    }
-    asked.iter().any(|name| !index.projects(table_keys, name))
+    Ok(schema(shared, credentials, table).await?.partition_of(table, key))
 }
 
-/// The request that makes the upstream answer every item `request`
-/// evaluates, whole: no filter, no projection, and only the expression
-/// names and values the key condition uses.
-fn sizing_request(request: &Value, on_index: bool) -> Result<Value, MeterError> {
-    let mut sizing = request.as_object().ok_or_else(|| shape("request not a map"))?.clone();
-    for field in [
-        "ProjectionExpression",
-        "FilterExpression",
-        "Select",
-        "AttributesToGet",
-        "QueryFilter",
-        "ScanFilter",
-        "ConditionalOperator",
-        "ReturnConsumedCapacity",
-    ] {
-        sizing.remove(field);
-    }
-    let key_condition = sizing
-        .get("KeyConditionExpression")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    for (field, sigil) in [("ExpressionAttributeNames", '#'), ("ExpressionAttributeValues", ':')] {
-        let used = placeholders(&key_condition, sigil);
-        let kept: Item = sizing
-            .get(field)
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| used.contains(name.as_str()))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        if kept.is_empty() {
-            sizing.remove(field);
-        } else {
-            sizing.insert(field.to_owned(), Value::Object(kept));
+/// The partition a query reads: the value its key condition gives the
+/// partition key of the table, of a local index (the table's), or of a
+/// global index (a partition of the index). None when the meter cannot
+/// read the condition: that query is not limited.
+fn query_partition(schema: &TableSchema, table: &str, request: &Value) -> Option<Partition> {
+    let (attribute, index) = match request.get("IndexName").and_then(Value::as_str) {
+        Some(name) => {
+            let index = schema.index(name)?;
+            let index_name = (!index.local).then_some(name);
+            (index.keys.first()?, index_name)
         }
-    }
-    if on_index {
-        sizing.insert("Select".to_owned(), json!("ALL_PROJECTED_ATTRIBUTES"));
-    }
-    Ok(Value::Object(sizing))
-}
-
-/// The `#name` or `:value` placeholders of an expression.
-fn placeholders(expression: &str, sigil: char) -> BTreeSet<&str> {
-    let mut found = BTreeSet::new();
-    for (start, character) in expression.char_indices() {
-        if character != sigil {
-            continue;
-        }
-        let rest = &expression[start + 1..];
-        let length = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        if length > 0 {
-            found.insert(&expression[start..start + 1 + length]);
-        }
-    }
-    found
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sizing_request_keeps_only_what_the_key_condition_uses() {
-        let request = json!({
-            "TableName": "t",
-            "IndexName": "by_owner",
-            "KeyConditionExpression": "#o = :o AND #at > :from",
-            "FilterExpression": "#x = :x",
-            "ProjectionExpression": "#x",
-            "Select": "SPECIFIC_ATTRIBUTES",
-            "ExpressionAttributeNames": {"#o": "owner", "#at": "at", "#x": "x"},
-            "ExpressionAttributeValues": {":o": {"S": "o"}, ":from": {"N": "1"}, ":x": {"S": "1"}},
-            "Limit": 10,
-            "ScanIndexForward": false,
-        });
-        assert_eq!(
-            sizing_request(&request, true).unwrap(),
-            json!({
-                "TableName": "t",
-                "IndexName": "by_owner",
-                "KeyConditionExpression": "#o = :o AND #at > :from",
-                "Select": "ALL_PROJECTED_ATTRIBUTES",
-                "ExpressionAttributeNames": {"#o": "owner", "#at": "at"},
-                "ExpressionAttributeValues": {":o": {"S": "o"}, ":from": {"N": "1"}},
-                "Limit": 10,
-                "ScanIndexForward": false,
-            })
-        );
-        let scan = json!({
-            "TableName": "t",
-            "FilterExpression": "#x = :x",
-            "ExpressionAttributeNames": {"#x": "x"},
-            "ExpressionAttributeValues": {":x": {"S": "1"}},
-        });
-        assert_eq!(sizing_request(&scan, false).unwrap(), json!({"TableName": "t"}));
-    }
-
-    #[test]
-    fn a_local_index_asked_for_more_than_it_projects_fetches_from_the_table() {
-        let index = IndexSchema {
-            name: "lsi".to_owned(),
-            local: true,
-            keys: vec!["id".to_owned(), "at".to_owned()],
-            projection: Projection::Include(vec!["x".to_owned()]),
-        };
-        let keys = ["id".to_owned()];
-        assert!(!asks_beyond_projection(&json!({}), &index, &keys));
-        assert!(asks_beyond_projection(
-            &json!({"Select": "ALL_ATTRIBUTES"}),
-            &index,
-            &keys
-        ));
-        assert!(!asks_beyond_projection(
-            &json!({"ProjectionExpression": "id, x"}),
-            &index,
-            &keys
-        ));
-        assert!(asks_beyond_projection(
-            &json!({"ProjectionExpression": "#y.z", "ExpressionAttributeNames": {"#y": "y"}}),
-            &index,
-            &keys
-        ));
-    }
+        None => (schema.keys.first()?, None),
+    };
+    let value = partition_value(request, attribute)?;
+    Some(Partition::new(table, index, &value))
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::item_size::item_size;
 
+use super::limits::Partition;
 use super::Item;
 
 const WRITE_UNIT_BYTES: usize = 1024;
@@ -12,9 +13,17 @@ const READ_UNIT_BYTES: usize = 4096;
 /// What an index entry costs beyond its attributes.
 pub(super) const INDEX_ENTRY_OVERHEAD: usize = 100;
 
-/// Units consumed by one request, per table.
+/// Units consumed by one request, per table and per partition.
 #[derive(Debug, Default)]
-pub(super) struct Charges(pub(super) BTreeMap<String, Units>);
+pub(super) struct Charges {
+    pub(super) tables: BTreeMap<String, Units>,
+    /// The same units by partition, for the partition limits: those of the
+    /// items whose partition the plan knows. An item's index writes count
+    /// against its own partition, although on AWS a global index has
+    /// partitions of its own: an approximation that holds a hot table key
+    /// to its limit and lets a hot index key go unnoticed.
+    pub(super) partitions: BTreeMap<Partition, Units>,
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Units {
@@ -24,14 +33,36 @@ pub(super) struct Units {
 }
 
 impl Charges {
-    pub(super) fn read(&mut self, table: &str, units: f64) {
-        self.0.entry(table.to_owned()).or_default().read += units;
+    pub(super) fn read(&mut self, table: &str, partition: Option<&Partition>, units: f64) {
+        let consumed = Units {
+            read: units,
+            ..Units::default()
+        };
+        self.add(table, partition, consumed);
     }
 
-    pub(super) fn write(&mut self, table: &str, table_units: u64, index_units: u64) {
-        let units = self.0.entry(table.to_owned()).or_default();
-        units.write += (table_units + index_units) as f64;
-        units.index_write += index_units as f64;
+    pub(super) fn write(&mut self, table: &str, partition: Option<&Partition>, table_units: u64, index_units: u64) {
+        let consumed = Units {
+            write: (table_units + index_units) as f64,
+            index_write: index_units as f64,
+            ..Units::default()
+        };
+        self.add(table, partition, consumed);
+    }
+
+    fn add(&mut self, table: &str, partition: Option<&Partition>, consumed: Units) {
+        self.tables.entry(table.to_owned()).or_default().add(&consumed);
+        if let Some(partition) = partition {
+            self.partitions.entry(partition.clone()).or_default().add(&consumed);
+        }
+    }
+}
+
+impl Units {
+    fn add(&mut self, other: &Units) {
+        self.read += other.read;
+        self.write += other.write;
+        self.index_write += other.index_write;
     }
 }
 

@@ -1,6 +1,7 @@
-//! The proxy: every request forwarded unchanged, the metered ones one at a
-//! time between a plan of what they touch and the settling of what they
-//! cost.
+//! The proxy: every request forwarded, the metered ones one at a time
+//! between a plan of what they touch and the settling of what they cost;
+//! with limits, a throttled one is answered here, or goes without its batch
+//! items in debt.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::round_trips::RequestSpan;
 use super::plan::plan;
 use super::pricing::Charges;
 use super::settle::settle;
+use super::throttle::{admit, Admission};
 use super::upstream::TARGET_PREFIX;
 use super::Shared;
 
@@ -85,27 +87,16 @@ pub(super) async fn meter(
     };
     let request: Option<Value> = serde_json::from_slice(&body).ok();
     let tables = request.as_ref().map(tables_named).unwrap_or_default();
-    let credentials = credentials(&headers);
     let metered = service == TARGET_PREFIX && METERED.contains(&operation);
 
     let mut charges = Charges::default();
+    let mut throttled = BTreeSet::new();
     let answer = match (metered, &request) {
         (true, Some(request)) => {
             let _one_at_a_time = shared.one_at_a_time.lock().await;
-            let plan = plan(&shared, &credentials, operation, request).await;
-            let answer = forward(&shared, method, &path, &headers, body).await;
-            match (plan, &answer) {
-                (Ok(plan), Some(answer)) => match settle(&shared, &credentials, plan, answer).await {
-                    Ok(settled) => charges = settled,
-                    Err(error) => tracing::warn!(operation, error = %error, "DynamoDB meter: request not priced"),
-                },
-                // A request DynamoDB refuses costs nothing: no need to price it.
-                (Err(error), Some(answer)) if !matches!(answer.outcome(), Outcome::Refused) => {
-                    tracing::warn!(operation, error = %error, "DynamoDB meter: request not priced");
-                }
-                _ => {}
-            }
-            answer
+            let metered = metered_request(&shared, method, &path, &headers, body, operation, request).await;
+            (charges, throttled) = (metered.charges, metered.throttled);
+            metered.answer
         }
         (true, None) => {
             tracing::warn!(
@@ -126,6 +117,9 @@ pub(super) async fn meter(
         let mut schemas = shared.schemas();
         for table in &tables {
             schemas.remove(table);
+            if let Some(limiter) = &shared.limiter {
+                limiter.forget(table);
+            }
         }
     }
     shared.spans().push(RequestSpan {
@@ -134,10 +128,80 @@ pub(super) async fn meter(
         arrived,
         answered: std::time::Instant::now(),
     });
-    shared.record(operation, &tables, charges);
+    shared.record(operation, &tables, charges, &throttled);
     match answer {
         Some(answer) => answer.into_response(),
         None => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+/// A metered request's answer, what it cost and the tables it was
+/// throttled on.
+struct Metered {
+    answer: Option<Answer>,
+    charges: Charges,
+    throttled: BTreeSet<String>,
+}
+
+/// Plans, admits (with limits), forwards and settles a metered request;
+/// the caller holds the meter's turn.
+async fn metered_request(
+    shared: &Shared,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+    operation: &str,
+    request: &Value,
+) -> Metered {
+    let credentials = credentials(headers);
+    let mut plan = plan(shared, &credentials, operation, request).await;
+    let admission = match &mut plan {
+        Ok(plan) => admit(shared, operation, request, plan),
+        // Unplanned, the request's partitions are unknown: it goes ahead.
+        Err(_) => Admission::Forward,
+    };
+    let (body, held_back, throttled) = match admission {
+        Admission::Forward => (body, None, BTreeSet::new()),
+        Admission::Refuse { answer, throttled } => {
+            return Metered {
+                answer: Some(answer),
+                charges: Charges::default(),
+                throttled,
+            };
+        }
+        // The signature no longer covers the body; the local servers do not
+        // check it.
+        Admission::Part {
+            body,
+            held_back,
+            throttled,
+        } => (body, Some(held_back), throttled),
+    };
+    let answer = forward(shared, method, path, headers, body).await;
+    let mut charges = Charges::default();
+    match (plan, &answer) {
+        (Ok(plan), Some(answer)) => match settle(shared, &credentials, plan, answer).await {
+            Ok(settled) => charges = settled,
+            Err(error) => tracing::warn!(operation, error = %error, "DynamoDB meter: request not priced"),
+        },
+        // A request DynamoDB refuses costs nothing: no need to price it.
+        (Err(error), Some(answer)) if !matches!(answer.outcome(), Outcome::Refused) => {
+            tracing::warn!(operation, error = %error, "DynamoDB meter: request not priced");
+        }
+        _ => {}
+    }
+    if let Some(limiter) = &shared.limiter {
+        limiter.charge(&charges.partitions, std::time::Instant::now());
+    }
+    let answer = match (answer, held_back) {
+        (Some(answer), Some(held_back)) => Some(held_back.add_to(answer)),
+        (answer, _) => answer,
+    };
+    Metered {
+        answer,
+        charges,
+        throttled,
     }
 }
 

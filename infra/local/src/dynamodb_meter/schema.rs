@@ -5,22 +5,28 @@ use serde_json::{Map, Value};
 
 use crate::item_size::item_size;
 
+use super::limits::Partition;
 use super::pricing::{write_units, INDEX_ENTRY_OVERHEAD};
 use super::upstream::{shape, MeterError};
 use super::Item;
 
 #[derive(Debug)]
 pub(super) struct TableSchema {
+    /// The partition key first, then the sort key if any.
     pub(super) keys: Vec<String>,
     pub(super) indexes: Vec<IndexSchema>,
+    /// Named in a throttling answer.
+    pub(super) arn: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct IndexSchema {
     pub(super) name: String,
     pub(super) local: bool,
+    /// The partition key first, then the sort key if any.
     pub(super) keys: Vec<String>,
     pub(super) projection: Projection,
+    pub(super) arn: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,14 +68,25 @@ impl TableSchema {
                     local,
                     keys,
                     projection,
+                    arn: arn(index, "IndexArn"),
                 });
             }
         }
-        Ok(TableSchema { keys, indexes })
+        Ok(TableSchema {
+            keys,
+            indexes,
+            arn: arn(table, "TableArn"),
+        })
     }
 
     pub(super) fn index(&self, name: &str) -> Option<&IndexSchema> {
         self.indexes.iter().find(|index| index.name == name)
+    }
+
+    /// The partition of the item with primary key `key` in `table`.
+    pub(super) fn partition_of(&self, table: &str, key: &Item) -> Option<Partition> {
+        let value = key.get(self.keys.first()?)?;
+        Some(Partition::new(table, None, value))
     }
 
     /// The primary key of `item`.
@@ -108,13 +125,17 @@ impl TableSchema {
     }
 }
 
+/// The key attributes, the partition key (`HASH`) first.
 fn key_names(described: &Value) -> Option<Vec<String>> {
-    described
-        .get("KeySchema")?
-        .as_array()?
-        .iter()
+    let mut keys = described.get("KeySchema")?.as_array()?.iter().collect::<Vec<_>>();
+    keys.sort_by_key(|key| key.get("KeyType").and_then(Value::as_str) != Some("HASH"));
+    keys.into_iter()
         .map(|key| key.get("AttributeName").and_then(Value::as_str).map(str::to_owned))
         .collect()
+}
+
+fn arn(described: &Value, field: &str) -> Option<String> {
+    described.get(field).and_then(Value::as_str).map(str::to_owned)
 }
 
 impl IndexSchema {
@@ -196,7 +217,9 @@ mod tests {
                 local: false,
                 keys: vec!["owner".to_owned(), "at".to_owned()],
                 projection,
+                arn: None,
             }],
+            arn: None,
         }
     }
 
@@ -234,6 +257,28 @@ mod tests {
         let big = item(json!({"id": {"S": "a"}, "owner": {"S": "o"}, "at": {"N": "1"}, "x": {"S": "y".repeat(1000)}}));
         // 2 + 6 + 4 + 1001 + 100 bytes: two units.
         assert_eq!(schema.index_write_units(None, Some(&big)), 2);
+    }
+
+    #[test]
+    fn the_partition_key_comes_first_whatever_the_order_described() {
+        let schema = TableSchema::parse(&json!({
+            "TableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/t",
+            "KeySchema": [
+                {"AttributeName": "entry", "KeyType": "RANGE"},
+                {"AttributeName": "channel", "KeyType": "HASH"},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(schema.keys, ["channel", "entry"]);
+        assert_eq!(
+            schema.partition_of("t", &item(json!({"channel": {"S": "c"}, "entry": {"S": "1"}}))),
+            Some(Partition::new("t", None, &json!({"S": "c"})))
+        );
+        assert_eq!(schema.partition_of("t", &item(json!({"entry": {"S": "1"}}))), None);
+        assert_eq!(
+            schema.arn.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:123456789012:table/t")
+        );
     }
 
     #[test]

@@ -45,14 +45,15 @@ pub(super) async fn settle(
                             WriteKind::Check => 0,
                             _ => write.schema.index_write_units(before, after.as_ref()),
                         };
-                        charges.write(&write.table, rate * write_units(size), index);
+                        charges.write(&write.table, write.partition.as_ref(), rate * write_units(size), index);
                     }
                 }
                 // A failed condition still costs the existing item's size,
                 // or one unit for an absent one.
                 Outcome::ConditionFailed => {
                     for write in &writes {
-                        charges.write(&write.table, write_units(size_of(write.before.as_ref())), 0);
+                        let units = write_units(size_of(write.before.as_ref()));
+                        charges.write(&write.table, write.partition.as_ref(), units, 0);
                     }
                 }
                 // What a cancelled transaction consumes is not documented.
@@ -63,7 +64,8 @@ pub(super) async fn settle(
                 // writes.
                 Outcome::TransactionCanceled => {
                     for write in &writes {
-                        charges.write(&write.table, write_units(size_of(write.before.as_ref())), 0);
+                        let units = write_units(size_of(write.before.as_ref()));
+                        charges.write(&write.table, write.partition.as_ref(), units, 0);
                     }
                 }
                 Outcome::Refused => {}
@@ -92,14 +94,18 @@ pub(super) async fn settle(
                         } else {
                             size_of(get_item(shared, credentials, &get.table, &get.key).await?.as_ref())
                         };
-                        charges.read(&get.table, read_blocks(size) as f64 * rate(&get));
+                        charges.read(
+                            &get.table,
+                            get.partition.as_ref(),
+                            read_blocks(size) as f64 * rate(&get),
+                        );
                     }
                 }
                 // As for writes: the prepare half of every read.
                 Outcome::TransactionCanceled if transaction => {
                     for get in gets {
                         let size = size_of(get_item(shared, credentials, &get.table, &get.key).await?.as_ref());
-                        charges.read(&get.table, read_blocks(size) as f64);
+                        charges.read(&get.table, get.partition.as_ref(), read_blocks(size) as f64);
                     }
                 }
                 _ => {}
@@ -111,6 +117,7 @@ pub(super) async fn settle(
             consistent,
             sizing,
             fetches,
+            partition,
         } => {
             if matches!(outcome, Outcome::Success) {
                 let evaluated = call(shared, credentials, operation, &sizing).await?;
@@ -131,7 +138,7 @@ pub(super) async fn settle(
                         blocks += read_blocks(size_of(get_item(shared, credentials, &table, &key).await?.as_ref()));
                     }
                 }
-                charges.read(&table, blocks as f64 * read_rate(consistent));
+                charges.read(&table, partition.as_ref(), blocks as f64 * read_rate(consistent));
             }
         }
     }

@@ -10,7 +10,7 @@ use super::schema::TableSchema;
 use super::{Item, Shared};
 
 pub(super) const TARGET_PREFIX: &str = "DynamoDB_20120810";
-const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+pub(super) const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
 /// Why the meter could not price a request (it is still forwarded).
 #[derive(Debug, thiserror::Error)]
