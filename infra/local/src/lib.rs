@@ -18,7 +18,7 @@ pub mod round_trips;
 pub mod tcp_resets;
 
 pub use dynamodb_faults::{DynamoDbFaults, FaultyDynamoDb};
-pub use dynamodb_meter::{DynamoDbUsage, MeteredDynamoDb, TableUsage};
+pub use dynamodb_meter::{DynamoDbUsage, MeterOptions, MeteredDynamoDb, PartitionLimits, TableUsage};
 pub use fault_proxy::{FaultCounts, FaultPlan, FaultProxy};
 pub use item_size::item_size;
 pub use management::{Faults, LocalManagementApi, Options, PostCounts};
