@@ -29,13 +29,15 @@ pub const INCREASE_SHARE_PER_SECOND: f64 = 0.05;
 /// must not stall it.
 pub const MIN_SHARE: f64 = 0.05;
 /// Posts that may start at once after a quiet moment: 50 ms at the rate.
-const BURST_SECONDS: f64 = 0.05;
+pub const BURST_SECONDS: f64 = 0.05;
 
 #[derive(Debug)]
 struct State {
     rate: f64,
-    tokens: f64,
-    refilled_at: Instant,
+    /// When the next post may start: each post reserves the slot after the
+    /// one before it (a virtual schedule, so waiting posts sleep once each
+    /// instead of polling).
+    next_slot: Instant,
     decreased_at: Option<Instant>,
     increased_at: Instant,
     throttles: u64,
@@ -59,8 +61,7 @@ impl PostPacer {
             quota,
             state: Arc::new(Mutex::new(State {
                 rate,
-                tokens: (rate * BURST_SECONDS).max(1.0),
-                refilled_at: now,
+                next_slot: now,
                 decreased_at: None,
                 increased_at: now,
                 throttles: 0,
@@ -83,26 +84,23 @@ impl PostPacer {
         self.state().throttles
     }
 
-    /// Waits until one more post may start.
+    /// Waits until one more post may start: takes the next slot of the
+    /// schedule (slots up to [`BURST_SECONDS`] in the past count, so a quiet
+    /// moment allows a short burst) and sleeps until it.
     pub async fn wait_for_turn(&self) {
         if self.quota.is_none() {
             return;
         }
-        loop {
-            let wait = {
-                let mut state = self.state();
-                let now = Instant::now();
-                let burst = (state.rate * BURST_SECONDS).max(1.0);
-                let elapsed = now.saturating_duration_since(state.refilled_at).as_secs_f64();
-                state.tokens = (state.tokens + elapsed * state.rate).min(burst);
-                state.refilled_at = now;
-                if state.tokens >= 1.0 {
-                    state.tokens -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - state.tokens) / state.rate)
-            };
-            tokio::time::sleep(wait).await;
+        let slot = {
+            let mut state = self.state();
+            let now = Instant::now();
+            let earliest = now.checked_sub(Duration::from_secs_f64(BURST_SECONDS)).unwrap_or(now);
+            let slot = state.next_slot.max(earliest);
+            state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
+            slot
+        };
+        if slot > Instant::now() {
+            tokio::time::sleep_until(slot).await;
         }
     }
 
@@ -119,7 +117,9 @@ impl PostPacer {
             return;
         }
         state.rate = (state.rate / 2.0).max(quota * MIN_SHARE);
-        state.tokens = state.tokens.min(0.0);
+        // The posts already scheduled keep their slots; the next ones are
+        // spaced at the new rate, after a pause of one slot.
+        state.next_slot = state.next_slot.max(now) + Duration::from_secs_f64(1.0 / state.rate);
         state.decreased_at = Some(now);
         state.increased_at = now;
         tracing::debug!(rate = state.rate, "API Gateway throttled a post; halving the post rate");

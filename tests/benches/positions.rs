@@ -3,7 +3,8 @@
 //! messages of one channel (10 stream batches of 100, as Lambda delivers a
 //! backlog) to one subscriber through the local Management API, against the
 //! local DynamoDB behind the DynamoDB meter, which prices every request as
-//! DynamoDB on-demand bills it. It reports the write units per message, the
+//! DynamoDB on-demand bills it and enforces its per-partition-key limits
+//! (1,000 write and 3,000 read units a second). It reports the write units per message, the
 //! head updates per run, the messages per second on the one channel beside
 //! the raw `PutItem` rate of the same DynamoDB in the same run, and the
 //! round trips a backlog of 100 waits for before its first post. It checks
@@ -150,6 +151,7 @@ async fn main() {
         (2..=messages as u64 + 1).collect::<Vec<_>>(),
         "each message once, in position order"
     );
+    let throttled: u64 = usage.throttled.values().sum();
     let history = usage.table(&tables.config.history.table);
     let message_items = usage.table(&tables.config.messages_table);
     let runs = messages.div_ceil(BATCH);
@@ -222,6 +224,11 @@ async fn main() {
             missed.push(name.to_owned());
         }
     };
+    check(
+        "with DynamoDB's per-key limits enforced, no request throttled",
+        format!("{throttled} throttled"),
+        throttled == 0,
+    );
     check(
         "one head update per run",
         format!("{head_updates} for {runs} runs"),

@@ -163,7 +163,12 @@ async fn a_subscription_listed_as_expired_whose_record_is_gone_gets_nothing_and_
         .dynamodb
         .put_item()
         .table_name(&stack.tables.config.subscriptions_table)
-        .item("channel", aws_sdk_dynamodb::types::AttributeValue::S("news".into()))
+        .item(
+            "channel",
+            aws_sdk_dynamodb::types::AttributeValue::S(airwave_shared::store::subscription_partition(
+                "news", "orphan=",
+            )),
+        )
         .item(
             "connection_id",
             aws_sdk_dynamodb::types::AttributeValue::S("orphan=".into()),

@@ -141,6 +141,11 @@ async fn a_run_of_100_messages_takes_one_head_update_and_about_two_write_units_e
     assert_eq!(history.write_units, 101.0);
     assert_eq!(messages.write_units, 100.0);
     assert_eq!(messages.requests.get("UpdateItem"), Some(&100));
+    assert!(
+        usage.throttled.is_empty(),
+        "within DynamoDB's per-key limits: {:?}",
+        usage.throttled
+    );
     let per_message = (history.write_units + messages.write_units) / 100.0;
     println!("write units per message, run of 100: {per_message:.2}");
     assert!(per_message <= 2.01, "{per_message}");

@@ -44,7 +44,7 @@ async fn subscription_items(tables: &TestTables, connection_id: &str) -> BTreeSe
                 == Some(connection_id)
         })
         .map(|item| {
-            let channel = item["channel"].as_s().unwrap().clone();
+            let channel = airwave_shared::store::channel_of_partition(item["channel"].as_s().unwrap()).to_owned();
             let expires_at = item["expires_at"].as_n().unwrap().parse().unwrap();
             (channel, expires_at)
         })

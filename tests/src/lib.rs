@@ -234,11 +234,14 @@ impl TestTables {
         (DynamoStore::new(client, &self.config), meter)
     }
 
-    /// [`TestTables::metered_store`], with `timer` recording when each request
-    /// was sent and answered.
+    /// [`TestTables::metered_store`] with DynamoDB's per-partition-key limits
+    /// enforced, and `timer` recording when each request was sent and answered.
     pub async fn timed_metered_store(&self, timer: &RequestTimer) -> (DynamoStore, airwave_local::MeteredDynamoDb) {
         let upstream = std::env::var(DYNAMODB_ENDPOINT_VARIABLE).expect("the local DynamoDB's endpoint");
-        let meter = airwave_local::MeteredDynamoDb::start(&upstream)
+        let options = airwave_local::MeterOptions {
+            partition_limits: Some(airwave_local::PartitionLimits::default()),
+        };
+        let meter = airwave_local::MeteredDynamoDb::start_with(&upstream, options)
             .await
             .expect("start the DynamoDB meter");
         let client = aws_sdk_dynamodb::Client::from_conf(
@@ -392,10 +395,12 @@ impl TestTables {
             .await
             .into_iter()
             .filter_map(|item| {
-                Some((
-                    item.get("channel")?.as_s().ok()?.clone(),
-                    item.get("connection_id")?.as_s().ok()?.clone(),
-                ))
+                // The channel, whichever of its shards holds the item.
+                let partition = item.get("channel")?.as_s().ok()?;
+                let channel = partition
+                    .split_once('#')
+                    .map_or(partition.as_str(), |(channel, _)| channel);
+                Some((channel.to_owned(), item.get("connection_id")?.as_s().ok()?.clone()))
             })
             .collect();
         pairs.sort();

@@ -16,8 +16,9 @@
 //! Tables:
 //! - connections: `connection_id` (partition key), one item per open connection,
 //!   with the string set `channels` it is subscribed to.
-//! - subscriptions: `channel` (partition key) + `connection_id` (sort key), so a
-//!   channel's subscribers are one key query, never a scan of every connection.
+//! - subscriptions: `channel` (partition key: the channel's shard for the
+//!   connection, see `shards`) + `connection_id` (sort key), so a channel's
+//!   subscribers are one query per shard, never a scan of every connection.
 //!   Every subscription item's channel is also in its connection's `channels`,
 //!   which is how removing a connection finds its subscriptions.
 //! - messages: `message_id` (partition key), streamed to the stream-processor.
@@ -41,12 +42,14 @@ mod batch;
 mod connections;
 mod history;
 mod messages;
+mod shards;
 mod subscriptions;
 mod transaction;
 
 pub use admission::AdmissionStore;
 pub use connections::{ConnectionStore, ExpiredRemoval};
 pub use messages::MessageStore;
+pub use shards::{channel_of_partition, subscription_partition, SUBSCRIPTION_SHARDS};
 pub use subscriptions::{
     SubscribeOutcome, SubscriptionStore, TargetCursor, TargetPage, EVERYONE_INDEX, FIRST_TARGET_PAGE_SIZE,
     TARGET_PAGE_SIZE, USER_INDEX,

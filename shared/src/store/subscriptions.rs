@@ -10,6 +10,7 @@ use std::future::Future;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
 use super::batch::{read_in_batches, BatchRead, Projection};
+use super::shards::{channel_of_partition, subscription_partition, ShardCursors};
 use super::{conflict_backoff, number, ConnectionStore, DynamoStore, Item, Transaction};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::Audience;
@@ -30,9 +31,30 @@ pub const TARGET_PAGE_SIZE: i32 = 1_000;
 /// earlier ones are posted.
 pub const FIRST_TARGET_PAGE_SIZE: i32 = 125;
 
-/// Where the next page of a listing starts (DynamoDB's last evaluated key).
+/// Where the next page of a listing starts.
 #[derive(Debug, Clone)]
-pub struct TargetCursor(Item);
+pub enum TargetCursor {
+    /// DynamoDB's last evaluated key of a one-key listing.
+    After(Item),
+    /// Each shard of a channel still to read, with where it goes on.
+    Shards(ShardCursors),
+}
+
+impl TargetCursor {
+    fn into_key(self) -> Option<Item> {
+        match self {
+            TargetCursor::After(key) => Some(key),
+            TargetCursor::Shards(_) => None,
+        }
+    }
+
+    fn into_shards(self) -> Option<ShardCursors> {
+        match self {
+            TargetCursor::Shards(shards) => Some(shards),
+            TargetCursor::After(_) => None,
+        }
+    }
+}
 
 /// One page of a listing.
 #[derive(Debug, Default)]
@@ -128,9 +150,14 @@ pub trait SubscriptionStore: Send + Sync {
 }
 
 impl DynamoStore {
+    /// A subscription's key: its channel's shard for this connection (see
+    /// [`super::shards`]), and the connection.
     fn subscription_key(channel: &str, connection_id: &str) -> Item {
         HashMap::from([
-            ("channel".to_owned(), AttributeValue::S(channel.to_owned())),
+            (
+                "channel".to_owned(),
+                AttributeValue::S(subscription_partition(channel, connection_id)),
+            ),
             ("connection_id".to_owned(), AttributeValue::S(connection_id.to_owned())),
         ])
     }
@@ -181,7 +208,7 @@ impl DynamoStore {
         Ok(items
             .into_iter()
             .filter_map(|item| match item.get("channel") {
-                Some(AttributeValue::S(channel)) => Some(channel.clone()),
+                Some(AttributeValue::S(partition)) => Some(channel_of_partition(partition).to_owned()),
                 _ => None,
             })
             .collect())
@@ -195,7 +222,7 @@ impl DynamoStore {
             .table_name(&self.connections_table)
             .index_name(EVERYONE_INDEX)
             .limit(limit.max(1))
-            .set_exclusive_start_key(from.map(|cursor| cursor.0))
+            .set_exclusive_start_key(from.and_then(TargetCursor::into_key))
             .send()
             .await
             .map_err(|error| Error::dynamodb("Scan", &self.connections_table, error))?;
@@ -203,11 +230,14 @@ impl DynamoStore {
         self.decode_targets(&self.connections_table, page.items.unwrap_or_default(), &mut targets);
         Ok(TargetPage {
             targets,
-            next: page.last_evaluated_key.filter(|key| !key.is_empty()).map(TargetCursor),
+            next: page
+                .last_evaluated_key
+                .filter(|key| !key.is_empty())
+                .map(TargetCursor::After),
         })
     }
 
-    fn decode_targets(&self, table: &str, items: Vec<Item>, targets: &mut Vec<ConnectionTarget>) {
+    pub(super) fn decode_targets(&self, table: &str, items: Vec<Item>, targets: &mut Vec<ConnectionTarget>) {
         for item in items {
             let connection_id = match item.get("connection_id") {
                 Some(AttributeValue::S(id)) => id.clone(),
@@ -357,7 +387,6 @@ impl SubscriptionStore for DynamoStore {
         // Only keys and the expiry are read; a projection would not make a
         // read of a whole record cheaper, so every listing reads a table or
         // an index whose items hold nothing else.
-        let from = from.map(|cursor| cursor.0);
         let (table, items, next) = match audience {
             Audience::User(user_id) => {
                 // Eventually consistent, like every index: a connection
@@ -370,39 +399,25 @@ impl SubscriptionStore for DynamoStore {
                     .key_condition_expression("user_id = :user")
                     .expression_attribute_values(":user", AttributeValue::S(user_id.to_owned()))
                     .limit(limit.max(1))
-                    .set_exclusive_start_key(from)
+                    .set_exclusive_start_key(from.and_then(TargetCursor::into_key))
                     .send()
                     .await
                     .map_err(|error| Error::dynamodb("Query", &self.connections_table, error))?;
                 (&self.connections_table, page.items, page.last_evaluated_key)
             }
             Audience::Channel(channel) => {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.subscriptions_table)
-                    .key_condition_expression("channel = :channel")
-                    .expression_attribute_values(":channel", AttributeValue::S(channel.to_owned()))
-                    .projection_expression("connection_id, expires_at")
-                    // Consistent, so a subscription written before a subscribe
-                    // read the channel's head is always listed for the messages
-                    // after it (what recovery relies on). Twice the read units.
-                    .consistent_read(true)
-                    .limit(limit.max(1))
-                    .set_exclusive_start_key(from)
-                    .send()
+                return self
+                    .list_channel_page(channel, from.and_then(TargetCursor::into_shards), limit)
                     .await
-                    .map_err(|error| Error::dynamodb("Query", &self.subscriptions_table, error))?;
-                (&self.subscriptions_table, page.items, page.last_evaluated_key)
             }
-            Audience::Everyone => return self.scan_everyone_page(from.map(TargetCursor), limit).await,
+            Audience::Everyone => return self.scan_everyone_page(from, limit).await,
         };
         let mut targets = Vec::new();
         self.decode_targets(table, items.unwrap_or_default(), &mut targets);
         Ok(TargetPage {
             targets,
             // DynamoDB answers an empty key map on some last pages.
-            next: next.filter(|key| !key.is_empty()).map(TargetCursor),
+            next: next.filter(|key| !key.is_empty()).map(TargetCursor::After),
         })
     }
 }

@@ -70,7 +70,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use axum::Router;
 use serde_json::{Map, Value};
 
-use crate::round_trips::RequestSpan;
 use crate::LocalError;
 use limits::Limiter;
 pub use limits::PartitionLimits;
@@ -173,7 +172,6 @@ impl MeteredDynamoDb {
                 .build()
                 .map_err(|error| LocalError::Bind(std::io::Error::other(error)))?,
             usage: Mutex::new(DynamoDbUsage::default()),
-            spans: Mutex::new(Vec::new()),
             one_at_a_time: tokio::sync::Mutex::new(()),
             schemas: Mutex::new(HashMap::new()),
             limiter: options.partition_limits.map(Limiter::new),
@@ -197,19 +195,10 @@ impl MeteredDynamoDb {
         self.shared.usage().clone()
     }
 
-    /// Every request since the start or the last [`reset`](Self::reset), in
-    /// the order they were answered. Requests arrive at once but are metered
-    /// one at a time, so an answer can come later than on DynamoDB; the
-    /// arrivals, which [`crate::round_trips_before`] reads, are the client's.
-    pub fn request_spans(&self) -> Vec<RequestSpan> {
-        self.shared.spans().clone()
-    }
-
-    /// Forgets the usage and the spans; the partitions keep their debts,
+    /// Forgets the usage; the partitions keep their debts,
     /// which time pays off.
     pub fn reset(&self) {
         *self.shared.usage() = DynamoDbUsage::default();
-        self.shared.spans().clear();
     }
 }
 
@@ -217,8 +206,6 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     usage: Mutex<DynamoDbUsage>,
-    /// Every request, when it arrived and when it was answered.
-    spans: Mutex<Vec<RequestSpan>>,
     /// Held by every metered request from before its first look at the
     /// items to after its last.
     one_at_a_time: tokio::sync::Mutex<()>,
@@ -230,10 +217,6 @@ struct Shared {
 impl Shared {
     fn usage(&self) -> MutexGuard<'_, DynamoDbUsage> {
         self.usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn spans(&self) -> MutexGuard<'_, Vec<RequestSpan>> {
-        self.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn schemas(&self) -> MutexGuard<'_, HashMap<String, Arc<TableSchema>>> {

@@ -12,8 +12,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::round_trips::RequestSpan;
-
 use super::plan::plan;
 use super::pricing::Charges;
 use super::settle::settle;
@@ -73,7 +71,6 @@ pub(super) async fn meter(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let arrived = std::time::Instant::now();
     let path = uri.path_and_query().map_or("/", |path| path.as_str()).to_owned();
     let target = headers
         .get("x-amz-target")
@@ -122,12 +119,6 @@ pub(super) async fn meter(
             }
         }
     }
-    shared.spans().push(RequestSpan {
-        operation: operation.to_owned(),
-        tables: tables.iter().cloned().collect(),
-        arrived,
-        answered: std::time::Instant::now(),
-    });
     shared.record(operation, &tables, charges, &throttled);
     match answer {
         Some(answer) => answer.into_response(),
