@@ -116,13 +116,34 @@ impl ChannelOrder {
         state.unordered = false;
         match recovered {
             Some(true) => {
-                for publication in publications {
-                    if let Some(offset) = publication.position.as_ref().map(|p| p.offset) {
-                        state.buffer.entry(offset).or_insert(publication);
-                    }
-                }
-                if state.position.as_ref().is_none_or(|last| last.epoch != head.epoch) {
+                if state
+                    .position
+                    .as_ref()
+                    .is_none_or(|last| last.epoch != head.epoch || last.is_not_started())
+                {
                     state.position = Some(Position::new(head.epoch.clone(), 0));
+                }
+                // The reply holds every message after `since` there is, in
+                // order: an offset missing between two of them was never
+                // written, so they go out as they come.
+                for publication in publications {
+                    let Some(position) = publication.position.clone() else {
+                        continue;
+                    };
+                    let is_next = state
+                        .position
+                        .as_ref()
+                        .is_some_and(|last| last.epoch == position.epoch && last.offset < position.offset);
+                    if !is_next {
+                        self.duplicates += 1;
+                        continue;
+                    }
+                    // Already buffered from the live stream: the same message twice.
+                    if state.buffer.remove(&position.offset).is_some() {
+                        self.duplicates += 1;
+                    }
+                    delivery.messages.push(publication);
+                    state.position = Some(position);
                 }
             }
             Some(false) => {
@@ -378,6 +399,22 @@ mod tests {
         );
         assert_eq!(offsets(&delivery), vec![11, 12, 13, 14]);
         assert!(delivery.notices.is_empty());
+    }
+
+    #[test]
+    fn a_recovery_with_an_offset_never_written_delivers_what_follows_it() {
+        let mut order = ChannelOrder::new(Duration::from_secs(2));
+        let now = Instant::now();
+        subscribed_at(&mut order, 10);
+        let first = order.message(at(11), now);
+        // 12 and 13 were taken by a try stopped before it wrote them.
+        let held = order.message(at(14), now);
+        assert_eq!((offsets(&first), offsets(&held)), (vec![11], vec![]));
+        order.subscribing("c");
+        let recovered = order.subscribed("c", Some(Position::new("e", 15)), Some(true), vec![at(14), at(15)], now);
+        assert_eq!(offsets(&recovered), vec![14, 15]);
+        assert_eq!(offsets(&order.message(at(16), now)), vec![16]);
+        assert_eq!(order.duplicates(), 1, "14 came live and in the reply");
     }
 
     #[test]

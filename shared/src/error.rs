@@ -70,6 +70,12 @@ pub enum Error {
     #[error("the event is missing {field}")]
     EventField { field: Cow<'static, str> },
 
+    #[error("no position was assigned to message {message_id} of channel {channel}")]
+    PositionMissing { channel: String, message_id: String },
+
+    #[error("a listing of a channel was given the cursor of another kind of listing")]
+    CursorMismatch,
+
     #[error("the event could not be decoded: {0}")]
     EventDecode(#[from] serde_json::Error),
 }
@@ -137,6 +143,8 @@ impl Error {
             Error::BreakerOpen { .. } => "BreakerOpen",
             Error::Management { .. } => "Management",
             Error::EventField { .. } => "EventField",
+            Error::PositionMissing { .. } => "PositionMissing",
+            Error::CursorMismatch => "CursorMismatch",
             Error::EventDecode(_) => "EventDecode",
         }
     }

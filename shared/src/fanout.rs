@@ -797,7 +797,10 @@ impl FanOut {
         frame: &[u8],
         stop_starting_at: Option<Instant>,
     ) -> Outcome {
-        self.pacer.wait_for_turn().await;
+        if !self.pacer.wait_for_turn(stop_starting_at).await {
+            // Its turn would come after the deadline: left for the retry.
+            return Outcome::Stopped;
+        }
         let result = self
             .client
             .post_to_connection()

@@ -21,11 +21,17 @@ use std::future::Future;
 
 use airwave_protocol::{MessageFrame, Position};
 
+use crate::config::HistorySettings;
 use crate::message::MessageRecord;
 use crate::Error;
 
 /// A head lives this long after its channel's last message (or its start).
 pub const HEAD_TTL_SECONDS: i64 = 30 * 86_400;
+
+/// How many times a recovery reads its range again when entries are
+/// missing, and the pause before each read.
+const RECOVERY_REREADS: u32 = 8;
+const RECOVERY_REREAD_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The attributes of a message item that hold its position claim: whoever
 /// writes the item again (the replay) carries them over, so the message
@@ -82,19 +88,57 @@ pub fn plan_recovery(since: &Position, head: &Position, history_size: u64) -> Re
     }
 }
 
+/// A run's positions once its offsets are taken, before anything about them
+/// is written: each message's position, in the run's order, and which of
+/// the messages (by index, each id once) this try took offsets for, and
+/// which an earlier try had claimed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reservation {
+    pub positions: Vec<Position>,
+    pub taken: Vec<usize>,
+    pub claimed_before: Vec<usize>,
+}
+
 pub trait ChannelHistory: Send + Sync {
-    /// The positions of consecutive `messages` of `channel`, in their order:
-    /// the ones they already have (a retried record keeps its position), and
-    /// for the others the next offsets, taken together with one update of
-    /// the channel's head, with their history entries and claims written
-    /// before this returns.
+    /// Takes the positions of consecutive `messages` of `channel`: the ones
+    /// they already have (a retried record keeps its position), and for the
+    /// others the next offsets, with one update of the channel's head.
+    /// Nothing can fail for good after the head has moved but the writes.
+    fn reserve_positions(
+        &self,
+        channel: &str,
+        messages: &[&MessageRecord],
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Reservation, Error>> + Send;
+
+    /// Writes what `reservation` took: the history entries and the claims
+    /// of the new positions, and the entries an earlier try may have left
+    /// unwritten. Answers each message's position (one another try claimed
+    /// meanwhile wins).
+    fn record_positions(
+        &self,
+        channel: &str,
+        messages: &[&MessageRecord],
+        reservation: Reservation,
+        history_ttl_seconds: u64,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Vec<Position>, Error>> + Send;
+
+    /// [`ChannelHistory::reserve_positions`], then
+    /// [`ChannelHistory::record_positions`].
     fn assign_positions(
         &self,
         channel: &str,
         messages: &[&MessageRecord],
         history_ttl_seconds: u64,
         now_epoch_seconds: i64,
-    ) -> impl Future<Output = Result<Vec<Position>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Position>, Error>> + Send {
+        async move {
+            let reservation = self.reserve_positions(channel, messages, now_epoch_seconds).await?;
+            self.record_positions(channel, messages, reservation, history_ttl_seconds, now_epoch_seconds)
+                .await
+        }
+    }
 
     /// [`ChannelHistory::assign_positions`] for one message.
     fn assign_position(
@@ -108,13 +152,21 @@ pub trait ChannelHistory: Send + Sync {
             let positions = self
                 .assign_positions(channel, &[message], history_ttl_seconds, now_epoch_seconds)
                 .await?;
-            positions.into_iter().next().ok_or_else(|| Error::DynamoDb {
-                operation: "UpdateItem",
-                table: "history".into(),
-                message: format!("no position was assigned to message {}", message.message_id),
+            positions.into_iter().next().ok_or_else(|| Error::PositionMissing {
+                channel: channel.to_owned(),
+                message_id: message.message_id.clone(),
             })
         }
     }
+
+    /// When the channel's current epoch started (epoch seconds), if its head
+    /// says so: while the epoch is younger than the history TTL, none of its
+    /// entries can have expired.
+    fn epoch_started_at(
+        &self,
+        channel: &str,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Option<i64>, Error>> + Send;
 
     /// The channel's latest position; `None` for a channel nobody has
     /// published to (or whose head expired). Reading it writes nothing.
@@ -143,25 +195,76 @@ pub async fn recover<H: ChannelHistory>(
     channel: &str,
     since: &Position,
     head: &Position,
-    history_size: u64,
+    settings: &HistorySettings,
     max_bytes: usize,
     now_epoch_seconds: i64,
 ) -> Result<Recovery, Error> {
-    let (from, to) = match plan_recovery(since, head, history_size) {
+    let (from, to) = match plan_recovery(since, head, settings.size) {
         RecoveryPlan::UpToDate => return Ok(Recovery::Recovered(Vec::new())),
         RecoveryPlan::Impossible(reason) => return Ok(Recovery::Impossible(reason)),
         RecoveryPlan::Read { from, to } => (from, to),
     };
-    let Some(entries) = history
-        .read_history(channel, &head.epoch, (from, to), max_bytes, now_epoch_seconds)
-        .await?
-    else {
-        return Ok(Recovery::Impossible("over_the_replay_bound"));
+    // The entry the client saw last is read too, as an anchor: while it is
+    // there, nothing after it has expired.
+    let anchor = (from > 1).then_some(from - 1);
+    let mut entries = Vec::new();
+    for attempt in 0..=RECOVERY_REREADS {
+        let Some(read) = history
+            .read_history(
+                channel,
+                &head.epoch,
+                (anchor.unwrap_or(from), to),
+                max_bytes,
+                now_epoch_seconds,
+            )
+            .await?
+        else {
+            return Ok(Recovery::Impossible("over_the_replay_bound"));
+        };
+        entries = read;
+        let present = entries.iter().filter(|entry| offset_of(entry) >= from).count() as u64;
+        if present == to - from + 1 {
+            break;
+        }
+        // A run that has just taken its offsets writes its entries a round
+        // trip later: missing ones may be on their way.
+        if attempt < RECOVERY_REREADS {
+            tokio::time::sleep(RECOVERY_REREAD_PAUSE).await;
+        }
+    }
+    let missing = (to - from + 1) - entries.iter().filter(|entry| offset_of(entry) >= from).count() as u64;
+    let anchored = match anchor {
+        Some(anchor) => entries.first().map(offset_of) == Some(anchor),
+        // From the channel's first message: the epoch's own age is the anchor.
+        None if missing > 0 => history
+            .epoch_started_at(channel, now_epoch_seconds)
+            .await?
+            .is_some_and(|started_at| now_epoch_seconds - started_at < settings.ttl_seconds as i64),
+        None => true,
     };
-    if entries.len() as u64 != to - from + 1 {
+    if missing > 0 && !anchored {
+        // Without the anchor the missing entries may have expired.
         return Ok(Recovery::Impossible("history_expired"));
     }
-    Ok(Recovery::Recovered(entries))
+    // With it, an offset still missing after the re-reads was never written:
+    // a try that took it was stopped before writing, and its messages were
+    // given later offsets when retried. Nothing was sent at it.
+    if missing > 0 {
+        tracing::info!(
+            channel,
+            from,
+            to,
+            missing,
+            "recovery skips offsets that were never written"
+        );
+    }
+    Ok(Recovery::Recovered(
+        entries.into_iter().filter(|entry| offset_of(entry) >= from).collect(),
+    ))
+}
+
+fn offset_of(frame: &MessageFrame) -> u64 {
+    frame.position.as_ref().map_or(0, |position| position.offset)
 }
 
 #[cfg(test)]

@@ -86,22 +86,29 @@ impl PostPacer {
 
     /// Waits until one more post may start: takes the next slot of the
     /// schedule (slots up to [`BURST_SECONDS`] in the past count, so a quiet
-    /// moment allows a short burst) and sleeps until it.
-    pub async fn wait_for_turn(&self) {
+    /// moment allows a short burst) and sleeps until it. A slot at or after
+    /// `stop_at` is not taken: answers `false` at once, and the post is not
+    /// made (nor is its slot left to delay the posts after it).
+    pub async fn wait_for_turn(&self, stop_at: Option<std::time::Instant>) -> bool {
         if self.quota.is_none() {
-            return;
+            return true;
         }
+        let stop_at = stop_at.map(Instant::from_std);
         let slot = {
             let mut state = self.state();
             let now = Instant::now();
             let earliest = now.checked_sub(Duration::from_secs_f64(BURST_SECONDS)).unwrap_or(now);
             let slot = state.next_slot.max(earliest);
+            if stop_at.is_some_and(|stop_at| slot >= stop_at) {
+                return false;
+            }
             state.next_slot = slot + Duration::from_secs_f64(1.0 / state.rate);
             slot
         };
         if slot > Instant::now() {
             tokio::time::sleep_until(slot).await;
         }
+        true
     }
 
     /// API Gateway answered 429: halve the rate, once per interval.
@@ -169,9 +176,9 @@ mod tests {
         let pacer = PostPacer::new(1_000);
         let started = tokio::time::Instant::now();
         for _ in 0..2_050 {
-            pacer.wait_for_turn().await;
+            pacer.wait_for_turn(None).await;
         }
-        // A burst of 50, then 2,000 at 1,000 a second.
+        // 2,050 slots a millisecond apart.
         let elapsed = started.elapsed().as_secs_f64();
         assert!((1.9..2.2).contains(&elapsed), "{elapsed}");
     }
@@ -194,11 +201,25 @@ mod tests {
         assert!(rate > 2_540.0 && rate < 2_700.0, "{rate}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn no_slot_is_taken_past_the_deadline() {
+        let pacer = PostPacer::new(100);
+        let stop_at = std::time::Instant::now() + Duration::from_millis(95);
+        let mut started = 0;
+        while pacer.wait_for_turn(Some(stop_at)).await {
+            started += 1;
+            assert!(started < 1_000, "the deadline stops the posts");
+        }
+        // About 10 a second's tenth, and the refused one took no slot.
+        assert!((9..=11).contains(&started), "{started}");
+        assert!(pacer.wait_for_turn(None).await);
+    }
+
     #[tokio::test]
     async fn a_quota_of_zero_does_not_pace() {
         let pacer = PostPacer::new(0);
         for _ in 0..100_000 {
-            pacer.wait_for_turn().await;
+            pacer.wait_for_turn(None).await;
         }
         pacer.throttled();
         assert_eq!(pacer.current_rate(), None);

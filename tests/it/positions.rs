@@ -6,11 +6,12 @@ use airwave_local::{round_trips_before, LocalManagementApi, MeteredDynamoDb};
 use airwave_protocol::{parse_server_frame, Incoming, MessageFrame};
 use airwave_shared::failures::RecordedFailures;
 use airwave_shared::handlers::handle_stream_batch;
-use airwave_shared::history::ChannelHistory;
+use airwave_shared::history::{recover, ChannelHistory, Recovery};
 use airwave_shared::message::MessageRecord;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{DynamoStore, MessageStore};
 use airwave_tests::{insert_record, stream_event, RequestTimer, TestTables};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::{json, Value};
 
 const SUBSCRIBER: &str = "positions-subscriber=";
@@ -236,4 +237,164 @@ async fn a_message_whose_item_is_gone_still_gets_a_position_and_is_sent() {
             .all(|item| item.get("message_id") != Some(&json!("gone-1"))),
         "the claim never recreates a deleted message item: {stored:?}"
     );
+}
+
+#[tokio::test]
+async fn the_first_page_of_subscribers_is_read_after_the_head_has_moved() {
+    // A subscribe writes its subscription, then reads the head for its reply:
+    // a listing read after the head moved sees every subscription whose reply
+    // said a position before the run.
+    let setup = setup("ordered").await;
+    let records = produce(&setup.tables, "ordered", 1, 10).await;
+    setup.timer.reset();
+    assert_eq!(send(&setup, &setup.metered, records).await, 0);
+    let spans = setup.timer.spans();
+    let head_moved = spans
+        .iter()
+        .filter(|span| span.operation == "UpdateItem")
+        .map(|span| span.answered)
+        .min()
+        .expect("the head update");
+    let listed = spans
+        .iter()
+        .filter(|span| span.operation == "Query")
+        .map(|span| span.arrived)
+        .min()
+        .expect("the listing");
+    assert!(listed >= head_moved, "the listing started before the head moved");
+}
+
+#[tokio::test]
+async fn a_retry_writes_again_the_entries_an_earlier_try_left_out() {
+    let setup = setup("repaired").await;
+    let records = produce(&setup.tables, "repaired", 1, 5).await;
+    let messages: Vec<MessageRecord> = (1..6)
+        .map(|n| message(&format!("repaired-{n}"), "repaired", n))
+        .collect();
+    let refs: Vec<&MessageRecord> = messages.iter().collect();
+    let ttl = setup.tables.config.history.ttl_seconds;
+    let now = epoch_seconds_now();
+    // An earlier try took the positions and claimed them, and two of its
+    // entries were never written.
+    let given = setup
+        .tables
+        .store
+        .assign_positions("repaired", &refs, ttl, now)
+        .await
+        .unwrap();
+    for position in &given[1..3] {
+        setup
+            .tables
+            .dynamodb
+            .delete_item()
+            .table_name(&setup.tables.config.history.table)
+            .key("channel", AttributeValue::S("repaired".into()))
+            .key("entry", AttributeValue::S(format!("o#{:020}", position.offset)))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(send(&setup, &setup.tables.store, records).await, 0);
+    let frames = received(&setup.gateway, SUBSCRIBER);
+    let offsets: Vec<u64> = frames.iter().map(|f| f.position.as_ref().unwrap().offset).collect();
+    assert_eq!(
+        offsets,
+        given.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        "the claimed positions"
+    );
+    let epoch = &given[0].epoch;
+    let history = setup
+        .tables
+        .store
+        .read_history("repaired", epoch, (given[0].offset, given[4].offset), 1 << 20, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.len(), 5, "every entry is there again");
+}
+
+#[tokio::test]
+async fn one_id_twice_in_a_run_gets_one_position() {
+    let setup = setup("twice").await;
+    let mut records = produce(&setup.tables, "twice", 1, 2).await;
+    // The first id again (deleted and written again within one batch).
+    let mut again = records[0].clone();
+    again["dynamodb"]["SequenceNumber"] = json!("000000000099");
+    records.push(again);
+    assert_eq!(send(&setup, &setup.metered, records).await, 0);
+    assert!(setup.meter.usage().throttled.is_empty());
+    let frames = received(&setup.gateway, SUBSCRIBER);
+    let seen: Vec<(String, u64)> = frames
+        .iter()
+        .map(|f| (f.id.clone(), f.position.as_ref().unwrap().offset))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("twice-1".to_owned(), 2),
+            ("twice-2".to_owned(), 3),
+            ("twice-1".to_owned(), 2)
+        ],
+        "no offset for the copy; clients drop it by its id"
+    );
+}
+
+#[tokio::test]
+async fn a_head_written_by_hand_with_the_wrong_types_is_started_again() {
+    let setup = setup("by-hand").await;
+    setup
+        .tables
+        .dynamodb
+        .put_item()
+        .table_name(&setup.tables.config.history.table)
+        .item("channel", AttributeValue::S("by-hand".into()))
+        .item("entry", AttributeValue::S("head".into()))
+        .item("epoch", AttributeValue::S("e".into()))
+        .item("offset", AttributeValue::S("seven".into()))
+        .item(
+            "expires_at",
+            AttributeValue::N((epoch_seconds_now() + 3_600).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let records = produce(&setup.tables, "by-hand", 1, 3).await;
+    assert_eq!(send(&setup, &setup.tables.store, records).await, 0);
+    let frames = received(&setup.gateway, SUBSCRIBER);
+    let offsets: Vec<u64> = frames.iter().map(|f| f.position.as_ref().unwrap().offset).collect();
+    assert_eq!(offsets, [1, 2, 3], "a new epoch from offset 1");
+    assert_ne!(frames[0].position.as_ref().unwrap().epoch, "e");
+}
+
+#[tokio::test]
+async fn a_recovery_skips_offsets_a_stopped_try_took_and_never_wrote() {
+    let tables = TestTables::create().await;
+    let settings = tables.config.history.clone();
+    let ttl = settings.ttl_seconds;
+    let now = epoch_seconds_now();
+    let store = &tables.store;
+    let written = |n: usize| message(&format!("gap-{n}"), "gap", n);
+    let (one, lost, three) = (written(1), written(2), written(3));
+    for item in [&one, &lost, &three] {
+        store.put_message(item).await.unwrap();
+    }
+    let first = store.assign_position("gap", &one, ttl, now).await.unwrap();
+    // A try that took offset 2 and was stopped before writing anything.
+    let orphan = store.reserve_positions("gap", &[&lost], now).await.unwrap();
+    assert_eq!(orphan.positions[0].offset, 2);
+    let third = store.assign_position("gap", &three, ttl, now).await.unwrap();
+    let head = store.channel_head("gap", now).await.unwrap().unwrap();
+    assert_eq!((third.offset, head.offset), (3, 3));
+
+    for since in [first.clone(), airwave_protocol::Position::not_started()] {
+        let recovery = recover(store, "gap", &since, &head, &settings, 1 << 20, now)
+            .await
+            .unwrap();
+        let Recovery::Recovered(frames) = recovery else {
+            panic!("recovered from {since:?}: {recovery:?}");
+        };
+        let offsets: Vec<u64> = frames.iter().map(|f| f.position.as_ref().unwrap().offset).collect();
+        let expected: Vec<u64> = if since.is_not_started() { vec![1, 3] } else { vec![3] };
+        assert_eq!(offsets, expected, "from {since:?}");
+    }
 }

@@ -410,6 +410,7 @@ async fn a_replayed_channel_message_keeps_the_position_it_was_given() {
     let stored = tables.stored_messages().await;
     let item = stored.iter().find(|item| item["message_id"] == "kept-1").unwrap();
     assert_eq!(item["position_offset"], json!(given[1].offset), "{item}");
+    assert!(item["expires_at"].is_number(), "it keeps its retention: {item}");
     // Its new INSERT keeps that position; the next message takes the next one.
     let next = message("kept-2", "news", json!(2));
     tables.store.put_message(&next).await.unwrap();

@@ -78,11 +78,14 @@ export class ChannelOrder {
       this.position = position;
       this.hooks.recovery(false, reason);
     } else if (since && reply.recovered === true) {
-      for (const message of reply.publications ?? []) this.accept(message);
+      // The reply holds every message after `since` there is, in order: an
+      // offset missing between two of them was never written.
+      for (const message of reply.publications ?? []) this.acceptRecovered(message);
       const last = this.position;
       if (position && last && position.epoch === last.epoch && position.offset > last.offset) {
         this.position = position;
       }
+      this.drainBuffer();
       this.hooks.recovery(true, reason);
     } else if (!since) {
       this.position = position;
@@ -147,7 +150,42 @@ export class ChannelOrder {
     }
     this.deliver(message);
     this.position = position;
-    let next = this.buffer.get(position.offset + 1);
+    this.drainBuffer();
+  }
+
+  /** A message of a recovery reply: delivered in the reply's order, gaps and all. */
+  private acceptRecovered(message: MessageFrame): void {
+    const position = isPosition(message.position) ? message.position : null;
+    let last = this.position;
+    if (position && last && last.epoch === "") {
+      last = { epoch: position.epoch, offset: 0 };
+      this.position = last;
+    }
+    if (!position || !last || position.epoch !== last.epoch) {
+      this.accept(message);
+      return;
+    }
+    if (position.offset <= last.offset) {
+      this.hooks.duplicate();
+      return;
+    }
+    // Already buffered from the live stream: the same message twice.
+    if (this.buffer.delete(position.offset)) this.hooks.duplicate();
+    this.deliverIfNew(message);
+    this.position = position;
+  }
+
+  /** Drops what is buffered up to `position` and delivers what follows it without a gap. */
+  private drainBuffer(): void {
+    const last = this.position;
+    if (!last) return;
+    for (const offset of [...this.buffer.keys()]) {
+      if (offset <= last.offset) {
+        this.buffer.delete(offset);
+        this.hooks.duplicate();
+      }
+    }
+    let next = this.buffer.get(last.offset + 1);
     while (next && this.position) {
       this.buffer.delete(this.position.offset + 1);
       this.deliverIfNew(next);

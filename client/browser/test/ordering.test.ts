@@ -75,6 +75,26 @@ describe("per-channel ordering", () => {
     expect(recoveries).toEqual([{ channel: "p", recovered: true, reason: "gap" }]);
   });
 
+  it("takes a recovery's messages as they come: an offset missing between them was never written", async () => {
+    const h = harness({ gapTimeoutMs: 2000 });
+    const { socket, got, recoveries } = await subscribed(h, 10);
+    socket.receive(msg("a", "p", 11));
+    // 12 and 13 were taken by a try stopped before it wrote them; its messages came later.
+    socket.receive(msg("d", "p", 14));
+    await h.clock.advance(2000);
+    expect(positions(socket)).toEqual([null, pos(11)]);
+    await answerSubscribe(socket, "p", {
+      position: pos(15),
+      recovered: true,
+      publications: [14, 15].map((n) => ({ id: n === 14 ? "d" : `x${n}`, channel: "p", data: n, position: pos(n) })),
+    });
+    expect(got).toEqual(["a", "d", "x15"]);
+    expect(recoveries).toEqual([{ channel: "p", recovered: true, reason: "gap" }]);
+    socket.receive(msg("f", "p", 16));
+    expect(got).toEqual(["a", "d", "x15", "f"]);
+    expect(h.client.stats().channels.p?.buffered).toBe(0);
+  });
+
   it("on recovered: false delivers the buffered messages in order, reports it, and goes on from position", async () => {
     const h = harness({ gapTimeoutMs: 2000 });
     const { socket, got, recoveries } = await subscribed(h, 10);

@@ -653,11 +653,13 @@ async fn write_back(dynamodb: &aws_sdk_dynamodb::Client, table: &str, item: &Ite
             ));
         }
     };
-    // The position it was given goes back with it.
+    // The position it was given goes back with it, and the retention the
+    // stream-processor gave it along with the claim (a message that keeps
+    // its claim is not given one again).
     let mut item = item.clone();
     let old = deleted.attributes.unwrap_or_default();
-    for name in CLAIM_ATTRIBUTES {
-        if let Some(value) = old.get(name) {
+    for name in CLAIM_ATTRIBUTES.iter().copied().chain(["expires_at"]) {
+        if let (Some(value), false) = (old.get(name), item.contains_key(name)) {
             item.insert(name.to_owned(), value.clone());
         }
     }

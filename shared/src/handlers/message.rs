@@ -361,7 +361,7 @@ async fn subscribed<H: ChannelHistory>(
         None => (None, Vec::new()),
         Some(since) => {
             let budget = MAX_FRAME_BYTES - REPLY_OVERHEAD_BYTES;
-            match recover(history, &channel, &since, &head, config.history.size, budget, now).await? {
+            match recover(history, &channel, &since, &head, &config.history, budget, now).await? {
                 Recovery::Recovered(publications) => {
                     metrics::counter!(metric::RECOVERIES, "outcome" => "recovered").increment(1);
                     tracing::info!(channel, missed = publications.len(), "subscription recovered");

@@ -18,8 +18,9 @@ use crate::Error;
 pub(crate) const BATCH_GET_KEYS: usize = 100;
 /// Items per `BatchWriteItem`, DynamoDB's limit.
 pub(crate) const BATCH_WRITE_ITEMS: usize = 25;
-/// Tries at what a batch left unprocessed (throttled): with the backoff of
-/// [`conflict_backoff`], about 1.3 s in all.
+/// Tries at what a batch left unprocessed (throttled), with the full-jitter
+/// backoff of [`conflict_backoff`] between them: at most about 1.3 s of
+/// pauses in all.
 const BATCH_ATTEMPTS: u32 = 8;
 
 /// What a consistent batch read asks for besides the keys.
@@ -118,7 +119,7 @@ where
             let answer = read(std::mem::take(&mut keys)).await?;
             found.extend(answer.found);
             keys = answer.unprocessed;
-            if keys.is_empty() {
+            if keys.is_empty() || attempt + 1 == BATCH_ATTEMPTS {
                 break;
             }
             conflict_backoff(attempt).await;
@@ -146,7 +147,9 @@ where
                 if left.is_empty() {
                     return Ok(());
                 }
-                conflict_backoff(attempt).await;
+                if attempt + 1 < BATCH_ATTEMPTS {
+                    conflict_backoff(attempt).await;
+                }
             }
             Err(unprocessed(table, "BatchWriteItem", left.len()))
         }

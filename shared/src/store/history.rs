@@ -28,19 +28,25 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::batch::{puts, read_in_batches, unprocessed_writes, write_in_batches, BatchRead, Projection};
 use super::{is_conditional_check_failure, number, read_number, DynamoStore, Item};
-use crate::history::{ChannelHistory, CLAIM_ATTRIBUTES, HEAD_TTL_SECONDS};
+use crate::history::{ChannelHistory, Reservation, CLAIM_ATTRIBUTES, HEAD_TTL_SECONDS};
 use crate::message::MessageRecord;
 use crate::Error;
 
 /// Tries at taking a block of offsets while other runs start the channel.
 const ASSIGN_ATTEMPTS: u32 = 20;
 const HEAD: &str = "head";
-/// A head that is live: it has an epoch and an offset, and is before its TTL.
-const HEAD_IS_LIVE: &str = "attribute_exists(epoch) AND attribute_exists(#offset) AND expires_at > :now";
+/// A head that is live: an epoch (a string), an offset and an expiry
+/// (numbers), and before its TTL.
+const HEAD_IS_LIVE: &str = "attribute_type(epoch, :string) AND attribute_type(#offset, :number) \
+                            AND attribute_type(expires_at, :number) AND expires_at > :now";
 /// The head may be (re)started: none, one past its TTL that DynamoDB has not
-/// deleted yet, or one written by hand without an expiry, epoch or offset.
-const HEAD_IS_GONE: &str = "attribute_not_exists(entry) OR attribute_not_exists(expires_at) OR expires_at <= :now \
-                            OR attribute_not_exists(epoch) OR attribute_not_exists(#offset)";
+/// deleted yet, or one written by hand without an expiry, epoch or offset of
+/// the right type (which would otherwise fail every run of the channel).
+const HEAD_IS_GONE: &str = "attribute_not_exists(entry) OR expires_at <= :now \
+                            OR NOT attribute_type(expires_at, :number) OR NOT attribute_type(epoch, :string) \
+                            OR NOT attribute_type(#offset, :number)";
+/// When the head's epoch started, epoch seconds.
+const EPOCH_STARTED_AT: &str = "started_at";
 /// History entries per page of a recovery's read.
 const READ_PAGE_ITEMS: i32 = 50;
 /// The claim's attributes on a message item.
@@ -174,6 +180,8 @@ impl DynamoStore {
                 .update_expression("SET expires_at = :expires_at ADD #offset :count")
                 .condition_expression(HEAD_IS_LIVE)
                 .expression_attribute_names("#offset", "offset")
+                .expression_attribute_values(":string", AttributeValue::S("S".into()))
+                .expression_attribute_values(":number", AttributeValue::S("N".into()))
                 .expression_attribute_values(":expires_at", number(now + HEAD_TTL_SECONDS))
                 .expression_attribute_values(":count", AttributeValue::N(count.to_string()))
                 .expression_attribute_values(":now", number(now))
@@ -195,6 +203,7 @@ impl DynamoStore {
             head.insert("epoch".to_owned(), AttributeValue::S(epoch.clone()));
             head.insert("offset".to_owned(), AttributeValue::N(count.to_string()));
             head.insert("expires_at".to_owned(), number(now + HEAD_TTL_SECONDS));
+            head.insert(EPOCH_STARTED_AT.to_owned(), number(now));
             let started = self
                 .client
                 .put_item()
@@ -202,6 +211,8 @@ impl DynamoStore {
                 .set_item(Some(head))
                 .condition_expression(HEAD_IS_GONE)
                 .expression_attribute_names("#offset", "offset")
+                .expression_attribute_values(":string", AttributeValue::S("S".into()))
+                .expression_attribute_values(":number", AttributeValue::S("N".into()))
                 .expression_attribute_values(":now", number(now))
                 .send()
                 .await;
@@ -225,11 +236,7 @@ impl DynamoStore {
         position: &Position,
         expires_at: i64,
     ) -> Result<Item, Error> {
-        let payload = serde_dynamo::to_attribute_value(&message.payload).map_err(|source| Error::ItemFormat {
-            table: self.history_table.clone(),
-            key: message.message_id.clone(),
-            source,
-        })?;
+        let payload = self.entry_payload(message)?;
         let mut entry = Self::history_key(channel, &offset_entry(position.offset));
         entry.insert("epoch".to_owned(), AttributeValue::S(position.epoch.clone()));
         entry.insert("offset".to_owned(), AttributeValue::N(position.offset.to_string()));
@@ -240,6 +247,100 @@ impl DynamoStore {
             entry.insert("publisher".to_owned(), AttributeValue::S(publisher.clone()));
         }
         Ok(entry)
+    }
+
+    /// A message's payload as its history entry holds it.
+    fn entry_payload(&self, message: &MessageRecord) -> Result<AttributeValue, Error> {
+        serde_dynamo::to_attribute_value(&message.payload).map_err(|source| Error::ItemFormat {
+            table: self.history_table.clone(),
+            key: message.message_id.clone(),
+            source,
+        })
+    }
+
+    fn positions_in_order(
+        &self,
+        channel: &str,
+        messages: &[&MessageRecord],
+        by_id: &HashMap<String, Position>,
+    ) -> Result<Vec<Position>, Error> {
+        messages
+            .iter()
+            .map(|message| {
+                by_id
+                    .get(&message.message_id)
+                    .cloned()
+                    .ok_or_else(|| Error::PositionMissing {
+                        channel: channel.to_owned(),
+                        message_id: message.message_id.clone(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The entries of positions an earlier try claimed, written again where
+    /// they are missing: that try may have written its claims and failed
+    /// its entries. Only a retry gets here; it costs a consistent read of
+    /// the entries' keys, and a conditional put for each one missing.
+    async fn repair_entries(
+        &self,
+        channel: &str,
+        earlier: &[(&MessageRecord, &Position)],
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        if earlier.is_empty() {
+            return Ok(());
+        }
+        let table = self.history_table.as_str();
+        let keys = earlier
+            .iter()
+            .map(|(_, position)| Self::history_key(channel, &offset_entry(position.offset)))
+            .collect();
+        let projection = Projection {
+            expression: "#entry",
+            names: &[("#entry", "entry")],
+        };
+        let found: HashSet<String> = read_in_batches(table, keys, |keys| async {
+            let request = projection.read_request(table, keys)?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.history_table, request)
+                .send()
+                .await
+                .map_err(|error| Error::dynamodb("BatchGetItem", table, error))?;
+            Ok(BatchRead::from_output(output, table))
+        })
+        .await?
+        .into_iter()
+        .filter_map(|item| match item.get("entry") {
+            Some(AttributeValue::S(entry)) => Some(entry.clone()),
+            _ => None,
+        })
+        .collect();
+        let missing = earlier
+            .iter()
+            .filter(|(_, position)| !found.contains(&offset_entry(position.offset)));
+        let puts = missing.map(|(message, position)| async move {
+            tracing::warn!(message_id = %message.message_id, offset = position.offset, "writing a history entry an earlier try left out");
+            let entry = self.history_entry(channel, message, position, expires_at)?;
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.history_table)
+                .set_item(Some(entry))
+                // Never over an entry written since (a new epoch's).
+                .condition_expression("attribute_not_exists(entry)")
+                .send()
+                .await;
+            match put {
+                Ok(_) => Ok(()),
+                Err(error) if is_conditional_check_failure(&error) => Ok(()),
+                Err(error) => Err(Error::dynamodb("PutItem", table, error)),
+            }
+        });
+        futures::future::try_join_all(puts).await?;
+        Ok(())
     }
 
     /// Records `position` on the message's own item, and gives an item
@@ -271,7 +372,17 @@ impl DynamoStore {
         match claimed {
             Ok(_) => return Ok(position),
             Err(error) if is_conditional_check_failure(&error) => {}
-            Err(error) => return Err(Error::dynamodb("UpdateItem", table, error)),
+            Err(error) => {
+                let error = Error::dynamodb("UpdateItem", table, error);
+                if !error.is_permanent() {
+                    return Err(error);
+                }
+                // The item cannot take the claim (at DynamoDB's item size
+                // limit): the message keeps the position it has an entry at,
+                // without a claim, like a message whose item is gone.
+                tracing::error!(message_id = %message.message_id, offset = position.offset, error = %error, "the message's item refused its position claim");
+                return Ok(position);
+            }
         }
         let earlier = self
             .claimed_positions(&[message.message_id.as_str()])
@@ -302,64 +413,106 @@ impl DynamoStore {
 }
 
 impl ChannelHistory for DynamoStore {
-    async fn assign_positions(
+    async fn reserve_positions(
         &self,
         channel: &str,
         messages: &[&MessageRecord],
+        now: i64,
+    ) -> Result<Reservation, Error> {
+        if messages.is_empty() {
+            return Ok(Reservation::default());
+        }
+        // Each id once: a batch read refuses a key asked twice (an id deleted
+        // and written again within one batch).
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        for (index, message) in messages.iter().enumerate() {
+            first_of.entry(message.message_id.as_str()).or_insert(index);
+        }
+        let mut unique: Vec<(&str, usize)> = first_of.into_iter().collect();
+        unique.sort_by_key(|(_, index)| *index);
+        let ids: Vec<&str> = unique.iter().map(|(id, _)| *id).collect();
+        let mut by_id = self.claimed_positions(&ids).await?;
+        let (claimed_before, taken): (Vec<usize>, Vec<usize>) = unique
+            .iter()
+            .map(|(_, index)| *index)
+            .partition(|index| by_id.contains_key(&messages[*index].message_id));
+        // What could fail for good is checked before the head moves, so no
+        // offset is taken for a message whose entry can never be written.
+        for index in &taken {
+            self.entry_payload(messages[*index])?;
+        }
+        if !taken.is_empty() {
+            let first = self.reserve_offsets(channel, taken.len() as u64, now).await?;
+            for (block_index, index) in taken.iter().enumerate() {
+                by_id.insert(
+                    messages[*index].message_id.clone(),
+                    Position::new(first.epoch.clone(), first.offset + block_index as u64),
+                );
+            }
+        }
+        let positions = self.positions_in_order(channel, messages, &by_id)?;
+        Ok(Reservation {
+            positions,
+            taken,
+            claimed_before,
+        })
+    }
+
+    async fn record_positions(
+        &self,
+        channel: &str,
+        messages: &[&MessageRecord],
+        reservation: Reservation,
         history_ttl_seconds: u64,
         now: i64,
     ) -> Result<Vec<Position>, Error> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = messages.iter().map(|message| message.message_id.as_str()).collect();
-        let mut positions = self.claimed_positions(&ids).await?;
-        // Those without a position, each id once, in stream order.
-        let mut seen = HashSet::new();
-        let fresh: Vec<&MessageRecord> = messages
+        let expires_at = now + history_ttl_seconds as i64;
+        let mut by_id: HashMap<String, Position> = messages
             .iter()
-            .copied()
-            .filter(|message| !positions.contains_key(&message.message_id) && seen.insert(&message.message_id))
+            .zip(&reservation.positions)
+            .map(|(message, position)| (message.message_id.clone(), position.clone()))
             .collect();
-        if !fresh.is_empty() {
-            let first = self.reserve_offsets(channel, fresh.len() as u64, now).await?;
-            let block: Vec<(&MessageRecord, Position)> = fresh
-                .iter()
-                .enumerate()
-                .map(|(index, message)| {
-                    (
-                        *message,
-                        Position::new(first.epoch.clone(), first.offset + index as u64),
-                    )
-                })
-                .collect();
-            let expires_at = now + history_ttl_seconds as i64;
-            let entries = block
-                .iter()
-                .map(|(message, position)| self.history_entry(channel, message, position, expires_at))
-                .collect::<Result<Vec<_>, Error>>()?;
-            let claims = block
-                .iter()
-                .map(|(message, position)| self.claim_position(message, position.clone(), now));
-            let (written, claimed) = futures::join!(self.write_entries(entries), futures::future::try_join_all(claims));
-            written?;
-            for ((message, _), position) in block.iter().zip(claimed?) {
-                positions.insert(message.message_id.clone(), position);
-            }
-        }
-        messages
+        let entries = reservation
+            .taken
             .iter()
-            .map(|message| {
-                positions
-                    .get(&message.message_id)
-                    .cloned()
-                    .ok_or_else(|| Error::DynamoDb {
-                        operation: "UpdateItem",
-                        table: self.history_table.clone(),
-                        message: format!("no position was assigned to message {}", message.message_id),
-                    })
-            })
-            .collect()
+            .map(|index| self.history_entry(channel, messages[*index], &reservation.positions[*index], expires_at))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let claims = reservation
+            .taken
+            .iter()
+            .map(|index| self.claim_position(messages[*index], reservation.positions[*index].clone(), now));
+        let earlier: Vec<(&MessageRecord, &Position)> = reservation
+            .claimed_before
+            .iter()
+            .map(|index| (messages[*index], &reservation.positions[*index]))
+            .collect();
+        let (written, claimed, repaired) = futures::join!(
+            self.write_entries(entries),
+            futures::future::try_join_all(claims),
+            self.repair_entries(channel, &earlier, expires_at)
+        );
+        written?;
+        repaired?;
+        for (index, position) in reservation.taken.iter().zip(claimed?) {
+            by_id.insert(messages[*index].message_id.clone(), position);
+        }
+        self.positions_in_order(channel, messages, &by_id)
+    }
+
+    async fn epoch_started_at(&self, channel: &str, now: i64) -> Result<Option<i64>, Error> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.history_table)
+            .set_key(Some(Self::history_key(channel, HEAD)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| Error::dynamodb("GetItem", &self.history_table, error))?;
+        Ok(output
+            .item
+            .filter(|item| is_live(item, now))
+            .and_then(|item| read_number(&item, EPOCH_STARTED_AT)))
     }
 
     async fn channel_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {

@@ -67,10 +67,13 @@ impl DynamoStore {
         limit: i32,
     ) -> Result<TargetPage, Error> {
         let shards = from.unwrap_or_else(|| (0..SUBSCRIPTION_SHARDS).map(|shard| (shard, None)).collect());
-        let share = (limit.max(1) as usize).div_ceil(shards.len().max(1)) as i32;
-        let pages = shards
-            .into_iter()
-            .map(|(shard, start)| async move { self.query_shard(channel, shard, start, share).await });
+        // `limit` split over the shards, the first ones one more, none below 1.
+        let count = shards.len().max(1);
+        let limit = (limit.max(1) as usize).max(count);
+        let pages = shards.into_iter().enumerate().map(|(index, (shard, start))| {
+            let share = (limit / count + usize::from(index < limit % count)) as i32;
+            async move { self.query_shard(channel, shard, start, share).await }
+        });
         let mut targets = Vec::new();
         let mut next = Vec::new();
         for (shard, items, last) in futures::future::try_join_all(pages).await? {

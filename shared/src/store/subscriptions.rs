@@ -47,13 +47,6 @@ impl TargetCursor {
             TargetCursor::Shards(_) => None,
         }
     }
-
-    fn into_shards(self) -> Option<ShardCursors> {
-        match self {
-            TargetCursor::Shards(shards) => Some(shards),
-            TargetCursor::After(_) => None,
-        }
-    }
 }
 
 /// One page of a listing.
@@ -406,9 +399,13 @@ impl SubscriptionStore for DynamoStore {
                 (&self.connections_table, page.items, page.last_evaluated_key)
             }
             Audience::Channel(channel) => {
-                return self
-                    .list_channel_page(channel, from.and_then(TargetCursor::into_shards), limit)
-                    .await
+                let from = match from {
+                    None => None,
+                    Some(TargetCursor::Shards(shards)) => Some(shards),
+                    // Restarting would list the channel again from its start.
+                    Some(TargetCursor::After(_)) => return Err(Error::CursorMismatch),
+                };
+                return self.list_channel_page(channel, from, limit).await;
             }
             Audience::Everyone => return self.scan_everyone_page(from, limit).await,
         };

@@ -173,9 +173,14 @@ async fn run(args: Args) -> Result<(), GatewayError> {
         stage: args.stage.clone(),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         max_connection_duration: Duration::from_secs(args.max_duration_secs),
+        // A burst under one request (or not a number) would refuse every request.
         management_quota: (args.management_quota_per_second > 0.0).then_some(airwave_local::Quota {
             per_second: args.management_quota_per_second,
-            burst: args.management_quota_burst,
+            burst: if args.management_quota_burst >= 1.0 {
+                args.management_quota_burst
+            } else {
+                1.0
+            },
         }),
         ..GatewayOptions::default()
     };

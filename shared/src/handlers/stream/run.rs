@@ -15,6 +15,7 @@ use crate::history::ChannelHistory;
 use crate::message::{Audience, MessageRecord};
 use crate::store::{ConnectionStore, MessageStore, SubscriptionStore, TargetPage, FIRST_TARGET_PAGE_SIZE};
 use crate::telemetry::metric;
+use crate::Error;
 
 /// A decoded message waiting in its run, with what a poison report of it needs.
 pub(super) struct Pending {
@@ -93,18 +94,12 @@ where
             .and_then(Audience::channel)
             .filter(|_| self.history.enabled())
             .map(str::to_owned);
-        let (frames, first_page, claimed) = match channel {
+        let (frames, first_page, positioned) = match channel {
             Some(channel) => {
-                let (positions, first_page) = futures::join!(
-                    self.assign_run_positions(&channel, &mut run, sent),
-                    self.store
-                        .list_targets_page(Audience::Channel(&channel), None, FIRST_TARGET_PAGE_SIZE)
-                );
-                let positions = positions.map_err(|()| run.first_sequence_number.clone())?;
-                let first_page = first_page.map_err(|error| {
-                    tracing::error!(error = %error, "the broadcast's targets could not be listed; its records will be retried");
-                    run.first_sequence_number.clone()
-                })?;
+                let (positions, first_page) = self
+                    .assign_run_positions(&channel, &mut run, sent)
+                    .await
+                    .map_err(|()| run.first_sequence_number.clone())?;
                 let frames = run
                     .messages
                     .iter()
@@ -123,27 +118,50 @@ where
             return Ok(());
         }
         self.broadcast_run(&run, frames, first_page, sent).await?;
-        if !claimed {
+        if !positioned {
             apply_retention(self.store, &run).await;
         }
         Ok(())
     }
 
-    /// Positions for every message of a channel run, in order. A run DynamoDB
-    /// refuses for good is tried message by message, so only the messages at
-    /// fault are reported (and left out of the run); `Err` when the run must
-    /// be retried.
-    async fn assign_run_positions(&self, channel: &str, run: &mut Run, sent: &mut Sent) -> Result<Vec<Position>, ()> {
+    /// Positions for every message of a channel run, in order, and the first
+    /// page of its subscribers. The page is read after the head has moved
+    /// (while the entries and claims are written): a subscribe that wrote
+    /// its subscription before the head moved is then on it, and one that
+    /// read the head before it moved was answered a position before this
+    /// run, so either way it gets the run's messages. A run DynamoDB refuses
+    /// for good is tried message by message, so only the messages at fault
+    /// are reported (and left out of the run); `Err` when the run must be
+    /// retried.
+    async fn assign_run_positions(
+        &self,
+        channel: &str,
+        run: &mut Run,
+        sent: &mut Sent,
+    ) -> Result<(Vec<Position>, TargetPage), ()> {
         let now = crate::time::epoch_seconds_now();
         let ttl = self.history.ttl_seconds;
+        let first_page = || async {
+            self.store
+                .list_targets_page(Audience::Channel(channel), None, FIRST_TARGET_PAGE_SIZE)
+                .await
+                .map_err(|error| {
+                    tracing::error!(error = %error, "the broadcast's targets could not be listed; its records will be retried");
+                })
+        };
         let records: Vec<&MessageRecord> = run.messages.iter().map(|pending| &pending.record).collect();
-        let error = match self.store.assign_positions(channel, &records, ttl, now).await {
-            Ok(positions) => {
+        let assigned = async {
+            let reservation = self.store.reserve_positions(channel, &records, now).await?;
+            let (recorded, page) = futures::join!(
+                self.store.record_positions(channel, &records, reservation, ttl, now),
+                first_page()
+            );
+            Ok::<_, Error>((recorded?, page))
+        };
+        let error = match assigned.await {
+            Ok((positions, page)) => {
                 metrics::counter!(metric::POSITIONS_ASSIGNED).increment(positions.len() as u64);
-                // Their claims gave the items without an expiry the retention.
-                let without_expiry = records.iter().filter(|record| record.expires_at.is_none()).count();
-                metrics::counter!(metric::MESSAGES_RETENTION_APPLIED).increment(without_expiry as u64);
-                return Ok(positions);
+                return Ok((positions, page?));
             }
             Err(error) => error,
         };
@@ -183,7 +201,7 @@ where
             }
         }
         run.messages = kept;
-        Ok(positions)
+        Ok((positions, first_page().await?))
     }
 
     async fn broadcast_run(
