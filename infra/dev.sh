@@ -93,7 +93,7 @@ pids+=("$moto_pid")
 wait_for_port "$dynamodb_port" "$moto_pid" "moto_server" moto-dev.log
 
 # Built up front so the first connection does not wait for a compile.
-cargo build --quiet --package airwave-gateway --package airwave-client \
+cargo build --quiet --package airwave-gateway --package airwave-cli \
     --package connect --package disconnect --package message --package stream-processor --package reaper
 gateway="$root/target/debug/airwave-gateway"
 

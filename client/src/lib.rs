@@ -30,7 +30,6 @@
 //! ```
 
 pub mod backoff;
-pub mod bench;
 pub mod client;
 pub mod dedup;
 pub mod error;

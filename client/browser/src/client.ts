@@ -1,49 +1,27 @@
-import { backoffDelay, CircuitBreaker, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
+// The client: one socket at a time and what happens to it (opening, losing,
+// replacing it), the frames it carries, and the public API over both.
+import { backoffDelay, CircuitBreaker } from "./backoff.js";
+import { Channels } from "./channels.js";
 import { closingAction, endsConnection } from "./closing.js";
 import { AirwaveError } from "./errors.js";
+import { handshake } from "./handshake.js";
+import { KeepAlive } from "./keepalive.js";
 import { defaultLifecycle } from "./lifecycle.js";
-import { ChannelOrder, type RecoveryReason } from "./ordering.js";
+import { toChannelMessage } from "./message.js";
+import { resolveOptions, type ResolvedOptions } from "./options.js";
 import {
   isMessageFrame,
-  isPosition,
   parseFrame,
   type ClientRequest,
   type ErrorCode,
-  type MessageFrame,
   type ReplyFor,
   type ReplyFrame,
   type Stats,
-  type SubscribedFrame,
 } from "./protocol.js";
 import { RecentIds } from "./recent.js";
 import { PendingRequests } from "./requests.js";
-import type {
-  AirwaveOptions,
-  ChannelMessage,
-  ClientEvents,
-  ClientStats,
-  ClosingEvent,
-  ConnectionState,
-  Lifecycle,
-  MessageHandler,
-  RecoveryEvent,
-  SocketConstructor,
-  SocketLike,
-  Timers,
-  Unsubscribe,
-} from "./types.js";
-
-/** One subscribed channel: its handlers, its ordering, and its standing with the server. */
-interface Subscription {
-  handlers: Set<MessageHandler>;
-  order: ChannelOrder;
-  unsubscribeTimer: unknown;
-  ready: Promise<void>;
-  settleReady: (error?: AirwaveError) => void;
-  confirmed: boolean;
-  /** Confirmed on the current socket. */
-  live: boolean;
-}
+import type { AirwaveOptions, ClientEvents, ClientStats, ClosingEvent, ConnectionState } from "./types.js";
+import type { Lifecycle, MessageHandler, SocketConstructor, SocketLike, Timers, Unsubscribe } from "./types.js";
 
 const OPEN = 1;
 
@@ -53,9 +31,7 @@ const OPEN = 1;
  * delivering each channel's messages once and in position order.
  */
 export class AirwaveClient {
-  private readonly options: Required<
-    Omit<AirwaveOptions, "getToken" | "backoff" | "WebSocket" | "lifecycle" | "debug" | "pingIntervalMs">
-  > & { backoff: BackoffOptions };
+  private readonly options: ResolvedOptions;
   private readonly WebSocketImpl: SocketConstructor;
   private readonly timers: Timers;
   private readonly now: () => number;
@@ -66,6 +42,8 @@ export class AirwaveClient {
   private readonly breaker: CircuitBreaker;
   private readonly recent: RecentIds;
   private readonly requests: PendingRequests;
+  private readonly keepAlive: KeepAlive;
+  private readonly channels: Channels;
 
   private current: ConnectionState = "closed";
   private socket: SocketLike | null = null;
@@ -78,15 +56,10 @@ export class AirwaveClient {
   private retryTimer: unknown = null;
   private connectTimer: unknown = null;
   private healthyTimer: unknown = null;
-  /** Fires after `keepAliveAfterMs` without a frame sent on the open socket. */
-  private keepAliveTimer: unknown = null;
-  private keepAliveDueAt = 0;
-  private hiddenAt: number | null = null;
   private waitingForOnline = false;
   private stopListening: (() => void) | null = null;
   private openWaiters: { resolve: () => void; reject: (error: AirwaveError) => void }[] = [];
 
-  private readonly channels = new Map<string, Subscription>();
   private readonly listeners: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = {
     state: new Set(),
     recovery: new Set(),
@@ -106,28 +79,7 @@ export class AirwaveClient {
   };
 
   constructor(options: AirwaveOptions) {
-    this.options = {
-      url: options.url,
-      tokenIn: options.tokenIn ?? "subprotocol",
-      backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
-      breakerThreshold: options.breakerThreshold ?? 20,
-      breakerWindowMs: options.breakerWindowMs ?? 60_000,
-      healthyAfterMs: options.healthyAfterMs ?? 5_000,
-      connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
-      keepAliveAfterMs: options.keepAliveAfterMs ?? options.pingIntervalMs ?? 540_000,
-      pongTimeoutMs: options.pongTimeoutMs ?? 10_000,
-      requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-      maxQueued: options.maxQueued ?? 100,
-      gapTimeoutMs: options.gapTimeoutMs ?? 2_000,
-      dedupeCapacity: options.dedupeCapacity ?? 1_000,
-      wakeCheckAfterMs: options.wakeCheckAfterMs ?? 30_000,
-      timers: options.timers ?? {
-        setTimeout: (callback, ms) => globalThis.setTimeout(callback, ms),
-        clearTimeout: (handle) => globalThis.clearTimeout(handle as Parameters<typeof globalThis.clearTimeout>[0]),
-      },
-      now: options.now ?? (() => Date.now()),
-      random: options.random ?? Math.random,
-    };
+    this.options = resolveOptions(options);
     const ctor = options.WebSocket ?? (globalThis as { WebSocket?: SocketConstructor }).WebSocket;
     if (!ctor) throw new AirwaveError("not_connected", "no WebSocket implementation: pass options.WebSocket");
     this.WebSocketImpl = ctor;
@@ -143,7 +95,25 @@ export class AirwaveClient {
       this.timers,
       this.options.maxQueued,
       (message) => this.debug(message),
-      () => this.restartKeepAlive(),
+      () => this.keepAlive.restart(),
+    );
+    this.keepAlive = new KeepAlive(
+      this.options,
+      (message) => this.debug(message),
+      () => this.checkNow(),
+    );
+    this.channels = new Channels(
+      {
+        isOpen: () => this.current === "open",
+        request: (request) => this.sendRequest(request, this.options.requestTimeoutMs, true),
+        emitError: (error) => this.emitError(error),
+        recovery: (event) => {
+          for (const listener of this.listeners.recovery) listener(event);
+        },
+        debug: (message) => this.debug(message),
+      },
+      { recent: this.recent, timers: this.timers, gapTimeoutMs: this.options.gapTimeoutMs },
+      this.counters,
     );
   }
 
@@ -183,32 +153,12 @@ export class AirwaveClient {
 
   /** Subscribes `handler` to `channel`; returns the function that unsubscribes it. */
   subscribe<T = unknown>(channel: string, handler: MessageHandler<T>): Unsubscribe {
-    let state = this.channels.get(channel);
-    if (!state) {
-      state = this.createSubscription(channel);
-      this.channels.set(channel, state);
-      if (this.current === "open") this.sendSubscribe(channel, state, "reconnect");
-    } else if (state.unsubscribeTimer !== null) {
-      // Unsubscribed and subscribed again in one go (React StrictMode): keep the subscription.
-      this.timers.clearTimeout(state.unsubscribeTimer);
-      state.unsubscribeTimer = null;
-      // A socket that opened meanwhile skipped this channel as leaving: subscribe on it now.
-      if (this.current === "open" && !state.live && !state.order.subscribing) {
-        this.sendSubscribe(channel, state, "reconnect");
-      }
-    }
-    const entry = handler as MessageHandler;
-    state.handlers.add(entry);
-    const current = state;
-    const unsubscribe = () => this.removeHandler(channel, current, entry);
-    return Object.assign(unsubscribe, { ready: current.ready });
+    return this.channels.subscribe(channel, handler);
   }
 
   /** Drops every handler of `channel` and leaves it. */
   unsubscribe(channel: string): void {
-    const state = this.channels.get(channel);
-    if (!state) return;
-    for (const handler of [...state.handlers]) this.removeHandler(channel, state, handler);
+    this.channels.unsubscribe(channel);
   }
 
   /** Publishes `data` to `channel` (null: every connection); resolves to the message id. */
@@ -238,10 +188,7 @@ export class AirwaveClient {
 
   /** The client's own counters. */
   stats(): ClientStats {
-    const channels: ClientStats["channels"] = {};
-    for (const [name, state] of this.channels) {
-      channels[name] = { position: state.order.last, buffered: state.order.buffered, subscribed: state.live };
-    }
+    const channels = this.channels.stats();
     return {
       state: this.current,
       attempt: this.attempt,
@@ -303,15 +250,7 @@ export class AirwaveClient {
     if (generation !== this.generation || this.stopped) return;
     // Never two sockets: whatever was there is closed before the new one opens.
     this.dropSocket(1000, "replaced");
-    let url = this.options.url;
-    const protocols = ["airwave"];
-    if (token) {
-      if (this.options.tokenIn === "query") {
-        url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
-      } else {
-        protocols.push(token);
-      }
-    }
+    const { url, protocols } = handshake(this.options.url, token, this.options.tokenIn);
     let socket: SocketLike;
     try {
       socket = new this.WebSocketImpl(url, protocols);
@@ -358,10 +297,8 @@ export class AirwaveClient {
       this.healthyTimer = null;
       if (generation === this.generation) this.markHealthy();
     }, this.options.healthyAfterMs);
-    this.restartKeepAlive();
-    for (const [channel, state] of this.channels) {
-      if (state.unsubscribeTimer === null) this.sendSubscribe(channel, state, "reconnect");
-    }
+    this.keepAlive.restart();
+    this.channels.resubscribe();
     if (this.socket) this.requests.sendQueued(this.socket);
     const waiters = this.openWaiters;
     this.openWaiters = [];
@@ -437,10 +374,7 @@ export class AirwaveClient {
     this.clearConnectionTimers();
     this.dropSocket(code, reason);
     this.requests.failSent(error);
-    for (const state of this.channels.values()) {
-      state.live = false;
-      state.order.disconnected();
-    }
+    this.channels.disconnected();
   }
 
   private dropSocket(code: number, reason: string): void {
@@ -459,10 +393,11 @@ export class AirwaveClient {
   }
 
   private clearConnectionTimers(): void {
-    for (const timer of [this.retryTimer, this.connectTimer, this.healthyTimer, this.keepAliveTimer]) {
+    for (const timer of [this.retryTimer, this.connectTimer, this.healthyTimer]) {
       if (timer !== null) this.timers.clearTimeout(timer);
     }
-    this.retryTimer = this.connectTimer = this.healthyTimer = this.keepAliveTimer = null;
+    this.retryTimer = this.connectTimer = this.healthyTimer = null;
+    this.keepAlive.stop();
     this.waitingForOnline = false;
   }
 
@@ -486,27 +421,6 @@ export class AirwaveClient {
 
   // --- heartbeat and page lifecycle --------------------------------------
 
-  /**
-   * Restarts the quiet period after which a keep-alive ping goes: called on
-   * the socket's opening and after every frame the client sends on it. API
-   * Gateway closes a connection idle for 10 minutes, and any frame resets
-   * that. Only frames the client sends count here, not those it receives:
-   * whether server-to-client frames reset API Gateway's idle timer is not
-   * documented. The 9-minute default leaves a minute for hidden tabs, whose
-   * timers browsers throttle (Chrome: to once a minute), so a late keep-alive
-   * still goes out within the 10 minutes.
-   */
-  private restartKeepAlive(): void {
-    if (this.keepAliveTimer !== null) this.timers.clearTimeout(this.keepAliveTimer);
-    this.keepAliveDueAt = this.now() + this.options.keepAliveAfterMs;
-    this.keepAliveTimer = this.timers.setTimeout(() => {
-      this.keepAliveTimer = null;
-      // Timers stop while a machine sleeps; a wall clock far past the due time says it did.
-      if (this.now() - this.keepAliveDueAt > this.options.keepAliveAfterMs) this.debug("woke from a long sleep");
-      this.checkNow();
-    }, this.options.keepAliveAfterMs);
-  }
-
   /** Pings now (the ping restarts the quiet period); a ping that gets no pong in time replaces the socket. */
   private checkNow(): void {
     if (this.current === "open" && this.socket) {
@@ -524,7 +438,7 @@ export class AirwaveClient {
         },
       );
       // A joined ping sent nothing, so nothing restarted the quiet period: keep it running.
-      if (this.keepAliveTimer === null && this.current === "open") this.restartKeepAlive();
+      if (!this.keepAlive.running && this.current === "open") this.keepAlive.restart();
     } else if (this.current === "reconnecting" && (this.retryTimer !== null || this.waitingForOnline)) {
       // Waiting out a backoff delay: try now instead.
       if (this.retryTimer !== null) this.timers.clearTimeout(this.retryTimer);
@@ -551,19 +465,7 @@ export class AirwaveClient {
 
   private onVisibility(): void {
     if (!this.lifecycle) return;
-    if (this.lifecycle.isHidden()) {
-      // The keep-alive goes on while hidden (its timer runs, if throttled):
-      // pausing it would let API Gateway's 10-minute idle timeout close a
-      // quiet socket.
-      this.hiddenAt = this.now();
-      return;
-    }
-    const hiddenFor = this.hiddenAt === null ? 0 : this.now() - this.hiddenAt;
-    this.hiddenAt = null;
-    // Hidden long, or a keep-alive overdue (the wall clock jumped: the machine slept): the socket may be stale.
-    if (hiddenFor >= this.options.wakeCheckAfterMs || this.now() > this.keepAliveDueAt + this.options.pongTimeoutMs) {
-      this.checkNow();
-    }
+    this.keepAlive.visibilityChanged(this.lifecycle.isHidden());
   }
 
   // --- requests -----------------------------------------------------------
@@ -656,91 +558,7 @@ export class AirwaveClient {
     if (!answered) this.debug("a reply no request waits for", reply);
   }
 
-  // --- channels -----------------------------------------------------------
-
-  private createSubscription(channel: string): Subscription {
-    let settle: (error?: AirwaveError) => void = () => {};
-    const ready = new Promise<void>((resolve, reject) => {
-      settle = (error) => (error ? reject(error) : resolve());
-    });
-    // A caller that ignores `ready` must not see an unhandled rejection.
-    ready.catch(() => {});
-    const handlers = new Set<MessageHandler>();
-    const subscription: Subscription = {
-      handlers,
-      order: new ChannelOrder(
-        { recent: this.recent, timers: this.timers, gapTimeoutMs: this.options.gapTimeoutMs },
-        {
-          deliver: (message) => this.deliver(channel, handlers, message),
-          duplicate: () => {
-            this.counters.duplicatesDropped += 1;
-          },
-          recovery: (recovered, reason) => this.reportRecovery(channel, recovered, reason),
-          gap: () => this.onGap(channel, subscription),
-        },
-      ),
-      unsubscribeTimer: null,
-      ready,
-      settleReady: settle,
-      confirmed: false,
-      live: false,
-    };
-    return subscription;
-  }
-
-  private removeHandler(channel: string, state: Subscription, handler: MessageHandler): void {
-    if (!state.handlers.delete(handler) || state.handlers.size > 0) return;
-    if (state.unsubscribeTimer !== null) return;
-    // Deferred one tick: a subscribe right after (a React remount) cancels it, so the server sees nothing.
-    state.unsubscribeTimer = this.timers.setTimeout(() => {
-      state.unsubscribeTimer = null;
-      if (this.channels.get(channel) !== state || state.handlers.size > 0) return;
-      state.order.dispose();
-      this.channels.delete(channel);
-      state.settleReady(new AirwaveError("closed", "unsubscribed"));
-      if (this.current === "open") {
-        this.sendRequest({ action: "unsubscribe", channel }, this.options.requestTimeoutMs, true).catch(() => {});
-      }
-    }, 0);
-  }
-
-  private sendSubscribe(channel: string, state: Subscription, reason: RecoveryReason): void {
-    const since = state.order.subscribe();
-    this.counters.subscribeRequests += 1;
-    const request: ClientRequest = since ? { action: "subscribe", channel, since } : { action: "subscribe", channel };
-    this.sendRequest(request, this.options.requestTimeoutMs, true).then(
-      (reply) => {
-        if (this.channels.get(channel) !== state) return;
-        state.live = true;
-        state.order.subscribed(reply as SubscribedFrame, since, reason);
-        if (!state.confirmed) {
-          state.confirmed = true;
-          state.settleReady();
-        }
-      },
-      (error: AirwaveError) => {
-        if (this.channels.get(channel) !== state) return;
-        state.order.subscribeFailed();
-        if (error.code === "disconnected") return; // resubscribed after the reconnect
-        this.emitError(new AirwaveError(error.code, `subscribe to ${channel}: ${error.message}`, error.requestId));
-        if (!state.confirmed) state.settleReady(error);
-      },
-    );
-  }
-
-  /** A gap stayed open: re-fetch it now, unless the resubscribe after a reconnect will. */
-  private onGap(channel: string, state: Subscription): void {
-    if (this.channels.get(channel) !== state || this.current !== "open") return;
-    this.counters.gapsRefetched += 1;
-    this.debug(`gap on ${channel} after ${state.order.last?.offset}; re-fetching`);
-    this.sendSubscribe(channel, state, "gap");
-  }
-
-  private reportRecovery(channel: string, recovered: boolean, reason: RecoveryEvent["reason"]): void {
-    if (!recovered) this.counters.recoveryFailures += 1;
-    const event: RecoveryEvent = { channel, recovered, reason };
-    for (const listener of this.listeners.recovery) listener(event);
-  }
+  // --- messages -----------------------------------------------------------
 
   private onMessage(raw: unknown): void {
     if (!isMessageFrame(raw)) {
@@ -760,35 +578,6 @@ export class AirwaveClient {
       for (const listener of toUser ? this.listeners.user : this.listeners.broadcast) listener(message);
       return;
     }
-    const state = this.channels.get(channel);
-    if (!state) {
-      this.debug(`a message for ${channel}, which has no subscriber`);
-      return;
-    }
-    state.order.receive(raw);
+    this.channels.receive(channel, raw);
   }
-
-  private deliver(channel: string, handlers: Set<MessageHandler>, message: MessageFrame): void {
-    const delivered = toChannelMessage(message, channel);
-    for (const handler of [...handlers]) {
-      try {
-        handler(delivered.data, delivered);
-      } catch (error) {
-        // One failing handler must not stop delivery to the others.
-        this.emitError(new AirwaveError("handler_failed", `a handler of ${channel} threw: ${String(error)}`));
-      }
-    }
-  }
-}
-
-/** The application's view of a message frame; only a channel message has a position. */
-function toChannelMessage(frame: MessageFrame, channel: string | null): ChannelMessage {
-  return {
-    id: frame.id,
-    channel,
-    data: frame.data ?? null,
-    position: channel !== null && isPosition(frame.position) ? frame.position : null,
-    publisher: typeof frame.publisher === "string" ? frame.publisher : null,
-    toUser: typeof frame.to_user === "string" ? frame.to_user : null,
-  };
 }

@@ -46,7 +46,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = airwave_client::bench::raise_open_files_limit() {
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("airwave-soak: could not raise the open files limit: {error}");
     }
     eprintln!(

@@ -1,11 +1,13 @@
 //! The `airwave` binary and the benchmark against the test server.
 
+// The library's test server: one stand-in for both crates' tests.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::process::Output;
 use std::time::Duration;
 
-use airwave_client::bench::{self, BenchConfig};
+use airwave_cli::bench::{self, BenchConfig};
 use serde_json::{json, Value};
 use support::{within, Handshake, TestServer};
 

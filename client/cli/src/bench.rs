@@ -12,8 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::client::{Client, ClientConfig, Event};
-use crate::error::Error;
+use airwave_client::{Client, ClientConfig, Error, Event};
 
 const PROGRESS_TEMPLATE: &str = "{spinner} connecting {pos}/{len} [{bar:40}] {per_sec} {eta}";
 

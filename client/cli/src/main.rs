@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use airwave_client::bench::{self, BenchConfig};
+use airwave_cli::bench::{self, BenchConfig};
 use airwave_client::{Backoff, Client, ClientConfig, Error, ErrorCode, Event, Reply, Request};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -122,6 +122,7 @@ async fn main() -> ExitCode {
             Targets::new()
                 .with_default(LevelFilter::WARN)
                 .with_target("airwave", LevelFilter::INFO)
+                .with_target("airwave_cli", LevelFilter::INFO)
                 .with_target("airwave_client", LevelFilter::INFO)
         });
     tracing_subscriber::fmt()

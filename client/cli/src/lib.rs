@@ -1,0 +1,3 @@
+//! What the `airwave` command runs beyond a single request: the fan-out benchmark.
+
+pub mod bench;
