@@ -99,6 +99,39 @@ pub struct Reservation {
     pub claimed_before: Vec<usize>,
 }
 
+/// Each message id of a run once, with the index of its first message, in
+/// the run's order: an id twice in a run (deleted and written again within
+/// one batch) gets one position.
+pub(crate) fn first_of_each_id<'a>(messages: &[&'a MessageRecord]) -> Vec<(&'a str, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    messages
+        .iter()
+        .enumerate()
+        .filter(|(_, message)| seen.insert(message.message_id.as_str()))
+        .map(|(index, message)| (message.message_id.as_str(), index))
+        .collect()
+}
+
+/// Each message's position, in the run's order, from the positions by id.
+pub(crate) fn positions_in_order(
+    channel: &str,
+    messages: &[&MessageRecord],
+    by_id: &std::collections::HashMap<String, Position>,
+) -> Result<Vec<Position>, Error> {
+    messages
+        .iter()
+        .map(|message| {
+            by_id
+                .get(&message.message_id)
+                .cloned()
+                .ok_or_else(|| Error::PositionMissing {
+                    channel: channel.to_owned(),
+                    message_id: message.message_id.clone(),
+                })
+        })
+        .collect()
+}
+
 pub trait ChannelHistory: Send + Sync {
     /// Takes the positions of consecutive `messages` of `channel`: the ones
     /// they already have (a retried record keeps its position), and for the
