@@ -23,6 +23,7 @@ use airwave_protocol::{MessageFrame, Position};
 
 use crate::config::HistorySettings;
 use crate::message::MessageRecord;
+use crate::time::Clocked;
 use crate::Error;
 
 /// A head lives this long after its channel's last message (or its start).
@@ -223,7 +224,7 @@ pub trait ChannelHistory: Send + Sync {
 }
 
 /// Answers a subscribe that carried `since`, within `max_bytes` of frames.
-pub async fn recover<H: ChannelHistory>(
+pub async fn recover<H: ChannelHistory + Clocked>(
     history: &H,
     channel: &str,
     since: &Position,
@@ -262,7 +263,7 @@ pub async fn recover<H: ChannelHistory>(
         // A run that has just taken its offsets writes its entries a round
         // trip later: missing ones may be on their way.
         if attempt < RECOVERY_REREADS {
-            tokio::time::sleep(RECOVERY_REREAD_PAUSE).await;
+            history.clock().sleep(RECOVERY_REREAD_PAUSE).await;
         }
     }
     let missing = (to - from + 1) - entries.iter().filter(|entry| offset_of(entry) >= from).count() as u64;

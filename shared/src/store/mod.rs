@@ -35,6 +35,7 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
+use crate::time::{Clock, Clocked};
 use crate::{Config, Error};
 
 mod admission;
@@ -100,6 +101,8 @@ pub struct DynamoStore {
     admission_table: String,
     pub(crate) history_table: String,
     pub(crate) message_retention_seconds: i64,
+    /// The system's clock: what the handlers read the time from.
+    clock: Clock,
 }
 
 impl DynamoStore {
@@ -112,6 +115,7 @@ impl DynamoStore {
             admission_table: config.admission_table.clone(),
             history_table: config.history.table.clone(),
             message_retention_seconds: i64::try_from(config.message_retention_seconds).unwrap_or(i64::MAX),
+            clock: Clock::System,
         }
     }
 
@@ -133,6 +137,12 @@ impl DynamoStore {
             table: table.to_owned(),
             message: error.to_string(),
         }
+    }
+}
+
+impl Clocked for DynamoStore {
+    fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 
