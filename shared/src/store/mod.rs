@@ -9,7 +9,9 @@
 //! - [`AdmissionStore`]: the per-IP throttle and the caps on open connections.
 //! - [`MessageStore`]: the messages table the stream-processor is fed from.
 //!
-//! [`DynamoStore`] implements them all, one file per trait; this module holds
+//! [`DynamoStore`] implements them all, one file per trait; `MemoryStore`
+//! (in `memory/`, for tests: built for this crate's tests or with the
+//! `memory-store` feature) implements them over tables in memory. This module holds
 //! what they share (table names, keys, numbers, error codes) and `transaction`
 //! the retried transactions several of them write with.
 //!
@@ -42,6 +44,8 @@ mod admission;
 mod batch;
 mod connections;
 mod history;
+#[cfg(any(test, feature = "memory-store"))]
+mod memory;
 mod messages;
 mod shards;
 mod subscriptions;
@@ -49,6 +53,8 @@ mod transaction;
 
 pub use admission::AdmissionStore;
 pub use connections::{ConnectionStore, ExpiredRemoval};
+#[cfg(any(test, feature = "memory-store"))]
+pub use memory::MemoryStore;
 pub use messages::MessageStore;
 pub use shards::{channel_of_partition, subscription_partition, SUBSCRIPTION_SHARDS};
 pub use subscriptions::{
