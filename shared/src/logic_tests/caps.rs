@@ -55,7 +55,7 @@ async fn an_ip_cap_frees_the_slot_of_a_connection_past_its_ttl_with_its_subscrip
     assert_eq!(test.connect("first=", "198.51.100.30", None).await.0, 200);
     for channel in ["prices", "news"] {
         let reply = test
-            .send("first=", json!({"action": "subscribe", "channel": channel}))
+            .reply_to("first=", json!({"action": "subscribe", "channel": channel}))
             .await;
         assert_eq!(reply["type"], "subscribed", "{reply}");
     }

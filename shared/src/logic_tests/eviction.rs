@@ -24,7 +24,7 @@ async fn a_full_user_cap_evicts_the_oldest_connection_and_keeps_the_count_at_the
         test.advance(Duration::from_secs(1));
     }
     let reply = test
-        .send("oldest=", json!({"action": "subscribe", "channel": "chat"}))
+        .reply_to("oldest=", json!({"action": "subscribe", "channel": "chat"}))
         .await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
 

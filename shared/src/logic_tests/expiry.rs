@@ -22,7 +22,9 @@ async fn a_connection_past_its_ttl_is_unknown_to_every_request() {
     });
     assert_eq!(test.connect("c=", "198.51.100.80", None).await.0, 200);
     test.advance(Duration::from_secs(599));
-    let reply = test.send("c=", json!({"action": "subscribe", "channel": "news"})).await;
+    let reply = test
+        .reply_to("c=", json!({"action": "subscribe", "channel": "news"}))
+        .await;
     assert_eq!(reply["type"], "subscribed", "{reply}");
 
     test.advance(Duration::from_secs(1));
@@ -30,7 +32,7 @@ async fn a_connection_past_its_ttl_is_unknown_to_every_request() {
         json!({"action": "subscribe", "channel": "prices"}),
         json!({"action": "publish", "channel": "news", "data": 1}),
     ] {
-        let reply = test.send("c=", frame).await;
+        let reply = test.reply_to("c=", frame).await;
         assert_eq!(reply["code"], "unknown_connection", "{reply}");
     }
 }
@@ -46,7 +48,9 @@ async fn a_request_after_the_token_expired_is_refused_and_removes_the_connection
     assert_eq!(test.store.open_count("open#user#fay"), Some(1));
 
     test.advance(Duration::from_secs(300));
-    let reply = test.send("f=", json!({"action": "subscribe", "channel": "news"})).await;
+    let reply = test
+        .reply_to("f=", json!({"action": "subscribe", "channel": "news"}))
+        .await;
     assert_eq!(reply["code"], "token_expired", "{reply}");
     assert_eq!(test.store.get_connection("f=").await.unwrap(), None);
     assert_eq!(test.store.open_count("open#user#fay"), Some(0));
@@ -60,11 +64,11 @@ async fn the_sweep_removes_exactly_the_expired_connections_with_their_slots_and_
         config.connection_ttl_seconds = 600;
     });
     assert_eq!(test.connect("early=", "198.51.100.82", None).await.0, 200);
-    test.send("early=", json!({"action": "subscribe", "channel": "news"}))
+    test.reply_to("early=", json!({"action": "subscribe", "channel": "news"}))
         .await;
     test.advance(Duration::from_secs(300));
     assert_eq!(test.connect("late=", "198.51.100.83", None).await.0, 200);
-    test.send("late=", json!({"action": "subscribe", "channel": "news"}))
+    test.reply_to("late=", json!({"action": "subscribe", "channel": "news"}))
         .await;
 
     test.advance(Duration::from_secs(300));
@@ -142,7 +146,7 @@ async fn the_reaper_gives_back_the_slots_of_a_record_deleted_by_ttl_exactly_once
 async fn a_record_deleted_behind_airwaves_back_loses_its_leftover_subscriptions() {
     let test = Harness::new(|config| config.admission.attempts_per_ip = 0);
     assert_eq!(test.connect("orphan=", "198.51.100.85", None).await.0, 200);
-    test.send("orphan=", json!({"action": "subscribe", "channel": "news"}))
+    test.reply_to("orphan=", json!({"action": "subscribe", "channel": "news"}))
         .await;
     let record = test.store.delete_record_only("orphan=").unwrap();
     assert_eq!(test.store.subscription_items().len(), 1);

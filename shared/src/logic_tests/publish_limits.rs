@@ -28,9 +28,9 @@ async fn a_connection_gets_its_allowance_per_window_and_a_new_window_allows_agai
     });
     assert_eq!(test.connect("p=", "198.51.100.90", None).await.0, 200);
     let replies = [
-        test.send("p=", publish(1)).await,
-        test.send("p=", publish(2)).await,
-        test.send("p=", publish(3)).await,
+        test.reply_to("p=", publish(1)).await,
+        test.reply_to("p=", publish(2)).await,
+        test.reply_to("p=", publish(3)).await,
     ];
     assert_eq!(replies[0]["type"], "published", "{}", replies[0]);
     assert_eq!(replies[1]["type"], "published", "{}", replies[1]);
@@ -40,7 +40,7 @@ async fn a_connection_gets_its_allowance_per_window_and_a_new_window_allows_agai
     assert!(test.store.message(published).is_some());
 
     test.advance(Duration::from_secs(10));
-    assert_eq!(test.send("p=", publish(4)).await["type"], "published");
+    assert_eq!(test.reply_to("p=", publish(4)).await["type"], "published");
 }
 
 #[tokio::test]
@@ -60,13 +60,13 @@ async fn a_users_allowance_is_shared_by_all_of_its_connections() {
     for id in ["tab-1=", "tab-2="] {
         assert_eq!(test.connect(id, "198.51.100.91", Some(&token)).await.0, 200);
     }
-    let first = test.send("tab-1=", publish(1)).await;
+    let first = test.reply_to("tab-1=", publish(1)).await;
     assert_eq!(first["type"], "published", "{first}");
-    assert_eq!(test.send("tab-2=", publish(2)).await["type"], "published");
-    let refused = test.send("tab-2=", publish(3)).await;
+    assert_eq!(test.reply_to("tab-2=", publish(2)).await["type"], "published");
+    let refused = test.reply_to("tab-2=", publish(3)).await;
     assert_eq!(refused["code"], "rate_limited", "{refused}");
     // Another user has an allowance of its own.
     let other = publisher("hal");
     assert_eq!(test.connect("hal=", "198.51.100.91", Some(&other)).await.0, 200);
-    assert_eq!(test.send("hal=", publish(4)).await["type"], "published");
+    assert_eq!(test.reply_to("hal=", publish(4)).await["type"], "published");
 }

@@ -45,7 +45,7 @@ async fn feed_of(count: usize, ttl_seconds: u64) -> (Harness, String) {
 
 async fn subscribe_since(test: &Harness, epoch: &str, offset: u64) -> Value {
     let since = json!({"epoch": epoch, "offset": offset});
-    test.send(
+    test.reply_to(
         "reader=",
         json!({"action": "subscribe", "channel": "feed", "since": since}),
     )

@@ -128,7 +128,7 @@ impl Harness {
     }
 
     /// What `connection_id` sends on the `$default` route, and the reply it gets.
-    pub async fn send(&self, connection_id: &str, frame: Value) -> Value {
+    pub async fn reply_to(&self, connection_id: &str, frame: Value) -> Value {
         let request = json!({
             "requestContext": {
                 "routeKey": "$default",

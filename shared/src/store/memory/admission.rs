@@ -85,7 +85,7 @@ impl AdmissionStore for MemoryStore {
         for counter_key in record.held_slots() {
             tables.counter(counter_key).open_count -= 1;
         }
-        tables.delete_subscriptions_of(record);
+        tables.drop_subscriptions_of(record);
         Ok(true)
     }
 
@@ -153,7 +153,7 @@ impl Eviction for MemoryStore {
             }
         }
         tables.connections.remove(&old.connection_id);
-        tables.delete_subscriptions_of(&old);
+        tables.drop_subscriptions_of(&old);
         tables.connections.insert(record.connection_id.clone(), record.clone());
         Ok(EvictOutcome::Evicted(Box::new(old)))
     }

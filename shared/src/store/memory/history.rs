@@ -47,13 +47,13 @@ impl Entry {
 }
 
 impl Tables {
-    fn live_head(&self, channel: &str, now: i64) -> Option<&Head> {
+    fn head_if_live(&self, channel: &str, now: i64) -> Option<&Head> {
         self.heads.get(channel).filter(|head| head.expires_at > now)
     }
 
     /// Takes `count` offsets: the next ones of a live head, or the first of a
     /// new epoch. Answers the first position of the block.
-    fn reserve_offsets(&mut self, channel: &str, count: u64, now: i64) -> Position {
+    fn take_offsets(&mut self, channel: &str, count: u64, now: i64) -> Position {
         if let Some(head) = self.heads.get_mut(channel).filter(|head| head.expires_at > now) {
             head.offset += count;
             head.expires_at = now + HEAD_TTL_SECONDS;
@@ -102,7 +102,7 @@ impl ChannelHistory for MemoryStore {
             .map(|(_, index)| *index)
             .partition(|index| by_id.contains_key(&messages[*index].message_id));
         if !taken.is_empty() {
-            let first = tables.reserve_offsets(channel, taken.len() as u64, now);
+            let first = tables.take_offsets(channel, taken.len() as u64, now);
             for (block_index, index) in taken.iter().enumerate() {
                 by_id.insert(
                     messages[*index].message_id.clone(),
@@ -166,13 +166,13 @@ impl ChannelHistory for MemoryStore {
     }
 
     async fn epoch_started_at(&self, channel: &str, now: i64) -> Result<Option<i64>, Error> {
-        Ok(self.tables().live_head(channel, now).map(|head| head.started_at))
+        Ok(self.tables().head_if_live(channel, now).map(|head| head.started_at))
     }
 
     async fn channel_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
         Ok(self
             .tables()
-            .live_head(channel, now)
+            .head_if_live(channel, now)
             .map(|head| Position::new(head.epoch.clone(), head.offset)))
     }
 

@@ -168,7 +168,7 @@ impl Tables {
         self.counters.get(key).map_or(0, |counter| counter.open_count)
     }
 
-    fn delete_subscriptions_of(&mut self, record: &ConnectionRecord) {
+    fn drop_subscriptions_of(&mut self, record: &ConnectionRecord) {
         for channel in &record.channels {
             self.subscriptions
                 .remove(&(channel.clone(), record.connection_id.clone()));
@@ -182,7 +182,7 @@ impl Tables {
         for counter_key in record.held_slots() {
             self.counter(counter_key).open_count -= 1;
         }
-        self.delete_subscriptions_of(&record);
+        self.drop_subscriptions_of(&record);
         Some(record)
     }
 
