@@ -7,7 +7,7 @@ use std::time::Duration;
 use airwave_protocol::Position;
 use serde_json::json;
 
-use super::support::Harness;
+use super::support::{channel_message, Harness};
 use crate::history::{ChannelHistory, HEAD_TTL_SECONDS};
 use crate::message::MessageRecord;
 use crate::store::MessageStore;
@@ -16,15 +16,7 @@ const TTL: u64 = 3_600;
 
 /// A producer's message for `channel`, written to the messages table.
 async fn produce(test: &Harness, id: &str, channel: &str) -> MessageRecord {
-    let message = MessageRecord {
-        message_id: id.to_owned(),
-        channel: Some(channel.to_owned()),
-        payload: json!({"id": id}),
-        expires_at: None,
-        published_by: None,
-        published_by_user: None,
-        to_user: None,
-    };
+    let message = channel_message(id, channel, json!({"id": id}));
     test.store.put_message(&message).await.unwrap();
     message
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::support::Harness;
+use super::support::{channel_message, Harness};
 use crate::history::ChannelHistory;
 use crate::message::MessageRecord;
 use crate::store::MessageStore;
@@ -22,15 +22,7 @@ async fn feed_of(count: usize, ttl_seconds: u64) -> (Harness, String) {
     assert_eq!(test.connect("reader=", "198.51.100.95", None).await.0, 200);
     let mut messages = Vec::new();
     for n in 1..=count {
-        let message = MessageRecord {
-            message_id: format!("m{n}"),
-            channel: Some("feed".to_owned()),
-            payload: json!(n),
-            expires_at: None,
-            published_by: None,
-            published_by_user: None,
-            to_user: None,
-        };
+        let message = channel_message(&format!("m{n}"), "feed", json!(n));
         test.store.put_message(&message).await.unwrap();
         messages.push(message);
     }
@@ -92,11 +84,35 @@ async fn messages_past_the_history_ttl_cannot_be_recovered() {
 
 #[tokio::test]
 async fn an_offset_a_stopped_try_took_and_never_wrote_is_skipped() {
-    let (test, epoch) = feed_of(3, 3_600).await;
-    test.store.forget_history_entry("feed", 2);
-    // The entry the client saw last is still there: nothing after it expired,
-    // so the missing one was never written (after re-reads on the test's clock).
+    let (test, epoch) = feed_of(1, 3_600).await;
+    let (lost, third) = (
+        channel_message("lost", "feed", json!(2)),
+        channel_message("m3", "feed", json!(3)),
+    );
+    for item in [&lost, &third] {
+        test.store.put_message(item).await.unwrap();
+    }
+    // A try that took offset 2 and was stopped before writing anything.
+    let stopped = test
+        .store
+        .reserve_positions("feed", &[&lost], test.now())
+        .await
+        .unwrap();
+    assert_eq!(stopped.positions[0].offset, 2);
+    let position = test
+        .store
+        .assign_position("feed", &third, 3_600, test.now())
+        .await
+        .unwrap();
+    assert_eq!(position.offset, 3);
+
+    // The entry the client saw last is there (or, from the start, the epoch
+    // is younger than the history TTL): nothing expired, so the missing
+    // offset was never written, which the re-reads confirm on the test's clock.
     let reply = subscribe_since(&test, &epoch, 1).await;
     assert_eq!(reply["recovered"], true, "{reply}");
     assert_eq!(recovered_ids(&reply), ["m3"]);
+    let reply = subscribe_since(&test, "", 0).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(recovered_ids(&reply), ["m1", "m3"]);
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::auth::Authenticator;
 use crate::config::JwtSecret;
 use crate::handlers::{handle_connect, handle_disconnect, handle_message};
+use crate::message::MessageRecord;
 use crate::store::MemoryStore;
 use crate::time::{epoch_millis_now, ManualClock};
 use crate::Config;
@@ -156,6 +157,19 @@ impl Harness {
             .await
             .unwrap();
         targets.into_iter().map(|target| target.connection_id).collect()
+    }
+}
+
+/// A producer's message for `channel`, as it writes it to the messages table.
+pub fn channel_message(id: &str, channel: &str, payload: Value) -> MessageRecord {
+    MessageRecord {
+        message_id: id.to_owned(),
+        channel: Some(channel.to_owned()),
+        payload,
+        expires_at: None,
+        published_by: None,
+        published_by_user: None,
+        to_user: None,
     }
 }
 
