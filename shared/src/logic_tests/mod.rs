@@ -14,5 +14,6 @@ mod expiry;
 mod positions;
 mod publish_limits;
 mod recovery;
+mod stats;
 mod support;
 mod throttle;

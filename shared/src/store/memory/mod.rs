@@ -244,3 +244,37 @@ fn target_of(record: &ConnectionRecord) -> ConnectionTarget {
         expires_at: record.expires_at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Audience;
+    use crate::store::{ConnectionStore, SubscriptionStore};
+    use crate::time::ManualClock;
+
+    #[tokio::test]
+    async fn a_listing_in_pages_gives_every_target_once_in_order() {
+        let config = Config::from_lookup(|_| None).unwrap();
+        let store = MemoryStore::new(&config, ManualClock::at_epoch_seconds(1_000).clock());
+        for n in 0..5 {
+            let record: ConnectionRecord = serde_json::from_value(serde_json::json!({
+                "connection_id": format!("c{n}="), "source_ip": "198.51.100.1",
+                "connected_at_ms": 0, "expires_at": 2_000,
+            }))
+            .unwrap();
+            store.put_connection(&record).await.unwrap();
+        }
+        let mut listed = Vec::new();
+        let mut from = None;
+        loop {
+            let page = store.list_targets_page(Audience::Everyone, from, 2).await.unwrap();
+            assert!(page.targets.len() <= 2);
+            listed.extend(page.targets.into_iter().map(|target| target.connection_id));
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(listed, ["c0=", "c1=", "c2=", "c3=", "c4="]);
+    }
+}
