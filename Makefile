@@ -24,7 +24,7 @@ LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-e
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT) \
              AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: cost soak fuzz fuzz-check schema help tools test fmt-check clippy unit template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
+.PHONY: cost soak fuzz fuzz-check schema help tools test fmt-check clippy unit integration template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
 	rust-tools node-tools chromium deploy-check docs docs-check
 
 # What cannot go into .tools/ is checked where it is needed, with what to install.
@@ -33,7 +33,9 @@ require = @command -v $(1) >/dev/null 2>&1 || { echo "make: $(1) is required but
 
 help:
 	@echo "make dev    run the local stack (DynamoDB-compatible server, tables, functions)"
-	@echo "make test   the docs check, format check, clippy, template checks, every test against a local DynamoDB, the browser tests, fuzzing, the release and sam builds"
+	@echo "make test   the docs check, format check, clippy, template checks, the unit and integration tests, the browser tests, fuzzing, the release and sam builds"
+	@echo "make unit   the fast tests: every crate's own tests, the logic over an in-memory store (no server, no sleeping)"
+	@echo "make integration   the tests against a local DynamoDB (moto) and real sockets through the local gateway"
 	@echo "make docs   build the book (docs/) into docs/book/ with mdBook (installed into .tools/cargo when missing)"
 	@echo "make docs-check   links and anchors of the README and the book, make targets they name, the README's length"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
@@ -81,10 +83,21 @@ fmt-check: rust-tools
 clippy: rust-tools
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The function binaries first: a test starts each with its template environment.
-unit: $(TEST_TOOLS)
+# The fast tests: every crate's own tests (the logic over the in-memory store
+# and a manual clock among them: shared/src/logic_tests). No DynamoDB server,
+# no function binaries, no sleeping; a test that needs moto is not a --lib test.
+unit: rust-tools
+	cargo test --workspace --lib --locked
+
+# Everything else that `cargo test` runs: the tests against moto's server
+# (tests that need it read AIRWAVE_TEST_DYNAMODB_ENDPOINT, and fail without
+# it), through the local gateway over real sockets, and the binaries' own
+# tests; then the doc examples. The function binaries first: a test starts
+# each with its template environment.
+integration: $(TEST_TOOLS)
 	cargo build --workspace --bins --locked
-	infra/with-moto.sh cargo test --workspace --locked
+	infra/with-moto.sh cargo test --workspace --locked --bins --test '*'
+	cargo test --workspace --locked --doc
 
 # The cost model: every unit event measured on the local stack (optimized
 # build), scaled to a month of each reference workload and priced with
@@ -108,7 +121,7 @@ lint: $(DEPLOY_TOOLS)
 
 # Everything CI runs (.ci/run is only this), the docs check first (it takes a
 # second), the deploy path last.
-test: docs-check fmt-check clippy lint template-check unit browser-test fuzz-check deploy-check
+test: docs-check fmt-check clippy lint template-check unit integration browser-test fuzz-check deploy-check
 
 # The book (docs/, mdBook). Debian has no mdbook package, so `cargo install`
 # builds it once into .tools/cargo (pinned, --locked; without the serve and watch

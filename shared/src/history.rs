@@ -23,6 +23,7 @@ use airwave_protocol::{MessageFrame, Position};
 
 use crate::config::HistorySettings;
 use crate::message::MessageRecord;
+use crate::time::Clocked;
 use crate::Error;
 
 /// A head lives this long after its channel's last message (or its start).
@@ -97,6 +98,39 @@ pub struct Reservation {
     pub positions: Vec<Position>,
     pub taken: Vec<usize>,
     pub claimed_before: Vec<usize>,
+}
+
+/// Each message id of a run once, with the index of its first message, in
+/// the run's order: an id twice in a run (deleted and written again within
+/// one batch) gets one position.
+pub(crate) fn first_of_each_id<'a>(messages: &[&'a MessageRecord]) -> Vec<(&'a str, usize)> {
+    let mut seen = std::collections::HashSet::new();
+    messages
+        .iter()
+        .enumerate()
+        .filter(|(_, message)| seen.insert(message.message_id.as_str()))
+        .map(|(index, message)| (message.message_id.as_str(), index))
+        .collect()
+}
+
+/// Each message's position, in the run's order, from the positions by id.
+pub(crate) fn positions_in_order(
+    channel: &str,
+    messages: &[&MessageRecord],
+    by_id: &std::collections::HashMap<String, Position>,
+) -> Result<Vec<Position>, Error> {
+    messages
+        .iter()
+        .map(|message| {
+            by_id
+                .get(&message.message_id)
+                .cloned()
+                .ok_or_else(|| Error::PositionMissing {
+                    channel: channel.to_owned(),
+                    message_id: message.message_id.clone(),
+                })
+        })
+        .collect()
 }
 
 pub trait ChannelHistory: Send + Sync {
@@ -190,7 +224,7 @@ pub trait ChannelHistory: Send + Sync {
 }
 
 /// Answers a subscribe that carried `since`, within `max_bytes` of frames.
-pub async fn recover<H: ChannelHistory>(
+pub async fn recover<H: ChannelHistory + Clocked>(
     history: &H,
     channel: &str,
     since: &Position,
@@ -229,7 +263,7 @@ pub async fn recover<H: ChannelHistory>(
         // A run that has just taken its offsets writes its entries a round
         // trip later: missing ones may be on their way.
         if attempt < RECOVERY_REREADS {
-            tokio::time::sleep(RECOVERY_REREAD_PAUSE).await;
+            history.clock().sleep(RECOVERY_REREAD_PAUSE).await;
         }
     }
     let missing = (to - from + 1) - entries.iter().filter(|entry| offset_of(entry) >= from).count() as u64;

@@ -28,6 +28,9 @@ pub mod store;
 pub mod telemetry;
 pub mod time;
 
+#[cfg(test)]
+mod logic_tests;
+
 pub use aws_lambda_events;
 pub use closer::Closer;
 pub use config::Config;

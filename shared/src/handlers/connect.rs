@@ -12,7 +12,7 @@ use crate::eviction::{EvictOutcome, Eviction};
 use crate::liveness::{release_gone_holders, SlotHolders};
 use crate::store::{AdmissionStore, ConnectionStore};
 use crate::telemetry::metric;
-use crate::time::{epoch_millis_now, epoch_seconds_now};
+use crate::time::Clocked;
 use crate::Closer;
 use crate::{Config, Error};
 use airwave_protocol::ErrorCode;
@@ -35,7 +35,7 @@ use airwave_protocol::ErrorCode;
 /// With `AIRWAVE_USER_CAP_MODE=evict_oldest`, a full per-user cap admits the
 /// new connection in place of the user's oldest, which `closer` then closes
 /// with a `closing` frame saying `evicted`.
-pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
+pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore + Clocked>(
     store: &S,
     authenticator: Option<&Authenticator>,
     closer: Option<&Closer>,
@@ -97,10 +97,11 @@ pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + Connect
 
         // API Gateway's own timestamp of the request, so the window does not
         // depend on how long the invocation waited.
+        let clock = store.clock();
         let requested_at_ms = if context.request_time_epoch > 0 {
             context.request_time_epoch
         } else {
-            epoch_millis_now()
+            clock.epoch_millis()
         };
         let limits = &config.admission;
         if limits.attempts_per_ip > 0 {
@@ -128,7 +129,7 @@ pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + Connect
         let connected_at_ms = if context.connected_at > 0 {
             context.connected_at
         } else {
-            epoch_millis_now()
+            clock.epoch_millis()
         };
         let slots = admission::slots_for(limits, &source_ip, user_id.as_deref());
         let slot_key = |scope: CapScope| {
@@ -145,7 +146,7 @@ pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + Connect
             allowed_publish,
             connected_at_ms,
             // Never past the token: the fan-out stops at the record's expiry.
-            expires_at: (epoch_seconds_now() + config.connection_ttl_seconds as i64)
+            expires_at: (clock.epoch_seconds() + config.connection_ttl_seconds as i64)
                 .min(token_expires_at.unwrap_or(i64::MAX)),
             token_expires_at,
             operator,
@@ -213,7 +214,7 @@ const EVICTION_ROUNDS: u32 = 3;
 /// are gone (`GET @connections`), and tries again, once per cap, since the
 /// next try may find another cap full. A full per-user cap in evict mode then
 /// swaps the user's oldest connection for this one.
-async fn admit<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
+async fn admit<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore + Clocked>(
     store: &S,
     closer: Option<&Closer>,
     config: &Config,
@@ -231,7 +232,9 @@ async fn admit<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
         };
         if !reclaimed.contains(&slot.scope) {
             reclaimed.push(slot.scope);
-            let released = store.reclaim_expired_slots(&slot, epoch_seconds_now()).await?;
+            let released = store
+                .reclaim_expired_slots(&slot, store.clock().epoch_seconds())
+                .await?;
             if released > 0 {
                 metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
                 continue;
@@ -239,8 +242,14 @@ async fn admit<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
         }
         if let (Some(closer), false) = (closer, checked.contains(&slot.scope)) {
             checked.push(slot.scope);
-            let released =
-                release_gone_holders(store, closer, &slot, epoch_millis_now(), config.connecting_window).await?;
+            let released = release_gone_holders(
+                store,
+                closer,
+                &slot,
+                store.clock().epoch_millis(),
+                config.connecting_window,
+            )
+            .await?;
             if released > 0 {
                 metrics::counter!(metric::SLOTS_RECLAIMED).increment(released as u64);
                 continue;
@@ -251,7 +260,7 @@ async fn admit<S: AdmissionStore + Eviction + SlotHolders + ConnectionStore>(
         }
         evictions += 1;
         match store
-            .admit_by_evicting(record, slots, &slot, epoch_seconds_now())
+            .admit_by_evicting(record, slots, &slot, store.clock().epoch_seconds())
             .await?
         {
             EvictOutcome::Evicted(old) => return Ok(Admission::Evicted(old)),

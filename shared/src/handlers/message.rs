@@ -18,7 +18,7 @@ use crate::rate::{publish_counters, publish_window, take_publish_allowance, Publ
 use crate::stats::{cached_stats, StatsSnapshots};
 use crate::store::{AdmissionStore, ConnectionStore, MessageStore, SubscribeOutcome, SubscriptionStore};
 use crate::telemetry::metric;
-use crate::time::epoch_seconds_now;
+use crate::time::Clocked;
 use crate::Closer;
 use crate::{Config, Error};
 
@@ -38,7 +38,14 @@ fn error_reply(code: ErrorCode, message: impl Into<String>) -> Reply {
 /// subscriptions, publishing, the stats' cap counters, channel history, the
 /// publish allowance and the stats snapshot.
 pub trait DefaultRouteStore:
-    ConnectionStore + SubscriptionStore + MessageStore + AdmissionStore + ChannelHistory + PublishAllowance + StatsSnapshots
+    ConnectionStore
+    + SubscriptionStore
+    + MessageStore
+    + AdmissionStore
+    + ChannelHistory
+    + PublishAllowance
+    + StatsSnapshots
+    + Clocked
 {
 }
 
@@ -50,6 +57,7 @@ impl<S> DefaultRouteStore for S where
         + ChannelHistory
         + PublishAllowance
         + StatsSnapshots
+        + Clocked
 {
 }
 
@@ -188,7 +196,7 @@ async fn execute<S: DefaultRouteStore>(
     connection_id: &str,
     request: Request,
 ) -> Result<Reply, Error> {
-    let now = epoch_seconds_now();
+    let now = store.clock().epoch_seconds();
     let reply = match request {
         // The `ping` route's mock answers pings without this function; one
         // that reaches `$default` (a stack deployed without that route) gets
@@ -336,7 +344,7 @@ async fn execute<S: DefaultRouteStore>(
 /// when the client said where it left off, what it missed. The subscription
 /// item is written before the head is read, so every message after the head
 /// reaches this connection through the fan-out.
-async fn subscribed<H: ChannelHistory>(
+async fn subscribed<H: ChannelHistory + Clocked>(
     history: &H,
     config: &Config,
     channel: String,

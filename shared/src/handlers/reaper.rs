@@ -11,7 +11,7 @@ use crate::closer::Closer;
 use crate::connection::ConnectionRecord;
 use crate::store::{AdmissionStore, ConnectionStore, SubscriptionStore};
 use crate::telemetry::metric;
-use crate::time::epoch_seconds_now;
+use crate::time::Clocked;
 use crate::Error;
 
 /// The principal DynamoDB's TTL deletes carry in a stream record.
@@ -61,7 +61,7 @@ enum Reaped {
 /// A record that cannot be decoded is logged and skipped; a store failure
 /// stops the batch at that record and reports it in `batchItemFailures`; a
 /// redelivered record is a no-op.
-pub async fn handle_connection_removals<S: AdmissionStore + SubscriptionStore>(
+pub async fn handle_connection_removals<S: AdmissionStore + SubscriptionStore + Clocked>(
     store: &S,
     closer: Option<&Closer>,
     event: LambdaEvent<Value>,
@@ -105,7 +105,7 @@ pub async fn handle_connection_removals<S: AdmissionStore + SubscriptionStore>(
 /// The reaper's two inputs: the connections table's stream (`Records`), and
 /// the schedule that runs the sweep (EventBridge's `Scheduled Event`).
 /// Anything else is refused with what was expected.
-pub async fn handle_reaper_event<S: AdmissionStore + SubscriptionStore + ConnectionStore>(
+pub async fn handle_reaper_event<S: AdmissionStore + SubscriptionStore + ConnectionStore + Clocked>(
     store: &S,
     closer: Option<&Closer>,
     event: LambdaEvent<Value>,
@@ -120,7 +120,7 @@ pub async fn handle_reaper_event<S: AdmissionStore + SubscriptionStore + Connect
             .duration_since(std::time::SystemTime::now())
             .ok()
             .map(|left| std::time::Instant::now() + left.saturating_sub(std::time::Duration::from_secs(10)));
-        let report = sweep_expired_connections(store, closer, epoch_seconds_now(), stop_listing_at)
+        let report = sweep_expired_connections(store, closer, store.clock().epoch_seconds(), stop_listing_at)
             .instrument(span)
             .await?;
         return Ok(serde_json::to_value(report).unwrap_or_default());
@@ -170,7 +170,7 @@ pub fn decode_removed_connection(raw: Value) -> Option<RemovedConnection> {
 }
 
 /// `Err` only for a store failure.
-async fn reap<S: AdmissionStore + SubscriptionStore>(
+async fn reap<S: AdmissionStore + SubscriptionStore + Clocked>(
     store: &S,
     closer: Option<&Closer>,
     raw: Value,
@@ -179,7 +179,9 @@ async fn reap<S: AdmissionStore + SubscriptionStore>(
         return Ok(Reaped::Nothing);
     };
     if by_ttl {
-        let released = store.release_slots_of_deleted(&record, epoch_seconds_now()).await?;
+        let released = store
+            .release_slots_of_deleted(&record, store.clock().epoch_seconds())
+            .await?;
         if !released {
             return Ok(Reaped::Nothing);
         }
@@ -201,7 +203,7 @@ async fn reap<S: AdmissionStore + SubscriptionStore>(
     if store.leftover_subscriptions(&record).await?.is_empty() {
         return Ok(Reaped::Nothing);
     }
-    tokio::time::sleep(ORPHAN_GRACE).await;
+    store.clock().sleep(ORPHAN_GRACE).await;
     let leftover = store.remove_leftover_subscriptions(&record).await?;
     if leftover.is_empty() {
         return Ok(Reaped::Nothing);

@@ -105,9 +105,34 @@ fn unprocessed(table: &str, operation: &'static str, left: usize) -> Error {
     }
 }
 
+/// Consistent reads of `keys` of `table` with `projection`: `send` makes one
+/// `BatchGetItem` (the caller names its table, which is what the template's
+/// grants are checked against), 100 keys a request, one request after
+/// another; the items found, in no order.
+pub(crate) async fn read_projected<F, Fut, E>(
+    table: &str,
+    keys: Vec<Item>,
+    projection: &Projection<'_>,
+    send: F,
+) -> Result<Vec<Item>, Error>
+where
+    F: Fn(KeysAndAttributes) -> Fut,
+    Fut: Future<Output = Result<BatchGetItemOutput, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    read_in_batches(table, keys, |keys| async {
+        let request = projection.read_request(table, keys)?;
+        let output = send(request)
+            .await
+            .map_err(|error| Error::dynamodb("BatchGetItem", table, error))?;
+        Ok(BatchRead::from_output(output, table))
+    })
+    .await
+}
+
 /// Reads `keys` of `table` with `read` (one `BatchGetItem`), 100 keys a
 /// request, one request after another; the items found, in no order.
-pub(crate) async fn read_in_batches<F, Fut>(table: &str, keys: Vec<Item>, read: F) -> Result<Vec<Item>, Error>
+async fn read_in_batches<F, Fut>(table: &str, keys: Vec<Item>, read: F) -> Result<Vec<Item>, Error>
 where
     F: Fn(Vec<Item>) -> Fut,
     Fut: Future<Output = Result<BatchRead, Error>>,

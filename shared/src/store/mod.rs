@@ -9,7 +9,9 @@
 //! - [`AdmissionStore`]: the per-IP throttle and the caps on open connections.
 //! - [`MessageStore`]: the messages table the stream-processor is fed from.
 //!
-//! [`DynamoStore`] implements them all, one file per trait; this module holds
+//! [`DynamoStore`] implements them all, one file per trait; `MemoryStore`
+//! (in `memory/`, for tests: built for this crate's tests or with the
+//! `memory-store` feature) implements them over tables in memory. This module holds
 //! what they share (table names, keys, numbers, error codes) and `transaction`
 //! the retried transactions several of them write with.
 //!
@@ -35,12 +37,15 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 
+use crate::time::{Clock, Clocked};
 use crate::{Config, Error};
 
 mod admission;
 mod batch;
 mod connections;
 mod history;
+#[cfg(any(test, feature = "memory-store"))]
+mod memory;
 mod messages;
 mod shards;
 mod subscriptions;
@@ -48,6 +53,8 @@ mod transaction;
 
 pub use admission::AdmissionStore;
 pub use connections::{ConnectionStore, ExpiredRemoval};
+#[cfg(any(test, feature = "memory-store"))]
+pub use memory::MemoryStore;
 pub use messages::MessageStore;
 pub use shards::{channel_of_partition, subscription_partition, SUBSCRIPTION_SHARDS};
 pub use subscriptions::{
@@ -100,6 +107,8 @@ pub struct DynamoStore {
     admission_table: String,
     pub(crate) history_table: String,
     pub(crate) message_retention_seconds: i64,
+    /// The system's clock: what the handlers read the time from.
+    clock: Clock,
 }
 
 impl DynamoStore {
@@ -112,6 +121,7 @@ impl DynamoStore {
             admission_table: config.admission_table.clone(),
             history_table: config.history.table.clone(),
             message_retention_seconds: i64::try_from(config.message_retention_seconds).unwrap_or(i64::MAX),
+            clock: Clock::System,
         }
     }
 
@@ -133,6 +143,12 @@ impl DynamoStore {
             table: table.to_owned(),
             message: error.to_string(),
         }
+    }
+}
+
+impl Clocked for DynamoStore {
+    fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 

@@ -9,7 +9,7 @@ use std::future::Future;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 
-use super::batch::{read_in_batches, BatchRead, Projection};
+use super::batch::{read_projected, Projection};
 use super::shards::{channel_of_partition, subscription_partition, ShardCursors};
 use super::{conflict_backoff, number, ConnectionStore, DynamoStore, Item, Transaction};
 use crate::connection::{ConnectionRecord, ConnectionTarget};
@@ -186,16 +186,11 @@ impl DynamoStore {
             expression: "#channel",
             names: &[("#channel", "channel")],
         };
-        let items = read_in_batches(table, keys, |keys| async {
-            let request = projection.read_request(table, keys)?;
-            let output = self
-                .client
+        let items = read_projected(table, keys, &projection, |request| {
+            self.client
                 .batch_get_item()
                 .request_items(&self.subscriptions_table, request)
                 .send()
-                .await
-                .map_err(|error| Error::dynamodb("BatchGetItem", table, error))?;
-            Ok(BatchRead::from_output(output, table))
         })
         .await?;
         Ok(items

@@ -13,7 +13,7 @@ use crate::fanout::FanOut;
 use crate::history::ChannelHistory;
 use crate::store::{ConnectionStore, MessageStore, SubscriptionStore};
 use crate::telemetry::metric;
-use crate::time::epoch_millis_now;
+use crate::time::{epoch_millis_now, Clocked};
 use crate::Error;
 
 mod decode;
@@ -41,7 +41,7 @@ use run::{report_poison, Pending, Run, Sender, Sent};
 /// invocation's deadline: the records not yet sent are reported for retry
 /// instead of the whole batch timing out and coming back.
 pub async fn handle_stream_batch<
-    S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory,
+    S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory + Clocked,
     F: FailureSink,
 >(
     store: &S,

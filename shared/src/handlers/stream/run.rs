@@ -15,6 +15,7 @@ use crate::history::ChannelHistory;
 use crate::message::{Audience, MessageRecord};
 use crate::store::{ConnectionStore, MessageStore, SubscriptionStore, TargetPage, FIRST_TARGET_PAGE_SIZE};
 use crate::telemetry::metric;
+use crate::time::Clocked;
 use crate::Error;
 
 /// A decoded message waiting in its run, with what a poison report of it needs.
@@ -82,7 +83,7 @@ pub(super) struct Sender<'a, S, F> {
 
 impl<S, F> Sender<'_, S, F>
 where
-    S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory,
+    S: ConnectionStore + SubscriptionStore + MessageStore + ChannelHistory + Clocked,
     F: FailureSink,
 {
     /// Gives the run its positions and broadcasts it; on failure answers
@@ -139,7 +140,7 @@ where
         run: &mut Run,
         sent: &mut Sent,
     ) -> Result<(Vec<Position>, TargetPage), ()> {
-        let now = crate::time::epoch_seconds_now();
+        let now = self.store.clock().epoch_seconds();
         let ttl = self.history.ttl_seconds;
         let first_page = || async {
             self.store
@@ -275,8 +276,8 @@ where
 /// claim gives it that already). A failure is logged with the message id and
 /// not retried: the message was delivered, and retrying the record would
 /// only send it again.
-async fn apply_retention<S: MessageStore>(store: &S, run: &Run) {
-    let now = crate::time::epoch_seconds_now();
+async fn apply_retention<S: MessageStore + Clocked>(store: &S, run: &Run) {
+    let now = store.clock().epoch_seconds();
     for pending in run
         .messages
         .iter()
