@@ -36,7 +36,7 @@ pub enum EnvValue {
         default: Option<String>,
     },
     /// `!Ref` of an SQS queue: its URL. Locally, the local queue's URL
-    /// (see [`StackModel::queue_url`]).
+    /// (see [`StackModel::queue_url`](super::StackModel::queue_url)).
     Queue(String),
     /// A `!Sub` naming the WebSocket API (`https://${WebSocketApi}.execute-api…/${Stage}`):
     /// its endpoint, which locally is the gateway's Management API endpoint.
