@@ -24,6 +24,7 @@ mod events;
 mod filter;
 mod gateway;
 mod invoke;
+mod local_resources;
 mod management;
 pub mod mock;
 mod options;

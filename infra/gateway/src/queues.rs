@@ -8,19 +8,10 @@ use std::collections::HashMap;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 
+use crate::local_resources::create_each;
+pub use crate::local_resources::QueueOutcome;
 use crate::template::{LocalNames, Queue, StackModel};
 use crate::GatewayError;
-
-/// What [`create_queues`] did with one queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueOutcome {
-    pub logical_id: String,
-    pub name: String,
-    /// The URL the server answers for it (moto's names its own account).
-    pub url: String,
-    /// `false` when the queue already existed and was left alone.
-    pub created: bool,
-}
 
 /// Creates every queue of the template under its local name; a queue that
 /// already exists is left as it is.
@@ -29,9 +20,8 @@ pub async fn create_queues(
     model: &StackModel,
     names: &LocalNames,
 ) -> Result<Vec<QueueOutcome>, GatewayError> {
-    let mut outcomes = Vec::new();
-    for queue in &model.queues {
-        let name = model.queue_name(queue, names)?;
+    let local_name = |queue| model.queue_name(queue, names);
+    create_each(&model.queues, local_name, |queue, name| async move {
         let (url, created) = match queue_url(client, &name).await? {
             Some(url) => {
                 tracing::info!(queue = %name, logical_id = %queue.logical_id, "queue already exists; left alone");
@@ -39,14 +29,14 @@ pub async fn create_queues(
             }
             None => (create_queue(client, queue, &name).await?, true),
         };
-        outcomes.push(QueueOutcome {
+        Ok(QueueOutcome {
             logical_id: queue.logical_id.clone(),
             name,
             url,
             created,
-        });
-    }
-    Ok(outcomes)
+        })
+    })
+    .await
 }
 
 /// The URL of the queue named `name`, or `None` when there is no such queue.

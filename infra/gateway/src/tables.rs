@@ -9,17 +9,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+use crate::local_resources::create_each;
+pub use crate::local_resources::TableOutcome;
 use crate::template::{self, LocalNames, StackModel, Table};
 use crate::GatewayError;
-
-/// What [`create_tables`] did with one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableOutcome {
-    pub logical_id: String,
-    pub name: String,
-    /// `false` when the table already existed and was left alone.
-    pub created: bool,
-}
 
 /// Creates every table of the template under its local name; a table that
 /// already exists is left as it is.
@@ -28,17 +21,11 @@ pub async fn create_tables(
     model: &StackModel,
     names: &LocalNames,
 ) -> Result<Vec<TableOutcome>, GatewayError> {
-    let mut outcomes = Vec::new();
-    for table in &model.tables {
-        let name = model.table_name(table, names)?;
-        let created = create_table(client, table, &name).await?;
-        outcomes.push(TableOutcome {
-            logical_id: table.logical_id.clone(),
-            name,
-            created,
-        });
-    }
-    Ok(outcomes)
+    let local_name = |table| model.table_name(table, names);
+    create_each(&model.tables, local_name, |table, name| {
+        create_table(client, table, name)
+    })
+    .await
 }
 
 fn key_schema(elements: &[template::KeyElement], table: &str) -> Result<Vec<KeySchemaElement>, GatewayError> {
@@ -61,7 +48,13 @@ fn key_schema(elements: &[template::KeyElement], table: &str) -> Result<Vec<KeyS
         .collect()
 }
 
-async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool, GatewayError> {
+async fn create_table(client: &Client, table: &Table, name: String) -> Result<TableOutcome, GatewayError> {
+    let outcome = |created| TableOutcome {
+        logical_id: table.logical_id.clone(),
+        name: name.clone(),
+        created,
+    };
+    let name = name.as_str();
     let attributes = table
         .attributes
         .iter()
@@ -127,7 +120,7 @@ async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool
                 .is_some_and(|service_error| service_error.is_resource_in_use_exception()) =>
         {
             tracing::info!(table = name, logical_id = %table.logical_id, "table already exists; left alone");
-            return Ok(false);
+            return Ok(outcome(false));
         }
         Err(error) => return Err(GatewayError::dynamodb("CreateTable", name, error)),
     }
@@ -146,5 +139,5 @@ async fn create_table(client: &Client, table: &Table, name: &str) -> Result<bool
             .map_err(|error| GatewayError::dynamodb("UpdateTimeToLive", name, error))?;
     }
     tracing::info!(table = name, logical_id = %table.logical_id, "table created");
-    Ok(true)
+    Ok(outcome(true))
 }

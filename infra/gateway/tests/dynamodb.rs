@@ -6,14 +6,15 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airwave_gateway::queues::create_queues;
 use airwave_gateway::tables::create_tables;
-use airwave_gateway::{LocalNames, StackModel, StartingPosition, StreamOptions, StreamPoller};
+use airwave_gateway::{LocalNames, RunningPoller, StackModel, StartingPosition, StreamOptions, StreamPoller};
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, StreamViewType, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
-use common::Functions;
+use common::{items_table_template, Functions};
 use serde_json::{json, Value};
 
 const ENDPOINT_VARIABLE: &str = "AIRWAVE_TEST_DYNAMODB_ENDPOINT";
@@ -110,6 +111,43 @@ fn message_ids(batch: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Polls the model's stream mappings into `functions`.
+async fn start_poller(
+    clients: &Clients,
+    model: &StackModel,
+    names: &LocalNames,
+    functions: &Arc<Functions>,
+    options: StreamOptions,
+) -> RunningPoller {
+    StreamPoller::start(
+        &clients.dynamodb,
+        &clients.streams,
+        model,
+        names,
+        functions.clone(),
+        options,
+    )
+    .await
+    .unwrap()
+}
+
+/// `ItemsTable` (streaming new images) with the stream-processor function and
+/// `resources` (its mapping, and what the mapping needs).
+fn items_model(resources: &str) -> StackModel {
+    let processor = r#"
+  ProcessorFunction:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildProperties: {Binary: stream-processor}}
+    Properties: {CodeUri: .}
+"#;
+    StackModel::from_yaml(&items_table_template(
+        "message_id",
+        "NEW_IMAGE",
+        &format!("{processor}{resources}"),
+    ))
+    .unwrap()
+}
+
 #[tokio::test]
 async fn create_tables_makes_the_templates_tables_once() {
     let clients = clients().await;
@@ -201,16 +239,7 @@ async fn the_stream_poller_delivers_a_put_item_in_lambdas_event_shape() {
         poll_interval: Duration::from_millis(50),
         ..StreamOptions::default()
     };
-    let poller = StreamPoller::start(
-        &clients.dynamodb,
-        &clients.streams,
-        &model,
-        &names,
-        functions.clone(),
-        options,
-    )
-    .await
-    .unwrap();
+    let poller = start_poller(&clients, &model, &names, &functions, options).await;
     put_message(&clients, &table, "m-1").await;
 
     let batch = functions.wait_for("stream-processor", 1).await.remove(0);
@@ -256,16 +285,7 @@ async fn the_stream_poller_resends_only_from_a_reported_batch_item_failure() {
         starting_position: Some(StartingPosition::TrimHorizon),
         ..StreamOptions::default()
     };
-    let poller = StreamPoller::start(
-        &clients.dynamodb,
-        &clients.streams,
-        &model,
-        &names,
-        functions.clone(),
-        options,
-    )
-    .await
-    .unwrap();
+    let poller = start_poller(&clients, &model, &names, &functions, options).await;
     let batches = functions.wait_for("stream-processor", 2).await;
     assert_eq!(message_ids(&batches[0]), ["m-1", "m-2", "m-3"]);
     assert_eq!(
@@ -286,22 +306,8 @@ async fn the_stream_poller_resends_only_from_a_reported_batch_item_failure() {
 #[tokio::test]
 async fn the_stream_poller_leaves_out_records_its_filter_does_not_match() {
     let clients = clients().await;
-    let model = StackModel::from_yaml(
+    let model = items_model(
         r#"
-Resources:
-  Api:
-    Type: AWS::ApiGatewayV2::Api
-    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action}
-  ItemsTable:
-    Type: AWS::DynamoDB::Table
-    Properties:
-      AttributeDefinitions: [{AttributeName: message_id, AttributeType: S}]
-      KeySchema: [{AttributeName: message_id, KeyType: HASH}]
-      StreamSpecification: {StreamViewType: NEW_IMAGE}
-  ProcessorFunction:
-    Type: AWS::Serverless::Function
-    Metadata: {BuildProperties: {Binary: stream-processor}}
-    Properties: {CodeUri: .}
   PricesOnly:
     Type: AWS::Lambda::EventSourceMapping
     Properties:
@@ -312,8 +318,7 @@ Resources:
         Filters:
           - Pattern: '{"eventName":["INSERT"],"dynamodb":{"NewImage":{"channel":{"S":["prices"]}}}}'
 "#,
-    )
-    .unwrap();
+    );
     let names = unique_names();
     create_tables(&clients.dynamodb, &model, &names).await.unwrap();
     let table = model.table_name(model.table("ItemsTable").unwrap(), &names).unwrap();
@@ -323,16 +328,7 @@ Resources:
         poll_interval: Duration::from_millis(50),
         ..StreamOptions::default()
     };
-    let poller = StreamPoller::start(
-        &clients.dynamodb,
-        &clients.streams,
-        &model,
-        &names,
-        functions.clone(),
-        options,
-    )
-    .await
-    .unwrap();
+    let poller = start_poller(&clients, &model, &names, &functions, options).await;
     clients
         .dynamodb
         .put_item()
@@ -359,25 +355,11 @@ Resources:
 #[tokio::test]
 async fn a_batch_given_up_on_is_described_on_the_mappings_on_failure_queue() {
     let clients = clients().await;
-    let model = StackModel::from_yaml(
+    let model = items_model(
         r#"
-Resources:
-  Api:
-    Type: AWS::ApiGatewayV2::Api
-    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action}
-  ItemsTable:
-    Type: AWS::DynamoDB::Table
-    Properties:
-      AttributeDefinitions: [{AttributeName: message_id, AttributeType: S}]
-      KeySchema: [{AttributeName: message_id, KeyType: HASH}]
-      StreamSpecification: {StreamViewType: NEW_IMAGE}
   FailuresQueue:
     Type: AWS::SQS::Queue
     Properties: {MessageRetentionPeriod: 1209600}
-  ProcessorFunction:
-    Type: AWS::Serverless::Function
-    Metadata: {BuildProperties: {Binary: stream-processor}}
-    Properties: {CodeUri: .}
   ItemsMapping:
     Type: AWS::Lambda::EventSourceMapping
     Properties:
@@ -390,8 +372,7 @@ Resources:
         OnFailure:
           Destination: !GetAtt FailuresQueue.Arn
 "#,
-    )
-    .unwrap();
+    );
     let endpoint = std::env::var(ENDPOINT_VARIABLE).unwrap();
     let names = unique_names().with_queue_endpoint(&endpoint);
     create_tables(&clients.dynamodb, &model, &names).await.unwrap();
@@ -427,16 +408,7 @@ Resources:
         sqs: Some(clients.sqs.clone()),
         ..StreamOptions::default()
     };
-    let poller = StreamPoller::start(
-        &clients.dynamodb,
-        &clients.streams,
-        &model,
-        &names,
-        functions.clone(),
-        options,
-    )
-    .await
-    .unwrap();
+    let poller = start_poller(&clients, &model, &names, &functions, options).await;
     let batches = functions.wait_for("stream-processor", 2).await;
     let sequences: Vec<&str> = batches[0]["Records"]
         .as_array()

@@ -1,10 +1,13 @@
 //! The repository's own template.yaml, read the way the gateway reads it.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use airwave_gateway::template::{EnvValue, TableName};
 use airwave_gateway::{LocalNames, StackModel};
+use common::items_table_template;
 
 fn repository_template_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml")
@@ -220,17 +223,13 @@ fn unsupported_templates_are_refused_with_a_clear_reason() {
     assert!(error.contains("YAML"), "{error}");
 }
 
-const STREAM_TEMPLATE: &str = r#"
-Resources:
-  Api:
-    Type: AWS::ApiGatewayV2::Api
-    Properties: {ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action}
-  ItemsTable:
-    Type: AWS::DynamoDB::Table
-    Properties:
-      AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
-      KeySchema: [{AttributeName: id, KeyType: HASH}]
-      StreamSpecification: {StreamViewType: NEW_AND_OLD_IMAGES}
+/// Two mappings of `ItemsTable`'s stream: a reaper's, filtered, and an
+/// audit function's, declared as a SAM event.
+fn stream_template() -> String {
+    items_table_template(
+        "id",
+        "NEW_AND_OLD_IMAGES",
+        r#"
   ReaperFunction:
     Type: AWS::Serverless::Function
     Metadata: {BuildProperties: {Binary: reaper}}
@@ -257,11 +256,13 @@ Resources:
           Properties:
             Stream: !GetAtt ItemsTable.StreamArn
             StartingPosition: LATEST
-"#;
+"#,
+    )
+}
 
 #[test]
 fn stream_mappings_are_read_with_their_filters_and_from_sam_events() {
-    let model = StackModel::from_yaml(STREAM_TEMPLATE).unwrap();
+    let model = StackModel::from_yaml(&stream_template()).unwrap();
     let reaper = model.stream_mappings.iter().find(|m| m.function == "reaper").unwrap();
     assert_eq!(reaper.table_logical_id, "ItemsTable");
     assert_eq!(reaper.batch_size, 10);
@@ -279,7 +280,7 @@ fn stream_mappings_are_read_with_their_filters_and_from_sam_events() {
 
 #[test]
 fn an_unsupported_filter_is_refused() {
-    let template = STREAM_TEMPLATE.replace(r#"{"type":["Service"]}"#, r#"{"type":[{"wildcard":"S*"}]}"#);
+    let template = stream_template().replace(r#"{"type":["Service"]}"#, r#"{"type":[{"wildcard":"S*"}]}"#);
     let error = StackModel::from_yaml(&template).unwrap_err().to_string();
     assert!(error.contains("ReaperMapping") && error.contains("wildcard"), "{error}");
 }

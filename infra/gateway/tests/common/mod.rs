@@ -1,6 +1,6 @@
 //! What the gateway tests share: an in-process invoker that records every
 //! event and answers like the real functions, a template with custom routes,
-//! and WebSocket client helpers.
+//! a template with a streamed table, and WebSocket client helpers.
 
 #![allow(dead_code)]
 
@@ -192,6 +192,26 @@ Resources:
     yaml.push_str(&route("Echo", "echo", "echo", true));
     yaml.push_str(&route("Silent", "silent", "silent", false));
     StackModel::from_yaml(&yaml).unwrap()
+}
+
+/// A template with the WebSocket API and one table, `ItemsTable`, keyed by
+/// the string attribute `key`, with a stream of `view_type`; `resources` are
+/// the template's other resources.
+pub fn items_table_template(key: &str, view_type: &str, resources: &str) -> String {
+    format!(
+        r#"
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {{ProtocolType: WEBSOCKET, RouteSelectionExpression: $request.body.action}}
+  ItemsTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      AttributeDefinitions: [{{AttributeName: {key}, AttributeType: S}}]
+      KeySchema: [{{AttributeName: {key}, KeyType: HASH}}]
+      StreamSpecification: {{StreamViewType: {view_type}}}
+{resources}"#
+    )
 }
 
 pub async fn start(options: GatewayOptions) -> (RunningGateway, Arc<Functions>) {
