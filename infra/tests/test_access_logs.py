@@ -8,13 +8,8 @@ Run by `make template-check` with the project's tool environment.
 
 import json
 import unittest
-from pathlib import Path
 
-from cfnlint.decode import cfn_yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = cfn_yaml.load(str(ROOT / "template.yaml"))
-RESOURCES = TEMPLATE["Resources"]
+from template_code import RESOURCES, ROOT, TEMPLATE
 STAGE = RESOURCES["Stage"]["Properties"]
 # What the book's "API Gateway's own logs" promises each access log line holds.
 ACCESS_LOG_FIELDS = {

@@ -10,13 +10,8 @@ provides the CloudFormation-aware YAML loader).
 """
 
 import unittest
-from pathlib import Path
 
-from cfnlint.decode import cfn_yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = cfn_yaml.load(str(ROOT / "template.yaml"))
-RESOURCES = TEMPLATE["Resources"]
+from template_code import RESOURCES, ROOT, TEMPLATE
 TABLES = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::DynamoDB::Table"}
 KEY_CHANGE_PATH = "docs/src/operations/data-safety.md#changing-a-tables-keys"
 
