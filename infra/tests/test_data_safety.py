@@ -12,6 +12,7 @@ provides the CloudFormation-aware YAML loader).
 import unittest
 
 from template_code import RESOURCES, ROOT, TEMPLATE
+
 TABLES = {name: r for name, r in RESOURCES.items() if r["Type"] == "AWS::DynamoDB::Table"}
 KEY_CHANGE_PATH = "docs/src/operations/data-safety.md#changing-a-tables-keys"
 
