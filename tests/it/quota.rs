@@ -19,13 +19,19 @@ const QUOTA: Quota = Quota {
     per_second: 100.0,
     burst: 50.0,
 };
+/// The same rate with a small burst, so that a fan-out posting too fast meets
+/// many 429s and how it reacts to them shows.
+const TIGHT_QUOTA: Quota = Quota {
+    per_second: 100.0,
+    burst: 20.0,
+};
 
-async fn broadcast_with_quota(post_quota_per_second: u32) -> (usize, usize) {
+async fn broadcast_with_quota(quota: Quota, post_quota_per_second: u32) -> (usize, usize) {
     let tables = TestTables::create().await;
     let ids: Vec<String> = (0..TARGETS).map(|n| format!("quota-{n:05}=")).collect();
     tables.seed_connections(&ids).await;
     let gateway = LocalManagementApi::start_with(Options {
-        quota: Some(QUOTA),
+        quota: Some(quota),
         ..Options::default()
     })
     .await
@@ -62,7 +68,7 @@ async fn broadcast_with_quota(post_quota_per_second: u32) -> (usize, usize) {
 
 #[tokio::test]
 async fn a_broadcast_paced_to_the_quota_is_not_throttled() {
-    let (delivered, throttled) = broadcast_with_quota(100).await;
+    let (delivered, throttled) = broadcast_with_quota(QUOTA, 100).await;
     println!("paced: {delivered} delivered, {throttled} throttled");
     // The pacer's bucket is smaller than the account's: nothing is refused.
     assert_eq!(throttled, 0);
@@ -70,7 +76,7 @@ async fn a_broadcast_paced_to_the_quota_is_not_throttled() {
 
 #[tokio::test]
 async fn an_unpaced_broadcast_meets_429s_and_still_delivers_through_retries() {
-    let (delivered, throttled) = broadcast_with_quota(0).await;
+    let (delivered, throttled) = broadcast_with_quota(TIGHT_QUOTA, 0).await;
     println!("unpaced: {delivered} delivered, {throttled} throttled");
     assert!(
         throttled > 100,
@@ -80,9 +86,9 @@ async fn an_unpaced_broadcast_meets_429s_and_still_delivers_through_retries() {
 
 #[tokio::test]
 async fn a_fan_out_that_thinks_the_quota_is_higher_backs_off_on_429s() {
-    let (delivered, throttled) = broadcast_with_quota(1_000).await;
+    let (delivered, throttled) = broadcast_with_quota(TIGHT_QUOTA, 1_000).await;
     println!("quota set 10x too high: {delivered} delivered, {throttled} throttled");
-    let (_, unpaced) = broadcast_with_quota(0).await;
+    let (_, unpaced) = broadcast_with_quota(TIGHT_QUOTA, 0).await;
     assert!(
         throttled < unpaced,
         "halving on 429s refuses fewer posts than not pacing: {throttled} vs {unpaced}"
