@@ -20,15 +20,7 @@ async fn records_are_not_started_close_to_the_invocation_deadline() {
     let now_ms = airwave_shared::time::epoch_millis_now() as u64;
     event.context.deadline = now_ms + stack.fanout.deadline_reserve().as_millis() as u64 / 2;
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        event,
-    )
-    .await
-    .unwrap();
+    let response = stack.process(event).await.unwrap();
 
     assert_eq!(failed_sequence_numbers(&response), vec!["700".to_owned()]);
     assert_eq!(stack.gateway.post_count(), 0);
@@ -42,15 +34,7 @@ async fn a_deadline_already_past_on_arrival_is_ignored_as_a_local_emulators() {
     // What `cargo lambda watch` sends: a fixed 600000 ms, i.e. 1970.
     event.context.deadline = 600_000;
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        event,
-    )
-    .await
-    .unwrap();
+    let response = stack.process(event).await.unwrap();
 
     assert!(failed_sequence_numbers(&response).is_empty());
     assert_eq!(stack.frames("alice=").len(), 1);
@@ -94,15 +78,7 @@ async fn a_broadcast_started_near_the_deadline_reports_its_record_for_retry_inst
     let mut event = stream_event(vec![insert_record("900", message_image("msg-900", "x"))]);
     event.context.deadline = airwave_shared::time::epoch_millis_now() as u64 + left.as_millis() as u64;
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        event,
-    )
-    .await
-    .unwrap();
+    let response = stack.process(event).await.unwrap();
 
     assert!(Instant::now() < deadline, "the handler overran its deadline");
     assert_eq!(failed_sequence_numbers(&response), ["900"]);

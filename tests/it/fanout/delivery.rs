@@ -2,8 +2,6 @@
 //! and in as few frames as fit; expired and stale ones get nothing and go.
 
 use airwave_shared::connection::ConnectionRecord;
-use airwave_shared::failures::RecordedFailures;
-use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::ConnectionStore;
@@ -19,15 +17,7 @@ async fn a_stream_batch_reaches_every_live_connection_exactly_once() {
         stack.connect(id).await;
     }
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        stream_batch_fixture(),
-    )
-    .await
-    .unwrap();
+    let response = stack.process(stream_batch_fixture()).await.unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     for id in ["alice=", "bob=", "carol="] {
@@ -167,15 +157,7 @@ async fn consecutive_messages_for_one_channel_reach_each_subscriber_in_one_frame
     records.extend(channel_records(820, 2, "news"));
     records.extend(channel_records(822, 3, "prices"));
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        stream_event(records),
-    )
-    .await
-    .unwrap();
+    let response = stack.process(stream_event(records)).await.unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     let prices: Vec<String> = (800..820).chain(822..825).map(|index| format!("msg-{index}")).collect();

@@ -50,15 +50,10 @@ async fn a_malformed_record_is_logged_with_its_sequence_number_and_the_batch_goe
     let mut not_a_record = insert_record("201", message_image("x", "y"));
     not_a_record["dynamodb"]["NewImage"] = json!("this is not an item");
     let good = insert_record("202", message_image("msg-good", "still delivered"));
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        stream_event(vec![no_payload, not_a_record, good]),
-    )
-    .await
-    .unwrap();
+    let response = stack
+        .process(stream_event(vec![no_payload, not_a_record, good]))
+        .await
+        .unwrap();
 
     assert!(
         response.batch_item_failures.is_empty(),
@@ -89,15 +84,7 @@ async fn an_oversized_message_is_skipped_without_posting_and_the_batch_goes_on()
 
     let huge = insert_record("300", message_image("msg-huge", &"x".repeat(130 * 1024)));
     let good = insert_record("301", message_image("msg-ok", "fits"));
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        stream_event(vec![huge, good]),
-    )
-    .await
-    .unwrap();
+    let response = stack.process(stream_event(vec![huge, good])).await.unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(stack.gateway.post_count(), 1, "the oversized message is never posted");
@@ -121,15 +108,10 @@ async fn a_record_whose_listing_fails_is_reported_for_retry_and_later_records_wa
     for_channel["dynamodb"]["NewImage"]["channel"] = json!({ "S": "prices" });
     let for_everyone = insert_record("401", message_image("msg-2", "two"));
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        stream_event(vec![for_channel, for_everyone]),
-    )
-    .await
-    .unwrap();
+    let response = stack
+        .process(stream_event(vec![for_channel, for_everyone]))
+        .await
+        .unwrap();
 
     // Lambda resumes the shard from the first reported record, so that one is
     // enough, and the later record is not broadcast ahead of it.
@@ -173,15 +155,7 @@ async fn a_message_for_an_invalid_channel_is_skipped_not_retried() {
     bad_channel["dynamodb"]["NewImage"]["channel"] = json!({ "S": "" });
     let good = insert_record("601", message_image("msg-601", "y"));
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        stream_event(vec![bad_channel, good]),
-    )
-    .await
-    .unwrap();
+    let response = stack.process(stream_event(vec![bad_channel, good])).await.unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     let ids: Vec<String> = stack.frames("alice=").into_iter().map(|frame| frame.id).collect();
@@ -194,15 +168,7 @@ async fn an_event_without_records_is_an_error_not_a_silent_success() {
     let mut event = stream_event(vec![]);
     event.payload = json!({"not": "a stream event"});
 
-    let error = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        event,
-    )
-    .await
-    .unwrap_err();
+    let error = stack.process(event).await.unwrap_err();
 
     assert!(error.to_string().contains("Records"));
 }

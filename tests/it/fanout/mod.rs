@@ -4,6 +4,9 @@
 
 use airwave_local::LocalManagementApi;
 use airwave_protocol::MessageFrame;
+use airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse;
+use airwave_shared::failures::RecordedFailures;
+use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::FanOut;
 use airwave_tests::{insert_record, TestTables};
 
@@ -51,9 +54,7 @@ impl Stack {
     }
 }
 
-fn failed_sequence_numbers(
-    response: &airwave_shared::aws_lambda_events::streams::DynamoDbEventResponse,
-) -> Vec<String> {
+fn failed_sequence_numbers(response: &DynamoDbEventResponse) -> Vec<String> {
     response
         .batch_item_failures
         .iter()
@@ -62,6 +63,22 @@ fn failed_sequence_numbers(
 }
 
 impl Stack {
+    /// The stream-processor's handler runs `event` against this stack, its
+    /// failures recorded rather than sent to a queue.
+    async fn process(
+        &self,
+        event: lambda_runtime::LambdaEvent<serde_json::Value>,
+    ) -> Result<DynamoDbEventResponse, airwave_shared::Error> {
+        handle_stream_batch(
+            &self.tables.store,
+            &self.tables.config.history,
+            &self.fanout,
+            &RecordedFailures::default(),
+            event,
+        )
+        .await
+    }
+
     async fn subscribe(&self, connection_id: &str, channel: &str) {
         self.connect(connection_id).await;
         self.tables.subscribe(connection_id, channel).await;

@@ -1,7 +1,5 @@
 //! Retention: a producer's message without an expiry gets the default once sent.
 
-use airwave_shared::failures::RecordedFailures;
-use airwave_shared::handlers::handle_stream_batch;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_tests::{insert_record, message_image, stream_event};
 use serde_json::json;
@@ -35,15 +33,7 @@ async fn a_producers_message_without_an_expiry_gets_the_default_retention_once_s
         insert_record("951", with_expiry),
     ]);
 
-    let response = handle_stream_batch(
-        &stack.tables.store,
-        &stack.tables.config.history,
-        &stack.fanout,
-        &RecordedFailures::default(),
-        event,
-    )
-    .await
-    .unwrap();
+    let response = stack.process(event).await.unwrap();
 
     assert!(response.batch_item_failures.is_empty());
     let expiry_of = |message_id: &'static str| {
