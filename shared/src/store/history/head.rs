@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{is_live, new_epoch, EPOCH_STARTED_AT, HEAD};
 use crate::history::HEAD_TTL_SECONDS;
-use crate::store::{is_conditional_check_failure, number, DynamoStore};
+use crate::store::{is_conditional_check_failure, number, DynamoStore, Item};
 use crate::Error;
 
 /// Tries at taking a block of offsets while other runs start the channel.
@@ -23,9 +23,9 @@ const HEAD_IS_GONE: &str = "attribute_not_exists(entry) OR expires_at <= :now \
                             OR NOT attribute_type(#offset, :number)";
 
 impl DynamoStore {
-    /// The channel's head, unless there is none or it is past its TTL (which
-    /// DynamoDB may not have deleted yet): either way the channel starts again.
-    pub(super) async fn live_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
+    /// The head's item, read consistently, unless there is none or it is
+    /// past its TTL.
+    pub(super) async fn live_head_item(&self, channel: &str, now: i64) -> Result<Option<Item>, Error> {
         let output = self
             .client
             .get_item()
@@ -35,9 +35,15 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|error| Error::dynamodb("GetItem", &self.history_table, error))?;
-        match output.item {
-            Some(item) if is_live(&item, now) => self.decode_position(channel, &item).map(Some),
-            _ => Ok(None),
+        Ok(output.item.filter(|item| is_live(item, now)))
+    }
+
+    /// The channel's head, unless there is none or it is past its TTL (which
+    /// DynamoDB may not have deleted yet): either way the channel starts again.
+    pub(super) async fn live_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
+        match self.live_head_item(channel, now).await? {
+            Some(item) => self.decode_position(channel, &item).map(Some),
+            None => Ok(None),
         }
     }
 

@@ -172,18 +172,9 @@ impl ChannelHistory for DynamoStore {
     }
 
     async fn epoch_started_at(&self, channel: &str, now: i64) -> Result<Option<i64>, Error> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.history_table)
-            .set_key(Some(Self::history_key(channel, HEAD)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| Error::dynamodb("GetItem", &self.history_table, error))?;
-        Ok(output
-            .item
-            .filter(|item| is_live(item, now))
+        Ok(self
+            .live_head_item(channel, now)
+            .await?
             .and_then(|item| read_number(&item, EPOCH_STARTED_AT)))
     }
 
