@@ -32,6 +32,12 @@ pub struct MessageRecord {
     /// user, never both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_user: Option<String>,
+    /// When the message was written, epoch milliseconds: where the
+    /// write-to-delivery latency is measured from. Airwave's own publish
+    /// sets it; a producer may. Without it the stream record's creation
+    /// time is used, which DynamoDB Streams rounds down to the second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at_ms: Option<i64>,
 }
 
 /// Who a message goes to.
@@ -120,6 +126,7 @@ mod tests {
             published_by: Some("conn-1".into()),
             published_by_user: Some("alice".into()),
             to_user: None,
+            written_at_ms: None,
         };
         let frame: serde_json::Value =
             serde_json::from_slice(&record.to_frame(Some(Position::new("e1", 7))).unwrap()).unwrap();
@@ -140,6 +147,7 @@ mod tests {
             published_by: None,
             published_by_user: None,
             to_user: None,
+            written_at_ms: None,
         };
         match record.to_frame(None) {
             Err(Error::FrameTooLarge {

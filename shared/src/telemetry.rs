@@ -50,6 +50,11 @@ pub mod metric {
     /// (their records are retried).
     pub const FANOUT_STOPPED_AT_DEADLINE: &str = "FanoutStoppedAtDeadline";
     pub const FANOUT_DURATION: &str = "FanoutDuration";
+    /// From a message's write (its `written_at_ms`, or the stream record's
+    /// creation, rounded down to the second) to the end of the broadcast
+    /// that sent it: the latest any of its targets got it. One sample per
+    /// message sent to at least one connection.
+    pub const DELIVERY_LATENCY: &str = "DeliveryLatency";
     pub const BREAKER_OPENED: &str = "BreakerOpened";
     /// Posts the Management API refused with 403 or 404: a deploy fault (the
     /// role lacks execute-api:ManageConnections, or the endpoint is wrong),
@@ -80,16 +85,25 @@ pub fn log_filter(default: LevelFilter) -> Targets {
 
 /// The level comes from `RUST_LOG` (default `info`).
 pub fn init_tracing() {
-    let subscriber = tracing_subscriber::fmt()
+    // A second initialisation (tests, or a host that set one up) is harmless.
+    let _ = json_logs(std::io::stdout).try_init();
+}
+
+/// The functions' log format: one JSON object per line, with the fields of
+/// the innermost enabled span (a broadcast's message ids, say), to `writer`.
+pub fn json_logs<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
         .json()
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .with_ansi(false)
+        .with_writer(writer)
         .finish()
-        .with(log_filter(LevelFilter::INFO));
-    // A second initialisation (tests, or a host that set one up) is harmless.
-    let _ = subscriber.try_init();
+        .with(log_filter(LevelFilter::INFO))
 }
 
 /// Writes the metrics recorded during an invocation to stdout, where the
@@ -109,6 +123,11 @@ pub fn init_metrics(function: &'static str) -> MetricsFlusher {
                 metric::FANOUT_DURATION,
                 metrics::Unit::Milliseconds,
                 "time to list the targets and post to them all"
+            );
+            metrics::describe_histogram!(
+                metric::DELIVERY_LATENCY,
+                metrics::Unit::Milliseconds,
+                "time from a message's write to the end of its broadcast"
             );
             MetricsFlusher(Some(Box::new(move || collector.flush(std::io::stdout().lock()))))
         }

@@ -37,6 +37,7 @@ fn message(n: usize) -> MessageRecord {
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     }
 }
 

@@ -101,6 +101,7 @@ async fn fifty_clients_over_real_sockets_get_exactly_their_channels_messages() {
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     };
     tables.store.put_message(&message).await.unwrap();
 

@@ -25,6 +25,7 @@ fn message(id: &str, channel: &str, n: usize) -> MessageRecord {
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     }
 }
 

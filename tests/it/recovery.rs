@@ -42,6 +42,7 @@ fn message(id: &str, channel: &str, n: u64) -> MessageRecord {
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     }
 }
 

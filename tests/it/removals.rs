@@ -112,6 +112,7 @@ async fn a_record_deleted_by_hand_closes_its_socket_with_a_reason_and_takes_its_
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     };
     stack.tables.store.put_message(&message).await.unwrap();
     let delivered = tokio::time::timeout(GUARD, async {

@@ -103,6 +103,7 @@ fn message(id: &str, channel: Option<&str>, to_user: Option<&str>) -> MessageRec
         published_by: None,
         published_by_user: None,
         to_user: to_user.map(str::to_owned),
+        written_at_ms: None,
     }
 }
 

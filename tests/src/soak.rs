@@ -288,6 +288,7 @@ async fn publish(store: &airwave_shared::DynamoStore, number: usize, channel: St
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     };
     // A producer retries until its write lands; the stack under test is what comes after.
     while let Err(error) = store.put_message(&message).await {

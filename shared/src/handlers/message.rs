@@ -268,6 +268,7 @@ async fn execute<S: DefaultRouteStore>(
                 published_by: Some(connection_id.to_owned()),
                 published_by_user: record.user_id.clone(),
                 to_user: None,
+                written_at_ms: Some(store.clock().epoch_millis()),
             };
             // Refuse here what API Gateway would refuse to deliver later,
             // before it takes anything from an allowance.

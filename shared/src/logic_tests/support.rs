@@ -170,6 +170,7 @@ pub fn channel_message(id: &str, channel: &str, payload: Value) -> MessageRecord
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     }
 }
 

@@ -5,7 +5,7 @@ use airwave_shared::connection::ConnectionRecord;
 use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::ConnectionStore;
-use airwave_tests::{stream_batch_fixture, stream_event};
+use airwave_tests::{insert_record, message_image, stream_batch_fixture, stream_event};
 use serde_json::json;
 
 use super::{channel_records, seed_connections, Stack};
@@ -197,5 +197,138 @@ async fn a_broadcast_to_more_connections_than_one_listing_page_reaches_each_exac
     assert_eq!(report.pages, 5, "{count} targets in growing pages");
     for id in &ids {
         assert_eq!(stack.gateway.received(id).len(), 1, "{id}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_delivered_message_is_timed_from_its_write_to_the_end_of_its_broadcast() {
+    let stack = Stack::start().await;
+    stack.connect("alice=").await;
+    let written_at_ms = airwave_shared::time::epoch_millis_now() - 2_000;
+    let mut timed = message_image("msg-timed", "x");
+    timed["written_at_ms"] = json!({"N": written_at_ms.to_string()});
+    // Without `written_at_ms` the stream record's creation time counts: the
+    // fixture's is in 2026, long before the broadcast.
+    let untimed = message_image("msg-untimed", "y");
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+
+    let started_ms = airwave_shared::time::epoch_millis_now();
+    let response = stack
+        .process(stream_event(vec![
+            insert_record("800", timed),
+            insert_record("801", untimed),
+        ]))
+        .await
+        .unwrap();
+    let ended_ms = airwave_shared::time::epoch_millis_now();
+
+    assert!(response.batch_item_failures.is_empty());
+    let samples: Vec<f64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == airwave_shared::telemetry::metric::DELIVERY_LATENCY)
+        .flat_map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Histogram(samples) => {
+                samples.into_iter().map(f64::from).collect::<Vec<_>>()
+            }
+            other => panic!("DeliveryLatency is a histogram, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(samples.len(), 2, "one sample per message: {samples:?}");
+    let timed_ms = (started_ms - written_at_ms) as f64..=(ended_ms - written_at_ms) as f64;
+    assert!(
+        samples.iter().any(|sample| timed_ms.contains(sample)),
+        "{samples:?} holds no sample in {timed_ms:?}"
+    );
+    assert!(samples.iter().all(|sample| *sample >= 2_000.0), "{samples:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_message_no_connection_received_is_not_timed() {
+    let stack = Stack::start().await;
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+
+    let response = stack
+        .process(stream_event(vec![insert_record(
+            "810",
+            message_image("msg-nobody", "x"),
+        )]))
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    let timed = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .any(|(key, ..)| key.key().name() == airwave_shared::telemetry::metric::DELIVERY_LATENCY);
+    assert!(!timed, "no target, so no delivery to time");
+}
+
+/// What the functions log, captured in the format they log it in.
+#[derive(Clone, Default)]
+struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogLines {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_line_logged_while_a_run_is_sent_names_its_messages() {
+    let stack = Stack::start().await;
+    stack.connect("live=").await;
+    stack.connect("gone=").await;
+    stack.gateway.disconnect("gone=");
+    let logs = LogLines::default();
+    let writer = logs.clone();
+    let _logging = tracing::subscriber::set_default(airwave_shared::telemetry::json_logs(move || writer.clone()));
+
+    let response = stack
+        .process(stream_event(vec![
+            insert_record("820", message_image("msg-820", "x")),
+            insert_record("821", message_image("msg-821", "y")),
+        ]))
+        .await
+        .unwrap();
+
+    assert!(response.batch_item_failures.is_empty());
+    let lines = logs.lines();
+    let message_ids = |message: &str| {
+        lines
+            .iter()
+            .find(|line| line["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no line says {message:?}: {lines:#?}"))["span"]["message_ids"]
+            .clone()
+    };
+    // The prune of one target's post, the broadcast's summary and the run's.
+    for message in [
+        "pruned a connection API Gateway reports gone",
+        "fan-out finished",
+        "messages broadcast",
+    ] {
+        assert_eq!(message_ids(message), "msg-820,msg-821", "{message}");
     }
 }

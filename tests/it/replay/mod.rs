@@ -33,6 +33,7 @@ fn message(id: &str, channel: &str, payload: Value) -> MessageRecord {
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     }
 }
 

@@ -288,6 +288,7 @@ async fn main() {
         published_by: None,
         published_by_user: None,
         to_user: None,
+        written_at_ms: None,
     };
     // The producer writes through the meter too: its PutItem is part of the bill.
     let producer = {

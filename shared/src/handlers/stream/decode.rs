@@ -40,7 +40,7 @@ pub fn decode_message_record(raw: &Value) -> DecodedMessage {
         tracing::debug!(event_name = %record.event_name, "ignoring a change that is not a new message");
         return DecodedMessage::NotNew;
     }
-    let message: MessageRecord = match serde_dynamo::from_item(record.change.new_image) {
+    let mut message: MessageRecord = match serde_dynamo::from_item(record.change.new_image) {
         Ok(message) => message,
         Err(error) => {
             tracing::error!(
@@ -69,6 +69,11 @@ pub fn decode_message_record(raw: &Value) -> DecodedMessage {
     if let Err(error) = message.check_frame_size() {
         tracing::error!(message_id = %message.message_id, error = %error, "skipping a message that cannot be sent");
         return poison(error.to_string(), Some(&message.message_id));
+    }
+    if message.written_at_ms.is_none() {
+        // 0 when the record has no creation time: no latency is measured then.
+        let created_ms = record.change.approximate_creation_date_time.timestamp_millis();
+        message.written_at_ms = Some(created_ms).filter(|created_ms| *created_ms > 0);
     }
     DecodedMessage::Message(Box::new(message))
 }

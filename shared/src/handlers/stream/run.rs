@@ -217,15 +217,17 @@ where
         };
         let frames = coalesce_for_api_gateway(&messages);
         let first = &run.messages[0].record;
-        let last_id = run
+        // Every line logged while the run is sent, down to each post's,
+        // names its messages: one message can be followed to its posts.
+        let message_ids = run
             .messages
-            .last()
+            .iter()
             .map(|pending| pending.record.message_id.as_str())
-            .unwrap_or_default();
+            .collect::<Vec<_>>()
+            .join(",");
         let span = tracing::info_span!(
             "broadcast",
-            first_message_id = first.message_id.as_str(),
-            last_message_id = last_id,
+            message_ids = message_ids.as_str(),
             messages = messages.len(),
             frames = frames.len(),
         );
@@ -253,6 +255,9 @@ where
             Ok(report) => {
                 sent.broadcasts += 1;
                 sent.messages += messages.len();
+                if report.delivered > 0 {
+                    record_delivery_latency(run, self.store.clock().epoch_millis());
+                }
                 tracing::info!(
                     channel = first.channel.as_deref().unwrap_or_default(),
                     to_user = first.to_user.as_deref().unwrap_or_default(),
@@ -267,6 +272,18 @@ where
                 tracing::error!(error = %error, "broadcast failed; its records will be retried");
                 Err(run.first_sequence_number.clone())
             }
+        }
+    }
+}
+
+/// One latency sample per message of a delivered run: its broadcast has
+/// just ended, so this is when the last of its targets got it.
+fn record_delivery_latency(run: &Run, now_ms: i64) {
+    for pending in &run.messages {
+        if let Some(written_at_ms) = pending.record.written_at_ms {
+            // A producer's clock ahead of this one is not a negative latency.
+            let latency_ms = now_ms.saturating_sub(written_at_ms).max(0);
+            metrics::histogram!(metric::DELIVERY_LATENCY).record(latency_ms as f64);
         }
     }
 }
