@@ -70,6 +70,19 @@ class TemplateMatchesTheCode(unittest.TestCase):
                             and r["Properties"]["RouteId"] == {"Ref": next(k for k, v in RESOURCES.items() if v["Properties"] is route)}
                             for r in RESOURCES.values()), "the pong is sent back only through a route response")
 
+    def test_the_stage_deploys_itself_after_every_route(self):
+        stages = [name for name, r in RESOURCES.items() if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+        self.assertEqual(len(stages), 1)
+        stage = RESOURCES[stages[0]]
+        self.assertIs(stage["Properties"].get("AutoDeploy"), True)
+        # A deployment resource would pin the stage to the routes of its day.
+        self.assertNotIn("DeploymentId", stage["Properties"])
+        self.assertFalse([r for r in RESOURCES.values() if r["Type"] == "AWS::ApiGatewayV2::Deployment"])
+        route_parts = {name for name, r in RESOURCES.items()
+                       if r["Type"] in ("AWS::ApiGatewayV2::Route", "AWS::ApiGatewayV2::RouteResponse",
+                                        "AWS::ApiGatewayV2::IntegrationResponse")}
+        self.assertEqual(route_parts - set(stage.get("DependsOn", [])), set())
+
     def test_the_messages_mapping_only_takes_new_messages(self):
         filters = RESOURCES["NewMessagesMapping"]["Properties"]["FilterCriteria"]["Filters"]
         self.assertEqual([json.loads(f["Pattern"]) for f in filters], [{"eventName": ["INSERT"]}])
