@@ -17,16 +17,7 @@ use serde_json::{json, Value};
 const SUBSCRIBER: &str = "positions-subscriber=";
 
 fn message(id: &str, channel: &str, n: usize) -> MessageRecord {
-    MessageRecord {
-        message_id: id.to_owned(),
-        channel: Some(channel.to_owned()),
-        payload: json!({ "n": n }),
-        expires_at: None,
-        published_by: None,
-        published_by_user: None,
-        to_user: None,
-        written_at_ms: None,
-    }
+    airwave_tests::channel_message(id, channel, json!({ "n": n }))
 }
 
 /// `count` messages of `channel`, written to the messages table as a

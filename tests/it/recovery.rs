@@ -34,16 +34,7 @@ async fn stack_with(configure: impl FnOnce(&mut airwave_shared::Config)) -> Loca
 }
 
 fn message(id: &str, channel: &str, n: u64) -> MessageRecord {
-    MessageRecord {
-        message_id: id.to_owned(),
-        channel: Some(channel.to_owned()),
-        payload: json!({ "n": n }),
-        expires_at: None,
-        published_by: None,
-        published_by_user: None,
-        to_user: None,
-        written_at_ms: None,
-    }
+    airwave_tests::channel_message(id, channel, json!({ "n": n }))
 }
 
 /// A client that reconnects quickly, so the tests do not wait on backoff.

@@ -13,6 +13,7 @@ use airwave_gateway::streams::attribute_to_json;
 use airwave_replay::{replay, Clients, Outcome, ReplayOptions, Report};
 use airwave_shared::failures::PoisonRecord;
 use airwave_shared::message::MessageRecord;
+use airwave_tests::channel_message as message;
 use airwave_tests::TestTables;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
@@ -23,19 +24,6 @@ mod queue;
 mod rewrite;
 
 const GUARD: Duration = Duration::from_secs(20);
-
-fn message(id: &str, channel: &str, payload: Value) -> MessageRecord {
-    MessageRecord {
-        message_id: id.to_owned(),
-        channel: Some(channel.to_owned()),
-        payload,
-        expires_at: None,
-        published_by: None,
-        published_by_user: None,
-        to_user: None,
-        written_at_ms: None,
-    }
-}
 
 /// The messages table's stream ARN.
 async fn stream_arn(tables: &TestTables) -> String {
