@@ -61,6 +61,21 @@ impl<'a> Audience<'a> {
 }
 
 impl MessageRecord {
+    /// A producer's message to `channel`, with nothing else set: what a
+    /// backend writes most often.
+    pub fn to_channel(message_id: &str, channel: &str, payload: serde_json::Value) -> Self {
+        MessageRecord {
+            message_id: message_id.to_owned(),
+            channel: Some(channel.to_owned()),
+            payload,
+            expires_at: None,
+            published_by: None,
+            published_by_user: None,
+            to_user: None,
+            written_at_ms: None,
+        }
+    }
+
     /// Who the message goes to, or why it can go to no one.
     pub fn audience(&self) -> Result<Audience<'_>, &'static str> {
         match (self.channel.as_deref(), self.to_user.as_deref()) {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 const SUBSCRIBER: &str = "positions-subscriber=";
 
 fn message(id: &str, channel: &str, n: usize) -> MessageRecord {
-    airwave_tests::channel_message(id, channel, json!({ "n": n }))
+    MessageRecord::to_channel(id, channel, json!({ "n": n }))
 }
 
 /// `count` messages of `channel`, written to the messages table as a

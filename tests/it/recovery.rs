@@ -34,7 +34,7 @@ async fn stack_with(configure: impl FnOnce(&mut airwave_shared::Config)) -> Loca
 }
 
 fn message(id: &str, channel: &str, n: u64) -> MessageRecord {
-    airwave_tests::channel_message(id, channel, json!({ "n": n }))
+    MessageRecord::to_channel(id, channel, json!({ "n": n }))
 }
 
 /// A client that reconnects quickly, so the tests do not wait on backoff.

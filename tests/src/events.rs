@@ -105,18 +105,3 @@ pub fn channel_message_image(message_id: &str, channel: &str, text: &str) -> Val
     image["channel"] = json!({ "S": channel });
     image
 }
-
-/// A producer's message to `channel`, as the tests write it to the messages
-/// table.
-pub fn channel_message(message_id: &str, channel: &str, payload: Value) -> airwave_shared::message::MessageRecord {
-    airwave_shared::message::MessageRecord {
-        message_id: message_id.to_owned(),
-        channel: Some(channel.to_owned()),
-        payload,
-        expires_at: None,
-        published_by: None,
-        published_by_user: None,
-        to_user: None,
-        written_at_ms: None,
-    }
-}

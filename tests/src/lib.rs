@@ -16,8 +16,8 @@ mod tables;
 pub use request_timer::RequestTimer;
 
 pub use events::{
-    channel_message, channel_message_image, connect_event, connect_event_with_token, disconnect_event, insert_record,
-    message_event, message_image, stream_batch_fixture, stream_event, CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT,
+    channel_message_image, connect_event, connect_event_with_token, disconnect_event, insert_record, message_event,
+    message_image, stream_batch_fixture, stream_event, CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT,
     STREAM_BATCH_EVENT,
 };
 pub use identity::{authenticator, signed_token, token_for};

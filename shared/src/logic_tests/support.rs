@@ -162,16 +162,7 @@ impl Harness {
 
 /// A producer's message for `channel`, as it writes it to the messages table.
 pub fn channel_message(id: &str, channel: &str, payload: Value) -> MessageRecord {
-    MessageRecord {
-        message_id: id.to_owned(),
-        channel: Some(channel.to_owned()),
-        payload,
-        expires_at: None,
-        published_by: None,
-        published_by_user: None,
-        to_user: None,
-        written_at_ms: None,
-    }
+    MessageRecord::to_channel(id, channel, payload)
 }
 
 fn event(request: Value) -> LambdaEvent<ApiGatewayWebsocketProxyRequest> {

@@ -13,7 +13,6 @@ use airwave_gateway::streams::attribute_to_json;
 use airwave_replay::{replay, Clients, Outcome, ReplayOptions, Report};
 use airwave_shared::failures::PoisonRecord;
 use airwave_shared::message::MessageRecord;
-use airwave_tests::channel_message as message;
 use airwave_tests::TestTables;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};

@@ -5,6 +5,7 @@ use airwave_gateway::GatewayOptions;
 use airwave_replay::{Kind, Outcome, ReplayOptions};
 use airwave_shared::failures::FailureSink;
 use airwave_shared::failures::{PoisonRecord, SqsFailureQueue};
+use airwave_shared::message::MessageRecord;
 use airwave_shared::Error;
 use airwave_shared::MessageStore;
 use airwave_tests::stack::LocalStack;
@@ -14,14 +15,18 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use super::{
-    kept_reason, message, options, poison_record_for, queue_depth, queued, run_replay, send, stream_arn,
-    stream_records, GUARD,
+    kept_reason, options, poison_record_for, queue_depth, queued, run_replay, send, stream_arn, stream_records, GUARD,
 };
 
 #[tokio::test]
 async fn a_poison_record_reported_to_the_failure_queue_reads_back_whole() {
     let tables = TestTables::create().await;
-    let record = poison_record_for(&tables, &message("poison-1", "news", json!({"n": 1})), "100").await;
+    let record = poison_record_for(
+        &tables,
+        &MessageRecord::to_channel("poison-1", "news", json!({"n": 1})),
+        "100",
+    )
+    .await;
 
     SqsFailureQueue::new(tables.sqs(), tables.failure_queue_url())
         .report_poison(&record)
@@ -62,10 +67,15 @@ async fn what_cannot_be_replayed_stays_in_the_queue_with_the_reason() {
     // A producer reused an id the queue still holds a report of.
     tables
         .store
-        .put_message(&message("reused-1", "news", json!("the new one")))
+        .put_message(&MessageRecord::to_channel("reused-1", "news", json!("the new one")))
         .await
         .unwrap();
-    let reused = poison_record_for(&tables, &message("reused-1", "news", json!("the old one")), "100").await;
+    let reused = poison_record_for(
+        &tables,
+        &MessageRecord::to_channel("reused-1", "news", json!("the old one")),
+        "100",
+    )
+    .await;
     let (shard_id, _) = stream_records(&tables).await.remove(0);
     let batch = |arn: &str, shard: &str, start: &str| {
         json!({
@@ -127,7 +137,7 @@ async fn what_cannot_be_replayed_stays_in_the_queue_with_the_reason() {
 async fn max_bounds_the_messages_one_run_handles() {
     let tables = TestTables::create().await;
     for id in ["max-1", "max-2", "max-3"] {
-        let record = poison_record_for(&tables, &message(id, "news", json!(id)), "100").await;
+        let record = poison_record_for(&tables, &MessageRecord::to_channel(id, "news", json!(id)), "100").await;
         send(&tables, &serde_json::to_string(&record).unwrap()).await;
     }
 
@@ -204,11 +214,11 @@ async fn a_long_message_id_and_a_poison_record_stall_nothing_behind_them() {
     // channel and on another,
     let long_id = "x".repeat(1_500);
     let writes = [
-        message(&long_id, "news", json!(1)),
-        message("bad-channel-1", "not a channel", json!(0)),
-        message("news-2", "news", json!(2)),
-        message("sports-1", "sports", json!(1)),
-        message("news-3", "news", json!(3)),
+        MessageRecord::to_channel(&long_id, "news", json!(1)),
+        MessageRecord::to_channel("bad-channel-1", "not a channel", json!(0)),
+        MessageRecord::to_channel("news-2", "news", json!(2)),
+        MessageRecord::to_channel("sports-1", "sports", json!(1)),
+        MessageRecord::to_channel("news-3", "news", json!(3)),
     ];
     for write in &writes {
         tables.store.put_message(write).await.unwrap();

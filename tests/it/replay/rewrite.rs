@@ -1,6 +1,7 @@
 //! What a replay writes back: a poison record or a batch Lambda gave up on is
 //! written again and broadcast, keeping its position; a dry run changes nothing.
 
+use airwave_shared::message::MessageRecord;
 use std::time::Duration;
 
 use airwave_gateway::streams::{on_failure_record, record_to_json};
@@ -14,9 +15,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use super::{
-    changes, message, options, poison_record_for, queue_depth, run_replay, send, stream_arn, stream_records, GUARD,
-};
+use super::{changes, options, poison_record_for, queue_depth, run_replay, send, stream_arn, stream_records, GUARD};
 
 #[tokio::test]
 async fn a_replayed_poison_record_is_broadcast_again_to_a_subscribed_socket() {
@@ -26,7 +25,7 @@ async fn a_replayed_poison_record_is_broadcast_again_to_a_subscribed_socket() {
 
     // Given a message the stream-processor went through (it sets the expiry
     // once it has sent it) before anyone subscribed to its channel,
-    let original = message("replayed-1", "news", json!({"headline": "again"}));
+    let original = MessageRecord::to_channel("replayed-1", "news", json!({"headline": "again"}));
     tables.store.put_message(&original).await.unwrap();
     tokio::time::timeout(GUARD, async {
         loop {
@@ -87,7 +86,7 @@ async fn a_batch_lambda_gave_up_on_is_read_back_from_the_stream_and_written_agai
     for id in ["batch-1", "batch-2", "later-3"] {
         tables
             .store
-            .put_message(&message(id, "news", json!({"id": id})))
+            .put_message(&MessageRecord::to_channel(id, "news", json!({"id": id})))
             .await
             .unwrap();
     }
@@ -139,8 +138,8 @@ async fn a_replayed_channel_message_keeps_the_position_it_was_given() {
     let tables = TestTables::create().await;
     let ttl = tables.config.history.ttl_seconds;
     let now = airwave_shared::time::epoch_seconds_now();
-    let first = message("kept-0", "news", json!(0));
-    let replayed = message("kept-1", "news", json!(1));
+    let first = MessageRecord::to_channel("kept-0", "news", json!(0));
+    let replayed = MessageRecord::to_channel("kept-1", "news", json!(1));
     tables.store.put_message(&first).await.unwrap();
     tables.store.put_message(&replayed).await.unwrap();
     // The stream-processor gave both their positions, then gave up on the second.
@@ -160,7 +159,7 @@ async fn a_replayed_channel_message_keeps_the_position_it_was_given() {
     assert_eq!(item["position_offset"], json!(given[1].offset), "{item}");
     assert!(item["expires_at"].is_number(), "it keeps its retention: {item}");
     // Its new INSERT keeps that position; the next message takes the next one.
-    let next = message("kept-2", "news", json!(2));
+    let next = MessageRecord::to_channel("kept-2", "news", json!(2));
     tables.store.put_message(&next).await.unwrap();
     let again = tables
         .store
@@ -174,7 +173,7 @@ async fn a_replayed_channel_message_keeps_the_position_it_was_given() {
 #[tokio::test]
 async fn a_dry_run_lists_what_it_would_replay_and_changes_nothing() {
     let tables = TestTables::create().await;
-    let record = poison_record_for(&tables, &message("dry-1", "news", json!(1)), "100").await;
+    let record = poison_record_for(&tables, &MessageRecord::to_channel("dry-1", "news", json!(1)), "100").await;
     send(&tables, &serde_json::to_string(&record).unwrap()).await;
     let before = stream_records(&tables).await.len();
 
