@@ -402,7 +402,7 @@ def telemetry_metrics():
 
 
 def config_variables():
-    source = (ROOT / "shared/src/config.rs").read_text()
+    source = (SHARED_SOURCES / "config" / "names.rs").read_text()
     return set(re.findall(r'pub const [A-Z_]+: &str = "(AIRWAVE_[A-Z_]+)";', source))
 
 

@@ -1,0 +1,157 @@
+//! The checks each value read from the environment must pass.
+
+use super::forms::{
+    BOOL_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, JWKS_URL_FORM, OPERATOR_CLAIM_FORM, TABLE_NAME_FORM,
+};
+use super::{OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, OPERATOR_CLAIM};
+use crate::Error;
+
+pub(super) fn parse_table_name(variable: &'static str, value: String) -> Result<String, Error> {
+    let valid_length = (3..=255).contains(&value.len());
+    let valid_characters = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if valid_length && valid_characters {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: TABLE_NAME_FORM,
+        })
+    }
+}
+
+pub(super) fn parse_in_range<T>(
+    variable: &'static str,
+    value: String,
+    range: std::ops::RangeInclusive<T>,
+    expected: &'static str,
+) -> Result<T, Error>
+where
+    T: std::str::FromStr + PartialOrd,
+{
+    match value.parse::<T>() {
+        Ok(parsed) if range.contains(&parsed) => Ok(parsed),
+        _ => Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected,
+        }),
+    }
+}
+
+pub(super) fn parse_bool(variable: &'static str, value: String) -> Result<bool, Error> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: BOOL_FORM,
+        }),
+    }
+}
+
+pub(super) fn parse_claim_name(variable: &'static str, value: String) -> Result<String, Error> {
+    let valid = value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+    if valid {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: CLAIM_FORM,
+        })
+    }
+}
+
+pub(super) fn parse_operator_claim(value: String) -> Result<OperatorClaim, Error> {
+    let invalid = |value: String| Error::ConfigInvalid {
+        variable: OPERATOR_CLAIM,
+        value,
+        expected: OPERATOR_CLAIM_FORM,
+    };
+    let (claim, role) = match value.split_once('=') {
+        Some((claim, role)) => (claim.to_owned(), Some(role.to_owned())),
+        None => (value.clone(), None),
+    };
+    let claim = parse_claim_name(OPERATOR_CLAIM, claim).map_err(|_| invalid(value.clone()))?;
+    if claim.is_empty() || role.as_ref().is_some_and(|role| role.is_empty() || role.len() > 256) {
+        return Err(invalid(value));
+    }
+    Ok(OperatorClaim { claim, value: role })
+}
+
+/// https, or http only to this machine (a local identity provider in tests).
+pub(super) fn parse_jwks_url(value: String) -> Result<String, Error> {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| value.starts_with(prefix));
+    let well_formed = value.len() <= 2_048 && !value.contains(char::is_whitespace);
+    if well_formed && (value.starts_with("https://") || local) && value.parse::<hyper::Uri>().is_ok() {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: JWKS_URL,
+            value,
+            expected: JWKS_URL_FORM,
+        })
+    }
+}
+
+/// `{scheme}://{host}/{account id}/{queue name}`: https, or http only to this
+/// machine (moto's server in tests and `make dev`); the account id is 12
+/// digits and the name is what SQS accepts (1 to 80 characters of A-Z, a-z,
+/// 0-9, '-' and '_', and a `.fifo` suffix for a FIFO queue).
+pub(super) fn parse_queue_url(value: String) -> Result<String, Error> {
+    let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| value.starts_with(prefix));
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://").filter(|_| local));
+    let valid = rest.is_some_and(|rest| {
+        let mut parts = rest.trim_end_matches('/').split('/');
+        let (Some(host), Some(account), Some(name), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let base = name.strip_suffix(".fifo").unwrap_or(name);
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && account.len() == 12
+            && account.chars().all(|c| c.is_ascii_digit())
+            && (1..=80).contains(&name.len())
+            && !base.is_empty()
+            && base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    });
+    if valid {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: FAILURE_QUEUE_URL,
+            value,
+            expected: FAILURE_QUEUE_URL_FORM,
+        })
+    }
+}
+
+pub(super) fn parse_endpoint(variable: &'static str, value: String) -> Result<String, Error> {
+    let has_scheme = value.starts_with("https://") || value.starts_with("http://");
+    let has_host = value.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if has_scheme && has_host && !value.contains(char::is_whitespace) {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::ConfigInvalid {
+            variable,
+            value,
+            expected: ENDPOINT_FORM,
+        })
+    }
+}
