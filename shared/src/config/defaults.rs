@@ -71,3 +71,8 @@ pub const DEFAULT_STATS_MAX_AGE_SECONDS: u64 = 60;
 pub const DEFAULT_AWS_ATTEMPT_TIMEOUT_MS: u64 = 3_000;
 /// Room for the five attempts of a post with their backoff.
 pub const DEFAULT_AWS_OPERATION_TIMEOUT_MS: u64 = 15_000;
+
+/// How long after API Gateway accepted a connection a 410 may still mean "not
+/// connected yet": `$connect` may take up to its 29 s integration timeout,
+/// and the record is written before the handshake completes.
+pub const CONNECTING_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);

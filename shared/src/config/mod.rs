@@ -102,7 +102,7 @@ impl Default for Config {
             message_retention_seconds: DEFAULT_MESSAGE_RETENTION_SECONDS,
             aws_timeouts: AwsTimeouts::default(),
             failure_queue_url: None,
-            connecting_window: crate::fanout::CONNECTING_WINDOW,
+            connecting_window: CONNECTING_WINDOW,
         }
     }
 }

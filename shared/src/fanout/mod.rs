@@ -31,10 +31,9 @@ pub use report::FanOutReport;
 /// record is then retried by Lambda).
 const MAX_BREAKER_WAIT: Duration = Duration::from_secs(10);
 
-/// How long after API Gateway accepted a connection a 410 may still mean "not
-/// connected yet": `$connect` may take up to its 29 s integration timeout,
-/// and the record is written before the handshake completes.
-pub const CONNECTING_WINDOW: Duration = Duration::from_secs(30);
+/// A default of the configuration, and the fan-out's own: re-exported where
+/// the fan-out's callers have always found it.
+pub use crate::config::CONNECTING_WINDOW;
 
 /// Whether the moment to stop starting work, if there is one, has come.
 pub(crate) fn has_passed(stop_starting_at: Option<Instant>) -> bool {
