@@ -1,7 +1,19 @@
-//! Reading the configuration from the environment.
+//! Reading the configuration from the environment: serde reads each variable
+//! as its type (`RawEnv`), then each value is checked against its form.
 
-use super::forms::*;
-use super::values::*;
+use std::time::Duration;
+
+use super::forms::{
+    ATTEMPTS_FORM, ATTEMPTS_PER_IP_FORM, ATTEMPT_TIMEOUT_FORM, CAP_FORM, CONCURRENCY_FORM, HISTORY_SIZE_FORM,
+    HISTORY_TTL_FORM, MAX_CHANNELS_FORM, MESSAGE_RETENTION_FORM, OPERATION_TIMEOUT_FORM, POST_QUOTA_FORM,
+    PUBLISH_RATE_FORM, PUBLISH_RATE_PER_IP_FORM, PUBLISH_RATE_PER_USER_FORM, REFETCH_FORM, STATS_MAX_AGE_FORM,
+    TTL_FORM, WINDOW_FORM,
+};
+use super::raw::{Flag, Number, RawEnv};
+use super::values::{
+    in_range, parse_audience, parse_claim_name, parse_endpoint, parse_issuer, parse_jwks_url, parse_jwt_secret,
+    parse_operator_claim, parse_queue_url, parse_table_name,
+};
 use super::*;
 
 impl Config {
@@ -13,252 +25,197 @@ impl Config {
     /// Reads variables through `lookup`, so the parsing rules can be exercised without
     /// touching the process environment. Unset and empty variables take their default.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let read = |name: &str| {
-            lookup(name)
-                .map(|value| value.trim().to_owned())
-                .filter(|value| !value.is_empty())
-        };
+        let raw = RawEnv::read(lookup)?;
         let defaults = Config::default();
-
-        let connections_table = match read(CONNECTIONS_TABLE) {
-            Some(value) => parse_table_name(CONNECTIONS_TABLE, value)?,
-            None => defaults.connections_table,
-        };
-        let messages_table = match read(MESSAGES_TABLE) {
-            Some(value) => parse_table_name(MESSAGES_TABLE, value)?,
-            None => defaults.messages_table,
-        };
-        let subscriptions_table = match read(SUBSCRIPTIONS_TABLE) {
-            Some(value) => parse_table_name(SUBSCRIPTIONS_TABLE, value)?,
-            None => defaults.subscriptions_table,
-        };
-        let connection_ttl_seconds = match read(CONNECTION_TTL_SECONDS) {
-            Some(value) => parse_in_range(
-                CONNECTION_TTL_SECONDS,
-                value,
-                MIN_CONNECTION_TTL_SECONDS..=MAX_CONNECTION_TTL_SECONDS,
-                TTL_FORM,
-            )?,
-            None => defaults.connection_ttl_seconds,
-        };
-        let management_endpoint = match read(MANAGEMENT_ENDPOINT) {
-            Some(value) => Some(parse_endpoint(MANAGEMENT_ENDPOINT, value)?),
-            None => None,
-        };
-        let fanout_concurrency = match read(FANOUT_CONCURRENCY) {
-            Some(value) => parse_in_range(FANOUT_CONCURRENCY, value, 1..=MAX_FANOUT_CONCURRENCY, CONCURRENCY_FORM)?,
-            None => defaults.fanout_concurrency,
-        };
-        let post_max_attempts = match read(POST_MAX_ATTEMPTS) {
-            Some(value) => parse_in_range(POST_MAX_ATTEMPTS, value, 1..=10, ATTEMPTS_FORM)?,
-            None => defaults.post_max_attempts,
-        };
-        let post_quota_per_second = match read(POST_QUOTA_PER_SECOND) {
-            Some(value) => parse_in_range(
-                POST_QUOTA_PER_SECOND,
-                value,
-                0..=MAX_POST_QUOTA_PER_SECOND,
-                POST_QUOTA_FORM,
-            )?,
-            None => defaults.post_quota_per_second,
-        };
-        let max_channels_per_connection = match read(MAX_CHANNELS_PER_CONNECTION) {
-            Some(value) => parse_in_range(MAX_CHANNELS_PER_CONNECTION, value, 1..=100, MAX_CHANNELS_FORM)?,
-            None => defaults.max_channels_per_connection,
-        };
-        let allow_client_publish = match read(ALLOW_CLIENT_PUBLISH) {
-            Some(value) => parse_bool(ALLOW_CLIENT_PUBLISH, value)?,
-            None => defaults.allow_client_publish,
-        };
-        let allow_anonymous_publish = match read(ALLOW_ANONYMOUS_PUBLISH) {
-            Some(value) => parse_bool(ALLOW_ANONYMOUS_PUBLISH, value)?,
-            None => defaults.allow_anonymous_publish,
-        };
-        let admission_table = match read(ADMISSION_TABLE) {
-            Some(value) => parse_table_name(ADMISSION_TABLE, value)?,
-            None => defaults.admission_table,
-        };
-        let cap = |variable: &'static str, default: u64| match read(variable) {
-            Some(value) => parse_in_range(variable, value, 0..=u64::from(u32::MAX), CAP_FORM),
+        let table = |variable, value: Option<String>, default| match value {
+            Some(value) => parse_table_name(variable, value),
             None => Ok(default),
         };
+        let flag = |value: Option<Flag>, default| value.map_or(default, |Flag(on)| on);
+
+        let connections_table = table(CONNECTIONS_TABLE, raw.connections_table, defaults.connections_table)?;
+        let messages_table = table(MESSAGES_TABLE, raw.messages_table, defaults.messages_table)?;
+        let subscriptions_table = table(
+            SUBSCRIPTIONS_TABLE,
+            raw.subscriptions_table,
+            defaults.subscriptions_table,
+        )?;
+        let connection_ttl_seconds = number(
+            CONNECTION_TTL_SECONDS,
+            raw.connection_ttl_seconds,
+            MIN_CONNECTION_TTL_SECONDS..=MAX_CONNECTION_TTL_SECONDS,
+            TTL_FORM,
+            defaults.connection_ttl_seconds,
+        )?;
+        let management_endpoint = raw
+            .management_endpoint
+            .map(|value| parse_endpoint(MANAGEMENT_ENDPOINT, value))
+            .transpose()?;
+        let fanout_concurrency = number(
+            FANOUT_CONCURRENCY,
+            raw.fanout_concurrency,
+            1..=MAX_FANOUT_CONCURRENCY,
+            CONCURRENCY_FORM,
+            defaults.fanout_concurrency,
+        )?;
+        let post_max_attempts = number(
+            POST_MAX_ATTEMPTS,
+            raw.post_max_attempts,
+            1..=10,
+            ATTEMPTS_FORM,
+            defaults.post_max_attempts,
+        )?;
+        let post_quota_per_second = number(
+            POST_QUOTA_PER_SECOND,
+            raw.post_quota_per_second,
+            0..=MAX_POST_QUOTA_PER_SECOND,
+            POST_QUOTA_FORM,
+            defaults.post_quota_per_second,
+        )?;
+        let max_channels_per_connection = number(
+            MAX_CHANNELS_PER_CONNECTION,
+            raw.max_channels_per_connection,
+            1..=100,
+            MAX_CHANNELS_FORM,
+            defaults.max_channels_per_connection,
+        )?;
+        let allow_client_publish = flag(raw.allow_client_publish, defaults.allow_client_publish);
+        let allow_anonymous_publish = flag(raw.allow_anonymous_publish, defaults.allow_anonymous_publish);
+        let admission_table = table(ADMISSION_TABLE, raw.admission_table, defaults.admission_table)?;
+        let cap = |variable, value, default| number(variable, value, 0..=u64::from(u32::MAX), CAP_FORM, default);
         let admission = AdmissionLimits {
-            attempts_per_ip: match read(CONNECT_ATTEMPTS_PER_IP) {
-                Some(value) => parse_in_range(
-                    CONNECT_ATTEMPTS_PER_IP,
-                    value,
-                    0..=u64::from(u32::MAX),
-                    ATTEMPTS_PER_IP_FORM,
-                )?,
-                None => defaults.admission.attempts_per_ip,
-            },
-            window_seconds: match read(CONNECT_WINDOW_SECONDS) {
-                Some(value) => parse_in_range(CONNECT_WINDOW_SECONDS, value, 1..=3_600, WINDOW_FORM)?,
-                None => defaults.admission.window_seconds,
-            },
-            max_connections: cap(MAX_CONNECTIONS, defaults.admission.max_connections)?,
-            max_connections_per_user: cap(MAX_CONNECTIONS_PER_USER, defaults.admission.max_connections_per_user)?,
-            max_connections_per_ip: cap(MAX_CONNECTIONS_PER_IP, defaults.admission.max_connections_per_ip)?,
+            attempts_per_ip: number(
+                CONNECT_ATTEMPTS_PER_IP,
+                raw.connect_attempts_per_ip,
+                0..=u64::from(u32::MAX),
+                ATTEMPTS_PER_IP_FORM,
+                defaults.admission.attempts_per_ip,
+            )?,
+            window_seconds: number(
+                CONNECT_WINDOW_SECONDS,
+                raw.connect_window_seconds,
+                1..=3_600,
+                WINDOW_FORM,
+                defaults.admission.window_seconds,
+            )?,
+            max_connections: cap(MAX_CONNECTIONS, raw.max_connections, defaults.admission.max_connections)?,
+            max_connections_per_user: cap(
+                MAX_CONNECTIONS_PER_USER,
+                raw.max_connections_per_user,
+                defaults.admission.max_connections_per_user,
+            )?,
+            max_connections_per_ip: cap(
+                MAX_CONNECTIONS_PER_IP,
+                raw.max_connections_per_ip,
+                defaults.admission.max_connections_per_ip,
+            )?,
         };
-        // Not trimmed or echoed back in an error: it is a secret.
-        let jwt_secret = match lookup(JWT_SECRET).filter(|value| !value.is_empty()) {
-            Some(value) if value.len() >= MIN_JWT_SECRET_BYTES => Some(JwtSecret::new(value)),
-            Some(value) => {
-                return Err(Error::ConfigInvalid {
-                    variable: JWT_SECRET,
-                    value: format!("<{} bytes, redacted>", value.len()),
-                    expected: JWT_SECRET_FORM,
-                })
-            }
-            None => None,
-        };
-        let allow_stats = match read(ALLOW_STATS) {
-            Some(value) => parse_bool(ALLOW_STATS, value)?,
-            None => defaults.allow_stats,
-        };
+        let jwt_secret = raw.jwt_secret.map(parse_jwt_secret).transpose()?;
+        let allow_stats = flag(raw.allow_stats, defaults.allow_stats);
         let history = HistorySettings {
-            table: match read(HISTORY_TABLE) {
-                Some(value) => parse_table_name(HISTORY_TABLE, value)?,
-                None => defaults.history.table,
-            },
-            size: match read(HISTORY_SIZE) {
-                Some(value) => parse_in_range(HISTORY_SIZE, value, 0..=MAX_HISTORY_SIZE, HISTORY_SIZE_FORM)?,
-                None => defaults.history.size,
-            },
-            ttl_seconds: match read(HISTORY_TTL_SECONDS) {
-                Some(value) => parse_in_range(
-                    HISTORY_TTL_SECONDS,
-                    value,
-                    60..=MAX_HISTORY_TTL_SECONDS,
-                    HISTORY_TTL_FORM,
-                )?,
-                None => defaults.history.ttl_seconds,
-            },
+            table: table(HISTORY_TABLE, raw.history_table, defaults.history.table)?,
+            size: number(
+                HISTORY_SIZE,
+                raw.history_size,
+                0..=MAX_HISTORY_SIZE,
+                HISTORY_SIZE_FORM,
+                defaults.history.size,
+            )?,
+            ttl_seconds: number(
+                HISTORY_TTL_SECONDS,
+                raw.history_ttl_seconds,
+                60..=MAX_HISTORY_TTL_SECONDS,
+                HISTORY_TTL_FORM,
+                defaults.history.ttl_seconds,
+            )?,
         };
 
+        let claim = |variable, value: Option<String>, default| match value {
+            Some(value) => parse_claim_name(variable, value),
+            None => Ok(default),
+        };
         let auth = AuthSettings {
-            jwks_url: match read(JWKS_URL) {
-                Some(value) => Some(parse_jwks_url(value)?),
-                None => None,
-            },
-            issuer: match read(JWT_ISSUER) {
-                Some(value) if value.len() <= 512 => Some(value),
-                Some(value) => {
-                    return Err(Error::ConfigInvalid {
-                        variable: JWT_ISSUER,
-                        value,
-                        expected: ISSUER_FORM,
-                    })
-                }
-                None => None,
-            },
-            audience: match read(JWT_AUDIENCE) {
-                Some(value) => {
-                    let audience: Vec<String> = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|part| !part.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                    if audience.is_empty() || audience.iter().any(|part| part.len() > 512) {
-                        return Err(Error::ConfigInvalid {
-                            variable: JWT_AUDIENCE,
-                            value,
-                            expected: AUDIENCE_FORM,
-                        });
-                    }
-                    audience
-                }
-                None => Vec::new(),
-            },
-            allow_any_audience: match read(JWT_ALLOW_ANY_AUDIENCE) {
-                Some(value) => parse_bool(JWT_ALLOW_ANY_AUDIENCE, value)?,
-                None => false,
-            },
-            jwks_min_refetch_seconds: match read(JWKS_MIN_REFETCH_SECONDS) {
-                Some(value) => parse_in_range(JWKS_MIN_REFETCH_SECONDS, value, 1..=3_600, REFETCH_FORM)?,
-                None => DEFAULT_JWKS_MIN_REFETCH_SECONDS,
-            },
-            channels_claim: match read(CHANNELS_CLAIM) {
-                Some(value) => parse_claim_name(CHANNELS_CLAIM, value)?,
-                None => DEFAULT_CHANNELS_CLAIM.to_owned(),
-            },
-            publish_claim: match read(PUBLISH_CLAIM) {
-                Some(value) => parse_claim_name(PUBLISH_CLAIM, value)?,
-                None => DEFAULT_PUBLISH_CLAIM.to_owned(),
-            },
-            operator_claim: match read(OPERATOR_CLAIM) {
-                Some(value) => parse_operator_claim(value)?,
-                None => OperatorClaim::default(),
-            },
+            jwks_url: raw.jwks_url.map(parse_jwks_url).transpose()?,
+            issuer: raw.jwt_issuer.map(parse_issuer).transpose()?,
+            audience: raw.jwt_audience.map(parse_audience).transpose()?.unwrap_or_default(),
+            allow_any_audience: flag(raw.jwt_allow_any_audience, defaults.auth.allow_any_audience),
+            jwks_min_refetch_seconds: number(
+                JWKS_MIN_REFETCH_SECONDS,
+                raw.jwks_min_refetch_seconds,
+                1..=3_600,
+                REFETCH_FORM,
+                defaults.auth.jwks_min_refetch_seconds,
+            )?,
+            channels_claim: claim(CHANNELS_CLAIM, raw.channels_claim, defaults.auth.channels_claim)?,
+            publish_claim: claim(PUBLISH_CLAIM, raw.publish_claim, defaults.auth.publish_claim)?,
+            operator_claim: raw
+                .operator_claim
+                .map(parse_operator_claim)
+                .transpose()?
+                .unwrap_or(defaults.auth.operator_claim),
         };
         auth.check()?;
         let publish_rate = PublishRate {
-            limit: match read(PUBLISH_RATE_LIMIT) {
-                Some(value) => parse_in_range(PUBLISH_RATE_LIMIT, value, 0..=1_000_000, PUBLISH_RATE_FORM)?,
-                None => defaults.publish_rate.limit,
-            },
-            per_user: match read(PUBLISH_RATE_LIMIT_PER_USER) {
-                Some(value) => parse_in_range(
-                    PUBLISH_RATE_LIMIT_PER_USER,
-                    value,
-                    0..=1_000_000,
-                    PUBLISH_RATE_PER_USER_FORM,
-                )?,
-                None => defaults.publish_rate.per_user,
-            },
-            per_ip: match read(PUBLISH_RATE_LIMIT_PER_IP) {
-                Some(value) => parse_in_range(
-                    PUBLISH_RATE_LIMIT_PER_IP,
-                    value,
-                    0..=1_000_000,
-                    PUBLISH_RATE_PER_IP_FORM,
-                )?,
-                None => defaults.publish_rate.per_ip,
-            },
-            window_seconds: match read(PUBLISH_RATE_WINDOW_SECONDS) {
-                Some(value) => parse_in_range(PUBLISH_RATE_WINDOW_SECONDS, value, 1..=3_600, WINDOW_FORM)?,
-                None => defaults.publish_rate.window_seconds,
-            },
-        };
-        let user_cap_mode = match read(USER_CAP_MODE).as_deref() {
-            None | Some("refuse") => UserCapMode::Refuse,
-            Some("evict_oldest") => UserCapMode::EvictOldest,
-            Some(other) => {
-                return Err(Error::ConfigInvalid {
-                    variable: USER_CAP_MODE,
-                    value: other.to_owned(),
-                    expected: USER_CAP_MODE_FORM,
-                })
-            }
-        };
-        let stats_max_age_seconds = match read(STATS_MAX_AGE_SECONDS) {
-            Some(value) => parse_in_range(STATS_MAX_AGE_SECONDS, value, 1..=3_600, STATS_MAX_AGE_FORM)?,
-            None => defaults.stats_max_age_seconds,
-        };
-        let message_retention_seconds = match read(MESSAGE_RETENTION_SECONDS) {
-            Some(value) => parse_in_range(
-                MESSAGE_RETENTION_SECONDS,
-                value,
-                60..=MAX_MESSAGE_RETENTION_SECONDS,
-                MESSAGE_RETENTION_FORM,
+            limit: number(
+                PUBLISH_RATE_LIMIT,
+                raw.publish_rate_limit,
+                0..=1_000_000,
+                PUBLISH_RATE_FORM,
+                defaults.publish_rate.limit,
             )?,
-            None => defaults.message_retention_seconds,
+            per_user: number(
+                PUBLISH_RATE_LIMIT_PER_USER,
+                raw.publish_rate_limit_per_user,
+                0..=1_000_000,
+                PUBLISH_RATE_PER_USER_FORM,
+                defaults.publish_rate.per_user,
+            )?,
+            per_ip: number(
+                PUBLISH_RATE_LIMIT_PER_IP,
+                raw.publish_rate_limit_per_ip,
+                0..=1_000_000,
+                PUBLISH_RATE_PER_IP_FORM,
+                defaults.publish_rate.per_ip,
+            )?,
+            window_seconds: number(
+                PUBLISH_RATE_WINDOW_SECONDS,
+                raw.publish_rate_window_seconds,
+                1..=3_600,
+                WINDOW_FORM,
+                defaults.publish_rate.window_seconds,
+            )?,
         };
-        let failure_queue_url = read(FAILURE_QUEUE_URL).map(parse_queue_url).transpose()?;
-        let millis = |variable, range, form, default| match read(variable) {
-            Some(value) => parse_in_range(variable, value, range, form).map(std::time::Duration::from_millis),
+        let user_cap_mode = raw.user_cap_mode.unwrap_or(defaults.user_cap_mode);
+        let stats_max_age_seconds = number(
+            STATS_MAX_AGE_SECONDS,
+            raw.stats_max_age_seconds,
+            1..=3_600,
+            STATS_MAX_AGE_FORM,
+            defaults.stats_max_age_seconds,
+        )?;
+        let message_retention_seconds = number(
+            MESSAGE_RETENTION_SECONDS,
+            raw.message_retention_seconds,
+            60..=MAX_MESSAGE_RETENTION_SECONDS,
+            MESSAGE_RETENTION_FORM,
+            defaults.message_retention_seconds,
+        )?;
+        let failure_queue_url = raw.failure_queue_url.map(parse_queue_url).transpose()?;
+        let millis = |variable, value: Option<Number<u64>>, range, form, default| match value {
+            Some(value) => in_range(variable, value, range, form).map(Duration::from_millis),
             None => Ok(default),
         };
         let aws_timeouts = AwsTimeouts {
             attempt: millis(
                 AWS_ATTEMPT_TIMEOUT_MS,
+                raw.aws_attempt_timeout_ms,
                 50..=60_000,
                 ATTEMPT_TIMEOUT_FORM,
                 defaults.aws_timeouts.attempt,
             )?,
             operation: millis(
                 AWS_OPERATION_TIMEOUT_MS,
+                raw.aws_operation_timeout_ms,
                 100..=60_000,
                 OPERATION_TIMEOUT_FORM,
                 defaults.aws_timeouts.operation,
@@ -291,5 +248,19 @@ impl Config {
             failure_queue_url,
             connecting_window: defaults.connecting_window,
         })
+    }
+}
+
+/// The number a variable sets, checked against `range`, or `default` when unset.
+fn number<T: PartialOrd>(
+    variable: &'static str,
+    value: Option<Number<T>>,
+    range: std::ops::RangeInclusive<T>,
+    expected: &'static str,
+    default: T,
+) -> Result<T, Error> {
+    match value {
+        Some(value) => in_range(variable, value, range, expected),
+        None => Ok(default),
     }
 }

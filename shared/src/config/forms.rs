@@ -1,5 +1,7 @@
 //! What each variable expects, in the words an error shows an operator.
 
+use super::names::*;
+
 pub(super) const TABLE_NAME_FORM: &str = "a DynamoDB table name: 3 to 255 characters of a-z, A-Z, 0-9, '_', '-' or '.'";
 pub(super) const TTL_FORM: &str = "whole seconds from 60 to 7260 (API Gateway closes every connection after 2 hours; 60 s more lets its $disconnect come first)";
 pub(super) const ENDPOINT_FORM: &str =
@@ -43,3 +45,41 @@ pub(super) const ATTEMPT_TIMEOUT_FORM: &str =
     "whole milliseconds from 50 to 60000 that one attempt of an AWS call may take";
 pub(super) const OPERATION_TIMEOUT_FORM: &str =
     "whole milliseconds from 100 to 60000 that an AWS call may take, its retries included";
+
+/// The form of each variable's value, for a value that cannot even be read as
+/// its type (a number that is none, a flag that is neither true nor false).
+pub(super) fn form_of(variable: &str) -> Option<&'static str> {
+    let form = match variable {
+        CONNECTIONS_TABLE | MESSAGES_TABLE | SUBSCRIPTIONS_TABLE | ADMISSION_TABLE | HISTORY_TABLE => TABLE_NAME_FORM,
+        CONNECTION_TTL_SECONDS => TTL_FORM,
+        MANAGEMENT_ENDPOINT => ENDPOINT_FORM,
+        FANOUT_CONCURRENCY => CONCURRENCY_FORM,
+        POST_MAX_ATTEMPTS => ATTEMPTS_FORM,
+        POST_QUOTA_PER_SECOND => POST_QUOTA_FORM,
+        MAX_CHANNELS_PER_CONNECTION => MAX_CHANNELS_FORM,
+        ALLOW_CLIENT_PUBLISH | ALLOW_STATS | JWT_ALLOW_ANY_AUDIENCE | ALLOW_ANONYMOUS_PUBLISH => BOOL_FORM,
+        CONNECT_ATTEMPTS_PER_IP => ATTEMPTS_PER_IP_FORM,
+        CONNECT_WINDOW_SECONDS | PUBLISH_RATE_WINDOW_SECONDS => WINDOW_FORM,
+        MAX_CONNECTIONS | MAX_CONNECTIONS_PER_USER | MAX_CONNECTIONS_PER_IP => CAP_FORM,
+        JWT_SECRET => JWT_SECRET_FORM,
+        HISTORY_SIZE => HISTORY_SIZE_FORM,
+        HISTORY_TTL_SECONDS => HISTORY_TTL_FORM,
+        JWKS_URL => JWKS_URL_FORM,
+        JWT_ISSUER => ISSUER_FORM,
+        JWT_AUDIENCE => AUDIENCE_FORM,
+        JWKS_MIN_REFETCH_SECONDS => REFETCH_FORM,
+        CHANNELS_CLAIM | PUBLISH_CLAIM => CLAIM_FORM,
+        OPERATOR_CLAIM => OPERATOR_CLAIM_FORM,
+        PUBLISH_RATE_LIMIT => PUBLISH_RATE_FORM,
+        PUBLISH_RATE_LIMIT_PER_USER => PUBLISH_RATE_PER_USER_FORM,
+        PUBLISH_RATE_LIMIT_PER_IP => PUBLISH_RATE_PER_IP_FORM,
+        USER_CAP_MODE => USER_CAP_MODE_FORM,
+        STATS_MAX_AGE_SECONDS => STATS_MAX_AGE_FORM,
+        AWS_ATTEMPT_TIMEOUT_MS => ATTEMPT_TIMEOUT_FORM,
+        AWS_OPERATION_TIMEOUT_MS => OPERATION_TIMEOUT_FORM,
+        MESSAGE_RETENTION_SECONDS => MESSAGE_RETENTION_FORM,
+        FAILURE_QUEUE_URL => FAILURE_QUEUE_URL_FORM,
+        _ => return None,
+    };
+    Some(form)
+}

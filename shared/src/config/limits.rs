@@ -1,5 +1,7 @@
 //! The limits on connections and on client publishes.
 
+use serde::Deserialize;
+
 use super::{
     DEFAULT_CONNECT_ATTEMPTS_PER_IP, DEFAULT_CONNECT_WINDOW_SECONDS, DEFAULT_PUBLISH_RATE_LIMIT,
     DEFAULT_PUBLISH_RATE_LIMIT_PER_IP, DEFAULT_PUBLISH_RATE_LIMIT_PER_USER, DEFAULT_PUBLISH_RATE_WINDOW_SECONDS,
@@ -30,8 +32,10 @@ impl Default for PublishRate {
 }
 
 /// What `$connect` does when a user already has as many connections as the
-/// per-user cap allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// per-user cap allows. Read from the environment by its serde name: `refuse`
+/// or `evict_oldest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UserCapMode {
     /// Refuse the new connection (403).
     #[default]

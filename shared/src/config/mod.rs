@@ -1,9 +1,10 @@
 //! Configuration, read once per cold start from the environment.
 //!
 //! Each file holds one idea: the variables' names, their defaults and bounds,
-//! the forms they expect, the checks of a value, the reading of the
-//! environment, and the settings structs by what they govern. Every public
-//! item is re-exported here, as `config::NAME`.
+//! the forms they expect, the environment as serde reads it (with figment),
+//! the checks of a value, the making of a `Config` from both, and the settings
+//! structs by what they govern. Every public item is re-exported here, as
+//! `config::NAME`.
 
 mod auth;
 mod defaults;
@@ -12,6 +13,7 @@ mod forms;
 mod history;
 mod limits;
 mod names;
+mod raw;
 mod timeouts;
 mod values;
 

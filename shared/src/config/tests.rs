@@ -227,3 +227,63 @@ fn a_missing_management_endpoint_is_reported_when_it_is_needed() {
     assert!(message.contains(MANAGEMENT_ENDPOINT), "{message}");
     assert!(message.contains("https://"), "{message}");
 }
+
+#[test]
+fn a_value_that_is_not_of_its_type_is_refused_with_the_variable_the_value_and_the_form() {
+    for (variable, value, form) in [
+        (CONNECTION_TTL_SECONDS, "abc", forms::TTL_FORM),
+        (FANOUT_CONCURRENCY, "1e3", forms::CONCURRENCY_FORM),
+        (MAX_CONNECTIONS, "-0", forms::CAP_FORM),
+        (ALLOW_STATS, "yes", forms::BOOL_FORM),
+        (USER_CAP_MODE, "Refuse", forms::USER_CAP_MODE_FORM),
+    ] {
+        match config_from(&[(variable, value)]) {
+            Err(Error::ConfigInvalid {
+                variable: refused,
+                value: given,
+                expected,
+            }) => assert_eq!((refused, given.as_str(), expected), (variable, value, form)),
+            other => panic!("{variable}={value}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_out_of_range_number_is_shown_as_it_was_given() {
+    let message = config_from(&[(POST_MAX_ATTEMPTS, "+011")]).unwrap_err().to_string();
+    assert!(message.contains("\"+011\""), "{message}");
+}
+
+#[test]
+fn values_are_trimmed_and_flags_read_in_any_case_but_the_secret_is_kept_as_given() {
+    let secret = format!(" {} ", "s".repeat(MIN_JWT_SECRET_BYTES));
+    let config = config_from(&[
+        (CONNECTION_TTL_SECONDS, " 900 "),
+        (HISTORY_TABLE, " prod-history "),
+        (ALLOW_STATS, "True"),
+        (USER_CAP_MODE, " evict_oldest "),
+        (MANAGEMENT_ENDPOINT, "   "),
+        (JWT_SECRET, &secret),
+    ])
+    .unwrap();
+    assert_eq!(config.connection_ttl_seconds, 900);
+    assert_eq!(config.history.table, "prod-history");
+    assert!(config.allow_stats);
+    assert_eq!(config.user_cap_mode, UserCapMode::EvictOldest);
+    assert_eq!(config.management_endpoint, None);
+    assert_eq!(config.jwt_secret, Some(JwtSecret::new(secret)));
+}
+
+#[test]
+fn every_variable_is_read_and_has_a_form() {
+    for variable in ALL_VARIABLES {
+        assert!(forms::form_of(variable).is_some(), "{variable} has no form");
+        // "~" is no number, flag, mode, table name, URL or claim, and too short
+        // a secret: a variable that is read either refuses it by name or takes it.
+        match config_from(&[(variable, "~")]) {
+            Err(Error::ConfigInvalid { variable: refused, .. }) => assert_eq!(refused, *variable),
+            Err(other) => panic!("{variable}: {other}"),
+            Ok(config) => assert_ne!(config, Config::default(), "{variable} is not read"),
+        }
+    }
+}

@@ -1,9 +1,16 @@
 //! The checks each value read from the environment must pass.
 
+use std::ops::RangeInclusive;
+
 use super::forms::{
-    BOOL_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, JWKS_URL_FORM, OPERATOR_CLAIM_FORM, TABLE_NAME_FORM,
+    AUDIENCE_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, ISSUER_FORM, JWKS_URL_FORM, JWT_SECRET_FORM,
+    OPERATOR_CLAIM_FORM, TABLE_NAME_FORM,
 };
-use super::{OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, OPERATOR_CLAIM};
+use super::raw::Number;
+use super::{
+    JwtSecret, OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, MIN_JWT_SECRET_BYTES,
+    OPERATOR_CLAIM,
+};
 use crate::Error;
 
 pub(super) fn parse_table_name(variable: &'static str, value: String) -> Result<String, Error> {
@@ -22,35 +29,65 @@ pub(super) fn parse_table_name(variable: &'static str, value: String) -> Result<
     }
 }
 
-pub(super) fn parse_in_range<T>(
+/// A number read from `variable`, if it lies in `range`.
+pub(super) fn in_range<T: PartialOrd>(
     variable: &'static str,
-    value: String,
-    range: std::ops::RangeInclusive<T>,
+    number: Number<T>,
+    range: RangeInclusive<T>,
     expected: &'static str,
-) -> Result<T, Error>
-where
-    T: std::str::FromStr + PartialOrd,
-{
-    match value.parse::<T>() {
-        Ok(parsed) if range.contains(&parsed) => Ok(parsed),
-        _ => Err(Error::ConfigInvalid {
+) -> Result<T, Error> {
+    if range.contains(&number.value) {
+        Ok(number.value)
+    } else {
+        Err(Error::ConfigInvalid {
             variable,
-            value,
+            value: number.text,
             expected,
-        }),
+        })
     }
 }
 
-pub(super) fn parse_bool(variable: &'static str, value: String) -> Result<bool, Error> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(Error::ConfigInvalid {
-            variable,
-            value,
-            expected: BOOL_FORM,
-        }),
+/// The HS256 secret, never echoed back: an error shows its length alone.
+pub(super) fn parse_jwt_secret(value: String) -> Result<JwtSecret, Error> {
+    if value.len() >= MIN_JWT_SECRET_BYTES {
+        Ok(JwtSecret::new(value))
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: JWT_SECRET,
+            value: format!("<{} bytes, redacted>", value.len()),
+            expected: JWT_SECRET_FORM,
+        })
     }
+}
+
+pub(super) fn parse_issuer(value: String) -> Result<String, Error> {
+    if value.len() <= 512 {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: JWT_ISSUER,
+            value,
+            expected: ISSUER_FORM,
+        })
+    }
+}
+
+/// One audience or several, separated by commas.
+pub(super) fn parse_audience(value: String) -> Result<Vec<String>, Error> {
+    let audience: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if audience.is_empty() || audience.iter().any(|part| part.len() > 512) {
+        return Err(Error::ConfigInvalid {
+            variable: JWT_AUDIENCE,
+            value,
+            expected: AUDIENCE_FORM,
+        });
+    }
+    Ok(audience)
 }
 
 pub(super) fn parse_claim_name(variable: &'static str, value: String) -> Result<String, Error> {
