@@ -199,13 +199,26 @@ describe("with the gateway gone", () => {
       // nothing once subscribed): should the closing socket's end not reach
       // the page (it is offline), the missed pong says the socket is dead.
       ping: "2000",
+      debug: "1",
+    });
+    // The client's own account of its attempts, shown when an assertion fails.
+    const started = Date.now();
+    const clientLog: string[] = [];
+    page.on("console", (message) => {
+      if (message.text().startsWith("[airwave]")) clientLog.push(`${Date.now() - started} ms ${message.text()}`);
     });
     try {
       await eventually("the page to connect", async () => (await pageState(page)) === "open");
       // Offline first, so no attempt is spent between the stack's exit and the
-      // refusing server taking its port.
+      // refusing server taking its port. The page learns it is offline a little
+      // after the browser does: the stack stops only once the page knows, or a
+      // socket closed before then would spend attempts against a closed port.
+      const mark = (what: string) => clientLog.push(`${Date.now() - started} ms test: ${what}`);
       await browser.context.setOffline(true);
+      await eventually("the page to see it is offline", () => page.evaluate(() => !navigator.onLine));
+      mark("offline");
       await own.stop();
+      mark("stack stopped");
       await eventually("the page to lose its socket", async () => (await pageState(page)) === "reconnecting", 40_000);
 
       const upgrades: number[] = [];
@@ -219,7 +232,9 @@ describe("with the gateway gone", () => {
       await new Promise<void>((resolve) => refuser.listen(port, "127.0.0.1", resolve));
       try {
         const openedBefore = await socketsOpened(page);
+        mark(`refuser listening; ${openedBefore} sockets opened so far`);
         await browser.context.setOffline(false);
+        mark("online");
         await eventually("the page to give up", async () => (await pageState(page)) === "gave_up", 60_000);
         const atGiveUp = upgrades.length;
         // Quiet after giving up: no attempt in the next seconds.
@@ -228,7 +243,7 @@ describe("with the gateway gone", () => {
         // The client spends exactly its budget. Chromium may fail the first
         // attempts after going back online before they reach the server, so
         // the server sees at most that many, and at least one.
-        expect((await socketsOpened(page)) - openedBefore).toBe(attempts);
+        expect((await socketsOpened(page)) - openedBefore, clientLog.join("\n")).toBe(attempts);
         expect(atGiveUp).toBeGreaterThanOrEqual(1);
         expect(atGiveUp).toBeLessThanOrEqual(attempts);
         const gaps = upgrades.slice(1).map((at, i) => at - (upgrades[i] ?? at));

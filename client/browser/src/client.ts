@@ -319,6 +319,9 @@ export class AirwaveClient {
    */
   private handleFailure(generation: number, prompt = false): void {
     if (generation !== this.generation) return;
+    // A socket fails once: every later report of the same loss (each check that
+    // joined one unanswered ping sees it time out) is now of an older generation.
+    this.generation += 1;
     this.endSocket(4000, "abandoned", new AirwaveError("disconnected", "the connection was lost before the reply"));
     if (this.stopped) return;
     let delay = 0;

@@ -247,6 +247,29 @@ describe("keep-alive", () => {
     expect(h.sockets.length).toBe(2);
   });
 
+  it("spends one attempt on a lost socket however many checks joined its unanswered ping", async () => {
+    const h = harness({ keepAliveAfterMs: 2000, pongTimeoutMs: 10_000, backoff: { maxAttempts: 3 } });
+    const socket = await opened(h);
+    h.lifecycle.goOffline(); // the socket is dead, and nothing says so but the missing pong
+    await h.clock.advance(2000); // the keep-alive ping
+    for (let i = 0; i < 4; i++) await h.clock.advance(2000); // four more checks join it
+    expect(pings(socket).length).toBe(1);
+    await h.clock.advance(10_000); // the pong is overdue: the socket is replaced, once
+    expect(h.client.state).toBe("reconnecting");
+    expect(h.client.stats().attempt).toBe(1);
+    h.lifecycle.goOnline();
+    await flush();
+    // The rest of the budget is there: two more failures before giving up, then the third.
+    for (let i = 0; i < 2; i++) {
+      h.socket().refuse();
+      await h.clock.advance(h.clock.pendingDelays()[0] ?? 0);
+      expect(h.client.state).not.toBe("gave_up");
+    }
+    h.socket().refuse();
+    expect(h.client.state).toBe("gave_up");
+    expect(h.sockets.length).toBe(4);
+  });
+
   it("still pings when the only traffic is messages received", async () => {
     const h = harness({ keepAliveAfterMs: 60_000 });
     const socket = await opened(h);
