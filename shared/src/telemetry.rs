@@ -6,6 +6,7 @@ use std::future::Future;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 
 /// The CloudWatch namespace every Airwave metric is published under.
 pub const METRICS_NAMESPACE: &str = "Airwave";
@@ -95,15 +96,25 @@ pub fn json_logs<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
+    tracing_subscriber::registry().with(json_log_layer(writer))
+}
+
+/// [`json_logs`] as a layer, with its own level filter: tests capture the
+/// functions' lines exactly as deployed through a subscriber that also
+/// carries other layers.
+pub fn json_log_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'writer> tracing_subscriber::fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .with_ansi(false)
         .with_writer(writer)
-        .finish()
-        .with(log_filter(LevelFilter::INFO))
+        .with_filter(log_filter(LevelFilter::INFO))
 }
 
 /// Writes the metrics recorded during an invocation to stdout, where the

@@ -5,7 +5,7 @@ use airwave_shared::connection::ConnectionRecord;
 use airwave_shared::message::Audience;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::ConnectionStore;
-use airwave_tests::{insert_record, message_image, stream_batch_fixture, stream_event};
+use airwave_tests::{insert_record, message_image, stream_batch_fixture, stream_event, LogCapture};
 use serde_json::json;
 
 use super::{channel_records, seed_connections, Stack};
@@ -270,41 +270,14 @@ async fn a_message_no_connection_received_is_not_timed() {
     assert!(!timed, "no target, so no delivery to time");
 }
 
-/// What the functions log, captured in the format they log it in.
-#[derive(Clone, Default)]
-struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogLines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogLines {
-    fn lines(&self) -> Vec<serde_json::Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn every_line_logged_while_a_run_is_sent_names_its_messages() {
     let stack = Stack::start().await;
     stack.connect("live=").await;
     stack.connect("gone=").await;
     stack.gateway.disconnect("gone=");
-    let logs = LogLines::default();
-    let writer = logs.clone();
-    let _logging = tracing::subscriber::set_default(airwave_shared::telemetry::json_logs(move || writer.clone()));
+    let logs = LogCapture::default();
+    let _capture = logs.install_as_deployed();
 
     let response = stack
         .process(stream_event(vec![
