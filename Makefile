@@ -24,7 +24,7 @@ LOCAL_ENV := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_REGION=us-e
              AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$(DYNAMODB_PORT) \
              AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$(DYNAMODB_PORT)
 
-.PHONY: cost soak fuzz fuzz-check schema help tools test fmt-check clippy unit integration template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
+.PHONY: cost smoke smoke-local soak fuzz fuzz-check schema help tools test fmt-check clippy unit integration template-check lint lambda-build size build deploy logs delete dev bench browser-test replay \
 	rust-tools node-tools chromium deploy-check docs docs-check
 
 # What cannot go into .tools/ is checked where it is needed, with what to install.
@@ -41,6 +41,7 @@ help:
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
 	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
 	@echo "make cost   the monthly bill of the reference workloads (idle, chat, feed) from measured request counts"
+	@echo "make smoke  check a deployment end to end and name the step that fails (STACK=, or URL= [MESSAGES_TABLE=]; TOKEN=, CHANNEL=)"
 	@echo "make soak   the whole local stack for 3 minutes under every fault at once (SOAK_SUBSCRIBERS, SOAK_SECONDS)"
 	@echo "make lint   cfn-lint and sam validate --lint on template.yaml"
 	@echo "make fuzz   every fuzz target for FUZZ_SECONDS (FUZZ_TARGET=token for one)"
@@ -99,6 +100,28 @@ integration: $(TEST_TOOLS)
 	infra/with-moto.sh cargo test --workspace --locked --bins --test '*'
 	cargo test --workspace --locked --doc
 
+# A deployment checked end to end, step by step (connect, subscribe, ping,
+# publish, deliver, recover); exits non-zero naming the first step that
+# failed. Without URL it checks the stack STACK: its WebSocketUrl, and a
+# producer's write to its MessagesTableName (AWS credentials from the
+# environment). With URL, a second connection publishes (AllowClientPublish),
+# unless MESSAGES_TABLE names the table to write to. TOKEN goes through the
+# environment and the command is not echoed, so it stays out of logs.
+smoke: $(if $(URL),,$(DEPLOY_TOOLS))
+	@set -e; url='$(URL)'; table='$(MESSAGES_TABLE)'; \
+	if [ -z "$$url" ]; then \
+		outputs="$$($(SAM) list stack-outputs --stack-name $(STACK) --output json)"; \
+		url="$$(printf '%s' "$$outputs" | $(call stack_output,WebSocketUrl))"; \
+		[ -n "$$table" ] || table="$$(printf '%s' "$$outputs" | $(call stack_output,MessagesTableName))"; \
+	fi; \
+	$(if $(TOKEN),AIRWAVE_TOKEN='$(TOKEN)') cargo run --quiet --locked -p airwave-cli --bin airwave -- \
+		smoke "$$url" $${table:+--messages-table "$$table"} $(if $(CHANNEL),--channel '$(CHANNEL)')
+
+# make smoke against airwave-stack, as make test runs it.
+smoke-local: $(TEST_TOOLS)
+	cargo build --locked -p airwave-tests --bin airwave-stack -p airwave-cli --bin airwave
+	infra/with-moto.sh infra/smoke-local.sh
+
 # The cost model: every unit event measured on the local stack (optimized
 # build), scaled to a month of each reference workload and priced with
 # infra/cost/prices.json. Prints the cost tables of docs/src/cost.md.
@@ -121,7 +144,7 @@ lint: $(DEPLOY_TOOLS)
 
 # Everything CI runs (.ci/run is only this), the docs check first (it takes a
 # second), the deploy path last.
-test: docs-check fmt-check clippy lint template-check unit integration browser-test fuzz-check deploy-check
+test: docs-check fmt-check clippy lint template-check unit integration smoke-local browser-test fuzz-check deploy-check
 
 # The book (docs/, mdBook). Debian has no mdbook package, so `cargo install`
 # builds it once into .tools/cargo (pinned, --locked; without the serve and watch

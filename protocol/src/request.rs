@@ -21,7 +21,7 @@ pub const MAX_REQUEST_ID_CHARS: usize = 64;
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Keeps the connection alive (API Gateway closes idle ones after 10
-    /// minutes) and refreshes its record's TTL.
+    /// minutes). API Gateway answers it itself: no function runs for it.
     Ping,
     /// Starts receiving a channel. With `since`, the last position the client
     /// saw, the reply also recovers what was published after it.

@@ -18,5 +18,6 @@ mod races;
 mod recovery;
 mod removals;
 mod replay;
+mod smoke;
 mod soak;
 mod users;

@@ -1,3 +1,4 @@
-//! What the `airwave` command runs beyond a single request: the fan-out benchmark.
+//! What the `airwave` command runs beyond a single request: the fan-out benchmark and the smoke test.
 
 pub mod bench;
+pub mod smoke;

@@ -1,4 +1,4 @@
-//! `airwave`: listen, publish, stats and a fan-out benchmark against an Airwave endpoint.
+//! `airwave`: listen, publish, stats, a smoke test and a fan-out benchmark against an Airwave endpoint.
 //! Output goes to stdout; logs go to stderr (`RUST_LOG` adjusts them).
 
 use std::io::{IsTerminal, Write};
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use airwave_cli::bench::{self, BenchConfig};
+use airwave_cli::smoke::{self, Publisher, SmokeConfig};
 use airwave_client::{Backoff, Client, ClientConfig, Error, ErrorCode, Event, Reply, Request};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -47,6 +48,28 @@ enum Command {
     Stats {
         /// Endpoint, ws:// or wss://
         url: String,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Check a deployment end to end: connect, subscribe, ping, publish, deliver, recover.
+    /// Stops at the first step that fails, names it and says where to look; exits non-zero.
+    Smoke {
+        /// Endpoint, ws:// or wss://
+        url: String,
+        /// A channel the token may subscribe and publish to (default: a fresh `smoke-…` name).
+        #[arg(long, short = 'c')]
+        channel: Option<String>,
+        /// Publish as a producer, by writing to this messages table (the stack's
+        /// MessagesTableName output) with the environment's AWS credentials, instead of
+        /// from a second connection (which needs AllowClientPublish).
+        #[arg(long)]
+        messages_table: Option<String>,
+        /// How long each step may take.
+        #[arg(long, default_value_t = 15)]
+        step_timeout_secs: u64,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -171,6 +194,37 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             let reply = client.request(Request::Stats).await?;
             client.close().await;
             print_reply(&reply, true)
+        }
+        Command::Smoke {
+            url,
+            channel,
+            messages_table,
+            step_timeout_secs,
+            json,
+            connection,
+        } => {
+            let publisher = match messages_table {
+                Some(table) => Publisher::table_from_environment(table).await,
+                None => Publisher::Client,
+            };
+            let config = SmokeConfig {
+                client: connection.config(&url)?,
+                channel: channel.unwrap_or_else(smoke::fresh_channel),
+                publisher,
+                step_timeout: Duration::from_secs(step_timeout_secs),
+            };
+            let report = smoke::run(config).await;
+            let text = if json {
+                serde_json::to_string(&report).map_err(|e| Error::UnexpectedReply(e.to_string()))?
+            } else {
+                report.to_string()
+            };
+            out(&text);
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Bench {
             url,
