@@ -19,6 +19,8 @@ pub mod handlers;
 pub mod history;
 pub mod jwks;
 pub mod liveness;
+#[cfg(any(test, feature = "memory-store"))]
+pub mod memory_store;
 pub mod message;
 pub mod pacing;
 pub mod permissions;

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::auth::Authenticator;
 use crate::config::JwtSecret;
 use crate::handlers::{handle_connect, handle_disconnect, handle_message};
+use crate::memory_store::MemoryStore;
 use crate::message::MessageRecord;
-use crate::store::MemoryStore;
 use crate::time::{epoch_millis_now, ManualClock};
 use crate::Config;
 

@@ -13,9 +13,9 @@ use crate::connection::ConnectionRecord;
 use crate::Error;
 
 /// How long a release marker is kept: longer than DynamoDB Streams keeps a record.
-pub(super) const RELEASE_MARKER_TTL_SECONDS: i64 = 3 * 86_400;
+pub(crate) const RELEASE_MARKER_TTL_SECONDS: i64 = 3 * 86_400;
 /// Records released per reclaim: enough to free room without a long refusal path.
-pub(super) const RECLAIM_BATCH: i32 = 25;
+pub(crate) const RECLAIM_BATCH: i32 = 25;
 
 /// The throttle and the caps of `$connect`, and the release of slots.
 pub trait AdmissionStore: Send + Sync {

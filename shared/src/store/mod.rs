@@ -10,8 +10,11 @@
 //! - [`MessageStore`]: the messages table the stream-processor is fed from.
 //!
 //! [`DynamoStore`] implements them all, one file per trait; `MemoryStore`
-//! (in `memory/`, for tests: built for this crate's tests or with the
-//! `memory-store` feature) implements them over tables in memory. This module holds
+//! (`crate::memory_store`, for tests: built for this crate's tests or with the
+//! `memory-store` feature) implements them over tables in memory. It sits
+//! beside this module rather than in it: it uses the domain modules (eviction,
+//! liveness, rates, stats) that use these traits, and a module inside `store`
+//! doing so would make `store` and those modules import each other. This module holds
 //! what they share (table names, keys, numbers, error codes) and `transaction`
 //! the retried transactions several of them write with.
 //!
@@ -44,8 +47,6 @@ mod admission;
 mod batch;
 mod connections;
 mod history;
-#[cfg(any(test, feature = "memory-store"))]
-mod memory;
 mod messages;
 mod shards;
 mod subscriptions;
@@ -53,8 +54,6 @@ mod transaction;
 
 pub use admission::AdmissionStore;
 pub use connections::{ConnectionStore, ExpiredRemoval};
-#[cfg(any(test, feature = "memory-store"))]
-pub use memory::MemoryStore;
 pub use messages::MessageStore;
 pub use shards::{channel_of_partition, subscription_partition, SUBSCRIPTION_SHARDS};
 pub use subscriptions::{
@@ -62,6 +61,12 @@ pub use subscriptions::{
     TARGET_PAGE_SIZE, USER_INDEX,
 };
 pub(crate) use transaction::{conflict_backoff, Transaction};
+
+// What the in-memory store (`crate::memory_store`) shares with these adapters.
+#[cfg(any(test, feature = "memory-store"))]
+pub(crate) use admission::{RECLAIM_BATCH, RELEASE_MARKER_TTL_SECONDS};
+#[cfg(any(test, feature = "memory-store"))]
+pub(crate) use history::new_epoch;
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 

@@ -19,13 +19,13 @@ mod names;
 mod parser;
 mod queues;
 mod routes;
+mod schedules;
 mod stream_mappings;
 mod tables;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::schedules::Schedule;
 use crate::GatewayError;
 use intrinsics::yaml_to_json;
 use parser::Parser;
@@ -34,6 +34,7 @@ pub use functions::{EnvValue, Function};
 pub use names::LocalNames;
 pub use queues::Queue;
 pub use routes::{Route, RouteIntegration, RouteSelection};
+pub use schedules::Schedule;
 pub use stream_mappings::StreamMapping;
 pub use tables::{AttributeDefinition, GlobalSecondaryIndex, KeyElement, Table, TableName};
 

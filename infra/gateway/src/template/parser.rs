@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::intrinsics::references;
+use super::schedules::schedules_of;
 use super::StackModel;
-use crate::schedules::schedules_of;
 use crate::GatewayError;
 
 pub(super) struct Parser<'a> {

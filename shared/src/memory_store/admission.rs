@@ -14,8 +14,8 @@ use crate::eviction::{EvictOutcome, Eviction};
 use crate::liveness::{Holder, SlotHolders};
 use crate::rate::PublishAllowance;
 use crate::stats::StatsSnapshots;
-use crate::store::admission::{RECLAIM_BATCH, RELEASE_MARKER_TTL_SECONDS};
 use crate::store::AdmissionStore;
+use crate::store::{RECLAIM_BATCH, RELEASE_MARKER_TTL_SECONDS};
 use crate::Error;
 
 impl AdmissionStore for MemoryStore {

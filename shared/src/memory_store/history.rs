@@ -12,7 +12,7 @@ use airwave_protocol::{MessageFrame, Position};
 use super::{MemoryStore, Tables};
 use crate::history::{first_of_each_id, positions_in_order, ChannelHistory, Reservation, HEAD_TTL_SECONDS};
 use crate::message::MessageRecord;
-use crate::store::history::new_epoch;
+use crate::store::new_epoch;
 use crate::Error;
 
 /// A channel's head: its epoch, latest offset and expiry.

@@ -29,10 +29,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use airwave_protocol::Stats;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::subscriptions::{TargetCursor, TargetPage};
 use crate::admission::CapScope;
 use crate::connection::{ConnectionRecord, ConnectionTarget};
 use crate::message::MessageRecord;
+use crate::store::{TargetCursor, TargetPage};
 use crate::time::{Clock, Clocked};
 use crate::{Config, Error};
 
