@@ -100,8 +100,8 @@ integration: $(TEST_TOOLS)
 	infra/with-moto.sh cargo test --workspace --locked --bins --test '*'
 	cargo test --workspace --locked --doc
 
-# A deployment checked end to end, step by step (connect, subscribe, ping,
-# publish, deliver, recover); exits non-zero naming the first step that
+# A deployment checked end to end, step by step (connect, refuse a forged
+# token, subscribe, ping, publish, deliver, recover); exits non-zero naming the first step that
 # failed. Without URL it checks the stack STACK: its WebSocketUrl, and a
 # producer's write to its MessagesTableName (AWS credentials from the
 # environment). With URL, a second connection publishes (AllowClientPublish),

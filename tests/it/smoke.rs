@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
-use airwave_cli::smoke::{self, Publisher, SmokeConfig, SmokeReport, Step};
+use airwave_cli::smoke::{self, Publisher, SmokeConfig, SmokeReport, Status, Step};
 use airwave_client::ClientConfig;
 use airwave_gateway::GatewayOptions;
 use airwave_local::ManagementFaults;
+use airwave_shared::config::JwtSecret;
+use airwave_shared::time::epoch_seconds_now;
 use airwave_tests::stack::{LocalStack, StackOptions};
-use airwave_tests::TestTables;
+use airwave_tests::{signed_token, TestTables};
+use serde_json::json;
 
 /// A stack on which clients may publish, as `make dev`'s is.
 async fn stack(options: StackOptions) -> LocalStack {
@@ -34,8 +37,9 @@ fn step_names(report: &SmokeReport) -> Vec<Step> {
     report.steps.iter().map(|step| step.step).collect()
 }
 
-const EVERY_STEP: [Step; 6] = [
+const EVERY_STEP: [Step; 7] = [
     Step::Connect,
+    Step::RefuseBadToken,
     Step::Subscribe,
     Step::Ping,
     Step::Publish,
@@ -52,6 +56,41 @@ async fn the_smoke_test_passes_every_step_on_a_healthy_stack() {
     assert!(report.passed(), "{report}");
     assert_eq!(step_names(&report), EVERY_STEP);
     assert!(report.to_string().contains("smoke test passed"), "{report}");
+    // Without authentication a forged token is admitted: that step says it was not checked.
+    assert_eq!(report.steps[1].status, Status::Skipped, "{report}");
+    assert!(report.to_string().contains("skip   refuse"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_smoke_test_checks_that_a_forged_one_is_refused() {
+    const SECRET: &str = "smoke-test-secret-of-at-least-32-bytes!!";
+    let tables = TestTables::create_with(|config| {
+        config.allow_client_publish = true;
+        config.admission.attempts_per_ip = 0;
+        config.jwt_secret = Some(JwtSecret::new(SECRET.to_owned()));
+    })
+    .await;
+    let stack = LocalStack::start(tables, GatewayOptions::default()).await;
+    let token = signed_token(
+        SECRET,
+        &json!({"sub": "smoke", "exp": epoch_seconds_now() + 600, "channels": ["smoke-*"], "publish": ["smoke-*"]}),
+    );
+    let config = SmokeConfig {
+        client: ClientConfig::new(&stack.ws_url()).unwrap().with_token(token),
+        ..config(&stack, Duration::from_secs(20))
+    };
+
+    let report = smoke::run(config).await;
+
+    assert!(report.passed(), "{report}");
+    assert!(
+        report.steps.iter().all(|step| step.status == Status::Passed),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("a forged token refused with 401"),
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,13 +141,32 @@ async fn with_the_fan_out_failing_the_smoke_test_names_deliver_and_where_to_look
 
     assert!(!report.passed(), "{report}");
     assert_eq!(report.failed_step(), Some(Step::Deliver), "{report}");
-    // The steps before it passed, and nothing ran after it.
-    assert!(report.steps[..4].iter().all(|step| step.passed), "{report}");
-    assert_eq!(report.steps.len(), 5, "{report}");
+    // The steps before it did not fail, and nothing ran after it.
+    assert!(
+        report.steps[..5].iter().all(|step| step.status != Status::Failed),
+        "{report}"
+    );
+    assert_eq!(report.steps.len(), 6, "{report}");
     let text = report.to_string();
     assert!(text.contains("FAILED deliver"), "{text}");
     assert!(text.contains("stream processor"), "{text}");
     assert!(text.contains("smoke test failed at step deliver"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_token_an_endpoint_that_admits_a_forged_one_fails_at_refuse() {
+    // No secret: the stack admits every token, so the check of a token the
+    // operator expects to matter fails.
+    let stack = stack(StackOptions::default()).await;
+    let config = SmokeConfig {
+        client: ClientConfig::new(&stack.ws_url()).unwrap().with_token("a-token"),
+        ..config(&stack, Duration::from_secs(10))
+    };
+
+    let report = smoke::run(config).await;
+
+    assert_eq!(report.failed_step(), Some(Step::RefuseBadToken), "{report}");
+    assert!(report.to_string().contains("a forged token was admitted"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

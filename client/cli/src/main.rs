@@ -51,7 +51,8 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Check a deployment end to end: connect, subscribe, ping, publish, deliver, recover.
+    /// Check a deployment end to end: connect, refuse a forged token, subscribe, ping, publish,
+    /// deliver, recover.
     /// Stops at the first step that fails, names it and says where to look; exits non-zero.
     Smoke {
         /// Endpoint, ws:// or wss://

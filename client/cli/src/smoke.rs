@@ -103,6 +103,7 @@ impl Publisher {
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Connect,
+    RefuseBadToken,
     Subscribe,
     Ping,
     Publish,
@@ -114,6 +115,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Connect => "connect",
+            Step::RefuseBadToken => "refuse",
             Step::Subscribe => "subscribe",
             Step::Ping => "ping",
             Step::Publish => "publish",
@@ -128,6 +130,10 @@ impl Step {
             Step::Connect => {
                 "the handshake failed: check the URL (wss://API.execute-api.REGION.amazonaws.com/STAGE), \
                  the token, and the connect function's logs"
+            }
+            Step::RefuseBadToken => {
+                "a connection with a forged token was not refused with 401: check that the stack has a \
+                 token secret or a JWKS URL, and the connect function's logs"
             }
             Step::Subscribe => "the message function refused or did not answer: check its logs and the token's rights",
             Step::Ping => "API Gateway's ping route did not answer: check that the stage deployed the `ping` route",
@@ -153,11 +159,22 @@ impl fmt::Display for Step {
     }
 }
 
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    /// Not checked, and the report says why: a refusal of a bad token on an
+    /// endpoint used without a token (it may not authenticate at all).
+    Skipped,
+    Failed,
+}
+
 /// One step's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
     pub step: Step,
-    pub passed: bool,
+    pub status: Status,
     pub millis: u64,
     /// What the step saw: a message id, or why it failed.
     pub detail: String,
@@ -171,24 +188,32 @@ pub struct SmokeReport {
 }
 
 impl SmokeReport {
+    /// Every step ran, and none failed (a skipped one is named in the report).
     pub fn passed(&self) -> bool {
-        self.steps.len() == STEPS && self.steps.iter().all(|step| step.passed)
+        self.steps.len() == STEPS && self.failed_step().is_none()
     }
 
     /// The step that failed, if one did.
     pub fn failed_step(&self) -> Option<Step> {
-        self.steps.iter().find(|step| !step.passed).map(|step| step.step)
+        self.steps
+            .iter()
+            .find(|step| step.status == Status::Failed)
+            .map(|step| step.step)
     }
 }
 
-const STEPS: usize = 6;
+const STEPS: usize = 7;
 
 impl fmt::Display for SmokeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for step in &self.steps {
-            let verdict = if step.passed { "ok    " } else { "FAILED" };
+            let verdict = match step.status {
+                Status::Passed => "ok    ",
+                Status::Skipped => "skip  ",
+                Status::Failed => "FAILED",
+            };
             writeln!(f, "{verdict} {:<9} {:>6} ms  {}", step.step, step.millis, step.detail)?;
-            if !step.passed {
+            if step.status == Status::Failed {
                 writeln!(f, "       {}", step.step.hint())?;
             }
         }
@@ -249,6 +274,11 @@ impl Run {
             Ok("two connections admitted".to_owned())
         })
         .await?;
+        let client_config = self.config.client.clone();
+        // Passed or skipped, the report says which; either way the run goes on.
+        let _refusal = self
+            .step(Step::RefuseBadToken, refuses_a_forged_token(client_config))
+            .await?;
         let position = self
             .step(Step::Subscribe, async {
                 witness.subscribe(&channel).await?;
@@ -306,21 +336,21 @@ impl Run {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.config.step_timeout, work).await;
         let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (result, passed, detail) = match outcome {
+        let (result, status, detail) = match outcome {
             Ok(Ok(value)) => {
-                let detail = value.describe();
-                (Ok(value), true, detail)
+                let (detail, status) = (value.describe(), value.status());
+                (Ok(value), status, detail)
             }
-            Ok(Err(error)) => (Err(Stopped), false, error.to_string()),
+            Ok(Err(error)) => (Err(Stopped), Status::Failed, error.to_string()),
             Err(_) => (
                 Err(Stopped),
-                false,
+                Status::Failed,
                 format!("nothing within {} s", self.config.step_timeout.as_secs_f64()),
             ),
         };
         self.report.steps.push(StepReport {
             step,
-            passed,
+            status,
             millis,
             detail,
         });
@@ -331,6 +361,28 @@ impl Run {
 /// What a step's value says in the report.
 trait Describe {
     fn describe(&self) -> String;
+
+    fn status(&self) -> Status {
+        Status::Passed
+    }
+}
+
+/// A check that could not be made, and why.
+struct Skipped(String);
+
+impl Describe for Result<String, Skipped> {
+    fn describe(&self) -> String {
+        match self {
+            Ok(detail) | Err(Skipped(detail)) => detail.clone(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        match self {
+            Ok(_) => Status::Passed,
+            Err(_) => Status::Skipped,
+        }
+    }
 }
 
 impl Describe for String {
@@ -350,11 +402,47 @@ impl Describe for Option<Position> {
     }
 }
 
+/// A token shaped like a JWT whose signature no key made.
+const FORGED_TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzbW9rZSJ9.Zm9yZ2VkLXNpZ25hdHVyZQ";
+
+/// Connects with a forged token, which an authenticating endpoint refuses
+/// with 401 at the handshake.
+async fn refuses_a_forged_token(config: ClientConfig) -> Result<Result<String, Skipped>, StepError> {
+    let authenticates = config.has_credentials();
+    let (forger, _events) = Client::new(config.with_token(FORGED_TOKEN));
+    let outcome = forger.connect().await;
+    forger.close().await;
+    match outcome {
+        Err(error) if refused_as_unauthorized(&error) => Ok(Ok("a forged token refused with 401".to_owned())),
+        Err(error) => Err(StepError::Unexpected(format!(
+            "a forged token was refused, but not with 401: {error}"
+        ))),
+        Ok(()) if authenticates => Err(StepError::Unexpected("a forged token was admitted".to_owned())),
+        Ok(()) => Ok(Err(Skipped(
+            "not checked: a forged token was admitted, and no token was given (the endpoint may not authenticate)"
+                .to_owned(),
+        ))),
+    }
+}
+
+fn refused_as_unauthorized(error: &Error) -> bool {
+    match error {
+        Error::Handshake { status } => *status == 401,
+        Error::GaveUp { last, .. } => refused_as_unauthorized(last),
+        _ => false,
+    }
+}
+
 /// Waits for the message `id` among `events`; its position.
 async fn received(events: &mut Events, id: &str) -> Result<Option<Position>, StepError> {
     loop {
         match events.recv().await {
-            Some(Event::Message(message)) if message.id == id => return Ok(message.position),
+            Some(Event::Message(message)) if message.id == id => {
+                return match message.position {
+                    Some(position) => Ok(Some(position)),
+                    None => Err(StepError::Unexpected(format!("{id} arrived without a position"))),
+                }
+            }
             Some(Event::Failed(error)) => return Err(error.into()),
             Some(_) => continue,
             None => return Err(Error::Closed.into()),

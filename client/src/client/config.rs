@@ -202,6 +202,11 @@ impl ClientConfig {
         self.rng_seed
     }
 
+    /// Whether connections carry a token (fixed or from a provider).
+    pub fn has_credentials(&self) -> bool {
+        !matches!(self.credentials, Credentials::None)
+    }
+
     /// Whether a connection whose token expired can come back with a fresh one.
     pub(super) fn renews_tokens(&self) -> bool {
         matches!(self.credentials, Credentials::Provider(_))
