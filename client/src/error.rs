@@ -88,6 +88,10 @@ fn handshake_message(status: u16) -> String {
         401 => "handshake refused: 401 Unauthorized (missing, wrong or expired token)".to_owned(),
         403 => "handshake refused: 403 Forbidden (over a connection cap, or not allowed)".to_owned(),
         429 => "handshake refused: 429 Too Many Requests (throttled)".to_owned(),
+        crate::protocol::UNSUPPORTED_VERSION_STATUS => format!(
+            "handshake refused: 426 Upgrade Required (the server does not speak {}, this client's protocol version)",
+            crate::protocol::SUBPROTOCOL
+        ),
         s => format!("handshake refused with HTTP status {s}"),
     }
 }
@@ -95,6 +99,13 @@ fn handshake_message(status: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_version_says_which_this_client_speaks_and_is_permanent() {
+        let error = Error::Handshake { status: 426 };
+        assert!(error.to_string().contains("airwave.v1"), "{error}");
+        assert!(error.is_permanent(), "retrying cannot help");
+    }
 
     #[test]
     fn auth_and_cap_refusals_are_permanent_throttling_and_5xx_are_not() {

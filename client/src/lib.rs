@@ -41,4 +41,6 @@ pub use client::{Client, ClientConfig, Event, Events};
 pub use dedup::RecentIds;
 pub use error::Error;
 pub use order::{ChannelOrder, Notice};
-pub use protocol::{parse_frame, ErrorCode, Incoming, Message, Position, Reply, Request, RequestId, Stats};
+pub use protocol::{
+    parse_frame, ErrorCode, Incoming, Message, Position, Reply, Request, RequestId, Stats, SUBPROTOCOL,
+};

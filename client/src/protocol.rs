@@ -5,7 +5,7 @@
 
 pub use airwave_protocol::{
     parse_server_frame as parse_frame, ClientFrame, ErrorCode, Incoming, MessageFrame as Message, Position, Reply,
-    ReplyFrame, Request, RequestId, Stats,
+    ReplyFrame, Request, RequestId, Stats, SUBPROTOCOL, UNSUPPORTED_VERSION_STATUS,
 };
 
 /// Whether `reply` can be the answer to `request`, for replies that carry no

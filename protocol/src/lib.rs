@@ -5,17 +5,22 @@
 //! Every frame is one JSON object in a WebSocket text frame. A client sends
 //! requests (`{"action": ...}`), each of which may carry an `id` that its reply
 //! repeats; the server answers with replies and pushes messages
-//! (`{"type": ...}`).
+//! (`{"type": ...}`). The version is negotiated in the handshake's
+//! subprotocol ([`SUBPROTOCOL`]).
 
 mod position;
 mod reply;
 mod request;
 mod server;
+mod version;
 
 pub use position::{Position, EPOCH_CHARS};
 pub use reply::{ErrorCode, Reply, ReplyFrame, Stats};
 pub use request::{ClientFrame, Request, RequestId};
 pub use server::{parse_server_frame, Closing, Incoming, MessageFrame, ServerFrame};
+pub use version::{
+    negotiate, Negotiated, LEGACY_SUBPROTOCOL, SUBPROTOCOL, UNSUPPORTED_VERSION_REASON, UNSUPPORTED_VERSION_STATUS,
+};
 
 /// The JSON Schema of every frame, both directions, as committed in
 /// `protocol/schema.json`.

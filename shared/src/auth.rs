@@ -14,7 +14,7 @@
 //!
 //! Browsers cannot set headers on a WebSocket handshake, so the token comes
 //! either in the `token` query parameter or as one of the subprotocols offered
-//! in `Sec-WebSocket-Protocol` (`new WebSocket(url, ["airwave", token])`).
+//! in `Sec-WebSocket-Protocol` (`new WebSocket(url, ["airwave.v1", token])`).
 
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use std::time::Duration;
@@ -27,8 +27,6 @@ use crate::config::{JwtSecret, OperatorClaim};
 use crate::jwks::JwksCache;
 use crate::{Config, Error};
 
-/// The subprotocol Airwave answers with when a client offers it.
-pub const SUBPROTOCOL: &str = "airwave";
 pub const TOKEN_QUERY_PARAMETER: &str = "token";
 /// Clock skew tolerated on `exp` and `nbf` between the issuer and Lambda.
 pub const LEEWAY_SECONDS: u64 = 30;

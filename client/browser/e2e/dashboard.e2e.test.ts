@@ -184,6 +184,39 @@ describe("the dashboard against the local stack", () => {
   });
 });
 
+describe("protocol versions", () => {
+  /** What a bare browser WebSocket offering `protocols` ends with: the selected protocol, or its close code. */
+  async function offer(protocols: string[]): Promise<{ opened: boolean; protocol: string; code: number }> {
+    const page = await browser.context.newPage();
+    try {
+      await page.goto(demo.url);
+      return await page.evaluate(
+        ({ url, protocols }) =>
+          new Promise<{ opened: boolean; protocol: string; code: number }>((resolve) => {
+            const socket = new WebSocket(url, protocols);
+            let opened = false;
+            socket.onopen = () => {
+              opened = true;
+              socket.close(1000);
+            };
+            socket.onclose = (event) => resolve({ opened, protocol: socket.protocol, code: event.code });
+          }),
+        { url: stack.url, protocols },
+      );
+    } finally {
+      await page.close();
+    }
+  }
+
+  it("selects airwave.v1, and refuses a client offering only airwave.v2 (close 1006, never open)", async () => {
+    expect(await offer(["airwave.v1"])).toEqual({ opened: true, protocol: "airwave.v1", code: 1000 });
+    const refused = await offer(["airwave.v2"]);
+    expect(refused.opened).toBe(false);
+    // A browser reports every refused handshake as 1006; the server answered 426 unsupported_protocol.
+    expect(refused.code).toBe(1006);
+  });
+});
+
 describe("with the gateway gone", () => {
   it("backs off and gives up after its bound, without a storm", async () => {
     const port = await freePort();

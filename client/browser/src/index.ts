@@ -16,6 +16,7 @@ export type {
 export { AirwaveError } from "./errors.js";
 export { backoffDelay, CircuitBreaker, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 export { RecentIds } from "./recent.js";
+export { SUBPROTOCOL } from "./handshake.js";
 export type {
   ClientErrorCode,
   ClientFrame,

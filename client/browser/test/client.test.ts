@@ -33,10 +33,10 @@ describe("one logical connection", () => {
     const h = harness({ getToken: async () => `tok${++issued}` });
     void h.client.connect();
     await flush();
-    expect(h.socket().protocols).toEqual(["airwave", "tok1"]);
+    expect(h.socket().protocols).toEqual(["airwave.v1", "tok1"]);
     h.socket().refuse();
     await h.clock.advance(h.clock.pendingDelays()[0] ?? 0);
-    expect(h.socket().protocols).toEqual(["airwave", "tok2"]);
+    expect(h.socket().protocols).toEqual(["airwave.v1", "tok2"]);
     expect(h.socket().url).toBe("ws://server/local");
   });
 
@@ -45,7 +45,7 @@ describe("one logical connection", () => {
     void h.client.connect();
     await flush();
     expect(h.socket().url).toBe("ws://server/local?token=a%20b");
-    expect(h.socket().protocols).toEqual(["airwave"]);
+    expect(h.socket().protocols).toEqual(["airwave.v1"]);
   });
 });
 

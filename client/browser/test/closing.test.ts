@@ -20,7 +20,7 @@ describe("closing: token_expired", () => {
     expect(h.clock.pendingDelays()).toEqual([0]);
     await h.clock.advance(0);
     expect(h.sockets.length).toBe(2);
-    expect(h.socket().protocols).toEqual(["airwave", "tok2"]);
+    expect(h.socket().protocols).toEqual(["airwave.v1", "tok2"]);
     h.socket().accept();
     expect(h.socket().lastRequest("subscribe")).toMatchObject({ channel: "c", since: pos(7) });
     expect(h.client.state).toBe("open");

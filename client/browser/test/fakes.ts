@@ -82,7 +82,7 @@ export class FakeSocket implements SocketLike {
   // --- the server's side ---
   accept(): void {
     this.readyState = 1;
-    this.protocol = "airwave";
+    this.protocol = "airwave.v1";
     this.onopen?.({});
   }
 

@@ -18,6 +18,7 @@ use url::Url;
 use crate::backoff::Backoff;
 use crate::dedup::RecentIds;
 use crate::error::Error;
+use crate::protocol::SUBPROTOCOL;
 
 /// Where the token of each connection attempt comes from.
 #[derive(Clone, Default)]
@@ -224,33 +225,30 @@ impl ClientConfig {
         }
     }
 
-    /// The handshake of one connection attempt. A token shaped like a JWT is offered as a
-    /// subprotocol, after `airwave` which the server selects, so it stays out of URLs (and
-    /// the access logs that keep them); any other token cannot be a subprotocol (or would not
-    /// be recognised as one) and goes in the query string.
+    /// The handshake of one connection attempt. It offers the protocol's version
+    /// ([`SUBPROTOCOL`], which the server selects), and a token shaped like a JWT beside
+    /// it, so the token stays out of URLs (and the access logs that keep them); any other
+    /// token cannot be a subprotocol (or would not be recognised as one) and goes in the
+    /// query string.
     pub(super) fn handshake(&self, token: Option<&str>) -> Result<HandshakeRequest, Error> {
         let mut url = self.url.clone();
-        let offer = token.filter(|token| is_jwt_shaped(token)).and_then(|token| {
+        let with_token = token.filter(|token| is_jwt_shaped(token)).and_then(|token| {
             let mut offer = HeaderValue::from_str(&format!("{SUBPROTOCOL}, {token}")).ok()?;
             offer.set_sensitive(true);
             Some(offer)
         });
-        if let (Some(token), None) = (token, &offer) {
+        if let (Some(token), None) = (token, &with_token) {
             url.query_pairs_mut().append_pair("token", token);
         }
+        let offer = with_token.unwrap_or(HeaderValue::from_static(SUBPROTOCOL));
         let mut request = url.as_str().into_client_request().map_err(|e| match e {
             tungstenite::Error::Url(e) => Error::InvalidUrl(e.to_string()),
             e => Error::Connect(Arc::new(e)),
         })?;
-        if let Some(offer) = offer {
-            request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, offer);
-        }
+        request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, offer);
         Ok(request)
     }
 }
-
-/// The subprotocol the server selects when a client offers it beside its token.
-const SUBPROTOCOL: &str = "airwave";
 
 /// Three dot-separated base64url parts, as the server looks for among offered subprotocols;
 /// these characters are all valid in a subprotocol name.
@@ -290,7 +288,8 @@ mod tests {
             .with_token("a b&c");
         let request = config.handshake(Some("a b&c")).unwrap();
         assert_eq!(request.uri(), "wss://example.com/prod?x=1&token=a+b%26c");
-        assert!(request.headers().get(SEC_WEBSOCKET_PROTOCOL).is_none());
+        // The version is offered whatever carries the token.
+        assert_eq!(request.headers().get(SEC_WEBSOCKET_PROTOCOL).unwrap(), "airwave.v1");
         assert_eq!(config.url().as_str(), "wss://example.com/prod?x=1");
         assert_eq!(config.display_url(), "wss://example.com/prod");
         assert!(!format!("{config:?}").contains("token"));
@@ -300,7 +299,7 @@ mod tests {
         let request = config.handshake(Some(jwt)).unwrap();
         assert_eq!(request.uri(), "wss://example.com/prod");
         let offered = request.headers().get(SEC_WEBSOCKET_PROTOCOL).unwrap();
-        assert_eq!(offered.to_str().unwrap(), format!("airwave, {jwt}"));
+        assert_eq!(offered.to_str().unwrap(), format!("airwave.v1, {jwt}"));
         // Neither the config nor the request shows the token when printed.
         assert!(offered.is_sensitive());
         assert!(!format!("{request:?}").contains("sig-_0"));

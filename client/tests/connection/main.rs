@@ -54,7 +54,7 @@ pub fn with_fresh_tokens(config: ClientConfig) -> (ClientConfig, Arc<AtomicUsize
 }
 
 pub fn offer(token: &str) -> Option<String> {
-    Some(format!("airwave, {token}"))
+    Some(format!("airwave.v1, {token}"))
 }
 
 pub async fn next_message_id(events: &mut Events) -> String {

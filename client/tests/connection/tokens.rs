@@ -16,7 +16,7 @@ async fn a_token_that_is_no_jwt_goes_in_the_query_string() {
     let (client, _events) = Client::new(server.config().with_token("s3cr3t &x"));
     within("connect", client.connect()).await.unwrap();
     assert_eq!(server.uris(), ["/test?token=s3cr3t+%26x"]);
-    assert_eq!(server.offers(), [None]);
+    assert_eq!(server.offers(), [Some("airwave.v1".to_owned())]);
 }
 
 #[tokio::test]

@@ -279,11 +279,14 @@ async fn handle(tcp: TcpStream, number: usize, state: Arc<State>, frames: mpsc::
             None if reused && state.refuse_reused_tokens.load(Ordering::SeqCst) => Some(401),
             refuse => refuse,
         };
-        // As `$connect` answers: a client that offered `airwave` gets it selected.
-        if offered.contains(&"airwave") {
-            response
-                .headers_mut()
-                .insert("sec-websocket-protocol", HeaderValue::from_static("airwave"));
+        // As `$connect` answers: the version the client offered is selected.
+        for version in [airwave_client::SUBPROTOCOL, "airwave"] {
+            if offered.contains(&version) {
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", HeaderValue::from_static(version));
+                break;
+            }
         }
         match refuse {
             None => Ok(response),

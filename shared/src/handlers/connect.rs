@@ -15,17 +15,19 @@ use crate::telemetry::metric;
 use crate::time::Clocked;
 use crate::Closer;
 use crate::{Config, Error};
-use airwave_protocol::ErrorCode;
+use airwave_protocol::{ErrorCode, Negotiated, UNSUPPORTED_VERSION_REASON, UNSUPPORTED_VERSION_STATUS};
 
 /// `$connect`: authenticates, throttles, checks the caps and stores the
 /// connection with its TTL. The order is the cheapest refusal first: a bad
 /// token costs no DynamoDB call and writes nothing, a throttled attempt costs
 /// one counter update, and only then is a slot taken.
 ///
-/// Answers: 200 admitted, 401 bad or missing token (when authentication is
-/// on), 429 too many attempts from this IP in the window, 403 over a cap, 400
-/// for an event without a connection id or source IP (API Gateway always sends
-/// both). A store failure is returned as an error: API Gateway refuses the
+/// Answers: 200 admitted (selecting the protocol version the client offered,
+/// see [`airwave_protocol::negotiate`]), 426 when it offered only versions
+/// this server does not speak, 401 bad or missing token (when authentication
+/// is on), 429 too many attempts from this IP in the window, 403 over a cap,
+/// 400 for an event without a connection id or source IP (API Gateway always
+/// sends both). A store failure is returned as an error: API Gateway refuses the
 /// handshake with 500 and the client retries later.
 ///
 /// `authenticator` is `None` when authentication is off; build it once per
@@ -58,6 +60,20 @@ pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + Connect
         let Some(source_ip) = context.identity.source_ip.clone() else {
             return Ok(refuse(&Refusal::bad_event("missing_source_ip")));
         };
+        // The version first: a client this server cannot talk to is told so
+        // before its token is read or anything is counted.
+        let offered = auth::offered_subprotocols(request);
+        let version = airwave_protocol::negotiate(offered.iter().map(String::as_str));
+        if version == Negotiated::Unsupported {
+            return Ok(refuse(&Refusal {
+                status: UNSUPPORTED_VERSION_STATUS,
+                reason: UNSUPPORTED_VERSION_REASON,
+                source_ip: Some(&source_ip),
+                user_id: None,
+                limit: None,
+                current: None,
+            }));
+        }
 
         let identity = match authenticator {
             None => None,
@@ -180,13 +196,10 @@ pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + Connect
         let mut response = route_response(200, "");
         // A browser fails the handshake if it offered subprotocols and the
         // answer selects none of them.
-        if auth::offered_subprotocols(request)
-            .iter()
-            .any(|protocol| protocol == auth::SUBPROTOCOL)
-        {
+        if let Negotiated::Selected(protocol) = version {
             response
                 .headers
-                .insert("sec-websocket-protocol", HeaderValue::from_static(auth::SUBPROTOCOL));
+                .insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
         }
         Ok(response)
     }

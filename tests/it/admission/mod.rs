@@ -18,6 +18,7 @@ mod round_trips;
 mod stats;
 mod throttle;
 mod tokens;
+mod versions;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 /// The connect fixture's `requestTimeEpoch`.

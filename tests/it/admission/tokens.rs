@@ -69,7 +69,8 @@ async fn every_bad_token_gets_401_and_writes_nothing_and_a_good_tokens_sub_is_st
         assert!(logged.contains(reason), "{reason} not logged");
     }
 
-    // A good token offered as a subprotocol, the way a browser sends it.
+    // A good token offered as a subprotocol, the way a browser sent it before
+    // versions had names (`airwave`), which is still selected.
     let mut event = connect_event("good=", "198.51.100.60");
     let mut payload = serde_json::to_value(&event.payload).unwrap();
     let offered = format!("airwave, {}", token_for("user-42"));
