@@ -36,6 +36,7 @@ SHARED_SOURCES = ROOT / "shared/src"
 TABLE_VARIABLE = "AIRWAVE_{}_TABLE"
 MANAGEMENT_ENDPOINT = "AIRWAVE_MANAGEMENT_ENDPOINT"
 FAILURE_QUEUE = "AIRWAVE_FAILURE_QUEUE_URL"
+SECRET_ARN = "AIRWAVE_JWT_SECRET_ARN"
 STREAM_READS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
 DYNAMODB_OPERATIONS = {
     "put_item": "dynamodb:PutItem",
@@ -62,7 +63,9 @@ DYNAMODB_CALL = re.compile(r"\.\s*(%s)\s*\(\s*\)" % "|".join(DYNAMODB_OPERATIONS
 TRANSACTION_ITEM = re.compile(r"\b(%s)\s*::\s*builder\s*\(\s*\)" % "|".join(TRANSACTION_ITEMS))
 MANAGEMENT_CALL = re.compile(r"\.\s*(%s)\s*\(\s*\)" % "|".join(MANAGEMENT_OPERATIONS))
 SQS_CALL = re.compile(r"\.\s*(send_message|send_message_batch)\s*\(\s*\)")
-SDK_CALLS = (DYNAMODB_CALL, TRANSACTION_ITEM, MANAGEMENT_CALL, SQS_CALL)
+SECRET_OPERATIONS = {"get_secret_value": "secretsmanager:GetSecretValue"}
+SECRET_CALL = re.compile(r"\.\s*(%s)\s*\(\s*\)" % "|".join(SECRET_OPERATIONS))
+SDK_CALLS = (DYNAMODB_CALL, TRANSACTION_ITEM, MANAGEMENT_CALL, SQS_CALL, SECRET_CALL)
 
 # Comments, strings and char literals (not lifetimes), blanked so that braces
 # and names inside them count for nothing.
@@ -247,6 +250,8 @@ def calls_of(fn):
         calls.add(("connections", MANAGEMENT_OPERATIONS[match.group(1)], "execute-api:ManageConnections"))
     for match in SQS_CALL.finditer(fn.body):
         calls.add(("queue", None, "sqs:SendMessage"))
+    for match in SECRET_CALL.finditer(fn.body):
+        calls.add(("secret", None, SECRET_OPERATIONS[match.group(1)]))
     return calls
 
 
@@ -269,11 +274,17 @@ def needed_resource(function, kind, what):
         if api is None:
             return f"the API of {MANAGEMENT_ENDPOINT}, which the function does not set"
         return f"{api.group(1)}/{what}/@connections/*"
+    if kind == "secret":
+        secret = ref_of(function, SECRET_ARN)
+        return secret if secret else f"the secret of {SECRET_ARN}, which the function does not set"
     queue = ref_of(function, FAILURE_QUEUE)
     return queue if queue else f"the queue of {FAILURE_QUEUE}, which the function does not set"
 
 
 def granted_resource(resource):
+    # A resource named by a parameter (a Secrets Manager secret's ARN).
+    if isinstance(resource, dict) and resource.get("Ref") in TEMPLATE.get("Parameters", {}):
+        return resource["Ref"]
     if isinstance(resource, dict) and "Fn::GetAtt" in resource:
         logical_id, attribute = resource["Fn::GetAtt"]
         resource_type = RESOURCES.get(logical_id, {}).get("Type")
@@ -363,7 +374,11 @@ def binary_of(function):
 
 
 def statements(function):
+    """Every statement of the function's policies; a policy under `!If` counts
+    as granted (its condition is a parameter the deployer may set)."""
     for policy in function["Properties"].get("Policies", []):
+        if "Fn::If" in policy:
+            _condition, policy, _otherwise = policy["Fn::If"]
         yield from policy["Statement"]
 
 

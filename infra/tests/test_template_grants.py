@@ -11,6 +11,7 @@ from template_code import (
     FUNCTIONS,
     FUNCTION_SOURCES,
     MANAGEMENT_OPERATIONS,
+    SECRET_OPERATIONS,
     RESOURCES,
     ROOT,
     RustFn,
@@ -127,7 +128,12 @@ class GrantsMatchTheCode(unittest.TestCase):
         self.assertEqual(unnamed, [])
         # An operation this reader does not know (a new one, PartiQL) must be
         # taught to it, not left out.
-        known = set(DYNAMODB_OPERATIONS) | set(MANAGEMENT_OPERATIONS) | {"send_message", "send_message_batch"}
+        known = (
+            set(DYNAMODB_OPERATIONS)
+            | set(MANAGEMENT_OPERATIONS)
+            | set(SECRET_OPERATIONS)
+            | {"send_message", "send_message_batch"}
+        )
         operations = {m.group(1) for code in SHARED_CODE.values() for m in re.finditer(r"\bclient\s*\.\s*(\w+)\s*\(\s*\)", code)}
         self.assertLessEqual(operations, known)
         self.assertTrue(any(calls_of(fn) for fn in SHARED_FNS), "the reader found no call at all")

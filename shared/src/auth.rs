@@ -20,11 +20,12 @@ use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 use crate::config::{JwtSecret, OperatorClaim};
 use crate::jwks::JwksCache;
+use crate::secrets::{HmacKeys, StoredSecret};
 use crate::{Config, Error};
 
 pub const TOKEN_QUERY_PARAMETER: &str = "token";
@@ -48,6 +49,9 @@ pub enum TokenRejection {
     UnknownKey,
     WrongIssuer,
     WrongAudience,
+    /// The HS256 secret could not be read from Secrets Manager, and none was
+    /// read before: a 503, which clients retry.
+    KeysUnavailable,
 }
 
 impl TokenRejection {
@@ -63,6 +67,15 @@ impl TokenRejection {
             TokenRejection::UnknownKey => "token_unknown_key",
             TokenRejection::WrongIssuer => "token_wrong_issuer",
             TokenRejection::WrongAudience => "token_wrong_audience",
+            TokenRejection::KeysUnavailable => "token_keys_unavailable",
+        }
+    }
+
+    /// The handshake's status: 401, or 503 when the fault is the server's.
+    pub fn status(self) -> u16 {
+        match self {
+            TokenRejection::KeysUnavailable => 503,
+            _ => 401,
         }
     }
 }
@@ -109,7 +122,7 @@ const ASYMMETRIC: [Algorithm; 9] = [
 /// Checks `$connect` tokens. Built once per cold start, so the identity
 /// provider's keys are fetched once and kept across invocations.
 pub struct Authenticator {
-    secret: Option<DecodingKey>,
+    hmac: Option<Hmac>,
     jwks: Option<JwksCache>,
     issuer: Option<String>,
     /// Empty: the audience is not checked (HS256 only without an audience,
@@ -124,7 +137,7 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Authenticator")
-            .field("hs256", &self.secret.is_some())
+            .field("hs256", &self.hmac)
             .field("jwks", &self.jwks)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -132,9 +145,44 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
+/// Where the HS256 keys come from.
+#[derive(Debug)]
+enum Hmac {
+    /// `AIRWAVE_JWT_SECRET`, for local development.
+    Fixed(HmacKeys),
+    /// `AIRWAVE_JWT_SECRET_ARN`.
+    Stored(StoredSecret),
+}
+
 impl Authenticator {
-    /// From the configuration; `None` when authentication is off.
+    /// From the configuration, with the AWS SDK's configuration to read the
+    /// token secret from Secrets Manager with; `None` when authentication is
+    /// off.
+    pub fn from_config_and_aws(config: &Config, sdk_config: &aws_config::SdkConfig) -> Result<Option<Self>, Error> {
+        let stored = config.auth.jwt_secret_arn.as_ref().map(|arn| {
+            StoredSecret::new(
+                aws_sdk_secretsmanager::Client::new(sdk_config),
+                arn,
+                Duration::from_secs(config.auth.jwt_secret_refresh_seconds),
+            )
+        });
+        Self::build(config, stored)
+    }
+
+    /// From the configuration alone; `None` when authentication is off. A
+    /// secret in Secrets Manager needs [`Authenticator::from_config_and_aws`].
     pub fn from_config(config: &Config) -> Result<Option<Self>, Error> {
+        if let Some(arn) = &config.auth.jwt_secret_arn {
+            return Err(Error::ConfigInvalid {
+                variable: crate::config::JWT_SECRET_ARN,
+                value: arn.clone(),
+                expected: "a secret read with the AWS SDK: build the authenticator with from_config_and_aws",
+            });
+        }
+        Self::build(config, None)
+    }
+
+    fn build(config: &Config, stored: Option<StoredSecret>) -> Result<Option<Self>, Error> {
         let auth = &config.auth;
         if !config.authentication_enabled() {
             return Ok(None);
@@ -153,11 +201,12 @@ impl Authenticator {
             ),
             None => None,
         };
+        let fixed = config
+            .jwt_secret
+            .as_ref()
+            .map(|secret: &JwtSecret| Hmac::Fixed(HmacKeys::one(secret.as_bytes())));
         Ok(Some(Authenticator {
-            secret: config
-                .jwt_secret
-                .as_ref()
-                .map(|secret: &JwtSecret| DecodingKey::from_secret(secret.as_bytes())),
+            hmac: fixed.or(stored.map(Hmac::Stored)),
             jwks,
             issuer: auth.issuer.clone(),
             audience: if auth.allow_any_audience {
@@ -177,7 +226,11 @@ impl Authenticator {
     pub async fn identify(&self, token: &str) -> Result<Identity, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
         let key = if header.alg == Algorithm::HS256 {
-            self.secret.clone().ok_or(TokenRejection::WrongAlgorithm)?
+            let kid = header.kid.as_deref();
+            match self.hmac.as_ref().ok_or(TokenRejection::WrongAlgorithm)? {
+                Hmac::Fixed(keys) => keys.key(kid)?.clone(),
+                Hmac::Stored(stored) => stored.keys_for(kid).await?.key(kid)?.clone(),
+            }
         } else if ASYMMETRIC.contains(&header.alg) {
             let jwks = self.jwks.as_ref().ok_or(TokenRejection::WrongAlgorithm)?;
             let kid = header.kid.as_deref().ok_or(TokenRejection::Malformed)?;

@@ -25,6 +25,7 @@ pub mod message;
 pub mod pacing;
 pub mod permissions;
 pub mod rate;
+pub mod secrets;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -19,6 +19,20 @@ pub fn signed_token(secret: &str, claims: &Value) -> String {
     .expect("HS256 signing of a JSON object cannot fail")
 }
 
+/// An HS256 token for `user`, valid for ten minutes, naming the secret it is
+/// signed with in `kid`, as an issuer does during a rotation.
+pub fn token_with_kid(secret: &str, kid: &str, user: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    let exp = airwave_shared::time::epoch_seconds_now() + 600;
+    jsonwebtoken::encode(
+        &header,
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing of a JSON object cannot fail")
+}
+
 /// A token for `user` that is valid for the next ten minutes.
 pub fn token_for(secret: &str, user: &str) -> String {
     let exp = airwave_shared::time::epoch_seconds_now() + 600;

@@ -20,7 +20,7 @@ pub use events::{
     message_image, stream_batch_fixture, stream_event, CONNECT_EVENT, DISCONNECT_EVENT, MESSAGE_EVENT,
     STREAM_BATCH_EVENT,
 };
-pub use identity::{authenticator, signed_token, token_for};
+pub use identity::{authenticator, signed_token, token_for, token_with_kid};
 pub use logs::{CaptureGuard, LogCapture};
 pub use operations::OperationCounter;
 pub use tables::TestTables;

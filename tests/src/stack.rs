@@ -289,7 +289,9 @@ impl LocalStack {
         };
         let functions = Arc::new(InProcessFunctions {
             store,
-            authenticator: crate::authenticator(&tables.config),
+            // As the connect function builds it: a secret in Secrets Manager is read from moto.
+            authenticator: Authenticator::from_config_and_aws(&tables.config, &tables.sdk_config)
+                .expect("a valid authentication setup"),
             failures: SqsFailureQueue::new(tables.sqs(), tables.failure_queue_url()),
             config: tables.config.clone(),
             fanout: OnceLock::new(),

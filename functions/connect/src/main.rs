@@ -16,8 +16,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let metrics = telemetry::init_metrics("connect");
     let config = Config::from_env()?;
     config.require_admission_settings()?;
-    let authenticator = Authenticator::from_config(&config)?;
     let sdk_config = clients::load_sdk_config(&config.aws_timeouts).await;
+    let authenticator = Authenticator::from_config_and_aws(&config, &sdk_config)?;
     let store = DynamoStore::new(clients::dynamodb_client(&sdk_config), &config);
     // Only evictions close connections; `require_admission_settings` made sure
     // the endpoint is there when they are on.

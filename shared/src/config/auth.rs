@@ -3,8 +3,8 @@
 
 use super::forms::{ANY_AUDIENCE_FORM, JWKS_AUDIENCE_FORM, JWKS_ISSUER_FORM};
 use super::{
-    DEFAULT_CHANNELS_CLAIM, DEFAULT_JWKS_MIN_REFETCH_SECONDS, DEFAULT_OPERATOR_CLAIM, DEFAULT_PUBLISH_CLAIM,
-    JWT_ALLOW_ANY_AUDIENCE, JWT_AUDIENCE, JWT_ISSUER,
+    DEFAULT_CHANNELS_CLAIM, DEFAULT_JWKS_MIN_REFETCH_SECONDS, DEFAULT_JWT_SECRET_REFRESH_SECONDS,
+    DEFAULT_OPERATOR_CLAIM, DEFAULT_PUBLISH_CLAIM, JWT_ALLOW_ANY_AUDIENCE, JWT_AUDIENCE, JWT_ISSUER,
 };
 use crate::Error;
 
@@ -42,6 +42,11 @@ pub struct AuthSettings {
     /// are accepted (the issuer is still checked).
     pub allow_any_audience: bool,
     pub jwks_min_refetch_seconds: u64,
+    /// The Secrets Manager secret holding the HS256 secret, or secrets by key
+    /// id (`kid`), read by the function with its own role (never in its
+    /// environment), and read again every `jwt_secret_refresh_seconds`.
+    pub jwt_secret_arn: Option<String>,
+    pub jwt_secret_refresh_seconds: u64,
     /// The token claim listing the channels a connection may subscribe to.
     pub channels_claim: String,
     /// The token claim listing the channels a connection may publish to.
@@ -57,6 +62,8 @@ impl Default for AuthSettings {
             audience: Vec::new(),
             allow_any_audience: false,
             jwks_min_refetch_seconds: DEFAULT_JWKS_MIN_REFETCH_SECONDS,
+            jwt_secret_arn: None,
+            jwt_secret_refresh_seconds: DEFAULT_JWT_SECRET_REFRESH_SECONDS,
             channels_claim: DEFAULT_CHANNELS_CLAIM.to_owned(),
             publish_claim: DEFAULT_PUBLISH_CLAIM.to_owned(),
             operator_claim: OperatorClaim::default(),

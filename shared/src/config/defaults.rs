@@ -54,6 +54,9 @@ pub const DEFAULT_ALLOW_ANONYMOUS_PUBLISH: bool = false;
 /// One refetch a minute at most: key rotation is picked up within a minute,
 /// and tokens with made-up key ids cannot flood the identity provider.
 pub const DEFAULT_JWKS_MIN_REFETCH_SECONDS: u64 = 60;
+/// How long the token secret read from Secrets Manager is used before it is
+/// read again: a rotation reaches every warm function within this.
+pub const DEFAULT_JWT_SECRET_REFRESH_SECONDS: u64 = 300;
 pub const DEFAULT_CHANNELS_CLAIM: &str = "channels";
 pub const DEFAULT_PUBLISH_CLAIM: &str = "publish";
 pub const DEFAULT_OPERATOR_CLAIM: &str = "operator";

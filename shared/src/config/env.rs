@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use super::forms::{
     ATTEMPTS_FORM, ATTEMPTS_PER_IP_FORM, ATTEMPT_TIMEOUT_FORM, CAP_FORM, CONCURRENCY_FORM, HISTORY_SIZE_FORM,
-    HISTORY_TTL_FORM, MAX_CHANNELS_FORM, MESSAGE_RETENTION_FORM, OPERATION_TIMEOUT_FORM, POST_QUOTA_FORM,
-    PUBLISH_RATE_FORM, PUBLISH_RATE_PER_IP_FORM, PUBLISH_RATE_PER_USER_FORM, REFETCH_FORM, STATS_MAX_AGE_FORM,
-    TTL_FORM, WINDOW_FORM,
+    HISTORY_TTL_FORM, JWT_SECRET_ARN_FORM, MAX_CHANNELS_FORM, MESSAGE_RETENTION_FORM, OPERATION_TIMEOUT_FORM,
+    POST_QUOTA_FORM, PUBLISH_RATE_FORM, PUBLISH_RATE_PER_IP_FORM, PUBLISH_RATE_PER_USER_FORM, REFETCH_FORM,
+    SECRET_REFRESH_FORM, STATS_MAX_AGE_FORM, TTL_FORM, WINDOW_FORM,
 };
 use super::raw::{Flag, Number, RawEnv};
 use super::values::{
     in_range, parse_audience, parse_claim_name, parse_endpoint, parse_issuer, parse_jwks_url, parse_jwt_secret,
-    parse_operator_claim, parse_queue_url, parse_table_name,
+    parse_operator_claim, parse_queue_url, parse_secret_arn, parse_table_name,
 };
 use super::*;
 
@@ -146,6 +146,14 @@ impl Config {
                 REFETCH_FORM,
                 defaults.auth.jwks_min_refetch_seconds,
             )?,
+            jwt_secret_arn: raw.jwt_secret_arn.map(parse_secret_arn).transpose()?,
+            jwt_secret_refresh_seconds: number(
+                JWT_SECRET_REFRESH_SECONDS,
+                raw.jwt_secret_refresh_seconds,
+                1..=3_600,
+                SECRET_REFRESH_FORM,
+                defaults.auth.jwt_secret_refresh_seconds,
+            )?,
             channels_claim: claim(CHANNELS_CLAIM, raw.channels_claim, defaults.auth.channels_claim)?,
             publish_claim: claim(PUBLISH_CLAIM, raw.publish_claim, defaults.auth.publish_claim)?,
             operator_claim: raw
@@ -155,6 +163,14 @@ impl Config {
                 .unwrap_or(defaults.auth.operator_claim),
         };
         auth.check()?;
+        // One source of the token secret: two would leave which one counts to chance.
+        if let (Some(_), Some(arn)) = (&jwt_secret, &auth.jwt_secret_arn) {
+            return Err(Error::ConfigInvalid {
+                variable: JWT_SECRET_ARN,
+                value: arn.clone(),
+                expected: JWT_SECRET_ARN_FORM,
+            });
+        }
         let publish_rate = PublishRate {
             limit: number(
                 PUBLISH_RATE_LIMIT,

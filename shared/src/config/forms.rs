@@ -29,6 +29,9 @@ pub(super) const JWKS_ISSUER_FORM: &str = "the issuer of the JWKS URL's tokens, 
 pub(super) const JWKS_AUDIENCE_FORM: &str = "the audience of this deployment's tokens (required with AIRWAVE_JWKS_URL): the app client id of a Cognito user pool or the API identifier of Auth0, several separated by commas; or AIRWAVE_JWT_ALLOW_ANY_AUDIENCE=true to accept the provider's tokens for any application";
 pub(super) const ANY_AUDIENCE_FORM: &str =
     "false when AIRWAVE_JWT_AUDIENCE is set: an audience and \"any audience\" contradict each other";
+pub(super) const JWT_SECRET_ARN_FORM: &str = "the ARN of a Secrets Manager secret, arn:aws:secretsmanager:{region}:{account id}:secret:{name}, whose value is the HS256 secret (32 bytes or more) or a JSON object of such secrets by key id, {\"2026-12\": \"…\"}; unset when AIRWAVE_JWT_SECRET is set";
+pub(super) const SECRET_REFRESH_FORM: &str =
+    "whole seconds from 1 to 3600 between reads of the token secret from Secrets Manager";
 pub(super) const REFETCH_FORM: &str = "whole seconds from 1 to 3600 between fetches of the JWKS for an unknown key id";
 pub(super) const CLAIM_FORM: &str = "a claim name: 1 to 128 characters of A-Z, a-z, 0-9, '_', '-', '.', ':' or '/'";
 pub(super) const JWT_SECRET_FORM: &str = "an HS256 secret of at least 32 bytes";
@@ -68,6 +71,8 @@ pub(super) fn form_of(variable: &str) -> Option<&'static str> {
         JWT_ISSUER => ISSUER_FORM,
         JWT_AUDIENCE => AUDIENCE_FORM,
         JWKS_MIN_REFETCH_SECONDS => REFETCH_FORM,
+        JWT_SECRET_ARN => JWT_SECRET_ARN_FORM,
+        JWT_SECRET_REFRESH_SECONDS => SECRET_REFRESH_FORM,
         CHANNELS_CLAIM | PUBLISH_CLAIM => CLAIM_FORM,
         OPERATOR_CLAIM => OPERATOR_CLAIM_FORM,
         PUBLISH_RATE_LIMIT => PUBLISH_RATE_FORM,

@@ -131,7 +131,7 @@ impl Config {
             return Err(Error::ConfigInvalid {
                 variable: MAX_CONNECTIONS_PER_USER,
                 value: self.admission.max_connections_per_user.to_string(),
-                expected: "0 unless AIRWAVE_JWT_SECRET or AIRWAVE_JWKS_URL is set: the per-user cap counts authenticated users",
+                expected: "0 unless AIRWAVE_JWT_SECRET, AIRWAVE_JWT_SECRET_ARN or AIRWAVE_JWKS_URL is set: the per-user cap counts authenticated users",
             });
         }
         if self.user_cap_mode == UserCapMode::EvictOldest {
@@ -148,9 +148,10 @@ impl Config {
         Ok(())
     }
 
-    /// Whether `$connect` requires a token: an HS256 secret, a JWKS, or both.
+    /// Whether `$connect` requires a token: an HS256 secret (in the
+    /// environment or in Secrets Manager), a JWKS, or both.
     pub fn authentication_enabled(&self) -> bool {
-        self.jwt_secret.is_some() || self.auth.jwks_url.is_some()
+        self.jwt_secret.is_some() || self.auth.jwt_secret_arn.is_some() || self.auth.jwks_url.is_some()
     }
 
     /// The Management API endpoint, for the functions that post to connections.

@@ -44,6 +44,8 @@ pub(super) struct RawEnv {
     pub jwt_audience: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_secret: Option<String>,
+    pub jwt_secret_arn: Option<String>,
+    pub jwt_secret_refresh_seconds: Option<Number<u64>>,
     pub management_endpoint: Option<String>,
     pub max_channels_per_connection: Option<Number<usize>>,
     pub max_connections: Option<Number<u64>>,

@@ -287,3 +287,37 @@ fn every_variable_is_read_and_has_a_form() {
         }
     }
 }
+
+#[test]
+fn the_secret_arn_names_a_secrets_manager_secret_and_turns_authentication_on() {
+    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:airwave/jwt-AbCdEf";
+    let config = config_from(&[(JWT_SECRET_ARN, ARN)]).unwrap();
+    assert_eq!(config.auth.jwt_secret_arn.as_deref(), Some(ARN));
+    assert_eq!(config.auth.jwt_secret_refresh_seconds, 300);
+    assert!(config.authentication_enabled());
+    for bad in [
+        "airwave/jwt",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/jwt",
+        "arn:aws:secretsmanager:eu-west-1:1234:secret:jwt",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:",
+    ] {
+        let message = config_from(&[(JWT_SECRET_ARN, bad)]).unwrap_err().to_string();
+        assert!(message.contains(JWT_SECRET_ARN), "{message}");
+        assert!(message.contains("arn:aws:secretsmanager:{region}"), "{message}");
+    }
+}
+
+#[test]
+fn one_source_of_the_token_secret() {
+    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:airwave/jwt-AbCdEf";
+    let secret = "0123456789abcdef0123456789abcdef";
+    let message = config_from(&[(JWT_SECRET, secret), (JWT_SECRET_ARN, ARN)])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains(JWT_SECRET_ARN), "{message}");
+    assert!(!message.contains(secret), "{message}");
+    let message = config_from(&[(JWT_SECRET_REFRESH_SECONDS, "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains(JWT_SECRET_REFRESH_SECONDS), "{message}");
+}

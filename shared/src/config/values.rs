@@ -3,13 +3,13 @@
 use std::ops::RangeInclusive;
 
 use super::forms::{
-    AUDIENCE_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, ISSUER_FORM, JWKS_URL_FORM, JWT_SECRET_FORM,
-    OPERATOR_CLAIM_FORM, TABLE_NAME_FORM,
+    AUDIENCE_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, ISSUER_FORM, JWKS_URL_FORM, JWT_SECRET_ARN_FORM,
+    JWT_SECRET_FORM, OPERATOR_CLAIM_FORM, TABLE_NAME_FORM,
 };
 use super::raw::Number;
 use super::{
-    JwtSecret, OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, MIN_JWT_SECRET_BYTES,
-    OPERATOR_CLAIM,
+    JwtSecret, OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, JWT_SECRET_ARN,
+    MIN_JWT_SECRET_BYTES, OPERATOR_CLAIM,
 };
 use crate::Error;
 
@@ -124,6 +124,30 @@ pub(super) fn parse_operator_claim(value: String) -> Result<OperatorClaim, Error
 }
 
 /// https, or http only to this machine (a local identity provider in tests).
+/// `arn:{partition}:secretsmanager:{region}:{account id}:secret:{name}`.
+pub(super) fn parse_secret_arn(value: String) -> Result<String, Error> {
+    let parts: Vec<&str> = value.splitn(7, ':').collect();
+    let well_formed = parts.len() == 7
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && parts[2] == "secretsmanager"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|byte| byte.is_ascii_digit())
+        && parts[5] == "secret"
+        && !parts[6].is_empty()
+        && !value.contains(char::is_whitespace);
+    if well_formed {
+        Ok(value)
+    } else {
+        Err(Error::ConfigInvalid {
+            variable: JWT_SECRET_ARN,
+            value,
+            expected: JWT_SECRET_ARN_FORM,
+        })
+    }
+}
+
 pub(super) fn parse_jwks_url(value: String) -> Result<String, Error> {
     let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()

@@ -86,7 +86,7 @@ pub async fn handle_connect<S: AdmissionStore + Eviction + SlotHolders + Connect
                     Ok(identity) => Some(identity),
                     Err(rejection) => {
                         return Ok(refuse(&Refusal {
-                            status: 401,
+                            status: rejection.status(),
                             reason: rejection.as_str(),
                             source_ip: Some(&source_ip),
                             user_id: None,

@@ -14,6 +14,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 
 mod caps;
+mod rotation;
 mod round_trips;
 mod stats;
 mod throttle;
