@@ -318,7 +318,7 @@ def mapping_needs(name, resources):
     needs = set()
     for mapping in resources.values():
         properties = mapping["Properties"]
-        if mapping["Type"] != "AWS::Lambda::EventSourceMapping" or properties["FunctionName"] != {"Ref": name}:
+        if mapping["Type"] != "AWS::Lambda::EventSourceMapping" or invoked_function(properties["FunctionName"]) != name:
             continue
         needs |= {(granted_resource(properties["EventSourceArn"]), action) for action in STREAM_READS}
         destination = properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
@@ -386,6 +386,13 @@ def listed(value):
     return value if isinstance(value, list) else [value]
 
 
+def invoked_function(function_name):
+    """The logical id of the function a `FunctionName` invokes: `!Ref F`, or
+    SAM's `!Ref F.Alias` (its `live` alias)."""
+    reference = function_name.get("Ref", "") if isinstance(function_name, dict) else ""
+    return reference.removesuffix(".Alias")
+
+
 def routed_functions():
     """Route key -> the logical id of the function its integration invokes
     (a route answered without a function, such as a MOCK one, is left out)."""
@@ -394,7 +401,7 @@ def routed_functions():
         integration = re.fullmatch(r"integrations/\$\{(\w+)\}", route.get("Target", {}).get("Fn::Sub", ""))
         assert integration, f"{route['RouteKey']} has no integration target"
         uri = RESOURCES[integration.group(1)]["Properties"].get("IntegrationUri", {})
-        function = re.search(r"\$\{(\w+)\.Arn\}", uri.get("Fn::Sub", "") if isinstance(uri, dict) else "")
+        function = re.search(r"\$\{(\w+)\.(?:Arn|Alias)\}", uri.get("Fn::Sub", "") if isinstance(uri, dict) else "")
         if function:
             routed[route["RouteKey"]] = function.group(1)
     return routed

@@ -16,6 +16,7 @@ from template_code import (
     binary_of,
     config_variables,
     environment,
+    invoked_function,
     listed,
     reachable_fns,
     routed_functions,
@@ -46,7 +47,7 @@ class TemplateMatchesTheCode(unittest.TestCase):
             self.assertIn(function_name, FUNCTIONS, key)
             self.assertTrue(
                 any(
-                    p["FunctionName"] == {"Ref": function_name}
+                    invoked_function(p["FunctionName"]) == function_name
                     and p["SourceArn"]["Fn::Sub"].endswith("/*/" + key)
                     for p in permissions
                 ),

@@ -7,6 +7,7 @@ import re
 import unittest
 
 from template_code import (
+    invoked_function,
     DYNAMODB_OPERATIONS,
     FUNCTIONS,
     FUNCTION_SOURCES,
@@ -155,7 +156,7 @@ class GrantsMatchTheCode(unittest.TestCase):
         mappings = {n: r for n, r in RESOURCES.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"}
         self.assertEqual(len(mappings), 2)
         for name, mapping in mappings.items():
-            function = FUNCTIONS[mapping["Properties"]["FunctionName"]["Ref"]]
+            function = FUNCTIONS[invoked_function(mapping["Properties"]["FunctionName"])]
             stream = mapping["Properties"]["EventSourceArn"]
             granted = [set(listed(s["Action"])) for s in statements(function) if s["Resource"] == stream]
             self.assertEqual(granted, [STREAM_READS], name)

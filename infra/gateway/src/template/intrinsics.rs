@@ -83,7 +83,8 @@ fn collect_references(value: &Value, found: &mut BTreeSet<String>) {
                 match (key.as_str(), inner) {
                     ("Ref", Value::String(name)) => {
                         if !name.starts_with("AWS::") {
-                            found.insert(name.clone());
+                            // SAM's `!Ref Function.Alias`: the function's alias.
+                            found.insert(name.strip_suffix(".Alias").unwrap_or(name).to_owned());
                         }
                     }
                     ("Fn::GetAtt", Value::Array(parts)) => {
@@ -147,6 +148,16 @@ mod tests {
         assert_eq!(
             references(&json),
             ["A", "B", "T", "X"].into_iter().map(String::from).collect()
+        );
+    }
+
+    #[test]
+    fn a_functions_alias_refers_to_the_function() {
+        let yaml: serde_norway::Value =
+            serde_norway::from_str("a: !Ref F.Alias\nb: !Sub \"functions/${G.Alias}/invocations\"").unwrap();
+        assert_eq!(
+            references(&yaml_to_json(yaml)),
+            ["F", "G"].into_iter().map(String::from).collect()
         );
     }
 }
