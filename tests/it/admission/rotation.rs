@@ -68,14 +68,14 @@ async fn a_rotation_admits_both_keys_while_both_are_in_the_secret_and_then_only_
 
     // The rotation begins: the secret holds both keys. A token naming the new
     // key makes the function read the secret again (at most once a second).
-    let both = json!({ "2026-06": OLD, "2026-12": NEW }).to_string();
-    secrets
-        .put_secret_value()
-        .secret_id(&arn)
-        .secret_string(both)
-        .send()
-        .await
-        .unwrap();
+    let rotate_to = |value: serde_json::Value| {
+        secrets
+            .put_secret_value()
+            .secret_id(&arn)
+            .secret_string(value.to_string())
+            .send()
+    };
+    rotate_to(json!({ "2026-06": OLD, "2026-12": NEW })).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(connect(&stack, &new()).await, Ok(()));
     assert_eq!(connect(&stack, &old()).await, Ok(()));
@@ -85,14 +85,7 @@ async fn a_rotation_admits_both_keys_while_both_are_in_the_secret_and_then_only_
     );
 
     // The old key is removed: within the refresh interval its tokens are refused.
-    let only_new = json!({ "2026-12": NEW }).to_string();
-    secrets
-        .put_secret_value()
-        .secret_id(&arn)
-        .secret_string(only_new)
-        .send()
-        .await
-        .unwrap();
+    rotate_to(json!({ "2026-12": NEW })).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(
         connect(&stack, &old()).await,
