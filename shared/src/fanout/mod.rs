@@ -80,7 +80,7 @@ impl From<&Config> for FanOutSettings {
             post_quota_per_second: config.post_quota_per_second,
             timeouts: config.aws_timeouts,
             second_pass_delay: Duration::from_millis(500),
-            connecting_window: CONNECTING_WINDOW,
+            connecting_window: config.connecting_window,
         }
     }
 }
@@ -201,5 +201,26 @@ impl FanOut {
     ) -> Result<FanOutReport, Error> {
         self.broadcast_frames_from(store, audience, None, frames, stop_starting_at)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_take_the_configurations_values() {
+        let config = Config {
+            connecting_window: Duration::from_secs(5),
+            fanout_concurrency: 7,
+            ..Config::default()
+        };
+        let settings = FanOutSettings::from(&config);
+        assert_eq!(settings.connecting_window, Duration::from_secs(5));
+        assert_eq!(settings.concurrency, 7);
+        assert_eq!(
+            FanOutSettings::from(&Config::default()).connecting_window,
+            CONNECTING_WINDOW
+        );
     }
 }
