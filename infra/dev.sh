@@ -20,6 +20,8 @@ export AWS_REGION="${AWS_REGION:-us-east-1}"
 export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$dynamodb_port"
 # moto's server serves SQS on the same port: the failure queue is there.
 export AWS_ENDPOINT_URL_SQS="$AWS_ENDPOINT_URL_DYNAMODB"
+# A token secret in Secrets Manager (JwtSecretArn) is read from the same server.
+export AWS_ENDPOINT_URL_SECRETSMANAGER="$AWS_ENDPOINT_URL_DYNAMODB"
 export RUST_LOG="${RUST_LOG:-info}"
 
 mkdir -p "$root/.local"
