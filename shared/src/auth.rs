@@ -228,8 +228,11 @@ impl Authenticator {
         let key = if header.alg == Algorithm::HS256 {
             let kid = header.kid.as_deref();
             match self.hmac.as_ref().ok_or(TokenRejection::WrongAlgorithm)? {
-                Hmac::Fixed(keys) => keys.key(kid)?.clone(),
-                Hmac::Stored(stored) => stored.keys_for(kid).await?.key(kid)?.clone(),
+                Hmac::Fixed(keys) => keys.key(kid).ok_or(TokenRejection::UnknownKey)?.clone(),
+                Hmac::Stored(stored) => {
+                    let keys = stored.keys_for(kid).await.ok_or(TokenRejection::KeysUnavailable)?;
+                    keys.key(kid).ok_or(TokenRejection::UnknownKey)?.clone()
+                }
             }
         } else if ASYMMETRIC.contains(&header.alg) {
             let jwks = self.jwks.as_ref().ok_or(TokenRejection::WrongAlgorithm)?;

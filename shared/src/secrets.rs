@@ -8,8 +8,8 @@
 //! them in `kid`. The value is read at the first token, used for
 //! `AIRWAVE_JWT_SECRET_REFRESH_SECONDS`, and read again then, or at once
 //! (at most once a second) for a token whose `kid` is not known yet. A read
-//! that fails keeps the keys read before; with none, tokens are refused as
-//! `token_keys_unavailable` (503, which clients retry).
+//! that fails keeps the keys read before; with none, `crate::auth` refuses
+//! tokens as `token_keys_unavailable` (503, which clients retry).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::DecodingKey;
 use tokio::sync::Mutex;
 
-use crate::auth::TokenRejection;
 use crate::config::MIN_JWT_SECRET_BYTES;
 
 /// The HMAC keys of one reading of the secret.
@@ -73,11 +72,11 @@ impl HmacKeys {
         Ok(HmacKeys::ByKid(keys))
     }
 
-    /// The key a token with `kid` is checked with.
-    pub fn key(&self, kid: Option<&str>) -> Result<&DecodingKey, TokenRejection> {
+    /// The key a token with `kid` is checked with, if there is one.
+    pub fn key(&self, kid: Option<&str>) -> Option<&DecodingKey> {
         match self {
-            HmacKeys::One(key) => Ok(key),
-            HmacKeys::ByKid(keys) => kid.and_then(|kid| keys.get(kid)).ok_or(TokenRejection::UnknownKey),
+            HmacKeys::One(key) => Some(key),
+            HmacKeys::ByKid(keys) => kid.and_then(|kid| keys.get(kid)),
         }
     }
 }
@@ -122,12 +121,13 @@ impl StoredSecret {
     }
 
     /// The keys to check a token with `kid` against: those read within the
-    /// refresh interval, unless they do not know `kid`.
-    pub async fn keys_for(&self, kid: Option<&str>) -> Result<HmacKeys, TokenRejection> {
+    /// refresh interval, unless they do not know `kid`. `None` when the
+    /// secret was never read.
+    pub async fn keys_for(&self, kid: Option<&str>) -> Option<HmacKeys> {
         let mut reading = self.read.lock().await;
         let since = reading.at.map(|at| at.elapsed());
         let stale = since.is_none_or(|since| since >= self.refresh);
-        let unknown = reading.keys.as_ref().is_some_and(|keys| keys.key(kid).is_err());
+        let unknown = reading.keys.as_ref().is_some_and(|keys| keys.key(kid).is_none());
         if stale || (unknown && since.is_none_or(|since| since >= MIN_REREAD)) {
             reading.at = Some(Instant::now());
             match self.read_secret().await {
@@ -137,7 +137,7 @@ impl StoredSecret {
                 Err(error) => tracing::error!(arn = %self.arn, %error, "the token secret could not be read"),
             }
         }
-        reading.keys.clone().ok_or(TokenRejection::KeysUnavailable)
+        reading.keys.clone()
     }
 
     async fn read_secret(&self) -> Result<HmacKeys, String> {
@@ -164,18 +164,18 @@ mod tests {
     #[test]
     fn one_secret_checks_every_token_whatever_its_kid() {
         let keys = HmacKeys::parse(LONG).unwrap();
-        assert!(keys.key(None).is_ok());
-        assert!(keys.key(Some("any")).is_ok());
+        assert!(keys.key(None).is_some());
+        assert!(keys.key(Some("any")).is_some());
     }
 
     #[test]
     fn secrets_by_kid_need_a_known_kid() {
         let value = format!(r#"{{"2026-12": "{LONG}", "2026-06": "{LONG}x"}}"#);
         let keys = HmacKeys::parse(&value).unwrap();
-        assert!(keys.key(Some("2026-12")).is_ok());
-        assert!(keys.key(Some("2026-06")).is_ok());
-        assert_eq!(keys.key(Some("2025-12")).err(), Some(TokenRejection::UnknownKey));
-        assert_eq!(keys.key(None).err(), Some(TokenRejection::UnknownKey));
+        assert!(keys.key(Some("2026-12")).is_some());
+        assert!(keys.key(Some("2026-06")).is_some());
+        assert!(keys.key(Some("2025-12")).is_none());
+        assert!(keys.key(None).is_none());
     }
 
     #[test]
