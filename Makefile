@@ -197,7 +197,11 @@ $(CARGO_FUZZ):
 fuzz-check: FUZZ_SECONDS = 10
 fuzz-check: fuzz
 
+# cargo fuzz has no --locked: a lockfile behind the workspace would be
+# rewritten in the tree (and a fresh clone would fuzz other versions), so it
+# is checked first.
 fuzz: $(CARGO_FUZZ)
+	cargo tree --locked --manifest-path fuzz/Cargo.toml --depth 0 > /dev/null
 	@set -e; for target in $(FUZZ_TARGET); do \
 		mkdir -p target/fuzz/corpus/$$target target/fuzz/artifacts/$$target fuzz/corpus/$$target fuzz/regressions/$$target; \
 		seeds='$(foreach t,$(FUZZ_TARGETS),$(t)=$(FUZZ_SEEDS_$(t)) )'; \
