@@ -112,6 +112,17 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in the order they run.
+    pub const ALL: [Step; 7] = [
+        Step::Connect,
+        Step::RefuseBadToken,
+        Step::Subscribe,
+        Step::Ping,
+        Step::Publish,
+        Step::Deliver,
+        Step::Recover,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Step::Connect => "connect",
@@ -190,7 +201,7 @@ pub struct SmokeReport {
 impl SmokeReport {
     /// Every step ran, and none failed (a skipped one is named in the report).
     pub fn passed(&self) -> bool {
-        self.steps.len() == STEPS && self.failed_step().is_none()
+        self.steps.len() == Step::ALL.len() && self.failed_step().is_none()
     }
 
     /// The step that failed, if one did.
@@ -201,8 +212,6 @@ impl SmokeReport {
             .map(|step| step.step)
     }
 }
-
-const STEPS: usize = 7;
 
 impl fmt::Display for SmokeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -279,15 +288,14 @@ impl Run {
         let _refusal = self
             .step(Step::RefuseBadToken, refuses_a_forged_token(client_config))
             .await?;
-        let position = self
-            .step(Step::Subscribe, async {
-                witness.subscribe(&channel).await?;
-                match listener.request(subscribe(&channel, None)).await? {
-                    Reply::Subscribed { position, .. } => Ok(position),
-                    other => Err(unexpected(&other)),
-                }
-            })
-            .await?;
+        self.step(Step::Subscribe, async {
+            witness.subscribe(&channel).await?;
+            match listener.request(subscribe(&channel, None)).await? {
+                Reply::Subscribed { position, .. } => Ok(position),
+                other => Err(unexpected(&other)),
+            }
+        })
+        .await?;
         self.step(Step::Ping, async {
             listener.ping().await?;
             Ok("pong".to_owned())
@@ -306,8 +314,7 @@ impl Run {
             received(&mut witness_events, &missed).await?;
             let (returning, _returning_events) = Client::new(client_config);
             // The last position the listener saw, as a returning client sends it.
-            let since = delivered.or(position);
-            let reply = returning.request(subscribe(&channel, since)).await;
+            let reply = returning.request(subscribe(&channel, Some(delivered))).await;
             returning.close().await;
             match reply? {
                 Reply::Subscribed {
@@ -391,12 +398,17 @@ impl Describe for String {
     }
 }
 
+impl Describe for Position {
+    fn describe(&self) -> String {
+        format!("at offset {} of epoch {}", self.offset, self.epoch)
+    }
+}
+
+/// A subscribe's position: none, or an empty epoch, on a channel never published to.
 impl Describe for Option<Position> {
     fn describe(&self) -> String {
         match self {
-            Some(position) if !position.epoch.is_empty() => {
-                format!("at offset {} of epoch {}", position.offset, position.epoch)
-            }
+            Some(position) if !position.epoch.is_empty() => position.describe(),
             _ => "no position yet (a channel never published to)".to_owned(),
         }
     }
@@ -434,14 +446,13 @@ fn refused_as_unauthorized(error: &Error) -> bool {
 }
 
 /// Waits for the message `id` among `events`; its position.
-async fn received(events: &mut Events, id: &str) -> Result<Option<Position>, StepError> {
+async fn received(events: &mut Events, id: &str) -> Result<Position, StepError> {
     loop {
         match events.recv().await {
             Some(Event::Message(message)) if message.id == id => {
-                return match message.position {
-                    Some(position) => Ok(Some(position)),
-                    None => Err(StepError::Unexpected(format!("{id} arrived without a position"))),
-                }
+                return message
+                    .position
+                    .ok_or_else(|| StepError::Unexpected(format!("{id} arrived without a position")));
             }
             Some(Event::Failed(error)) => return Err(error.into()),
             Some(_) => continue,
