@@ -12,6 +12,7 @@
 //! tokens as `token_keys_unavailable` (503, which clients retry).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::DecodingKey;
@@ -92,7 +93,8 @@ pub struct StoredSecret {
 
 #[derive(Default)]
 struct Reading {
-    keys: Option<HmacKeys>,
+    /// Shared with the tokens being checked, so a connect copies no key.
+    keys: Option<Arc<HmacKeys>>,
     /// When the last read started (a failed one too).
     at: Option<Instant>,
 }
@@ -123,7 +125,7 @@ impl StoredSecret {
     /// The keys to check a token with `kid` against: those read within the
     /// refresh interval, unless they do not know `kid`. `None` when the
     /// secret was never read.
-    pub async fn keys_for(&self, kid: Option<&str>) -> Option<HmacKeys> {
+    pub async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<HmacKeys>> {
         let mut reading = self.read.lock().await;
         let since = reading.at.map(|at| at.elapsed());
         let stale = since.is_none_or(|since| since >= self.refresh);
@@ -131,7 +133,7 @@ impl StoredSecret {
         if stale || (unknown && since.is_none_or(|since| since >= MIN_REREAD)) {
             reading.at = Some(Instant::now());
             match self.read_secret().await {
-                Ok(keys) => reading.keys = Some(keys),
+                Ok(keys) => reading.keys = Some(Arc::new(keys)),
                 // The keys read before stay in use: a Secrets Manager outage
                 // must not log everyone out.
                 Err(error) => tracing::error!(arn = %self.arn, %error, "the token secret could not be read"),
