@@ -7,11 +7,15 @@
 use airwave_shared::aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use airwave_shared::handlers::handle_connect;
 use airwave_shared::time::epoch_seconds_now;
+use airwave_tests::stack::LocalStack;
 use airwave_tests::TestTables;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 mod caps;
 mod rotation;
@@ -108,4 +112,29 @@ async fn expire(tables: &TestTables, connection_id: &str) {
         .send()
         .await
         .unwrap();
+}
+
+/// The handshake's answer to `offer`: the selected subprotocol, or the refusal's status and body.
+pub(super) async fn handshake(stack: &LocalStack, offer: Option<&str>) -> Result<Option<String>, (u16, String)> {
+    let mut request = stack.ws_url().into_client_request().unwrap();
+    if let Some(offer) = offer {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_str(offer).unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut socket, response)) => {
+            let selected = response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|value| value.to_str().unwrap().to_owned());
+            socket.close(None).await.ok();
+            Ok(selected)
+        }
+        Err(WsError::Http(response)) => {
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+            Err((response.status().as_u16(), body))
+        }
+        Err(other) => panic!("the handshake failed otherwise: {other}"),
+    }
 }

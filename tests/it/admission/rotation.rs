@@ -9,9 +9,8 @@ use airwave_gateway::GatewayOptions;
 use airwave_tests::stack::LocalStack;
 use airwave_tests::{token_with_kid, TestTables};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Error as WsError;
+
+use super::handshake;
 
 const OLD: &str = "the-secret-of-june-2026-at-least-32-bytes";
 const NEW: &str = "the-secret-of-december-2026-32-bytes-or-more";
@@ -19,22 +18,7 @@ const NEW: &str = "the-secret-of-december-2026-32-bytes-or-more";
 /// Connects with `token` offered beside the protocol version, as the
 /// browser client does; `Ok` when admitted, else the status and the reason.
 async fn connect(stack: &LocalStack, token: &str) -> Result<(), (u16, String)> {
-    let mut request = stack.ws_url().into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("airwave.v1, {token}")).unwrap(),
-    );
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((mut socket, _)) => {
-            socket.close(None).await.ok();
-            Ok(())
-        }
-        Err(WsError::Http(response)) => Err((
-            response.status().as_u16(),
-            String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
-        )),
-        Err(other) => panic!("the handshake failed otherwise: {other}"),
-    }
+    handshake(stack, Some(&format!("airwave.v1, {token}"))).await.map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,34 +6,8 @@
 use airwave_gateway::GatewayOptions;
 use airwave_tests::stack::LocalStack;
 use airwave_tests::TestTables;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
-/// The handshake's answer to `offer`: the selected subprotocol, or the refusal's status and body.
-async fn handshake(stack: &LocalStack, offer: Option<&str>) -> Result<Option<String>, (u16, String)> {
-    let mut request = stack.ws_url().into_client_request().unwrap();
-    if let Some(offer) = offer {
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_str(offer).unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((mut socket, response)) => {
-            let selected = response
-                .headers()
-                .get("sec-websocket-protocol")
-                .map(|value| value.to_str().unwrap().to_owned());
-            socket.close(None).await.ok();
-            Ok(selected)
-        }
-        Err(WsError::Http(response)) => {
-            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
-            Err((response.status().as_u16(), body))
-        }
-        Err(other) => panic!("the handshake failed otherwise: {other}"),
-    }
-}
+use super::handshake;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offered_version_is_selected_and_an_unknown_one_is_refused_with_426() {
