@@ -96,7 +96,7 @@ wait_for_port "$dynamodb_port" "$moto_pid" "moto_server" moto-dev.log
 
 # Built up front so the first connection does not wait for a compile.
 cargo build --quiet --package airwave-gateway --package airwave-cli \
-    --package connect --package disconnect --package message --package stream-processor --package reaper
+    --package connect --package disconnect --package message --package http --package stream-processor --package reaper
 gateway="$root/target/debug/airwave-gateway"
 
 # The functions get the template's environment with local table names, the
@@ -108,7 +108,11 @@ env_file="$root/.local/functions.env"
 "$gateway" --template "$root/template.yaml" --port "$gateway_port" \
     --dynamodb-endpoint "$AWS_ENDPOINT_URL_DYNAMODB" --print-env \
     | grep -v -E '^(AIRWAVE_CONNECT_ATTEMPTS_PER_IP|AIRWAVE_PUBLISH_RATE_LIMIT_PER_IP|AIRWAVE_ALLOW_CLIENT_PUBLISH|AIRWAVE_ALLOW_ANONYMOUS_PUBLISH|AIRWAVE_ALLOW_STATS)=' >"$env_file"
+# A fresh server key for this run's HTTP API (a deployment keeps its keys in
+# Secrets Manager); AIRWAVE_SERVER_KEYS set in this shell wins, as below.
+server_key="sk_dev_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 cat >>"$env_file" <<ENV
+AIRWAVE_SERVER_KEYS=$server_key
 AIRWAVE_CONNECT_ATTEMPTS_PER_IP=0
 AIRWAVE_PUBLISH_RATE_LIMIT_PER_IP=0
 AIRWAVE_ALLOW_CLIENT_PUBLISH=true
@@ -164,12 +168,14 @@ cat <<INFO
   Dashboard:         $demo_url   (demo prices published every 2 s; log: .local/demo.log)
   WebSocket API:     ws://127.0.0.1:$gateway_port/local   (gateway log: .local/gateway.log)
   Management API:    http://127.0.0.1:$gateway_port/local/@connections/{id}
+  HTTP API:          http://127.0.0.1:$gateway_port/v1/publish   (server key: ${AIRWAVE_SERVER_KEYS:-$server_key})
   Functions:         http://127.0.0.1:$invoke_port  (cargo lambda watch, hot reload; log: .local/functions.log)
   DynamoDB (moto):   $AWS_ENDPOINT_URL_DYNAMODB   (log: .local/moto-dev.log)
 
   Try it from other terminals (the first connection builds the functions, which takes a while):
     target/debug/airwave listen ws://127.0.0.1:$gateway_port/local --channel prices
     target/debug/airwave publish ws://127.0.0.1:$gateway_port/local --channel prices '{"price": 12.5}'
+    curl -H "Authorization: Key ${AIRWAVE_SERVER_KEYS:-$server_key}" -d '{"channel":"prices","data":{"price":12.5}}' http://127.0.0.1:$gateway_port/v1/publish
     target/debug/airwave stats ws://127.0.0.1:$gateway_port/local
     target/debug/airwave bench ws://127.0.0.1:$gateway_port/local --connections 5000
 

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 pub use config::ClientConfig;
 pub use event::{Event, Events};
+pub(crate) use socket::tls_config;
 pub use state::GAP_WAIT;
 
 use crate::error::Error;

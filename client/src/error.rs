@@ -17,6 +17,9 @@ pub enum Error {
     /// TCP, TLS or WebSocket failure while connecting or on an open socket.
     #[error("connection failed: {0}")]
     Connect(#[source] Arc<tokio_tungstenite::tungstenite::Error>),
+    /// An HTTP API request failed before an answer came (connection, TLS).
+    #[error("HTTP request failed: {0}")]
+    Http(String),
     /// The TLS configuration could not be built (e.g. no root certificates on this system).
     #[error("TLS setup failed: {0}")]
     Tls(String),

@@ -33,6 +33,7 @@ pub mod backoff;
 pub mod client;
 pub mod dedup;
 pub mod error;
+pub mod http;
 pub mod order;
 pub mod protocol;
 

@@ -36,7 +36,12 @@ SHARED_SOURCES = ROOT / "shared/src"
 TABLE_VARIABLE = "AIRWAVE_{}_TABLE"
 MANAGEMENT_ENDPOINT = "AIRWAVE_MANAGEMENT_ENDPOINT"
 FAILURE_QUEUE = "AIRWAVE_FAILURE_QUEUE_URL"
-SECRET_ARN = "AIRWAVE_JWT_SECRET_ARN"
+# A secret is read by the one generic reader (`StoredSecret`), so which
+# secret a function reads is told where it builds one: from the config's
+# `<x>_secret_arn`, read from AIRWAVE_<X>_SECRET_ARN.
+SECRET_VARIABLE = "AIRWAVE_{}_SECRET_ARN"
+SECRET_READER = re.compile(r"\bStoredSecret\s*::\s*new\s*\(")
+SECRET_FIELD = re.compile(r"\b(\w+)_secret_arn\b")
 STREAM_READS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
 DYNAMODB_OPERATIONS = {
     "put_item": "dynamodb:PutItem",
@@ -250,8 +255,9 @@ def calls_of(fn):
         calls.add(("connections", MANAGEMENT_OPERATIONS[match.group(1)], "execute-api:ManageConnections"))
     for match in SQS_CALL.finditer(fn.body):
         calls.add(("queue", None, "sqs:SendMessage"))
-    for match in SECRET_CALL.finditer(fn.body):
-        calls.add(("secret", None, SECRET_OPERATIONS[match.group(1)]))
+    if SECRET_READER.search(fn.body):
+        for match in SECRET_FIELD.finditer(fn.body):
+            calls.add(("secret", match.group(1), SECRET_OPERATIONS["get_secret_value"]))
     return calls
 
 
@@ -275,8 +281,9 @@ def needed_resource(function, kind, what):
             return f"the API of {MANAGEMENT_ENDPOINT}, which the function does not set"
         return f"{api.group(1)}/{what}/@connections/*"
     if kind == "secret":
-        secret = ref_of(function, SECRET_ARN)
-        return secret if secret else f"the secret of {SECRET_ARN}, which the function does not set"
+        variable = SECRET_VARIABLE.format(str(what).upper())
+        secret = ref_of(function, variable)
+        return secret if secret else f"the secret of {variable}, which the function does not set"
     queue = ref_of(function, FAILURE_QUEUE)
     return queue if queue else f"the queue of {FAILURE_QUEUE}, which the function does not set"
 

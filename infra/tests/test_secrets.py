@@ -54,18 +54,20 @@ class SecretsStayOutOfTheTemplate(unittest.TestCase):
     def test_the_guard_check_catches_an_unguarded_secret(self):
         self.assertFalse(guarded_by_the_development_switch("JwksUrl"))
 
-    def test_the_secret_arn_is_read_by_the_connect_function_alone(self):
-        readers = {
-            name
-            for name, function in FUNCTIONS.items()
-            for statement in statements(function)
-            if "secretsmanager:GetSecretValue" in statement["Action"]
-        }
-        self.assertEqual(readers, {"ConnectFunction"})
-        for statement in statements(FUNCTIONS["ConnectFunction"]):
-            if "secretsmanager:GetSecretValue" in statement["Action"]:
-                self.assertEqual(statement["Resource"], {"Ref": "JwtSecretArn"})
-        self.assertEqual(environment(FUNCTIONS["ConnectFunction"])["AIRWAVE_JWT_SECRET_ARN"], {"Ref": "JwtSecretArn"})
+    def test_each_secret_is_read_only_by_the_functions_that_check_with_it(self):
+        # Tokens are checked at $connect and on the HTTP API; server keys on the HTTP API alone.
+        readers = {}
+        for name, function in FUNCTIONS.items():
+            for statement in statements(function):
+                if "secretsmanager:GetSecretValue" in statement["Action"]:
+                    readers.setdefault(statement["Resource"]["Ref"], set()).add(name)
+        self.assertEqual(
+            readers,
+            {"JwtSecretArn": {"ConnectFunction", "HttpFunction"}, "ServerKeySecretArn": {"HttpFunction"}},
+        )
+        for name in ("ConnectFunction", "HttpFunction"):
+            self.assertEqual(environment(FUNCTIONS[name])["AIRWAVE_JWT_SECRET_ARN"], {"Ref": "JwtSecretArn"})
+        self.assertEqual(environment(FUNCTIONS["HttpFunction"])["AIRWAVE_SERVER_KEY_SECRET_ARN"], {"Ref": "ServerKeySecretArn"})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 //! (`{"type": ...}`). The version is negotiated in the handshake's
 //! subprotocol ([`SUBPROTOCOL`]).
 
+pub mod http;
 mod position;
 mod reply;
 mod request;
@@ -30,8 +31,13 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Airwave client protocol",
-        "description": "Frames a client sends (client) and receives (server). Generated from the airwave-protocol crate; do not edit by hand.",
+        "description": "Frames a client sends (client) and receives (server), and the HTTP API's bodies (http). Generated from the airwave-protocol crate; do not edit by hand.",
         "client": client,
         "server": server,
+        "http": {
+            "publish_request": schemars::schema_for!(http::PublishBody),
+            "publish_response": schemars::schema_for!(http::PublishResponse),
+            "error": schemars::schema_for!(http::HttpErrorBody),
+        },
     })
 }

@@ -26,6 +26,7 @@ pub mod pacing;
 pub mod permissions;
 pub mod rate;
 pub mod secrets;
+pub mod server_keys;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

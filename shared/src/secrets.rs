@@ -10,6 +10,9 @@
 //! (at most once a second) for a token whose `kid` is not known yet. A read
 //! that fails keeps the keys read before; with none, `crate::auth` refuses
 //! tokens as `token_keys_unavailable` (503, which clients retry).
+//!
+//! [`StoredSecret`] reads any secret this way; the HTTP API's server keys
+//! (`crate::server_keys`) are the other one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -82,27 +85,38 @@ impl HmacKeys {
     }
 }
 
-/// The secret in Secrets Manager, read when needed and kept between
+/// What a secret's value is read into: the HS256 keys, or the server keys.
+pub trait SecretValue: Sized + Send + Sync {
+    /// The value read, or why it is unusable (never showing the secret).
+    fn parse(value: &str) -> Result<Self, String>;
+}
+
+impl SecretValue for HmacKeys {
+    fn parse(value: &str) -> Result<Self, String> {
+        HmacKeys::parse(value)
+    }
+}
+
+/// A secret in Secrets Manager, read when needed and kept between
 /// invocations.
-pub struct StoredSecret {
+pub struct StoredSecret<T = HmacKeys> {
     client: aws_sdk_secretsmanager::Client,
     arn: String,
     refresh: Duration,
-    read: Mutex<Reading>,
+    read: Mutex<Reading<T>>,
 }
 
-#[derive(Default)]
-struct Reading {
-    /// Shared with the tokens being checked, so a connect copies no key.
-    keys: Option<Arc<HmacKeys>>,
+struct Reading<T> {
+    /// Shared with the requests being checked, so a check copies no key.
+    value: Option<Arc<T>>,
     /// When the last read started (a failed one too).
     at: Option<Instant>,
 }
 
-/// No two reads within this, however many unknown key ids arrive.
+/// No two reads within this, however many unknown keys arrive.
 const MIN_REREAD: Duration = Duration::from_secs(1);
 
-impl std::fmt::Debug for StoredSecret {
+impl<T> std::fmt::Debug for StoredSecret<T> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("StoredSecret")
@@ -112,37 +126,37 @@ impl std::fmt::Debug for StoredSecret {
     }
 }
 
-impl StoredSecret {
+impl<T: SecretValue> StoredSecret<T> {
     pub fn new(client: aws_sdk_secretsmanager::Client, arn: impl Into<String>, refresh: Duration) -> Self {
         StoredSecret {
             client,
             arn: arn.into(),
             refresh,
-            read: Mutex::new(Reading::default()),
+            read: Mutex::new(Reading { value: None, at: None }),
         }
     }
 
-    /// The keys to check a token with `kid` against: those read within the
-    /// refresh interval, unless they do not know `kid`. `None` when the
-    /// secret was never read.
-    pub async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<HmacKeys>> {
+    /// The value read within the refresh interval, read again first when it
+    /// is older, or when `lacks` says it cannot answer (a key rotated in
+    /// since), at most once a second. `None` when it was never read.
+    pub async fn current(&self, lacks: impl Fn(&T) -> bool) -> Option<Arc<T>> {
         let mut reading = self.read.lock().await;
         let since = reading.at.map(|at| at.elapsed());
         let stale = since.is_none_or(|since| since >= self.refresh);
-        let unknown = reading.keys.as_ref().is_some_and(|keys| keys.key(kid).is_none());
+        let unknown = reading.value.as_deref().is_some_and(&lacks);
         if stale || (unknown && since.is_none_or(|since| since >= MIN_REREAD)) {
             reading.at = Some(Instant::now());
             match self.read_secret().await {
-                Ok(keys) => reading.keys = Some(Arc::new(keys)),
-                // The keys read before stay in use: a Secrets Manager outage
-                // must not log everyone out.
-                Err(error) => tracing::error!(arn = %self.arn, %error, "the token secret could not be read"),
+                Ok(value) => reading.value = Some(Arc::new(value)),
+                // The value read before stays in use: a Secrets Manager
+                // outage must not log everyone out.
+                Err(error) => tracing::error!(arn = %self.arn, %error, "a secret could not be read"),
             }
         }
-        reading.keys.clone()
+        reading.value.clone()
     }
 
-    async fn read_secret(&self) -> Result<HmacKeys, String> {
+    async fn read_secret(&self) -> Result<T, String> {
         let output = self
             .client
             .get_secret_value()
@@ -153,7 +167,15 @@ impl StoredSecret {
         let value = output
             .secret_string()
             .ok_or_else(|| "the secret has no string value".to_owned())?;
-        HmacKeys::parse(value)
+        T::parse(value)
+    }
+}
+
+impl StoredSecret<HmacKeys> {
+    /// The keys to check a token with `kid` against: those read within the
+    /// refresh interval, unless they do not know `kid`.
+    pub async fn keys_for(&self, kid: Option<&str>) -> Option<Arc<HmacKeys>> {
+        self.current(|keys| keys.key(kid).is_none()).await
     }
 }
 

@@ -36,6 +36,9 @@ pub mod metric {
     pub const CONNECTIONS_SWEPT: &str = "ExpiredConnectionsClosed";
     /// Client frames answered with an error, with the dimension `code`.
     pub const CLIENT_ERRORS: &str = "ClientErrors";
+    /// Messages written through the HTTP API (not its duplicates), with the
+    /// dimension `caller` (`server`, `client`, `anonymous`).
+    pub const HTTP_MESSAGES_PUBLISHED: &str = "HttpMessagesPublished";
     pub const FANOUT_TARGETS: &str = "FanoutTargets";
     /// Posts made (first attempts): with coalescing, fewer than messages x targets.
     pub const FANOUT_POSTS: &str = "FanoutPosts";

@@ -18,11 +18,13 @@ use airwave_local::{
     DynamoDbFaults, DynamoDbUsage, FaultyDynamoDb, FaultyManagementApi, ManagementFaults, MeteredDynamoDb,
 };
 use airwave_shared::auth::Authenticator;
-use airwave_shared::aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use airwave_shared::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest};
 use airwave_shared::failures::SqsFailureQueue;
+use airwave_shared::handlers::http::handle_http;
 use airwave_shared::handlers::{
     handle_connect, handle_disconnect, handle_message, handle_reaper_event, handle_stream_batch,
 };
+use airwave_shared::server_keys::ServerKeySource;
 use airwave_shared::{Closer, DynamoStore, FanOut};
 use futures::FutureExt;
 use lambda_runtime::{Context, LambdaEvent};
@@ -36,6 +38,8 @@ pub struct InProcessFunctions {
     pub config: airwave_shared::Config,
     /// Built once, as the connect function does at cold start.
     pub authenticator: Option<Authenticator>,
+    /// The HTTP function's server keys, as it builds them.
+    pub server_keys: ServerKeySource,
     pub fanout: OnceLock<FanOut>,
     /// The failure queue poison records are reported to (moto's SQS).
     pub failures: SqsFailureQueue,
@@ -175,6 +179,22 @@ impl InProcessFunctions {
                     },
                 }
             }
+            "http" => {
+                let event = serde_json::from_value::<ApiGatewayV2httpRequest>(event)
+                    .map(|payload| LambdaEvent::new(payload, context.clone()))
+                    .map_err(|error| failed(function, error))?;
+                answer(
+                    function,
+                    handle_http(
+                        &self.store,
+                        self.authenticator.as_ref(),
+                        &self.server_keys,
+                        &self.config,
+                        event,
+                    )
+                    .await,
+                )
+            }
             "reaper" => answer(
                 function,
                 handle_reaper_event(&self.store, self.closer.get(), LambdaEvent::new(event, context.clone())).await,
@@ -292,6 +312,7 @@ impl LocalStack {
             // As the connect function builds it: a secret in Secrets Manager is read from moto.
             authenticator: Authenticator::from_config_and_aws(&tables.config, &tables.sdk_config)
                 .expect("a valid authentication setup"),
+            server_keys: ServerKeySource::from_config_and_aws(&tables.config, &tables.sdk_config),
             failures: SqsFailureQueue::new(tables.sqs(), tables.failure_queue_url()),
             config: tables.config.clone(),
             fanout: OnceLock::new(),
@@ -374,6 +395,11 @@ impl LocalStack {
 
     pub fn ws_url(&self) -> String {
         self.gateway.ws_url()
+    }
+
+    /// The HTTP API's publish URL.
+    pub fn publish_url(&self) -> String {
+        format!("{}{}", self.gateway.http_url(), airwave_protocol::http::PUBLISH_PATH)
     }
 
     /// The ids of the sockets open on the gateway.

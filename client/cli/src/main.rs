@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use airwave_cli::bench::{self, BenchConfig};
 use airwave_cli::smoke::{self, Publisher, SmokeConfig};
+use airwave_client::http::{Credential, HttpMessage, HttpPublisher};
 use airwave_client::{Backoff, Client, ClientConfig, Error, ErrorCode, Event, Reply, Request};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -32,15 +33,25 @@ enum Command {
         #[command(flatten)]
         connection: ConnectionArgs,
     },
-    /// Publish one message and print the reply.
+    /// Publish one message and print the reply: over a socket (ws:// or wss://), or over the
+    /// HTTP API (http:// or https://, the stack's HttpApiUrl).
     Publish {
-        /// Endpoint, ws:// or wss://
+        /// Endpoint: ws:// or wss://, or the HTTP API's http:// or https:// URL
         url: String,
-        /// Channel to publish to; without it the message goes to every connection.
+        /// Channel to publish to; without it (and without --user) the message goes to every connection.
         #[arg(long, short = 'c')]
         channel: Option<String>,
         /// The message's `data`, as JSON.
         data: String,
+        /// HTTP API only: publish to every connection of this user (needs a server key).
+        #[arg(long)]
+        user: Option<String>,
+        /// HTTP API only: the same key publishes once; a repeat answers the first message's id.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// HTTP API only: publish as a server (`Authorization: Key …`) instead of with --token.
+        #[arg(long, env = "AIRWAVE_SERVER_KEY", hide_env_values = true)]
+        server_key: Option<String>,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -176,6 +187,9 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
             url,
             channel,
             data,
+            user,
+            idempotency_key,
+            server_key,
             connection,
         } => {
             let data: serde_json::Value = match serde_json::from_str(&data) {
@@ -185,6 +199,33 @@ async fn run(command: Command) -> Result<ExitCode, Error> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            if url.starts_with("http://") || url.starts_with("https://") {
+                let credential = match (server_key, connection.token) {
+                    (Some(key), _) => Credential::ServerKey(key),
+                    (None, Some(token)) => Credential::Token(token),
+                    (None, None) => Credential::None,
+                };
+                let message = HttpMessage {
+                    channel,
+                    user,
+                    data,
+                    idempotency_key,
+                };
+                let published = HttpPublisher::new(&url, credential)?.publish(&[message]).await?;
+                for message in published {
+                    let duplicate = if message.duplicate {
+                        " (duplicate: published before)"
+                    } else {
+                        ""
+                    };
+                    println!("published {}{duplicate}", message.message_id);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if user.is_some() || idempotency_key.is_some() {
+                eprintln!("airwave: --user and --idempotency-key need the HTTP API's URL (http:// or https://)");
+                return Ok(ExitCode::from(2));
+            }
             let (client, _events) = Client::new(connection.config(&url)?);
             let reply = client.request(Request::Publish { channel, data }).await?;
             client.close().await;

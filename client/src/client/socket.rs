@@ -89,7 +89,7 @@ async fn open(config: &ClientConfig, token: Option<&str>) -> Result<Socket, Erro
 
 /// One TLS configuration per process: loading the system roots for each of thousands of `bench`
 /// sockets would cost more than the handshakes.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
     static TLS: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     TLS.get_or_init(build_tls_config).clone().map_err(Error::Tls)
 }

@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub management_closes: AtomicUsize,
     /// Messages as API Gateway bills them, both ways.
     pub billed: BilledMessages,
+    /// HTTP API requests that reached a route.
+    pub http_requests: AtomicU64,
     /// The account's request quota, which every Management API request takes from.
     pub quota: QuotaBucket,
 }
@@ -89,6 +91,7 @@ impl Shared {
             idle: Notify::new(),
             management_closes: AtomicUsize::new(0),
             billed: BilledMessages::default(),
+            http_requests: AtomicU64::new(0),
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`Gateway`] serves WebSocket clients and the Management API
 //!   (`/@connections/{id}`) on one port, invoking the routes' functions through an
 //!   [`Invoker`] with events in API Gateway's exact shape.
+//! - The template's HTTP API is served on the same port: each route invokes
+//!   its function with API Gateway's payload format 2.0 event.
 //! - [`streams`] polls the tables' DynamoDB streams and invokes the mapped
 //!   functions with Lambda's DynamoDB event, honouring `ReportBatchItemFailures`,
 //!   and sends what a mapping gives up on to its on-failure queue.
@@ -23,6 +25,7 @@ mod connections;
 mod events;
 mod filter;
 mod gateway;
+mod http_api;
 mod invoke;
 mod local_resources;
 mod management;

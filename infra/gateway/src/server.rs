@@ -13,9 +13,9 @@ use crate::connections::Shared;
 use crate::options::GatewayOptions;
 use crate::responses::forbidden;
 use crate::template::StackModel;
-use crate::{gateway, management, GatewayError, Invoker};
+use crate::{gateway, http_api, management, GatewayError, Invoker};
 
-/// A local API Gateway WebSocket API.
+/// A local API Gateway: the WebSocket API, its Management API and the HTTP API.
 pub struct Gateway;
 
 impl Gateway {
@@ -36,6 +36,7 @@ impl Gateway {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(options, model, invoker, address, shutdown_rx.clone()));
         let router = Router::new()
+            .merge(http_api::routes(&shared.model))
             .merge(gateway::routes())
             .merge(management::routes())
             .fallback(forbidden)
@@ -83,6 +84,17 @@ impl RunningGateway {
     /// and the functions' `AIRWAVE_MANAGEMENT_ENDPOINT` want it.
     pub fn management_endpoint(&self) -> String {
         format!("http://{}/{}", self.shared.address, self.shared.options.stage)
+    }
+
+    /// Where the template's HTTP API is served: `http://127.0.0.1:PORT`, to
+    /// which its route paths (`/v1/publish`) are added.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.shared.address)
+    }
+
+    /// HTTP API requests that reached a route, as API Gateway bills them.
+    pub fn http_requests(&self) -> u64 {
+        self.shared.http_requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The ids of the connections open now.

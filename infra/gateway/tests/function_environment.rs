@@ -75,6 +75,19 @@ fn parameter_combinations() -> Vec<(&'static str, BTreeMap<String, String>)> {
             ]),
         ),
         ("total cap", set(&[("MaxConnections", "1000")])),
+        (
+            "server keys and the token secret in Secrets Manager",
+            set(&[
+                (
+                    "ServerKeySecretArn",
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:airwave-server-keys",
+                ),
+                (
+                    "JwtSecretArn",
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:airwave-jwt",
+                ),
+            ]),
+        ),
         ("per-IP cap", set(&[("MaxConnectionsPerIp", "20")])),
         (
             "per-user cap with authentication",
@@ -178,7 +191,7 @@ async fn every_function_starts_with_the_environment_the_template_gives_it() {
     let names = LocalNames::new("airwave");
     let directory = binary_directory();
     let binaries: Vec<String> = model.functions.values().filter_map(|f| f.binary.clone()).collect();
-    assert_eq!(binaries.len(), 5, "every function of the template: {binaries:?}");
+    assert_eq!(binaries.len(), 6, "every function of the template: {binaries:?}");
     let mut refused = Vec::new();
     for (combination, parameters) in parameter_combinations() {
         for binary in &binaries {

@@ -7,12 +7,12 @@ use super::forms::{
     ATTEMPTS_FORM, ATTEMPTS_PER_IP_FORM, ATTEMPT_TIMEOUT_FORM, CAP_FORM, CONCURRENCY_FORM, HISTORY_SIZE_FORM,
     HISTORY_TTL_FORM, JWT_SECRET_ARN_FORM, MAX_CHANNELS_FORM, MESSAGE_RETENTION_FORM, OPERATION_TIMEOUT_FORM,
     POST_QUOTA_FORM, PUBLISH_RATE_FORM, PUBLISH_RATE_PER_IP_FORM, PUBLISH_RATE_PER_USER_FORM, REFETCH_FORM,
-    SECRET_REFRESH_FORM, STATS_MAX_AGE_FORM, TTL_FORM, WINDOW_FORM,
+    SECRET_REFRESH_FORM, SERVER_KEY_SECRET_ARN_FORM, STATS_MAX_AGE_FORM, TTL_FORM, WINDOW_FORM,
 };
 use super::raw::{Flag, Number, RawEnv};
 use super::values::{
     in_range, parse_audience, parse_claim_name, parse_endpoint, parse_issuer, parse_jwks_url, parse_jwt_secret,
-    parse_operator_claim, parse_queue_url, parse_secret_arn, parse_table_name,
+    parse_operator_claim, parse_queue_url, parse_secret_arn, parse_server_keys, parse_table_name,
 };
 use super::*;
 
@@ -146,7 +146,10 @@ impl Config {
                 REFETCH_FORM,
                 defaults.auth.jwks_min_refetch_seconds,
             )?,
-            jwt_secret_arn: raw.jwt_secret_arn.map(parse_secret_arn).transpose()?,
+            jwt_secret_arn: raw
+                .jwt_secret_arn
+                .map(|arn| parse_secret_arn(JWT_SECRET_ARN, JWT_SECRET_ARN_FORM, arn))
+                .transpose()?,
             jwt_secret_refresh_seconds: number(
                 JWT_SECRET_REFRESH_SECONDS,
                 raw.jwt_secret_refresh_seconds,
@@ -238,6 +241,20 @@ impl Config {
             )?,
         };
 
+        let server_keys = raw.server_keys.map(parse_server_keys).transpose()?;
+        let server_key_secret_arn = raw
+            .server_key_secret_arn
+            .map(|arn| parse_secret_arn(SERVER_KEY_SECRET_ARN, SERVER_KEY_SECRET_ARN_FORM, arn))
+            .transpose()?;
+        // One source of the keys, as for the token secret.
+        if let (Some(_), Some(arn)) = (&server_keys, &server_key_secret_arn) {
+            return Err(Error::ConfigInvalid {
+                variable: SERVER_KEY_SECRET_ARN,
+                value: arn.clone(),
+                expected: SERVER_KEY_SECRET_ARN_FORM,
+            });
+        }
+
         Ok(Config {
             connections_table,
             messages_table,
@@ -262,6 +279,8 @@ impl Config {
             aws_timeouts,
             message_retention_seconds,
             failure_queue_url,
+            server_keys,
+            server_key_secret_arn,
             connecting_window: defaults.connecting_window,
         })
     }

@@ -30,6 +30,8 @@ pub(super) const JWKS_AUDIENCE_FORM: &str = "the audience of this deployment's t
 pub(super) const ANY_AUDIENCE_FORM: &str =
     "false when AIRWAVE_JWT_AUDIENCE is set: an audience and \"any audience\" contradict each other";
 pub(super) const JWT_SECRET_ARN_FORM: &str = "the ARN of a Secrets Manager secret, arn:aws:secretsmanager:{region}:{account id}:secret:{name}, whose value is the HS256 secret (32 bytes or more) or a JSON object of such secrets by key id, {\"2026-12\": \"…\"}; unset when AIRWAVE_JWT_SECRET is set";
+pub(super) const SERVER_KEYS_FORM: &str = "one or more server keys separated by commas, each at least 32 printable ASCII characters without '.', ',' or spaces (for local stacks; a deployment uses AIRWAVE_SERVER_KEY_SECRET_ARN)";
+pub(super) const SERVER_KEY_SECRET_ARN_FORM: &str = "the ARN of a Secrets Manager secret, arn:aws:secretsmanager:{region}:{account id}:secret:{name}, whose value lists the server keys (separated by commas or newlines, or a JSON array); unset when AIRWAVE_SERVER_KEYS is set";
 pub(super) const SECRET_REFRESH_FORM: &str =
     "whole seconds from 1 to 3600 between reads of the token secret from Secrets Manager";
 pub(super) const REFETCH_FORM: &str = "whole seconds from 1 to 3600 between fetches of the JWKS for an unknown key id";
@@ -72,6 +74,8 @@ pub(super) fn form_of(variable: &str) -> Option<&'static str> {
         JWT_AUDIENCE => AUDIENCE_FORM,
         JWKS_MIN_REFETCH_SECONDS => REFETCH_FORM,
         JWT_SECRET_ARN => JWT_SECRET_ARN_FORM,
+        SERVER_KEYS => SERVER_KEYS_FORM,
+        SERVER_KEY_SECRET_ARN => SERVER_KEY_SECRET_ARN_FORM,
         JWT_SECRET_REFRESH_SECONDS => SECRET_REFRESH_FORM,
         CHANNELS_CLAIM | PUBLISH_CLAIM => CLAIM_FORM,
         OPERATOR_CLAIM => OPERATOR_CLAIM_FORM,

@@ -72,6 +72,11 @@ pub struct Config {
     /// The SQS queue poison stream records are reported to (the stream
     /// mappings' on-failure destination); required by the stream-processor.
     pub failure_queue_url: Option<String>,
+    /// The keys servers publish over the HTTP API with, from the environment
+    /// (local stacks); see [`crate::server_keys`].
+    pub server_keys: Option<crate::server_keys::ServerKeys>,
+    /// The Secrets Manager secret holding them, in a deployment.
+    pub server_key_secret_arn: Option<String>,
     /// How young a connection must be for API Gateway's 410 about it to be
     /// doubted: it answers 410 while a handshake is still in progress too.
     /// Not read from the environment; tests shorten it.
@@ -104,6 +109,8 @@ impl Default for Config {
             message_retention_seconds: DEFAULT_MESSAGE_RETENTION_SECONDS,
             aws_timeouts: AwsTimeouts::default(),
             failure_queue_url: None,
+            server_keys: None,
+            server_key_secret_arn: None,
             connecting_window: CONNECTING_WINDOW,
         }
     }

@@ -61,6 +61,8 @@ pub(super) struct RawEnv {
     pub publish_rate_limit_per_ip: Option<Number<u64>>,
     pub publish_rate_limit_per_user: Option<Number<u64>>,
     pub publish_rate_window_seconds: Option<Number<u64>>,
+    pub server_key_secret_arn: Option<String>,
+    pub server_keys: Option<String>,
     pub stats_max_age_seconds: Option<Number<u64>>,
     pub subscriptions_table: Option<String>,
     pub user_cap_mode: Option<UserCapMode>,

@@ -3,14 +3,15 @@
 use std::ops::RangeInclusive;
 
 use super::forms::{
-    AUDIENCE_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, ISSUER_FORM, JWKS_URL_FORM, JWT_SECRET_ARN_FORM,
-    JWT_SECRET_FORM, OPERATOR_CLAIM_FORM, TABLE_NAME_FORM,
+    AUDIENCE_FORM, CLAIM_FORM, ENDPOINT_FORM, FAILURE_QUEUE_URL_FORM, ISSUER_FORM, JWKS_URL_FORM, JWT_SECRET_FORM,
+    OPERATOR_CLAIM_FORM, SERVER_KEYS_FORM, TABLE_NAME_FORM,
 };
 use super::raw::Number;
 use super::{
-    JwtSecret, OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, JWT_SECRET_ARN,
-    MIN_JWT_SECRET_BYTES, OPERATOR_CLAIM,
+    JwtSecret, OperatorClaim, FAILURE_QUEUE_URL, JWKS_URL, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, MIN_JWT_SECRET_BYTES,
+    OPERATOR_CLAIM, SERVER_KEYS,
 };
+use crate::server_keys::ServerKeys;
 use crate::Error;
 
 pub(super) fn parse_table_name(variable: &'static str, value: String) -> Result<String, Error> {
@@ -125,7 +126,7 @@ pub(super) fn parse_operator_claim(value: String) -> Result<OperatorClaim, Error
 
 /// https, or http only to this machine (a local identity provider in tests).
 /// `arn:{partition}:secretsmanager:{region}:{account id}:secret:{name}`.
-pub(super) fn parse_secret_arn(value: String) -> Result<String, Error> {
+pub(super) fn parse_secret_arn(variable: &'static str, expected: &'static str, value: String) -> Result<String, Error> {
     let parts: Vec<&str> = value.splitn(7, ':').collect();
     let well_formed = parts.len() == 7
         && parts[0] == "arn"
@@ -141,11 +142,20 @@ pub(super) fn parse_secret_arn(value: String) -> Result<String, Error> {
         Ok(value)
     } else {
         Err(Error::ConfigInvalid {
-            variable: JWT_SECRET_ARN,
+            variable,
             value,
-            expected: JWT_SECRET_ARN_FORM,
+            expected,
         })
     }
+}
+
+/// The server keys in the environment; the error shows no key.
+pub(super) fn parse_server_keys(value: String) -> Result<ServerKeys, Error> {
+    ServerKeys::parse(&value).map_err(|why| Error::ConfigInvalid {
+        variable: SERVER_KEYS,
+        value: format!("<{} bytes, redacted: {why}>", value.len()),
+        expected: SERVER_KEYS_FORM,
+    })
 }
 
 pub(super) fn parse_jwks_url(value: String) -> Result<String, Error> {

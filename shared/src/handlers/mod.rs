@@ -2,6 +2,7 @@
 
 mod connect;
 mod disconnect;
+pub mod http;
 mod message;
 mod reaper;
 mod stream;

@@ -19,6 +19,21 @@ impl MessageStore for MemoryStore {
         Ok(())
     }
 
+    async fn put_new_message(&self, message: &MessageRecord) -> Result<bool, Error> {
+        let mut tables = self.tables();
+        if tables.messages.contains_key(&message.message_id) {
+            return Ok(false);
+        }
+        tables.messages.insert(
+            message.message_id.clone(),
+            StoredMessage {
+                record: message.clone(),
+                claim: None,
+            },
+        );
+        Ok(true)
+    }
+
     async fn apply_message_retention(&self, message_id: &str, now_epoch_seconds: i64) -> Result<bool, Error> {
         let retention = self.message_retention_seconds;
         match self.tables().messages.get_mut(message_id) {

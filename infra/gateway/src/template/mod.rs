@@ -1,5 +1,5 @@
 //! Reads `template.yaml` into the parts of the stack the local gateway plays:
-//! the WebSocket API's routes, the functions behind them, the tables, the
+//! the WebSocket API's routes, the HTTP API's, the functions behind them, the tables, the
 //! queues and the DynamoDB stream mappings.
 //!
 //! CloudFormation's short tags (`!Ref X`, `!GetAtt X.Arn`, `!Sub "..."`, ...)
@@ -14,6 +14,7 @@
 
 mod environment;
 mod functions;
+mod http_api;
 mod intrinsics;
 mod names;
 mod parser;
@@ -31,6 +32,7 @@ use intrinsics::yaml_to_json;
 use parser::Parser;
 
 pub use functions::{EnvValue, Function};
+pub use http_api::{Cors, HttpApi, HttpRoute};
 pub use names::LocalNames;
 pub use queues::Queue;
 pub use routes::{Route, RouteIntegration, RouteSelection};
@@ -52,6 +54,8 @@ pub struct StackModel {
     pub route_selection: RouteSelection,
     /// Every route by its route key (`$connect`, `$disconnect`, `$default`, custom keys).
     pub routes: BTreeMap<String, Route>,
+    /// The HTTP API, when the template has one.
+    pub http_api: Option<HttpApi>,
     /// Every Lambda function, by logical id.
     pub functions: BTreeMap<String, Function>,
     /// Every DynamoDB table, in template order.

@@ -65,6 +65,7 @@ impl<'a> Parser<'a> {
         let functions = self.functions();
         let (api_logical_id, route_selection) = self.websocket_api()?;
         let routes = self.routes(&api_logical_id, &functions)?;
+        let http_api = self.http_api(&functions)?;
         let tables = self
             .of_type("AWS::DynamoDB::Table")
             .into_iter()
@@ -86,6 +87,7 @@ impl<'a> Parser<'a> {
             api_logical_id,
             route_selection,
             routes,
+            http_api,
             functions,
             tables,
             queues,

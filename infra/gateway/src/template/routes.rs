@@ -173,7 +173,7 @@ impl Parser<'_> {
         Ok(routes)
     }
 
-    fn route_integration(
+    pub(super) fn route_integration(
         &self,
         integration: &str,
         functions: &BTreeMap<String, Function>,
