@@ -38,7 +38,7 @@ class TemplateMatchesTheCode(unittest.TestCase):
 
     def test_every_route_reaches_a_function_that_api_gateway_may_invoke(self):
         routes = {r["Properties"]["RouteKey"]: r for r in RESOURCES.values() if r["Type"] == "AWS::ApiGatewayV2::Route"}
-        self.assertEqual(set(routes), {"$connect", "$disconnect", "$default", "ping", "POST /v1/publish"})
+        self.assertEqual(set(routes), {"$connect", "$disconnect", "$default", "ping", "POST /v1/publish", "POST /v1/poll"})
         self.assertEqual(
             RESOURCES["WebSocketApi"]["Properties"]["RouteSelectionExpression"], "$request.body.action"
         )

@@ -7,16 +7,28 @@
 //! repeat is answered with the first message's id and `duplicate: true`.
 //! Every message of a batch is checked before any is written, so a bad batch
 //! is refused whole and writes nothing.
+//!
+//! `POST /v1/poll` is the fallback transport's read side: for each channel,
+//! the messages after the position the client has, from the channel's
+//! history, as a resubscribe would give them.
+
+use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::{MessageFrame, Position};
 
 /// Where messages are published.
 pub const PUBLISH_PATH: &str = "/v1/publish";
 /// Messages in one request: each is at most 128 KB once framed, so a full
 /// batch stays inside Lambda's 6 MB request.
 pub const MAX_BATCH: usize = 25;
+/// Where a client without a socket reads its channels.
+pub const POLL_PATH: &str = "/v1/poll";
+/// The most messages of one channel a poll answers; `more` says there are others.
+pub const POLL_PAGE: u64 = 100;
 /// An idempotency key's length limit, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
 /// The scheme of a server key in the `Authorization` header; a client token
@@ -104,6 +116,44 @@ pub enum BodyError {
     NotJson(String),
     /// JSON of the wrong shape (`invalid_request`).
     Invalid(String),
+}
+
+/// The body of `POST /v1/poll`: each channel, with the position the client
+/// has (`null`: none yet, so only the channel's position is answered).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollRequest {
+    pub channels: BTreeMap<String, Option<Position>>,
+}
+
+/// A 200 answer to `POST /v1/poll`: one entry per channel asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PollResponse {
+    pub channels: BTreeMap<String, ChannelPoll>,
+}
+
+/// One channel's answer: its messages, or why it was refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ChannelPoll {
+    Refused {
+        error: HttpError,
+    },
+    Read {
+        /// Where the client is after these messages (the channel's head, or
+        /// the last of a page); `null` where positions are off.
+        position: Option<Position>,
+        /// Whether every message since the given position is here (or, with
+        /// `more`, on the next pages); `false`: some are gone, and the client
+        /// continues from `position`. `null` when no position was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        publications: Vec<MessageFrame>,
+        /// More messages follow `position`: poll again at once.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
+    },
 }
 
 /// What became of one message, in the order they were sent.

@@ -37,6 +37,8 @@ pub fn json_schema() -> serde_json::Value {
         "http": {
             "publish_request": schemars::schema_for!(http::PublishBody),
             "publish_response": schemars::schema_for!(http::PublishResponse),
+            "poll_request": schemars::schema_for!(http::PollRequest),
+            "poll_response": schemars::schema_for!(http::PollResponse),
             "error": schemars::schema_for!(http::HttpErrorBody),
         },
     })

@@ -8,7 +8,7 @@ mod end_to_end;
 mod fanout;
 mod fixtures;
 mod heartbeat;
-mod http_publish;
+mod http;
 mod jwks;
 mod messages;
 mod permissions;

@@ -5,6 +5,7 @@ use airwave_protocol::http::SERVER_KEY_SCHEME;
 use aws_lambda_events::http::HeaderMap;
 
 use crate::auth::{Authenticator, Identity, TokenRejection};
+use crate::connection::ConnectionRecord;
 use crate::server_keys::{KeyCheck, ServerKeySource};
 
 /// A caller the API admitted.
@@ -65,6 +66,45 @@ impl Caller {
                 source_ip: source_ip.to_owned(),
             }),
         }
+    }
+
+    /// Whose idempotency keys and HTTP allowance these are: the server, a
+    /// user, or an anonymous caller's address.
+    pub fn scope(&self) -> String {
+        match self {
+            Caller::Server => "server".to_owned(),
+            Caller::Client { identity, .. } => format!("user:{}", identity.user_id),
+            Caller::Anonymous { source_ip } => format!("ip:{source_ip}"),
+        }
+    }
+
+    /// The rights a client caller's socket would have, as its record would
+    /// hold them, for `crate::permissions` and `crate::rate`; `None` for a
+    /// server, which may do anything.
+    pub fn rights(&self, now: i64) -> Option<ConnectionRecord> {
+        let (identity, source_ip) = match self {
+            Caller::Server => return None,
+            Caller::Client { identity, source_ip } => (Some(identity), source_ip),
+            Caller::Anonymous { source_ip } => (None, source_ip),
+        };
+        Some(ConnectionRecord {
+            // The per-connection allowance is the caller's whole over HTTP.
+            connection_id: format!("http:{}", self.scope()),
+            source_ip: source_ip.clone(),
+            user_id: identity.map(|identity| identity.user_id.clone()),
+            connected_at_ms: now.saturating_mul(1_000),
+            expires_at: now,
+            domain_name: None,
+            stage: None,
+            channels: Vec::new(),
+            slot_total: None,
+            slot_user: None,
+            slot_ip: None,
+            allowed_channels: identity.and_then(|identity| identity.allowed_channels.clone()),
+            allowed_publish: identity.and_then(|identity| identity.allowed_publish.clone()),
+            token_expires_at: identity.map(|identity| identity.token_expires_at),
+            operator: identity.is_some_and(|identity| identity.operator),
+        })
     }
 
     /// What the log calls it.

@@ -1,14 +1,18 @@
-//! The HTTP API (`POST /v1/publish`): publishing from any backend with a
-//! server key, and from clients with their token, under the same rights as
-//! on their socket. See `airwave_protocol::http` for the bodies.
+//! The HTTP API: `POST /v1/publish`, publishing from any backend with a
+//! server key and from clients with their token, under the same rights as
+//! on their socket; and `POST /v1/poll`, the fallback transport's read side,
+//! under the same rights as a subscribe. See `airwave_protocol::http` for the
+//! bodies.
 
 mod caller;
+mod poll;
 mod publish;
 
 pub use caller::{Caller, CallerRefusal};
+pub use poll::PollRouteStore;
 pub use publish::{message_id_for_key, PublishRouteStore};
 
-use airwave_protocol::http::{HttpError, HttpErrorBody, PUBLISH_PATH};
+use airwave_protocol::http::{HttpError, HttpErrorBody, POLL_PATH, PUBLISH_PATH};
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
@@ -22,13 +26,20 @@ use crate::{Config, Error};
 
 /// The route key of the publish route, as the template names it.
 pub const PUBLISH_ROUTE_KEY: &str = "POST /v1/publish";
+/// The route key of the poll route.
+pub const POLL_ROUTE_KEY: &str = "POST /v1/poll";
 
-/// An HTTP API request: publishes when the route is the publish route.
+/// What the HTTP API reads and writes.
+pub trait HttpRouteStore: PublishRouteStore + PollRouteStore {}
+
+impl<S> HttpRouteStore for S where S: PublishRouteStore + PollRouteStore {}
+
+/// An HTTP API request, to the route it names.
 ///
 /// Every refusal is a 4xx whose body says what was wrong, and writes
 /// nothing. A store failure is returned as an error, so Lambda counts it and
 /// API Gateway answers 500; a request with idempotency keys is safe to retry.
-pub async fn handle_http<S: PublishRouteStore>(
+pub async fn handle_http<S: HttpRouteStore>(
     store: &S,
     authenticator: Option<&Authenticator>,
     server_keys: &ServerKeySource,
@@ -47,12 +58,11 @@ pub async fn handle_http<S: PublishRouteStore>(
     );
     async {
         let route_key = context.route_key.as_deref().unwrap_or_default();
-        let path = request.raw_path.as_deref().unwrap_or_default();
-        if route_key != PUBLISH_ROUTE_KEY && path != PUBLISH_PATH {
+        if route_key != PUBLISH_ROUTE_KEY && route_key != POLL_ROUTE_KEY {
             return Ok(error_response(
                 404,
                 "not_found",
-                format!("no route {route_key:?}; POST {PUBLISH_PATH}"),
+                format!("no route {route_key:?}; POST {PUBLISH_PATH} or POST {POLL_PATH}"),
             ));
         }
         let caller = match Caller::identify(&request.headers, source_ip, authenticator, server_keys).await {
@@ -67,7 +77,11 @@ pub async fn handle_http<S: PublishRouteStore>(
             Ok(body) => body,
             Err(why) => return Ok(error_response(400, "invalid_request", why)),
         };
-        publish::publish(store, config, &caller, &body).await
+        if route_key == POLL_ROUTE_KEY {
+            poll::poll(store, config, &caller, &body).await
+        } else {
+            publish::publish(store, config, &caller, &body).await
+        }
     }
     .instrument(span)
     .await

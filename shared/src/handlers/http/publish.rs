@@ -12,7 +12,6 @@ use serde_json::Value;
 
 use super::{error_response, json_response, Caller};
 use crate::channel::{sha256_hex, validate_channel_name};
-use crate::connection::ConnectionRecord;
 use crate::message::MessageRecord;
 use crate::permissions::may_publish;
 use crate::rate::{publish_counters, publish_window, PublishAllowance, PublishCounter};
@@ -67,7 +66,7 @@ pub(super) async fn publish<S: PublishRouteStore>(
         ));
     }
     let now = store.clock().epoch_seconds();
-    let scope = idempotency_scope(caller);
+    let scope = caller.scope();
     let mut keys = HashSet::new();
     let mut records = Vec::with_capacity(messages.len());
     for (n, message) in messages.iter().enumerate() {
@@ -131,42 +130,6 @@ fn refused(status: u16, code: &str, message: impl Into<String>) -> Refusal {
     error_response(status, code, message)
 }
 
-/// Whose idempotency keys these are.
-fn idempotency_scope(caller: &Caller) -> String {
-    match caller {
-        Caller::Server => "server".to_owned(),
-        Caller::Client { identity, .. } => format!("user:{}", identity.user_id),
-        Caller::Anonymous { source_ip } => format!("ip:{source_ip}"),
-    }
-}
-
-/// The rights a client caller's socket would have, as its record would hold them.
-fn rights_of(caller: &Caller, now: i64) -> Option<ConnectionRecord> {
-    let (identity, source_ip) = match caller {
-        Caller::Server => return None,
-        Caller::Client { identity, source_ip } => (Some(identity), source_ip),
-        Caller::Anonymous { source_ip } => (None, source_ip),
-    };
-    Some(ConnectionRecord {
-        // The per-connection allowance is the caller's whole over HTTP.
-        connection_id: format!("http:{}", idempotency_scope(caller)),
-        source_ip: source_ip.clone(),
-        user_id: identity.map(|identity| identity.user_id.clone()),
-        connected_at_ms: now.saturating_mul(1_000),
-        expires_at: now,
-        domain_name: None,
-        stage: None,
-        channels: Vec::new(),
-        slot_total: None,
-        slot_user: None,
-        slot_ip: None,
-        allowed_channels: identity.and_then(|identity| identity.allowed_channels.clone()),
-        allowed_publish: identity.and_then(|identity| identity.allowed_publish.clone()),
-        token_expires_at: identity.map(|identity| identity.token_expires_at),
-        operator: identity.is_some_and(|identity| identity.operator),
-    })
-}
-
 type Check = (u16, &'static str, String);
 
 /// One message as the item to write, or why it is refused.
@@ -190,7 +153,7 @@ fn checked_record<S: Clocked>(
         }
     }
     check_storable(&message.data, 1).map_err(invalid)?;
-    if let Some(record) = rights_of(caller, now) {
+    if let Some(record) = caller.rights(now) {
         let forbidden = |why: &str| (403, "publish_forbidden", why.to_owned());
         if !config.allow_client_publish {
             return Err(forbidden(
@@ -259,7 +222,7 @@ async fn take_client_allowance<S: PublishAllowance>(
     messages: usize,
     now: i64,
 ) -> Result<Option<Refusal>, Error> {
-    let Some(record) = rights_of(caller, now) else {
+    let Some(record) = caller.rights(now) else {
         return Ok(None);
     };
     let rate = &config.publish_rate;

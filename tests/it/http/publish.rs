@@ -1,100 +1,16 @@
-//! The HTTP API over real HTTP and real sockets, through the local gateway
-//! built from `template.yaml`: a server key publishes a message and a batch
-//! that subscribers receive with positions, in order; an idempotency key
-//! publishes once; a client token publishes under its socket's rights and
-//! allowance; and every bad request gets its 4xx and writes nothing.
-
-use std::time::Duration;
+//! Publishing over HTTP: a server key publishes a message and a batch that
+//! subscribers receive with positions, in order; an idempotency key publishes
+//! once; a client token publishes under its socket's rights and allowance;
+//! and every bad request gets its 4xx and writes nothing.
 
 use airwave_client::http::{Credential, HttpPublisher};
-use airwave_gateway::GatewayOptions;
-use airwave_protocol::http::{HttpMessage, PublishResponse, MAX_BATCH};
-use airwave_protocol::{parse_server_frame, Incoming, MessageFrame};
-use airwave_shared::config::{JwtSecret, PublishRate};
-use airwave_shared::server_keys::ServerKeys;
-use airwave_tests::stack::LocalStack;
-use airwave_tests::{signed_token, TestSocket, TestTables};
-use futures::{SinkExt, StreamExt};
+use airwave_protocol::http::{HttpMessage, MAX_BATCH};
+use airwave_shared::config::PublishRate;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message as Frame;
 
-const SECRET: &str = "http-publish-secret-http-publish-secret";
-const SERVER_KEY: &str = "sk_test_0123456789abcdef0123456789abcdef";
-const GUARD: Duration = Duration::from_secs(30);
+use airwave_tests::signed_token;
 
-async fn stack(configure: impl FnOnce(&mut airwave_shared::Config)) -> LocalStack {
-    let tables = TestTables::create_with(|config| {
-        config.admission.attempts_per_ip = 0;
-        config.jwt_secret = Some(JwtSecret::new(SECRET));
-        config.server_keys = Some(ServerKeys::parse(SERVER_KEY).expect("a valid key"));
-        configure(config);
-    })
-    .await;
-    LocalStack::start(tables, GatewayOptions::default()).await
-}
-
-fn token(user: &str, publish: &[&str]) -> String {
-    let exp = airwave_shared::time::epoch_seconds_now() + 600;
-    signed_token(SECRET, &json!({"sub": user, "exp": exp, "publish": publish}))
-}
-
-/// POSTs `body` with `authorization` and answers (status, JSON body).
-async fn post(stack: &LocalStack, authorization: Option<&str>, body: &str) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(stack.publish_url())
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(authorization) = authorization {
-        request = request.header("authorization", authorization);
-    }
-    let response = request.send().await.expect("the HTTP API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-fn server() -> String {
-    format!("Key {SERVER_KEY}")
-}
-
-fn ids(answer: &Value) -> Vec<String> {
-    let answer: PublishResponse = serde_json::from_value(answer.clone()).expect("a publish answer");
-    answer.messages.into_iter().map(|message| message.message_id).collect()
-}
-
-/// A socket of `user` subscribed to `channel`.
-async fn subscriber(stack: &LocalStack, user: &str, channel: &str) -> TestSocket {
-    let url = format!("{}?token={}", stack.ws_url(), token(user, &[]));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-    let subscribe = json!({"action": "subscribe", "channel": channel, "id": 1});
-    socket.send(Frame::text(subscribe.to_string())).await.expect("send");
-    loop {
-        let frame = tokio::time::timeout(GUARD, socket.next())
-            .await
-            .expect("a reply in time");
-        if let Some(Ok(Frame::Text(text))) = frame {
-            if matches!(parse_server_frame(&text), Ok(Incoming::Reply { .. })) {
-                return socket;
-            }
-        }
-    }
-}
-
-/// The next `count` messages `socket` receives, in arrival order.
-async fn messages(socket: &mut TestSocket, count: usize) -> Vec<MessageFrame> {
-    let mut received = Vec::new();
-    while received.len() < count {
-        let frame = tokio::time::timeout(GUARD, socket.next())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {count} messages arrived: {received:?}", received.len()));
-        if let Some(Ok(Frame::Text(text))) = frame {
-            if let Ok(Incoming::Messages(frames)) = parse_server_frame(&text) {
-                received.extend(frames);
-            }
-        }
-    }
-    received
-}
+use super::{ids, messages, post, server, stack, subscriber, token, SERVER_KEY};
 
 #[tokio::test]
 async fn a_server_key_publishes_a_message_and_a_batch_that_subscribers_receive_in_order() {
