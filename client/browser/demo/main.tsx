@@ -24,6 +24,16 @@ const options: AirwaveOptions = {
   ...(numberParam("breaker") !== undefined ? { breakerThreshold: numberParam("breaker") } : {}),
   ...(numberParam("ping") !== undefined ? { keepAliveAfterMs: numberParam("ping") } : {}),
   ...(query.has("debug") ? { debug: (message: string) => console.debug(`[airwave] ${message}`) } : {}),
+  // The HTTP fallback: ?http=<HTTP API URL> (the local gateway's by default),
+  // and ?transport=http to force it.
+  httpUrl: query.get("http") ?? url.replace(/^ws/, "http").replace(/\/[^/]*$/, ""),
+  ...(query.get("transport") === "http" || query.get("transport") === "websocket"
+    ? { transport: query.get("transport") as "http" | "websocket" }
+    : {}),
+  ...(numberParam("fallback") !== undefined ? { fallbackAfterFailures: numberParam("fallback") } : {}),
+  ...(numberParam("probe") !== undefined ? { probeIntervalMs: numberParam("probe") } : {}),
+  ...(numberParam("pollMin") !== undefined ? { pollMinMs: numberParam("pollMin") } : {}),
+  ...(numberParam("pollMax") !== undefined ? { pollMaxMs: numberParam("pollMax") } : {}),
 };
 const token = query.get("token");
 if (token) options.getToken = () => token;

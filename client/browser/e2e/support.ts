@@ -18,6 +18,8 @@ export const repoRoot = fileURLToPath(new URL("../../..", import.meta.url));
 
 export interface Stack {
   url: string;
+  /** The HTTP API (publish and poll), on the gateway's port. */
+  http: string;
   management: string;
   /** The test-only endpoint of airwave-stack; absent from builds without it. */
   control?: string;
@@ -57,7 +59,7 @@ export async function startStack(port = 0, env: Record<string, string> = {}): Pr
       reject(new Error(`the stack exited (${code}) before it was ready: ${stderr}`));
     });
   });
-  const ready = JSON.parse(line) as { url: string; management: string; control?: string };
+  const ready = JSON.parse(line) as { url: string; http: string; management: string; control?: string };
   return {
     ...ready,
     port: Number(new URL(ready.url).port),

@@ -9,6 +9,7 @@ import { KeepAlive } from "./keepalive.js";
 import { defaultLifecycle } from "./lifecycle.js";
 import { toChannelMessage } from "./message.js";
 import { resolveOptions, type ResolvedOptions } from "./options.js";
+import { PollingSocket, type FetchLike } from "./polling.js";
 import {
   isMessageFrame,
   parseFrame,
@@ -20,7 +21,7 @@ import {
 } from "./protocol.js";
 import { RecentIds } from "./recent.js";
 import { PendingRequests } from "./requests.js";
-import type { AirwaveOptions, ClientEvents, ClientStats, ClosingEvent, ConnectionState } from "./types.js";
+import type { AirwaveOptions, ClientEvents, ClientStats, ClosingEvent, ConnectionState, Transport } from "./types.js";
 import type { Lifecycle, MessageHandler, SocketConstructor, SocketLike, Timers, Unsubscribe } from "./types.js";
 
 const OPEN = 1;
@@ -44,8 +45,15 @@ export class AirwaveClient {
   private readonly requests: PendingRequests;
   private readonly keepAlive: KeepAlive;
   private readonly channels: Channels;
+  private readonly httpUrl: string | undefined;
+  private readonly fetchImpl: FetchLike | undefined;
 
   private current: ConnectionState = "closed";
+  private transport: Transport;
+  /** Sockets in a row that failed before they proved healthy; `auto` switches transport at the bound. */
+  private unprovenFailures = 0;
+  private probeTimer: unknown = null;
+  private probe: SocketLike | null = null;
   private socket: SocketLike | null = null;
   /** Bumped for every socket, so late events of an abandoned one are ignored. */
   private generation = 0;
@@ -66,6 +74,7 @@ export class AirwaveClient {
     broadcast: new Set(),
     user: new Set(),
     closing: new Set(),
+    transport: new Set(),
     error: new Set(),
   };
   private counters = {
@@ -89,6 +98,13 @@ export class AirwaveClient {
     this.lifecycle = options.lifecycle === undefined ? defaultLifecycle() : options.lifecycle;
     this.debug = options.debug ?? (() => {});
     this.getToken = options.getToken;
+    this.httpUrl = options.httpUrl;
+    const fetchImpl = options.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
+    this.fetchImpl = fetchImpl ? (url, init) => fetchImpl(url, init) : undefined;
+    if (this.options.transport === "http" && (!this.httpUrl || !this.fetchImpl)) {
+      throw new AirwaveError("not_connected", "transport \"http\" needs options.httpUrl and a fetch implementation");
+    }
+    this.transport = this.options.transport === "http" ? "http" : "websocket";
     this.breaker = new CircuitBreaker(this.options.breakerThreshold, this.options.breakerWindowMs);
     this.recent = new RecentIds(this.options.dedupeCapacity);
     this.requests = new PendingRequests(
@@ -191,6 +207,7 @@ export class AirwaveClient {
     const channels = this.channels.stats();
     return {
       state: this.current,
+      transport: this.transport,
       attempt: this.attempt,
       ...this.counters,
       pendingRequests: this.requests.inFlight,
@@ -253,7 +270,7 @@ export class AirwaveClient {
     const { url, protocols } = handshake(this.options.url, token, this.options.tokenIn);
     let socket: SocketLike;
     try {
-      socket = new this.WebSocketImpl(url, protocols);
+      socket = this.transport === "http" ? this.pollingSocket(token) : new this.WebSocketImpl(url, protocols);
     } catch (error) {
       this.emitError(new AirwaveError("not_connected", `cannot create a WebSocket: ${String(error)}`));
       this.handleFailure(generation);
@@ -288,6 +305,21 @@ export class AirwaveClient {
     };
   }
 
+  /** The HTTP transport, for a client whose WebSockets fail (the constructor checked what it needs). */
+  private pollingSocket(token: string | null | undefined): SocketLike {
+    if (!this.httpUrl || !this.fetchImpl) throw new Error("no HTTP API to fall back to");
+    return new PollingSocket({
+      httpUrl: this.httpUrl,
+      token,
+      fetch: this.fetchImpl,
+      timers: this.timers,
+      pollMinMs: this.options.pollMinMs,
+      pollMaxMs: this.options.pollMaxMs,
+      requestTimeoutMs: this.options.requestTimeoutMs,
+      debug: (message) => this.debug(message),
+    });
+  }
+
   private onSocketOpen(generation: number): void {
     this.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;
@@ -298,6 +330,7 @@ export class AirwaveClient {
       if (generation === this.generation) this.markHealthy();
     }, this.options.healthyAfterMs);
     this.keepAlive.restart();
+    this.scheduleProbe(generation);
     this.channels.resubscribe();
     if (this.socket) this.requests.sendQueued(this.socket);
     const waiters = this.openWaiters;
@@ -309,6 +342,7 @@ export class AirwaveClient {
   private markHealthy(): void {
     if (this.healthy) return;
     this.healthy = true;
+    this.unprovenFailures = 0;
     this.attempt = 0;
     this.expiryRetried = false;
   }
@@ -322,6 +356,7 @@ export class AirwaveClient {
     // A socket fails once: every later report of the same loss (each check that
     // joined one unanswered ping sees it time out) is now of an older generation.
     this.generation += 1;
+    if (this.socket !== null && !this.healthy) this.countUnproven();
     this.endSocket(4000, "abandoned", new AirwaveError("disconnected", "the connection was lost before the reply"));
     if (this.stopped) return;
     let delay = 0;
@@ -396,10 +431,11 @@ export class AirwaveClient {
   }
 
   private clearConnectionTimers(): void {
-    for (const timer of [this.retryTimer, this.connectTimer, this.healthyTimer]) {
+    for (const timer of [this.retryTimer, this.connectTimer, this.healthyTimer, this.probeTimer]) {
       if (timer !== null) this.timers.clearTimeout(timer);
     }
-    this.retryTimer = this.connectTimer = this.healthyTimer = null;
+    this.retryTimer = this.connectTimer = this.healthyTimer = this.probeTimer = null;
+    this.endProbe();
     this.keepAlive.stop();
     this.waitingForOnline = false;
   }
@@ -420,6 +456,98 @@ export class AirwaveClient {
   private emitError(error: AirwaveError): void {
     this.debug(error.message);
     for (const listener of this.listeners.error) listener(error);
+  }
+
+  // --- transport ----------------------------------------------------------
+
+  /**
+   * Counts a socket that failed before it proved healthy; at the bound,
+   * `auto` tries the other transport next. The attempt still waits its
+   * backoff and counts toward the retry bound: with both transports down, the
+   * client backs off and gives up as it would with one.
+   */
+  private countUnproven(): void {
+    this.unprovenFailures += 1;
+    const canSwitch = this.options.transport === "auto" && this.httpUrl !== undefined && this.fetchImpl !== undefined;
+    if (canSwitch && this.unprovenFailures >= this.options.fallbackAfterFailures) {
+      this.useTransport(this.transport === "websocket" ? "http" : "websocket");
+    }
+  }
+
+  private useTransport(transport: Transport): void {
+    this.unprovenFailures = 0;
+    if (transport === this.transport) return;
+    this.debug(`switching to the ${transport} transport`);
+    this.transport = transport;
+    for (const listener of this.listeners.transport) listener(transport);
+  }
+
+  /** On HTTP under `auto`: try a WebSocket again after a while. */
+  private scheduleProbe(generation: number): void {
+    if (this.options.transport !== "auto" || this.transport !== "http") return;
+    this.probeTimer = this.timers.setTimeout(() => {
+      this.probeTimer = null;
+      void this.runProbe(generation);
+    }, this.options.probeIntervalMs);
+  }
+
+  /**
+   * Opens a WebSocket beside the HTTP transport and pings on it: a pong
+   * switches the connection back to WebSockets, whose resubscribes go on
+   * from the positions delivered, so nothing is missed or repeated.
+   */
+  private async runProbe(generation: number): Promise<void> {
+    let token: string | null | undefined;
+    try {
+      token = this.getToken ? await this.getToken() : undefined;
+    } catch {
+      if (generation === this.generation) this.scheduleProbe(generation);
+      return;
+    }
+    if (generation !== this.generation || this.current !== "open") return;
+    const { url, protocols } = handshake(this.options.url, token, this.options.tokenIn);
+    let probe: SocketLike;
+    try {
+      probe = new this.WebSocketImpl(url, protocols);
+    } catch {
+      this.scheduleProbe(generation);
+      return;
+    }
+    this.probe = probe;
+    const timeout = this.timers.setTimeout(
+      () => finish(false),
+      this.options.connectTimeoutMs + this.options.pongTimeoutMs,
+    );
+    const finish = (works: boolean): void => {
+      this.timers.clearTimeout(timeout);
+      if (this.probe !== probe) return;
+      this.endProbe();
+      if (generation !== this.generation) return;
+      this.debug(works ? "a WebSocket works again" : "WebSockets still fail");
+      if (!works) {
+        this.scheduleProbe(generation);
+        return;
+      }
+      this.useTransport("websocket");
+      this.handleFailure(generation, true);
+    };
+    probe.onopen = () => probe.send(JSON.stringify({ action: "ping" }));
+    probe.onmessage = (event) => {
+      if (typeof event.data === "string" && parseFrame(event.data)?.type === "pong") finish(true);
+    };
+    probe.onclose = () => finish(false);
+  }
+
+  private endProbe(): void {
+    const probe = this.probe;
+    if (!probe) return;
+    this.probe = null;
+    probe.onopen = probe.onmessage = probe.onclose = probe.onerror = null;
+    try {
+      probe.close(1000, "probe done");
+    } catch {
+      // Already closed.
+    }
   }
 
   // --- heartbeat and page lifecycle --------------------------------------

@@ -11,8 +11,10 @@ export type {
   SocketConstructor,
   SocketLike,
   Timers,
+  Transport,
   Unsubscribe,
 } from "./types.js";
+export { PollingSocket, type FetchLike } from "./polling.js";
 export { AirwaveError } from "./errors.js";
 export { backoffDelay, CircuitBreaker, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 export { RecentIds } from "./recent.js";

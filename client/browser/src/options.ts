@@ -4,7 +4,10 @@ import type { AirwaveOptions } from "./types.js";
 
 /** Every option that has a default, resolved; the rest are read from `AirwaveOptions` as given. */
 export type ResolvedOptions = Required<
-  Omit<AirwaveOptions, "getToken" | "backoff" | "WebSocket" | "lifecycle" | "debug" | "pingIntervalMs">
+  Omit<
+    AirwaveOptions,
+    "getToken" | "backoff" | "WebSocket" | "lifecycle" | "debug" | "pingIntervalMs" | "httpUrl" | "fetch"
+  >
 > & { backoff: BackoffOptions };
 
 export function resolveOptions(options: AirwaveOptions): ResolvedOptions {
@@ -23,6 +26,11 @@ export function resolveOptions(options: AirwaveOptions): ResolvedOptions {
     gapTimeoutMs: options.gapTimeoutMs ?? 2_000,
     dedupeCapacity: options.dedupeCapacity ?? 1_000,
     wakeCheckAfterMs: options.wakeCheckAfterMs ?? 30_000,
+    transport: options.transport ?? "auto",
+    fallbackAfterFailures: options.fallbackAfterFailures ?? 3,
+    pollMinMs: options.pollMinMs ?? 1_000,
+    pollMaxMs: options.pollMaxMs ?? 4_000,
+    probeIntervalMs: options.probeIntervalMs ?? 60_000,
     timers: options.timers ?? {
       setTimeout: (callback, ms) => globalThis.setTimeout(callback, ms),
       clearTimeout: (handle) => globalThis.clearTimeout(handle as Parameters<typeof globalThis.clearTimeout>[0]),

@@ -1,6 +1,7 @@
 // The client's public shapes: its options, its environment, what it reports.
 import type { BackoffOptions } from "./backoff.js";
 import type { AirwaveError } from "./errors.js";
+import type { FetchLike } from "./polling.js";
 import type { ErrorCode, Position } from "./protocol.js";
 
 /**
@@ -8,6 +9,9 @@ import type { ErrorCode, Position } from "./protocol.js";
  * under their cap; nothing reconnects until `connect()` or `reconnect()`.
  */
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "gave_up" | "closed" | "evicted";
+
+/** What carries the connection: a WebSocket, or the HTTP API (polling) where WebSockets fail. */
+export type Transport = "websocket" | "http";
 
 /** The part of the browser's WebSocket the client uses. */
 export interface SocketLike {
@@ -72,6 +76,29 @@ export interface AirwaveOptions {
   dedupeCapacity?: number;
   /** A page hidden longer than this is checked at once when it is shown again. Default 30 s. */
   wakeCheckAfterMs?: number;
+  /**
+   * The HTTP API's URL (the stack's `HttpApiUrl`; the local stack's is its
+   * gateway's, `http://127.0.0.1:3001`). With it the client falls back to
+   * HTTP where WebSockets fail: it polls its channels' history and publishes
+   * over HTTP, with the same messages, positions and order.
+   */
+  httpUrl?: string;
+  /**
+   * `auto` (default): a WebSocket, and HTTP after `fallbackAfterFailures`
+   * sockets in a row failed before they proved healthy (needs `httpUrl`),
+   * trying a WebSocket again every `probeIntervalMs`; `websocket`: never
+   * HTTP; `http`: HTTP only.
+   */
+  transport?: "auto" | Transport;
+  /** Sockets in a row that fail before they prove healthy, after which `auto` switches transport. Default 3. */
+  fallbackAfterFailures?: number;
+  /** On HTTP: the wait after a poll that brought messages, doubled after each empty one up to `pollMaxMs`. Defaults 1 s and 4 s. */
+  pollMinMs?: number;
+  pollMaxMs?: number;
+  /** On HTTP with `auto`: how often a WebSocket is tried again (a ping that gets its pong switches back). Default 60 s. */
+  probeIntervalMs?: number;
+  /** The `fetch` the HTTP transport uses (default: the global one). */
+  fetch?: FetchLike;
   WebSocket?: SocketConstructor;
   timers?: Timers;
   now?: () => number;
@@ -109,6 +136,7 @@ export interface ClosingEvent {
 
 export interface ClientStats {
   state: ConnectionState;
+  transport: Transport;
   /** Sockets created since the client was made. */
   socketsOpened: number;
   attempt: number;
@@ -134,6 +162,8 @@ export interface ClientEvents {
   user: (message: ChannelMessage) => void;
   /** The server said it is closing the connection, before the client acts on it. */
   closing: (event: ClosingEvent) => void;
+  /** The client switched transport (to HTTP where WebSockets fail, and back). */
+  transport: (transport: Transport) => void;
   error: (error: AirwaveError) => void;
 }
 

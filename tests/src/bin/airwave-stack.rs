@@ -3,7 +3,7 @@
 //! that drive it from outside Rust, such as the browser tests. Needs the
 //! DynamoDB-compatible server `infra/with-moto.sh` starts.
 //!
-//! Prints one JSON line when it is ready: `{"url": "ws://…", "management":
+//! Prints one JSON line when it is ready (`http` is the HTTP API's URL): `{"url": "ws://…", "management":
 //! "http://…", "messages_table": "…", "control": "http://…"}`, then serves
 //! until stdin closes or it gets SIGTERM / Ctrl-C.
 //!
@@ -176,6 +176,7 @@ async fn main() -> std::process::ExitCode {
         "{}",
         serde_json::json!({
             "url": stack.ws_url(),
+            "http": stack.gateway.http_url(),
             "management": stack.gateway.management_endpoint(),
             "messages_table": stack.tables.config.messages_table,
             "control": control_url,
