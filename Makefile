@@ -318,4 +318,4 @@ schema:
 bench: $(TEST_TOOLS)
 	cargo build --release --locked $(addprefix -p ,$(FUNCTIONS))
 	infra/with-moto.sh cargo bench --locked --no-fail-fast -p airwave-tests \
-		--bench fanout --bench coalescing --bench positions --bench quota --bench cold_start
+		--bench fanout --bench coalescing --bench positions --bench quota --bench http --bench cold_start

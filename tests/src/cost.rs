@@ -24,6 +24,8 @@ pub struct Usage {
     pub messages_out: f64,
     /// What the functions logged, in bytes (CloudWatch Logs ingestion).
     pub log_bytes: f64,
+    /// HTTP API requests (publishes and the fallback's polls).
+    pub http_requests: f64,
 }
 
 impl Usage {
@@ -54,6 +56,7 @@ impl Usage {
             messages_in: f(self.messages_in, other.messages_in),
             messages_out: f(self.messages_out, other.messages_out),
             log_bytes: f(self.log_bytes, other.log_bytes),
+            http_requests: f(self.http_requests, other.http_requests),
         }
     }
 }
@@ -78,7 +81,18 @@ pub struct UnitCosts {
     /// One run of the sweep: the fixed part, and per connection listed.
     pub sweep_fixed: Usage,
     pub sweep_per_connection: Usage,
+    /// A server's HTTP publish of one message to a channel nobody is on.
+    pub http_publish: Usage,
+    /// The HTTP fallback's poll of [`FALLBACK_CHANNELS`] channels, nothing new on them.
+    pub idle_poll: Usage,
 }
+
+/// The channels of the idle fallback client (the idle workload's).
+pub const FALLBACK_CHANNELS: usize = 3;
+/// The browser client's slowest poll, while nothing arrives.
+pub const FALLBACK_POLL_SECONDS: f64 = 4.0;
+/// How often the browser client on the fallback tries a WebSocket again.
+pub const FALLBACK_PROBE_SECONDS: f64 = 300.0;
 
 pub const ROOM_SIZE: f64 = 10.0;
 
@@ -89,6 +103,7 @@ pub struct Prices {
     pub checked: String,
     pub sources: Vec<String>,
     pub api_gateway: ApiGatewayPrices,
+    pub http_api: HttpApiPrices,
     pub appsync_events: AppSyncPrices,
     pub lambda: LambdaPrices,
     pub dynamodb: DynamoDbPrices,
@@ -102,6 +117,12 @@ pub struct ApiGatewayPrices {
     pub messages_per_million: f64,
     pub messages_per_million_over_billion: f64,
     pub connection_minutes_per_million: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpApiPrices {
+    /// The first 300 million requests of a month.
+    pub requests_per_million: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,7 +352,8 @@ pub fn price(workload: &Workload, usage: &Usage, prices: &Prices, deployment: De
         + (messages - first_tier) / MILLION * prices.api_gateway.messages_per_million_over_billion;
     Bill {
         api_gateway: api_gateway_messages
-            + connection_minutes / MILLION * prices.api_gateway.connection_minutes_per_million,
+            + connection_minutes / MILLION * prices.api_gateway.connection_minutes_per_million
+            + usage.http_requests / MILLION * prices.http_api.requests_per_million,
         lambda: usage.lambda_invocations / MILLION * prices.lambda.requests_per_million
             + usage.lambda_gb_seconds * gb_second,
         dynamodb: usage.write_units / MILLION * prices.dynamodb.write_units_per_million
@@ -357,10 +379,10 @@ pub fn report(units: &UnitCosts, prices: &Prices, deployment: Deployment, keep_a
     let _ = writeln!(out, "\nPer operation, measured on the local stack:\n");
     let _ = writeln!(
         out,
-        "| operation | write units | read units | Lambda invocations | Lambda GB-s | API Gateway messages |"
+        "| operation | write units | read units | Lambda invocations | Lambda GB-s | API Gateway messages | HTTP API requests |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    let rows: [(&str, &Usage); 9] = [
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let rows: [(&str, &Usage); 11] = [
         ("connect", &units.connect),
         ("subscribe", &units.subscribe),
         ("subscribe with recovery (`since`)", &units.resubscribe),
@@ -370,16 +392,22 @@ pub fn report(units: &UnitCosts, prices: &Prices, deployment: Deployment, keep_a
         ("producer message, fixed part", &units.message_fixed),
         ("producer message, per subscriber", &units.message_per_subscriber),
         ("client publish to a room of 10", &units.room_publish),
+        (
+            "HTTP publish of one message (server key), fixed part",
+            &units.http_publish,
+        ),
+        ("HTTP fallback poll of 3 channels, nothing new", &units.idle_poll),
     ];
     for (name, usage) in rows {
         let _ = writeln!(
             out,
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.5} | {:.2} |",
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.5} | {:.2} | {:.2} |",
             usage.write_units,
             usage.read_units,
             usage.lambda_invocations,
             usage.lambda_gb_seconds,
-            usage.messages_in + usage.messages_out
+            usage.messages_in + usage.messages_out,
+            usage.http_requests
         );
     }
     let _ = writeln!(
@@ -437,6 +465,9 @@ pub fn report(units: &UnitCosts, prices: &Prices, deployment: Deployment, keep_a
             cycle_overhead,
         );
     }
+    if let Some((idle, bill)) = bills.get("idle") {
+        let _ = writeln!(out, "\n{}", idle_clients(idle, bill, units, prices, deployment));
+    }
     let _ = writeln!(
         out,
         "\nAPI Gateway is the floor of this architecture: its column is what the sockets cost with no \
@@ -459,6 +490,48 @@ pub fn report(units: &UnitCosts, prices: &Prices, deployment: Deployment, keep_a
         prices.appsync_events.max_connection_hours
     );
     out
+}
+
+/// One idle client for a month: on a WebSocket (the idle workload, per
+/// connection), and on the HTTP fallback (polling its channels at the
+/// slowest rate, and trying a WebSocket again every minute: a connect, a
+/// ping and a disconnect that fail where WebSockets are blocked, but are
+/// counted here as if each got through, the dearer case).
+fn idle_clients(idle: &Workload, bill: &Bill, units: &UnitCosts, prices: &Prices, deployment: Deployment) -> String {
+    let seconds = MINUTES_PER_MONTH * 60.0;
+    let polls = seconds / FALLBACK_POLL_SECONDS;
+    let probes = seconds / FALLBACK_PROBE_SECONDS;
+    let probe = units.connect.plus(&units.ping).plus(&units.disconnect);
+    let usage = units.idle_poll.times(polls).plus(&probe.times(probes));
+    let one_client = Workload {
+        connections: 0.0,
+        ..idle.clone()
+    };
+    let fallback = price(
+        &one_client,
+        &usage,
+        prices,
+        Deployment {
+            alarm_metrics: 0,
+            custom_metrics: 0,
+            ..deployment
+        },
+    );
+    let fixed = deployment.alarm_metrics as f64 * prices.cloudwatch.alarm_metric_month
+        + deployment.custom_metrics as f64 * prices.cloudwatch.custom_metric_month;
+    let per_socket = (bill.total() - fixed) / idle.connections;
+    format!(
+        "One idle client, a month, on {FALLBACK_CHANNELS} channels (the stack's fixed CloudWatch price left out): \
+         on a WebSocket ${per_socket:.4}; on the HTTP fallback ${:.4} ({polls:.0} polls, one every \
+         {FALLBACK_POLL_SECONDS} s: API Gateway ${:.4}, Lambda ${:.4}, DynamoDB ${:.4}, CloudWatch Logs ${:.4}; with a WebSocket tried every \
+         {FALLBACK_PROBE_SECONDS} s), {:.0} times as much.",
+        fallback.total(),
+        fallback.api_gateway,
+        fallback.lambda,
+        fallback.dynamodb,
+        fallback.cloudwatch,
+        fallback.total() / per_socket,
+    )
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ export function resolveOptions(options: AirwaveOptions): ResolvedOptions {
     fallbackAfterFailures: options.fallbackAfterFailures ?? 3,
     pollMinMs: options.pollMinMs ?? 1_000,
     pollMaxMs: options.pollMaxMs ?? 4_000,
-    probeIntervalMs: options.probeIntervalMs ?? 60_000,
+    probeIntervalMs: options.probeIntervalMs ?? 300_000,
     timers: options.timers ?? {
       setTimeout: (callback, ms) => globalThis.setTimeout(callback, ms),
       clearTimeout: (handle) => globalThis.clearTimeout(handle as Parameters<typeof globalThis.clearTimeout>[0]),

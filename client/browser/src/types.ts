@@ -95,7 +95,7 @@ export interface AirwaveOptions {
   /** On HTTP: the wait after a poll that brought messages, doubled after each empty one up to `pollMaxMs`. Defaults 1 s and 4 s. */
   pollMinMs?: number;
   pollMaxMs?: number;
-  /** On HTTP with `auto`: how often a WebSocket is tried again (a ping that gets its pong switches back). Default 60 s. */
+  /** On HTTP with `auto`: how often a WebSocket is tried again (a ping that gets its pong switches back). Default 5 minutes: each try is a connect and a disconnect, which cost more than the polls between them. */
   probeIntervalMs?: number;
   /** The `fetch` the HTTP transport uses (default: the global one). */
   fetch?: FetchLike;

@@ -14,6 +14,7 @@ use airwave_gateway::{GatewayOptions, Invoker, StackModel};
 use airwave_protocol::{parse_server_frame, Incoming, Position, Reply};
 use airwave_shared::config::JwtSecret;
 use airwave_shared::message::MessageRecord;
+use airwave_shared::server_keys::ServerKeys;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{DynamoStore, MessageStore};
 use airwave_tests::cost::{report, Deployment, Prices, UnitCosts, Usage, ROOM_SIZE};
@@ -25,7 +26,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 const SECRET: &str = "cost-model-secret-cost-model-secret-cost";
-const FUNCTIONS: [&str; 5] = ["connect", "disconnect", "message", "stream-processor", "reaper"];
+const FUNCTIONS: [&str; 6] = ["connect", "disconnect", "message", "http", "stream-processor", "reaper"];
+const SERVER_KEY: &str = "sk_cost_0123456789abcdef0123456789abcdef";
 /// Connections per measured batch (two rooms of ten).
 const CONNECTIONS: usize = 20;
 /// Subscribers of the larger measured audience.
@@ -77,6 +79,7 @@ impl Meter<'_> {
             messages_in: messages_in as f64,
             messages_out: messages_out as f64,
             log_bytes: self.logs.0.load(Ordering::Relaxed) as f64,
+            http_requests: self.stack.gateway.http_requests() as f64,
         }
     }
 
@@ -162,6 +165,24 @@ async fn connect_all(stack: &LocalStack, count: usize, prefix: &str) -> Vec<Sock
     sockets
 }
 
+async fn http_post(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let response = client
+        .post(url)
+        .header("authorization", authorization)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the HTTP API answers");
+    assert_eq!(response.status().as_u16(), 200, "{url}");
+    response.json().await.expect("a JSON answer")
+}
+
 fn room(i: usize) -> String {
     format!("room-{}", i % 2)
 }
@@ -238,6 +259,7 @@ async fn main() {
         config.user_cap_mode = deployed.user_cap_mode;
         config.jwt_secret = Some(JwtSecret::new(SECRET));
         config.allow_client_publish = true;
+        config.server_keys = Some(ServerKeys::parse(SERVER_KEY).expect("a valid server key"));
     })
     .await;
     let stack = LocalStack::start_with(
@@ -411,6 +433,38 @@ async fn main() {
         read_units: 0.0,
         ..sweep
     };
+
+    // The HTTP API: a server's publish to a channel nobody is on, and the
+    // fallback's poll of three channels on which nothing happened.
+    let http = reqwest::Client::new();
+    let base = stack.gateway.http_url();
+    before = meter.settled().await;
+    for n in 0..REPEATS {
+        let body = json!({"channel": "nobody", "data": {"n": n}});
+        http_post(
+            &http,
+            &format!("{base}/v1/publish"),
+            &format!("Key {SERVER_KEY}"),
+            &body,
+        )
+        .await;
+    }
+    units.http_publish = per(meter.settled().await.minus(&before), REPEATS);
+    let token = airwave_tests::signed_token(SECRET, &json!({"sub": "poller", "exp": epoch_seconds_now() + 3_600}));
+    let asked = json!({"channels": {"room-0": positions[0], "room-1": positions[1], "all": null}});
+    let answer = http_post(&http, &format!("{base}/v1/poll"), &format!("Bearer {token}"), &asked).await;
+    let channels = |channel: &str| answer["channels"][channel]["position"].clone();
+    let idle =
+        json!({"channels": {"room-0": channels("room-0"), "room-1": channels("room-1"), "all": channels("all")}});
+    before = meter.settled().await;
+    for _ in 0..REPEATS {
+        let answer = http_post(&http, &format!("{base}/v1/poll"), &format!("Bearer {token}"), &idle).await;
+        assert!(
+            answer["channels"]["all"]["publications"].is_null(),
+            "nothing new: {answer}"
+        );
+    }
+    units.idle_poll = per(meter.settled().await.minus(&before), REPEATS);
 
     let keep_alive = ClientConfig::DEFAULT_KEEP_ALIVE_AFTER.as_secs_f64();
     println!("{}", report(&units, &prices, deployment, keep_alive));
