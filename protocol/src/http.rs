@@ -130,6 +130,10 @@ pub struct PollRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PollResponse {
     pub channels: BTreeMap<String, ChannelPoll>,
+    /// The most channels one poll may name, as a connection may subscribe
+    /// to: a client holds its subscriptions to it.
+    #[serde(default)]
+    pub max_channels: usize,
 }
 
 /// One channel's answer: its messages, or why it was refused.

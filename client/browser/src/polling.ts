@@ -55,8 +55,12 @@ export class PollingSocket implements SocketLike {
 
   /** The subscribed channels and the position each has reached. */
   private readonly positions = new Map<string, Position | null>();
+  /** Channels whose subscribe is under way: they hold a place under the limit. */
+  private readonly joining = new Set<string>();
   private timer: unknown = null;
   private polling = false;
+  /** The most channels the server lets one poll name (its per-connection limit), from the first poll. */
+  private maxChannels = Number.POSITIVE_INFINITY;
   private wait: number;
 
   constructor(private readonly options: PollingOptions) {
@@ -106,13 +110,24 @@ export class PollingSocket implements SocketLike {
       this.fail(answer.kind === "refused" ? POLL_REFUSED : POLL_UNREACHABLE, answer.reason);
       return;
     }
+    const max = (answer.body as { max_channels?: unknown } | null)?.max_channels;
+    if (typeof max === "number" && max > 0) this.maxChannels = max;
     this.readyState = OPEN;
     this.onopen?.({});
     this.schedule();
   }
 
   private async subscribe(channel: string, since: Position | null, id: ClientFrame["id"]): Promise<void> {
+    const taken = new Set([...this.positions.keys(), ...this.joining]);
+    if (!taken.has(channel) && taken.size >= this.maxChannels) {
+      // As a socket's subscribe past the limit is refused: every poll names every channel.
+      const message = `a connection may subscribe to at most ${this.maxChannels} channels`;
+      this.emit({ type: "error", code: "channel_limit", message, id });
+      return;
+    }
+    this.joining.add(channel);
     const answer = await this.post(POLL_PATH, { channels: { [channel]: since } });
+    this.joining.delete(channel);
     if (this.readyState !== OPEN) return;
     if (answer.kind !== "ok") {
       this.fail(answer.kind === "refused" ? POLL_REFUSED : POLL_UNREACHABLE, answer.reason);

@@ -7,6 +7,7 @@ class FakeHttpApi {
   history = new Map<string, MessageFrame[]>();
   calls: { path: string; body: Record<string, unknown>; authorization?: string }[] = [];
   down = false;
+  maxChannels = 10;
 
   fetch: FetchLike = async (url, init) => {
     if (this.down) throw new TypeError("Failed to fetch");
@@ -39,7 +40,7 @@ class FakeHttpApi {
           ? { position: head }
           : { position: head, recovered: true, publications: messages.slice(since.offset) };
     }
-    return { channels };
+    return { channels, max_channels: this.maxChannels };
   }
 
   private publishFrom(body: Record<string, unknown>): unknown {
@@ -154,6 +155,25 @@ describe("the HTTP fallback", () => {
     await refuseHandshakes(h, 4);
     expect(h.sockets.length).toBe(5);
     expect(h.client.stats().transport).toBe("websocket");
+  });
+
+  it("refuses a subscribe past the server's channel limit, as a socket would", async () => {
+    const api = new FakeHttpApi();
+    api.maxChannels = 2;
+    const h = fallbackHarness(api, { transport: "http" });
+    const errors: string[] = [];
+    h.client.on("error", (error) => errors.push(String(error.code)));
+    await h.client.connect();
+    const readies = ["a", "b", "c"].map((channel) => h.client.subscribe(channel, () => {}).ready);
+    await h.clock.advance(0);
+    await expect(readies[0]).resolves.toBeUndefined();
+    await expect(readies[1]).resolves.toBeUndefined();
+    await expect(readies[2]).rejects.toMatchObject({ code: "channel_limit" });
+    expect(errors).toContain("channel_limit");
+    // Every poll names only the channels the server took.
+    await h.clock.advance(400);
+    const last = api.calls.filter((call) => call.path === "/v1/poll").at(-1);
+    expect(Object.keys(last?.body.channels as object).sort()).toEqual(["a", "b"]);
   });
 
   it("a lost HTTP API is a lost connection: the client reconnects and recovers", async () => {

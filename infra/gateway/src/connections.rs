@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub billed: BilledMessages,
     /// HTTP API requests that reached a route.
     pub http_requests: AtomicU64,
+    /// The HTTP API stage's throttle, as its `DefaultRouteSettings` set it.
+    pub http_throttle: QuotaBucket,
     /// The account's request quota, which every Management API request takes from.
     pub quota: QuotaBucket,
 }
@@ -79,6 +81,9 @@ impl Shared {
         address: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let throttle = model.http_api.as_ref().and_then(|api| api.throttle);
+        let http_throttle =
+            QuotaBucket::new(throttle.map(|(per_second, burst)| airwave_local::Quota { per_second, burst }));
         Shared {
             quota: QuotaBucket::new(options.management_quota),
             options,
@@ -92,6 +97,7 @@ impl Shared {
             management_closes: AtomicUsize::new(0),
             billed: BilledMessages::default(),
             http_requests: AtomicU64::new(0),
+            http_throttle,
         }
     }
 

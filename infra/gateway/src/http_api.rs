@@ -5,8 +5,8 @@
 //!
 //! Differences from API Gateway: the API shares the WebSocket API's host and
 //! port (API Gateway gives it a host of its own); a path no route names is
-//! answered 403 like the WebSocket host's, not 404; and the stage's
-//! throttling is not applied.
+//! answered 403 like the WebSocket host's, not 404. The stage's throttle
+//! (`DefaultRouteSettings`) is applied as a token bucket, 429 beyond it.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -69,6 +69,13 @@ async fn serve(
     else {
         return not_found();
     };
+    if !shared.http_throttle.admit() {
+        return api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Too Many Requests",
+        );
+    }
     shared.http_requests.fetch_add(1, Ordering::Relaxed);
     let event = event(&shared, route, peer, &uri, &headers, &body);
     let mut response = match shared.invoker.invoke(&route.binary, event).await {

@@ -175,5 +175,20 @@ async fn a_poll_reads_only_channels_its_token_may_subscribe_to() {
         (400, Some("invalid_request")),
         "{refused}"
     );
+    // As many channels as a connection may have, and no more; the answer says how many.
+    assert_eq!(answer.max_channels, 10);
+    let eleven: serde_json::Map<String, Value> = (0..11).map(|n| (format!("news-{n}"), Value::Null)).collect();
+    let (status, refused) = post_to(
+        &stack,
+        POLL_PATH,
+        Some(&limited),
+        &json!({ "channels": eleven }).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("channel_limit")),
+        "{refused}"
+    );
     stack.shutdown().await;
 }

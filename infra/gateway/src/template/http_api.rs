@@ -1,7 +1,7 @@
 //! The HTTP API (an `AWS::ApiGatewayV2::Api` with `ProtocolType: HTTP`): its
 //! routes (`METHOD /path`), the function behind each (`AWS_PROXY` with
-//! payload format 2.0, the only kind the local gateway serves) and its CORS
-//! configuration.
+//! payload format 2.0, the only kind the local gateway serves), its CORS
+//! configuration and its stage's throttle.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +14,14 @@ use super::routes::RouteIntegration;
 use crate::GatewayError;
 
 /// The HTTP API the template defines.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpApi {
     pub logical_id: String,
     pub routes: Vec<HttpRoute>,
     /// `None`: no CORS headers, and preflight requests are not answered.
     pub cors: Option<Cors>,
+    /// The stage's default route throttle: (requests a second, burst).
+    pub throttle: Option<(f64, f64)>,
 }
 
 /// One route: `POST /v1/publish` and the function binary that answers it.
@@ -134,10 +136,29 @@ impl Parser<'_> {
                 binary,
             });
         }
+        let throttle = self
+            .of_type("AWS::ApiGatewayV2::Stage")
+            .into_iter()
+            .find(|(_, stage)| {
+                stage
+                    .pointer("/Properties/ApiId")
+                    .is_some_and(|api| references(api).contains(logical_id))
+            })
+            .and_then(|(_, stage)| stage.pointer("/Properties/DefaultRouteSettings"))
+            .and_then(|settings| {
+                let rate = settings
+                    .get("ThrottlingRateLimit")
+                    .and_then(|value| self.resolve_text(value))?;
+                let burst = settings
+                    .get("ThrottlingBurstLimit")
+                    .and_then(|value| self.resolve_text(value))?;
+                Some((rate.parse().ok()?, burst.parse().ok()?))
+            });
         Ok(Some(HttpApi {
             logical_id: logical_id.clone(),
             routes,
             cors,
+            throttle,
         }))
     }
 

@@ -53,7 +53,7 @@ pub(super) async fn poll<S: PollRouteStore>(
     if request.channels.len() > config.max_channels_per_connection {
         return Ok(error_response(
             400,
-            "invalid_request",
+            "channel_limit",
             format!(
                 "a poll reads at most {} channels, as a connection may subscribe to",
                 config.max_channels_per_connection
@@ -80,7 +80,13 @@ pub(super) async fn poll<S: PollRouteStore>(
         };
         channels.insert(channel, answer);
     }
-    Ok(json_response(200, &PollResponse { channels }))
+    Ok(json_response(
+        200,
+        &PollResponse {
+            channels,
+            max_channels: config.max_channels_per_connection,
+        },
+    ))
 }
 
 /// One channel: its position, and the page of messages after `since`.
