@@ -11,7 +11,7 @@ DEPLOY_TOOLS := $(VENV)/.deploy-tools
 OFFLINE_AWS := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=offline AWS_SECRET_ACCESS_KEY=offline \
                SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 SAM := SAM_CLI_TELEMETRY=0 PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sam
-FUNCTIONS := connect disconnect message http stream-processor reaper
+FUNCTIONS := connect disconnect message http-api stream-processor reaper
 STACK ?= airwave
 ARCH ?= arm64
 

@@ -96,7 +96,7 @@ wait_for_port "$dynamodb_port" "$moto_pid" "moto_server" moto-dev.log
 
 # Built up front so the first connection does not wait for a compile.
 cargo build --quiet --package airwave-gateway --package airwave-cli \
-    --package connect --package disconnect --package message --package http --package stream-processor --package reaper
+    --package connect --package disconnect --package message --package http-api --package stream-processor --package reaper
 gateway="$root/target/debug/airwave-gateway"
 
 # The functions get the template's environment with local table names, the

@@ -179,7 +179,7 @@ impl InProcessFunctions {
                     },
                 }
             }
-            "http" => {
+            "http-api" => {
                 let event = serde_json::from_value::<ApiGatewayV2httpRequest>(event)
                     .map(|payload| LambdaEvent::new(payload, context.clone()))
                     .map_err(|error| failed(function, error))?;

@@ -14,7 +14,7 @@ use lambda_runtime::{service_fn, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init_tracing();
-    let metrics = telemetry::init_metrics("http");
+    let metrics = telemetry::init_metrics("http-api");
     let config = Config::from_env()?;
     let sdk_config = clients::load_sdk_config(&config.aws_timeouts).await;
     let authenticator = Authenticator::from_config_and_aws(&config, &sdk_config)?;
