@@ -26,7 +26,14 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 const SECRET: &str = "cost-model-secret-cost-model-secret-cost";
-const FUNCTIONS: [&str; 6] = ["connect", "disconnect", "message", "http-api", "stream-processor", "reaper"];
+const FUNCTIONS: [&str; 6] = [
+    "connect",
+    "disconnect",
+    "message",
+    "http-api",
+    "stream-processor",
+    "reaper",
+];
 const SERVER_KEY: &str = "sk_cost_0123456789abcdef0123456789abcdef";
 /// Connections per measured batch (two rooms of ten).
 const CONNECTIONS: usize = 20;
