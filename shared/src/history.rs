@@ -210,6 +210,17 @@ pub trait ChannelHistory: Send + Sync {
         now_epoch_seconds: i64,
     ) -> impl Future<Output = Result<Option<Position>, Error>> + Send;
 
+    /// [`ChannelHistory::channel_head`] read eventually consistent, for half
+    /// the read units: it may be a moment behind, even behind a position
+    /// read before. For polls, which go on from their own position.
+    fn recent_channel_head(
+        &self,
+        channel: &str,
+        now_epoch_seconds: i64,
+    ) -> impl Future<Output = Result<Option<Position>, Error>> + Send {
+        self.channel_head(channel, now_epoch_seconds)
+    }
+
     /// The unexpired entries at offsets `from..=to` of `epoch`, in order;
     /// `None` as soon as their frames pass `max_bytes`, so a stale `since`
     /// cannot make one subscribe read more than one reply can carry.

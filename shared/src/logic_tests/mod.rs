@@ -11,6 +11,7 @@
 mod caps;
 mod eviction;
 mod expiry;
+mod polls;
 mod positions;
 mod publish_limits;
 mod recovery;

@@ -5,7 +5,7 @@
 //! bodies.
 
 mod caller;
-mod poll;
+pub(crate) mod poll;
 mod publish;
 
 pub use caller::{Caller, CallerRefusal};

@@ -1,8 +1,9 @@
 //! `POST /v1/poll`: the fallback transport's read side. For each channel the
 //! caller may subscribe to, the messages after its position, read from the
 //! channel's history exactly as a resubscribe recovers them, a page of at
-//! most [`POLL_PAGE`] at a time. Nothing is written: a poll costs a head
-//! read per channel, and a history query only for a channel that moved.
+//! most [`POLL_PAGE`] at a time. Nothing is written: a poll costs an
+//! eventually consistent head read per channel (half a read unit), and a
+//! history query only for a channel that moved.
 
 use std::collections::BTreeMap;
 
@@ -90,7 +91,7 @@ pub(super) async fn poll<S: PollRouteStore>(
 }
 
 /// One channel: its position, and the page of messages after `since`.
-async fn read_channel<H: ChannelHistory + Clocked>(
+pub(crate) async fn read_channel<H: ChannelHistory + Clocked>(
     history: &H,
     config: &Config,
     channel: &str,
@@ -106,7 +107,7 @@ async fn read_channel<H: ChannelHistory + Clocked>(
         });
     }
     let head = history
-        .channel_head(channel, now)
+        .recent_channel_head(channel, now)
         .await?
         .unwrap_or_else(Position::not_started);
     let Some(since) = since else {
@@ -117,6 +118,15 @@ async fn read_channel<H: ChannelHistory + Clocked>(
             more: false,
         });
     };
+    // A head read a moment behind the client's position: nothing new yet.
+    if since.epoch == head.epoch && since.offset > head.offset {
+        return Ok(ChannelPoll::Read {
+            position: Some(since),
+            recovered: Some(true),
+            publications: Vec::new(),
+            more: false,
+        });
+    }
     // A page ends at most POLL_PAGE offsets on; the next poll reads on from there.
     let (page_end, more) = match plan_recovery(&since, &head, config.history.size) {
         RecoveryPlan::Read { from, to } if to - from + 1 > POLL_PAGE => {

@@ -25,13 +25,18 @@ const HEAD_IS_GONE: &str = "attribute_not_exists(entry) OR expires_at <= :now \
 impl DynamoStore {
     /// The head's item, read consistently, unless there is none or it is
     /// past its TTL.
-    pub(super) async fn live_head_item(&self, channel: &str, now: i64) -> Result<Option<Item>, Error> {
+    pub(super) async fn live_head_item(
+        &self,
+        channel: &str,
+        consistent: bool,
+        now: i64,
+    ) -> Result<Option<Item>, Error> {
         let output = self
             .client
             .get_item()
             .table_name(&self.history_table)
             .set_key(Some(Self::history_key(channel, HEAD)))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(|error| Error::dynamodb("GetItem", &self.history_table, error))?;
@@ -40,8 +45,8 @@ impl DynamoStore {
 
     /// The channel's head, unless there is none or it is past its TTL (which
     /// DynamoDB may not have deleted yet): either way the channel starts again.
-    pub(super) async fn live_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
-        match self.live_head_item(channel, now).await? {
+    pub(super) async fn live_head(&self, channel: &str, consistent: bool, now: i64) -> Result<Option<Position>, Error> {
+        match self.live_head_item(channel, consistent, now).await? {
             Some(item) => self.decode_position(channel, &item).map(Some),
             None => Ok(None),
         }

@@ -173,13 +173,17 @@ impl ChannelHistory for DynamoStore {
 
     async fn epoch_started_at(&self, channel: &str, now: i64) -> Result<Option<i64>, Error> {
         Ok(self
-            .live_head_item(channel, now)
+            .live_head_item(channel, true, now)
             .await?
             .and_then(|item| read_number(&item, EPOCH_STARTED_AT)))
     }
 
     async fn channel_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
-        self.live_head(channel, now).await
+        self.live_head(channel, true, now).await
+    }
+
+    async fn recent_channel_head(&self, channel: &str, now: i64) -> Result<Option<Position>, Error> {
+        self.live_head(channel, false, now).await
     }
 
     async fn read_history(
