@@ -157,7 +157,8 @@ export class PollingSocket implements SocketLike {
     if (answer.kind === "ok") {
       const messages = (answer.body as { messages?: { message_id?: string }[] }).messages;
       this.emit({ type: "published", message_id: messages?.[0]?.message_id, id });
-    } else if (answer.kind === "refused" && answer.error) {
+    } else if (answer.error) {
+      // The server's own refusal (`rate_limited` comes as a 429): its code, as on a socket.
       this.emit({ type: "error", code: answer.error.code, message: answer.error.message, id });
     } else {
       this.emit({ type: "error", code: "internal_error", message: answer.reason, id });

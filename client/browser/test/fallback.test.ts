@@ -9,8 +9,16 @@ class FakeHttpApi {
   down = false;
   maxChannels = 10;
 
+  /** The next publish is refused with this status and code. */
+  refuseNextPublish: { status: number; code: string } | null = null;
+
   fetch: FetchLike = async (url, init) => {
     if (this.down) throw new TypeError("Failed to fetch");
+    const refusal = this.refuseNextPublish;
+    if (refusal && new URL(url).pathname === "/v1/publish") {
+      this.refuseNextPublish = null;
+      return { status: refusal.status, json: async () => ({ error: { code: refusal.code, message: "no" } }) };
+    }
     const path = new URL(url).pathname;
     const body = JSON.parse(init.body) as Record<string, unknown>;
     this.calls.push({ path, body, authorization: init.headers.authorization });
@@ -107,6 +115,11 @@ describe("the HTTP fallback", () => {
     const call = api.calls.find((c) => c.path === "/v1/publish");
     expect(call?.body).toEqual({ channel: "chat", data: { text: "hi" } });
     expect(call?.authorization).toBe("Bearer tok");
+    // A refusal carries the server's code, a 429's too.
+    api.refuseNextPublish = { status: 429, code: "rate_limited" };
+    await expect(h.client.publish("chat", 1)).rejects.toMatchObject({ code: "rate_limited" });
+    api.refuseNextPublish = { status: 403, code: "publish_forbidden" };
+    await expect(h.client.publish("chat", 1)).rejects.toMatchObject({ code: "publish_forbidden" });
   });
 
   it("goes back to a WebSocket once a probe gets its pong, with no gap and no duplicate", async () => {
