@@ -39,7 +39,7 @@ help:
 	@echo "make docs   build the book (docs/) into docs/book/ with mdBook (installed into .tools/cargo when missing)"
 	@echo "make docs-check   links and anchors of the README and the book, make targets they name, the README's length"
 	@echo "make browser-test   the browser client: typecheck, unit tests, build, headless Chromium tests"
-	@echo "make bench  benchmarks: fan-out, coalescing, positions, binary size and cold start (release build)"
+	@echo "make bench  benchmarks: fan-out, coalescing, positions, the quota, the HTTP API, binary size and cold start (release build)"
 	@echo "make cost   the monthly bill of the reference workloads (idle, chat, feed) from measured request counts"
 	@echo "make smoke  check a deployment end to end and name the step that fails (STACK=, or URL= [MESSAGES_TABLE=]; TOKEN=, CHANNEL=)"
 	@echo "make soak   the whole local stack for 3 minutes under every fault at once (SOAK_SUBSCRIBERS, SOAK_SECONDS)"
