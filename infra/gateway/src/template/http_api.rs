@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::functions::Function;
 use super::intrinsics::references;
 use super::parser::Parser;
-use super::routes::RouteIntegration;
+use super::routes::{DeclaredRoute, RouteIntegration};
 use crate::GatewayError;
 
 /// The HTTP API the template defines.
@@ -59,11 +59,7 @@ impl Cors {
 
 impl Parser<'_> {
     pub(super) fn http_api(&self, functions: &BTreeMap<String, Function>) -> Result<Option<HttpApi>, GatewayError> {
-        let apis: Vec<_> = self
-            .of_type("AWS::ApiGatewayV2::Api")
-            .into_iter()
-            .filter(|(_, api)| api.pointer("/Properties/ProtocolType").and_then(Value::as_str) == Some("HTTP"))
-            .collect();
+        let apis = self.apis_of_protocol("HTTP");
         let (logical_id, api) = match apis.as_slice() {
             [] => return Ok(None),
             [one] => *one,
@@ -80,20 +76,13 @@ impl Parser<'_> {
             max_age: cors.get("MaxAge").and_then(|value| self.resolve_integer(value)),
         });
         let mut routes = Vec::new();
-        for (route_id, route) in self.of_type("AWS::ApiGatewayV2::Route") {
-            let properties = route.get("Properties").cloned().unwrap_or_default();
-            if !properties
-                .get("ApiId")
-                .map(references)
-                .unwrap_or_default()
-                .contains(logical_id)
-            {
-                continue;
-            }
-            let route_key = properties
-                .get("RouteKey")
-                .and_then(Value::as_str)
-                .ok_or_else(|| GatewayError::Template(format!("route {route_id} has no literal RouteKey")))?;
+        for DeclaredRoute {
+            logical_id: route_id,
+            route_key,
+            integration,
+            properties,
+        } in self.declared_routes(logical_id)?
+        {
             let (method, path) = route_key.split_once(' ').ok_or_else(|| {
                 GatewayError::Template(format!(
                     "route {route_id}: RouteKey {route_key:?} is not `METHOD /path`; the local gateway serves no $default HTTP route"
@@ -109,10 +98,6 @@ impl Parser<'_> {
                     "route {route_id}: the local gateway serves only AuthorizationType NONE on the HTTP API"
                 )));
             }
-            let target = properties
-                .get("Target")
-                .ok_or_else(|| GatewayError::Template(format!("route {route_id} has no Target")))?;
-            let integration = self.single_reference(route_id, "Target", target, &["AWS::ApiGatewayV2::Integration"])?;
             let format = self
                 .resources
                 .get(&integration)
@@ -130,9 +115,9 @@ impl Parser<'_> {
             };
             routes.push(HttpRoute {
                 logical_id: route_id.clone(),
-                route_key: route_key.to_owned(),
                 method: method.to_ascii_uppercase(),
                 path: path.to_owned(),
+                route_key,
                 binary,
             });
         }

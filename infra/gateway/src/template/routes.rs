@@ -102,13 +102,60 @@ impl Route {
     }
 }
 
-impl Parser<'_> {
-    pub(super) fn websocket_api(&self) -> Result<(String, RouteSelection), GatewayError> {
-        let apis: Vec<_> = self
-            .of_type("AWS::ApiGatewayV2::Api")
+/// One `AWS::ApiGatewayV2::Route` of an API as the template declares it:
+/// its key and the integration its `Target` names.
+pub(super) struct DeclaredRoute<'a> {
+    pub logical_id: &'a String,
+    pub route_key: String,
+    pub integration: String,
+    pub properties: &'a Value,
+}
+
+impl<'a> Parser<'a> {
+    /// The `AWS::ApiGatewayV2::Api`s of one `ProtocolType` (`WEBSOCKET`, `HTTP`).
+    pub(super) fn apis_of_protocol(&self, protocol: &str) -> Vec<(&'a String, &'a Value)> {
+        self.of_type("AWS::ApiGatewayV2::Api")
             .into_iter()
-            .filter(|(_, api)| api.pointer("/Properties/ProtocolType").and_then(Value::as_str) == Some("WEBSOCKET"))
-            .collect();
+            .filter(|(_, api)| api.pointer("/Properties/ProtocolType").and_then(Value::as_str) == Some(protocol))
+            .collect()
+    }
+
+    /// Every route of the API `api_logical_id`, in template order.
+    pub(super) fn declared_routes(&self, api_logical_id: &str) -> Result<Vec<DeclaredRoute<'a>>, GatewayError> {
+        let mut routes = Vec::new();
+        for (logical_id, route) in self.of_type("AWS::ApiGatewayV2::Route") {
+            let Some(properties) = route.get("Properties") else {
+                continue;
+            };
+            if !properties
+                .get("ApiId")
+                .map(references)
+                .unwrap_or_default()
+                .contains(api_logical_id)
+            {
+                continue;
+            }
+            let route_key = properties
+                .get("RouteKey")
+                .and_then(Value::as_str)
+                .ok_or_else(|| GatewayError::Template(format!("route {logical_id} has no literal RouteKey")))?;
+            let target = properties
+                .get("Target")
+                .ok_or_else(|| GatewayError::Template(format!("route {logical_id} has no Target")))?;
+            let integration =
+                self.single_reference(logical_id, "Target", target, &["AWS::ApiGatewayV2::Integration"])?;
+            routes.push(DeclaredRoute {
+                logical_id,
+                route_key: route_key.to_owned(),
+                integration,
+                properties,
+            });
+        }
+        Ok(routes)
+    }
+
+    pub(super) fn websocket_api(&self) -> Result<(String, RouteSelection), GatewayError> {
+        let apis = self.apis_of_protocol("WEBSOCKET");
         let (logical_id, api) = match apis.as_slice() {
             [one] => *one,
             [] => {
@@ -141,32 +188,14 @@ impl Parser<'_> {
             .flat_map(references)
             .collect();
         let mut routes = BTreeMap::new();
-        for (logical_id, route) in self.of_type("AWS::ApiGatewayV2::Route") {
-            let properties = route.get("Properties").cloned().unwrap_or_default();
-            if !properties
-                .get("ApiId")
-                .map(references)
-                .unwrap_or_default()
-                .contains(api_logical_id)
-            {
-                continue;
-            }
-            let route_key = properties
-                .get("RouteKey")
-                .and_then(Value::as_str)
-                .ok_or_else(|| GatewayError::Template(format!("route {logical_id} has no literal RouteKey")))?;
-            let target = properties
-                .get("Target")
-                .ok_or_else(|| GatewayError::Template(format!("route {logical_id} has no Target")))?;
-            let integration =
-                self.single_reference(logical_id, "Target", target, &["AWS::ApiGatewayV2::Integration"])?;
+        for route in self.declared_routes(api_logical_id)? {
             routes.insert(
-                route_key.to_owned(),
+                route.route_key.clone(),
                 Route {
-                    logical_id: logical_id.clone(),
-                    route_key: route_key.to_owned(),
-                    integration: self.route_integration(&integration, functions)?,
-                    has_route_response: with_route_response.contains(logical_id),
+                    logical_id: route.logical_id.clone(),
+                    integration: self.route_integration(&route.integration, functions)?,
+                    has_route_response: with_route_response.contains(route.logical_id),
+                    route_key: route.route_key,
                 },
             );
         }
