@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::{error_response, json_response, Caller};
 use crate::channel::{sha256_hex, validate_channel_name};
+use crate::connection::ConnectionRecord;
 use crate::message::MessageRecord;
 use crate::permissions::may_publish;
-use crate::rate::{publish_counters, publish_window, PublishAllowance, PublishCounter};
+use crate::rate::{publish_counters, publish_window, take_publish_allowance, PublishAllowance, PublishCounter};
 use crate::store::MessageStore;
 use crate::telemetry::metric;
 use crate::time::Clocked;
@@ -67,10 +68,12 @@ pub(super) async fn publish<S: PublishRouteStore>(
     }
     let now = store.clock().epoch_seconds();
     let scope = caller.scope();
+    // A client's rights and allowances, as its socket's record would hold them; none for a server.
+    let rights = caller.rights(now);
     let mut keys = HashSet::new();
     let mut records = Vec::with_capacity(messages.len());
     for (n, message) in messages.iter().enumerate() {
-        let record = match checked_record(store, config, caller, &scope, now, message) {
+        let record = match checked_record(store, config, caller, rights.as_ref(), &scope, now, message) {
             Ok(record) => record,
             Err((status, code, why)) => return Ok(refused(status, code, format!("messages[{n}]: {why}"))),
         };
@@ -83,7 +86,7 @@ pub(super) async fn publish<S: PublishRouteStore>(
         }
         records.push(record);
     }
-    if let Some(refusal) = take_client_allowance(store, config, caller, records.len(), now).await? {
+    if let Some(refusal) = take_client_allowance(store, config, rights.as_ref(), records.len(), now).await? {
         return Ok(refusal);
     }
     let mut published = Vec::with_capacity(records.len());
@@ -137,6 +140,7 @@ fn checked_record<S: Clocked>(
     store: &S,
     config: &Config,
     caller: &Caller,
+    rights: Option<&ConnectionRecord>,
     scope: &str,
     now: i64,
     message: &HttpMessage,
@@ -153,7 +157,7 @@ fn checked_record<S: Clocked>(
         }
     }
     check_storable(&message.data, 1).map_err(invalid)?;
-    if let Some(record) = caller.rights(now) {
+    if let Some(record) = rights {
         let forbidden = |why: &str| (403, "publish_forbidden", why.to_owned());
         if !config.allow_client_publish {
             return Err(forbidden(
@@ -168,7 +172,7 @@ fn checked_record<S: Clocked>(
         if message.user.is_some() {
             return Err(forbidden("only a server key may publish to a user"));
         }
-        may_publish(&record, message.channel.as_deref()).map_err(|refusal| forbidden(refusal.explain()))?;
+        may_publish(record, message.channel.as_deref()).map_err(|refusal| forbidden(refusal.explain()))?;
     }
     let id = match &message.idempotency_key {
         Some(key) => message_id_for_key(scope, key),
@@ -218,42 +222,33 @@ fn check_storable(value: &Value, depth: usize) -> Result<(), String> {
 async fn take_client_allowance<S: PublishAllowance>(
     store: &S,
     config: &Config,
-    caller: &Caller,
+    rights: Option<&ConnectionRecord>,
     messages: usize,
     now: i64,
 ) -> Result<Option<Refusal>, Error> {
-    let Some(record) = caller.rights(now) else {
+    let Some(record) = rights else {
         return Ok(None);
     };
     let rate = &config.publish_rate;
     let (window, expires_at) = publish_window(rate, now);
-    let counters = publish_counters(rate, &record, window);
-    let mut taken: Vec<&PublishCounter> = Vec::new();
-    for _ in 0..messages {
-        for counter in &counters {
-            if store.take_publish(&counter.key, counter.limit, expires_at).await? {
-                taken.push(counter);
-                continue;
-            }
-            for earlier in &taken {
-                if let Err(error) = store.give_back_publish(&earlier.key).await {
-                    tracing::warn!(counter = %earlier.key, error = %error, "a publish allowance could not be given back");
-                }
-            }
-            metrics::counter!(metric::PUBLISH_RATE_LIMITED).increment(1);
-            return Ok(Some(refused(
-                429,
-                "rate_limited",
-                format!(
-                    "over the {} publish allowance of {} per {} s (a batch counts each message)",
-                    counter.scope.as_str(),
-                    counter.limit,
-                    rate.window_seconds
-                ),
-            )));
-        }
-    }
-    Ok(None)
+    let counters = publish_counters(rate, record, window);
+    // Message after message, each counter in turn, as separate publishes
+    // would take them; a refusal gives back every unit taken before it.
+    let units: Vec<PublishCounter> = (0..messages).flat_map(|_| counters.iter().cloned()).collect();
+    let Some(counter) = take_publish_allowance(store, &units, expires_at).await? else {
+        return Ok(None);
+    };
+    metrics::counter!(metric::PUBLISH_RATE_LIMITED).increment(1);
+    Ok(Some(refused(
+        429,
+        "rate_limited",
+        format!(
+            "over the {} publish allowance of {} per {} s (a batch counts each message)",
+            counter.scope.as_str(),
+            counter.limit,
+            rate.window_seconds
+        ),
+    )))
 }
 
 #[cfg(test)]
