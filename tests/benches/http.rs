@@ -22,6 +22,7 @@ use airwave_protocol::http::{ChannelPoll, PollResponse, POLL_PATH, PUBLISH_PATH}
 use airwave_protocol::{parse_server_frame, Incoming, Position};
 use airwave_shared::server_keys::ServerKeys;
 use airwave_shared::time::epoch_millis_now;
+use airwave_tests::http_api::post_ok;
 use airwave_tests::stack::LocalStack;
 use airwave_tests::TestTables;
 use futures::{SinkExt, StreamExt};
@@ -33,24 +34,15 @@ const SERVER_KEY: &str = "sk_bench_0123456789abcdef0123456789abcdef";
 const POLL_MIN: Duration = Duration::from_millis(1_000);
 const POLL_MAX: Duration = Duration::from_millis(4_000);
 
+fn server_key() -> String {
+    format!("Key {SERVER_KEY}")
+}
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
-}
-
-async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Value {
-    let response = client
-        .post(url)
-        .header("authorization", format!("Key {SERVER_KEY}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("the HTTP API answers");
-    assert_eq!(response.status().as_u16(), 200);
-    response.json().await.expect("a JSON answer")
 }
 
 /// Messages per second publishing `total` messages over HTTP, `per_request`
@@ -68,7 +60,7 @@ async fn http_rate(stack: &LocalStack, total: usize, per_request: usize, concurr
         .for_each_concurrent(concurrency, |body| {
             let (client, url) = (client.clone(), url.clone());
             async move {
-                post(&client, &url, &body).await;
+                post_ok(&client, &url, &server_key(), &body).await;
             }
         })
         .await;
@@ -129,9 +121,16 @@ fn polling_subscriber(stack: &LocalStack, channel: &str, arrivals: Arrivals, pol
         let mut since: Option<Position> = None;
         let mut wait = POLL_MIN;
         loop {
-            let answer: PollResponse =
-                serde_json::from_value(post(&client, &url, &json!({"channels": {channel.clone(): since}})).await)
-                    .expect("a poll answer");
+            let answer: PollResponse = serde_json::from_value(
+                post_ok(
+                    &client,
+                    &url,
+                    &server_key(),
+                    &json!({"channels": {channel.clone(): since}}),
+                )
+                .await,
+            )
+            .expect("a poll answer");
             *polls.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) += 1;
             let now = epoch_millis_now();
             let mut moved = false;
@@ -209,7 +208,7 @@ async fn main() {
     let started = Instant::now();
     for n in 0..latency_messages {
         let at = epoch_millis_now();
-        let answer = post(&client, &url, &json!({"channel": channel, "data": n})).await;
+        let answer = post_ok(&client, &url, &server_key(), &json!({"channel": channel, "data": n})).await;
         let id = answer["messages"][0]["message_id"].as_str().expect("an id").to_owned();
         sent.insert(id, at);
         // From 0.2 to 3 s apart: some land on a busy poller, some on a quiet one.

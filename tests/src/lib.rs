@@ -5,6 +5,7 @@
 
 pub mod cost;
 mod events;
+pub mod http_api;
 mod identity;
 mod logs;
 mod operations;

@@ -12,6 +12,7 @@ use airwave_protocol::http::PublishResponse;
 use airwave_protocol::{parse_server_frame, Incoming, MessageFrame};
 use airwave_shared::config::JwtSecret;
 use airwave_shared::server_keys::ServerKeys;
+use airwave_tests::http_api::post_json;
 use airwave_tests::stack::LocalStack;
 use airwave_tests::{signed_token, TestSocket, TestTables};
 use futures::{SinkExt, StreamExt};
@@ -45,17 +46,8 @@ pub(super) async fn post(stack: &LocalStack, authorization: Option<&str>, body: 
 
 /// POSTs `body` to `path` of the HTTP API and answers (status, JSON body).
 pub(super) async fn post_to(stack: &LocalStack, path: &str, authorization: Option<&str>, body: &str) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}{path}", stack.gateway.http_url()))
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(authorization) = authorization {
-        request = request.header("authorization", authorization);
-    }
-    let response = request.send().await.expect("the HTTP API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    let url = format!("{}{path}", stack.gateway.http_url());
+    post_json(&reqwest::Client::new(), &url, authorization, body).await
 }
 
 pub(super) fn server() -> String {

@@ -18,6 +18,7 @@ use airwave_shared::server_keys::ServerKeys;
 use airwave_shared::time::epoch_seconds_now;
 use airwave_shared::{DynamoStore, MessageStore};
 use airwave_tests::cost::{report, Deployment, Prices, UnitCosts, Usage, ROOM_SIZE};
+use airwave_tests::http_api::post_ok;
 use airwave_tests::stack::{LocalStack, StackOptions};
 use airwave_tests::TestTables;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -170,24 +171,6 @@ async fn connect_all(stack: &LocalStack, count: usize, prefix: &str) -> Vec<Sock
         sockets.push(socket);
     }
     sockets
-}
-
-async fn http_post(
-    client: &reqwest::Client,
-    url: &str,
-    authorization: &str,
-    body: &serde_json::Value,
-) -> serde_json::Value {
-    let response = client
-        .post(url)
-        .header("authorization", authorization)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("the HTTP API answers");
-    assert_eq!(response.status().as_u16(), 200, "{url}");
-    response.json().await.expect("a JSON answer")
 }
 
 fn room(i: usize) -> String {
@@ -448,7 +431,7 @@ async fn main() {
     before = meter.settled().await;
     for n in 0..REPEATS {
         let body = json!({"channel": "nobody", "data": {"n": n}});
-        http_post(
+        post_ok(
             &http,
             &format!("{base}/v1/publish"),
             &format!("Key {SERVER_KEY}"),
@@ -459,13 +442,13 @@ async fn main() {
     units.http_publish = per(meter.settled().await.minus(&before), REPEATS);
     let token = airwave_tests::signed_token(SECRET, &json!({"sub": "poller", "exp": epoch_seconds_now() + 3_600}));
     let asked = json!({"channels": {"room-0": positions[0], "room-1": positions[1], "all": null}});
-    let answer = http_post(&http, &format!("{base}/v1/poll"), &format!("Bearer {token}"), &asked).await;
+    let answer = post_ok(&http, &format!("{base}/v1/poll"), &format!("Bearer {token}"), &asked).await;
     let channels = |channel: &str| answer["channels"][channel]["position"].clone();
     let idle =
         json!({"channels": {"room-0": channels("room-0"), "room-1": channels("room-1"), "all": channels("all")}});
     before = meter.settled().await;
     for _ in 0..REPEATS {
-        let answer = http_post(&http, &format!("{base}/v1/poll"), &format!("Bearer {token}"), &idle).await;
+        let answer = post_ok(&http, &format!("{base}/v1/poll"), &format!("Bearer {token}"), &idle).await;
         assert!(
             answer["channels"]["all"]["publications"].is_null(),
             "nothing new: {answer}"
