@@ -78,15 +78,21 @@ async function refuseHandshakes(h: Harness, count: number): Promise<void> {
   await flush();
 }
 
+/** A client subscribed to `prices` whose first three handshakes were refused: on HTTP now. */
+async function fallenBack(api: FakeHttpApi): Promise<{ h: Harness; received: ChannelMessage[] }> {
+  const h = fallbackHarness(api);
+  const received: ChannelMessage[] = [];
+  h.client.subscribe("prices", (_data, message) => received.push(message));
+  const opened = h.client.connect();
+  await refuseHandshakes(h, 3);
+  await opened;
+  return { h, received };
+}
+
 describe("the HTTP fallback", () => {
   it("takes over after three failed handshakes and delivers every message once, in order", async () => {
     const api = new FakeHttpApi();
-    const h = fallbackHarness(api);
-    const received: ChannelMessage[] = [];
-    h.client.subscribe("prices", (_data, message) => received.push(message));
-    const opened = h.client.connect();
-    await refuseHandshakes(h, 3);
-    await opened;
+    const { h, received } = await fallenBack(api);
     expect(h.sockets.length).toBe(3);
     expect(h.client.stats().transport).toBe("http");
     expect(h.client.state).toBe("open");
@@ -124,12 +130,7 @@ describe("the HTTP fallback", () => {
 
   it("goes back to a WebSocket once a probe gets its pong, with no gap and no duplicate", async () => {
     const api = new FakeHttpApi();
-    const h = fallbackHarness(api);
-    const received: ChannelMessage[] = [];
-    h.client.subscribe("prices", (_data, message) => received.push(message));
-    const opened = h.client.connect();
-    await refuseHandshakes(h, 3);
-    await opened;
+    const { h, received } = await fallenBack(api);
     api.publish("prices", 1);
     api.publish("prices", 2);
     await h.clock.advance(400);
