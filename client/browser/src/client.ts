@@ -419,15 +419,7 @@ export class AirwaveClient {
     const socket = this.socket;
     if (!socket) return;
     this.socket = null;
-    socket.onopen = null;
-    socket.onmessage = null;
-    socket.onclose = null;
-    socket.onerror = null;
-    try {
-      socket.close(code, reason);
-    } catch {
-      // Already closing or closed.
-    }
+    discard(socket, code, reason);
   }
 
   private clearConnectionTimers(): void {
@@ -542,12 +534,7 @@ export class AirwaveClient {
     const probe = this.probe;
     if (!probe) return;
     this.probe = null;
-    probe.onopen = probe.onmessage = probe.onclose = probe.onerror = null;
-    try {
-      probe.close(1000, "probe done");
-    } catch {
-      // Already closed.
-    }
+    discard(probe, 1000, "probe done");
   }
 
   // --- heartbeat and page lifecycle --------------------------------------
@@ -710,5 +697,18 @@ export class AirwaveClient {
       return;
     }
     this.channels.receive(channel, raw);
+  }
+}
+
+/** Closes a socket the client is done with; none of its events reach the client after. */
+function discard(socket: SocketLike, code: number, reason: string): void {
+  socket.onopen = null;
+  socket.onmessage = null;
+  socket.onclose = null;
+  socket.onerror = null;
+  try {
+    socket.close(code, reason);
+  } catch {
+    // Already closing or closed.
   }
 }
