@@ -107,7 +107,7 @@ export class PollingSocket implements SocketLike {
     const answer = await this.post(POLL_PATH, { channels: {} });
     if (this.readyState !== CONNECTING) return;
     if (answer.kind !== "ok") {
-      this.fail(answer.kind === "refused" ? POLL_REFUSED : POLL_UNREACHABLE, answer.reason);
+      this.unanswered(answer);
       return;
     }
     const max = (answer.body as { max_channels?: unknown } | null)?.max_channels;
@@ -130,7 +130,7 @@ export class PollingSocket implements SocketLike {
     this.joining.delete(channel);
     if (this.readyState !== OPEN) return;
     if (answer.kind !== "ok") {
-      this.fail(answer.kind === "refused" ? POLL_REFUSED : POLL_UNREACHABLE, answer.reason);
+      this.unanswered(answer);
       return;
     }
     const poll = channelsOf(answer.body)[channel];
@@ -179,7 +179,7 @@ export class PollingSocket implements SocketLike {
     this.polling = false;
     if (this.readyState !== OPEN) return;
     if (answer.kind !== "ok") {
-      this.fail(answer.kind === "refused" ? POLL_REFUSED : POLL_UNREACHABLE, answer.reason);
+      this.unanswered(answer);
       return;
     }
     let moved = false;
@@ -223,6 +223,11 @@ export class PollingSocket implements SocketLike {
   private emit(frame: Record<string, unknown>): void {
     if (this.readyState === CLOSED) return;
     this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+
+  /** A poll the API refused or never answered ends the transport, as a lost socket. */
+  private unanswered(answer: Exclude<Answer, { kind: "ok" }>): void {
+    this.fail(answer.kind === "refused" ? POLL_REFUSED : POLL_UNREACHABLE, answer.reason);
   }
 
   private fail(code: number, reason: string): void {
