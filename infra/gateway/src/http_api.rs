@@ -82,11 +82,7 @@ async fn serve(
         Ok(output) => response_from(output),
         Err(error) => {
             tracing::warn!(route = %route.route_key, error = %error, "HTTP API function failed");
-            api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalServerErrorException",
-                "Internal Server Error",
-            )
+            internal_error()
         }
     };
     if let (Some(cors), Some(origin)) = (cors, origin.as_deref()) {
@@ -98,6 +94,15 @@ async fn serve(
         }
     }
     response
+}
+
+/// API Gateway's answer when the integration failed or answered what it cannot read.
+fn internal_error() -> Response {
+    api_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerErrorException",
+        "Internal Server Error",
+    )
 }
 
 fn not_found() -> Response {
@@ -203,23 +208,13 @@ fn response_from(output: Value) -> Response {
         return (StatusCode::OK, [("content-type", "application/json")], body).into_response();
     };
     let Ok(status) = StatusCode::from_u16(u16::try_from(status).unwrap_or(500)) else {
-        return api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalServerErrorException",
-            "Internal Server Error",
-        );
+        return internal_error();
     };
     let text = output.get("body").and_then(Value::as_str).unwrap_or_default();
     let body = if output.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
         match base64::engine::general_purpose::STANDARD.decode(text) {
             Ok(bytes) => bytes,
-            Err(_) => {
-                return api_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalServerErrorException",
-                    "Internal Server Error",
-                )
-            }
+            Err(_) => return internal_error(),
         }
     } else {
         text.as_bytes().to_vec()
