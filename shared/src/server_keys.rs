@@ -120,14 +120,6 @@ impl ServerKeySource {
         }
     }
 
-    /// From the environment alone (local stacks and tests).
-    pub fn from_config(config: &crate::Config) -> Self {
-        match &config.server_keys {
-            Some(keys) => ServerKeySource::Fixed(keys.clone()),
-            None => ServerKeySource::None,
-        }
-    }
-
     pub async fn check(&self, presented: &str) -> KeyCheck {
         let keys: Option<Arc<ServerKeys>> = match self {
             ServerKeySource::None => return KeyCheck::Refused,
