@@ -81,9 +81,7 @@ impl Shared {
         address: SocketAddr,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let throttle = model.http_api.as_ref().and_then(|api| api.throttle);
-        let http_throttle =
-            QuotaBucket::new(throttle.map(|(per_second, burst)| airwave_local::Quota { per_second, burst }));
+        let http_throttle = QuotaBucket::new(model.http_api.as_ref().and_then(|api| api.throttle));
         Shared {
             quota: QuotaBucket::new(options.management_quota),
             options,

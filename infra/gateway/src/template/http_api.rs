@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use airwave_local::Quota;
 use serde_json::Value;
 
 use super::functions::Function;
@@ -20,8 +21,8 @@ pub struct HttpApi {
     pub routes: Vec<HttpRoute>,
     /// `None`: no CORS headers, and preflight requests are not answered.
     pub cors: Option<Cors>,
-    /// The stage's default route throttle: (requests a second, burst).
-    pub throttle: Option<(f64, f64)>,
+    /// The stage's default route throttle.
+    pub throttle: Option<Quota>,
 }
 
 /// One route: `POST /v1/publish` and the function binary that answers it.
@@ -137,7 +138,10 @@ impl Parser<'_> {
                 let burst = settings
                     .get("ThrottlingBurstLimit")
                     .and_then(|value| self.resolve_text(value))?;
-                Some((rate.parse().ok()?, burst.parse().ok()?))
+                Some(Quota {
+                    per_second: rate.parse().ok()?,
+                    burst: burst.parse().ok()?,
+                })
             });
         Ok(Some(HttpApi {
             logical_id: logical_id.clone(),
